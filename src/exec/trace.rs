@@ -1,0 +1,97 @@
+//! An executor wrapper that records every primitive call before forwarding it.
+//!
+//! Tests use it to pin down the call sequence the algorithm layer issues — the same sequence the
+//! CUDA executor receives — e.g. that a batched projection is two strided-batched GEMMs and not a
+//! loop of small ones.
+
+use std::sync::Mutex;
+
+use super::*;
+
+/// One recorded primitive call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Alloc(usize),
+    ReadToHost(usize),
+    Gemm(GemmArgs),
+    Axpby(AxpbyArgs),
+    Dgmm(DgmmArgs),
+    Gesvd(GesvdArgs),
+    SignFix(SignFixArgs),
+    SumSquares { rows: usize, cols: usize, batch: usize },
+    AddDiagonal { n: usize, batch: usize },
+    CosineSum { count: usize },
+}
+
+pub struct Recording<E> {
+    pub inner: E,
+    log: Mutex<Vec<Call>>,
+}
+
+impl<E: Executor> Recording<E> {
+    pub fn new(inner: E) -> Self {
+        Recording { inner, log: Mutex::new(Vec::new()) }
+    }
+    /// The calls recorded so far, and clear the log.
+    pub fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+    fn rec(&self, c: Call) {
+        self.log.lock().unwrap().push(c);
+    }
+}
+
+impl<E: Executor> Executor for Recording<E> {
+    fn name(&self) -> String {
+        format!("recording({})", self.inner.name())
+    }
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+    fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        self.rec(Call::Alloc(bytes));
+        self.inner.alloc(bytes)
+    }
+    unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
+        self.rec(Call::ReadToHost(dst.len()));
+        self.inner.read_to_host(src, dst)
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+    unsafe fn gemm_strided_batched(&self, a: &GemmArgs) -> Result<()> {
+        self.rec(Call::Gemm(*a));
+        self.inner.gemm_strided_batched(a)
+    }
+    unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
+        self.rec(Call::Axpby(*a));
+        self.inner.axpby(a)
+    }
+    unsafe fn dgmm(&self, a: &DgmmArgs) -> Result<()> {
+        self.rec(Call::Dgmm(*a));
+        self.inner.dgmm(a)
+    }
+    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize) -> Result<usize> {
+        self.inner.gesvd_buffer_size(m, n, dtype, batch)
+    }
+    unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        self.rec(Call::Gesvd(*a));
+        self.inner.gesvd_strided_batched(a, work, work_bytes)
+    }
+    unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> Result<()> {
+        self.rec(Call::SignFix(*a));
+        self.inner.svd_sign_fix(a)
+    }
+    unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
+        self.rec(Call::SumSquares { rows, cols, batch });
+        self.inner.sum_squares(rows, cols, batch, x)
+    }
+    unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
+        self.rec(Call::AddDiagonal { n, batch });
+        self.inner.add_diagonal(n, a, batch, alpha)
+    }
+    unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
+        self.rec(Call::CosineSum { count });
+        self.inner.cosine_sum(a, b, count)
+    }
+}

@@ -1,0 +1,146 @@
+//! Diagnostics, each returned per batch entry as f64 on the host (they synchronise; keep them off
+//! the training hot path):
+//! - leakage `||U_high^T X||_F / ||X||_F` (left) or `||X V_high^T||_F / ||X||_F` (right): 0 for a
+//!   perfectly projected `X` (and 0 when `X` is zero);
+//! - orthonormality error `||B^T B - I||_F` (columns of `B`) or `||B B^T - I||_F` (rows);
+//! - reconstruction error `||W - U_h S_h V_h - U_l S_l V_l||_F / ||W||_F` (absolute when `W = 0`).
+//!
+//! Products are formed in the compute type (f32 for f32/f16/bf16 data, f64 for f64) and the norms
+//! are accumulated in f64.
+
+use super::project::Side;
+use super::reconstruct::{self, Term};
+use super::*;
+use crate::desc::check_batch;
+
+fn compute_out(dtype: DType) -> DType {
+    dtype.default_compute()
+}
+
+fn stage_if_needed(ws: &mut Ws, d: &MatDesc) -> Result<Option<MatDesc>> {
+    if is_blas(d) {
+        Ok(None)
+    } else {
+        Ok(Some(ws.mat(d.dtype, d.rows, d.cols, d.batch)?))
+    }
+}
+
+unsafe fn staged(exec: &dyn Executor, d: &MatDesc, st: Option<MatDesc>) -> Result<MatDesc> {
+    match st {
+        Some(st) => {
+            copy(exec, d, &st)?;
+            Ok(st)
+        }
+        None => Ok(*d),
+    }
+}
+
+fn check_leakage(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<bool> {
+    let left = match side {
+        Side::Left => true,
+        Side::Right => false,
+        Side::Both => return Err(Error::InvalidArgument("leakage is measured one side at a time".into())),
+    };
+    x.validate("X", false)?;
+    basis.validate("basis", true)?;
+    if (left && basis.rows != x.rows) || (!left && basis.cols != x.cols) {
+        return Err(Error::shape("basis", format!("{} x {} basis does not fit a {} x {} X on this side", basis.rows, basis.cols, x.rows, x.cols)));
+    }
+    if basis.dtype != x.dtype {
+        return Err(Error::DtypeUnsupported("basis and X must share a dtype".into()));
+    }
+    check_batch(x.batch, &[("basis", basis)])?;
+    check_device(exec, &[("X", x), ("basis", basis)])?;
+    Ok(left)
+}
+
+fn leakage_layout(ws: &mut Ws, left: bool, basis: &MatDesc, x: &MatDesc) -> Result<(Option<MatDesc>, Option<MatDesc>, MatDesc)> {
+    let sb = stage_if_needed(ws, basis)?;
+    let sx = stage_if_needed(ws, x)?;
+    let (r, c) = if left { (basis.cols, x.cols) } else { (x.rows, basis.rows) };
+    let coef = ws.mat(compute_out(x.dtype), r, c, x.batch)?;
+    Ok((sb, sx, coef))
+}
+
+pub fn leakage_workspace_size(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<usize> {
+    let left = check_leakage(exec, side, basis, x)?;
+    let mut ws = Ws::measure(exec.device());
+    leakage_layout(&mut ws, left, basis, x)?;
+    Ok(ws.used())
+}
+
+/// Leakage of `x` into the span of `basis` on `side`, per batch entry.
+///
+/// # Safety
+/// Descriptors must describe valid memory of the executor's device.
+pub unsafe fn leakage(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<Vec<f64>> {
+    let left = check_leakage(exec, side, basis, x)?;
+    let (sb, sx, coef) = leakage_layout(ws, left, basis, x)?;
+    let b = staged(exec, basis, sb)?;
+    let xs = staged(exec, x, sx)?;
+    let gc = compute_for(x.dtype);
+    if coef.rows > 0 && coef.cols > 0 {
+        if left {
+            gemm(exec, &coef, 1.0, &b.t(), &xs, 0.0, gc)?;
+        } else {
+            gemm(exec, &coef, 1.0, &xs, &b.t(), 0.0, gc)?;
+        }
+    }
+    let num = exec.sum_squares(coef.rows, coef.cols, coef.batch, &strided2d(&coef))?;
+    let den = exec.sum_squares(x.rows, x.cols, x.batch, &strided2d(x))?;
+    Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { 0.0 } else { (n / d).sqrt() }).collect())
+}
+
+fn ortho_layout(ws: &mut Ws, basis: &MatDesc, columns: bool) -> Result<(Option<MatDesc>, MatDesc)> {
+    let sb = stage_if_needed(ws, basis)?;
+    let k = if columns { basis.cols } else { basis.rows };
+    let g = ws.mat(compute_out(basis.dtype), k, k, basis.batch)?;
+    Ok((sb, g))
+}
+
+pub fn orthonormality_workspace_size(exec: &dyn Executor, basis: &MatDesc, columns: bool) -> Result<usize> {
+    basis.validate("basis", true)?;
+    check_device(exec, &[("basis", basis)])?;
+    let mut ws = Ws::measure(exec.device());
+    ortho_layout(&mut ws, basis, columns)?;
+    Ok(ws.used())
+}
+
+/// `||B^T B - I||_F` (`columns`) or `||B B^T - I||_F`, per batch entry.
+///
+/// # Safety
+/// Descriptors must describe valid memory of the executor's device.
+pub unsafe fn orthonormality_error(exec: &dyn Executor, ws: &mut Ws, basis: &MatDesc, columns: bool) -> Result<Vec<f64>> {
+    basis.validate("basis", true)?;
+    check_device(exec, &[("basis", basis)])?;
+    let (sb, g) = ortho_layout(ws, basis, columns)?;
+    if g.rows == 0 {
+        return Ok(vec![0.0; basis.batch]);
+    }
+    let b = staged(exec, basis, sb)?;
+    let b = if columns { b } else { b.t() };
+    gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
+    exec.add_diagonal(g.rows, &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride }, g.batch, -1.0)?;
+    Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
+}
+
+pub fn reconstruction_workspace_size(exec: &dyn Executor, w: &MatDesc, terms: &[Term], compute: DType) -> Result<usize> {
+    w.validate("W", false)?;
+    check_device(exec, &[("W", w)])?;
+    reconstruct::scratch_workspace_size(exec, terms, w, compute)
+}
+
+/// Relative reconstruction error of `w` by the given terms, per batch entry.
+///
+/// # Safety
+/// Descriptors must describe valid memory of the executor's device.
+pub unsafe fn reconstruction_error(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, terms: &[Term], compute: DType) -> Result<Vec<f64>> {
+    w.validate("W", false)?;
+    check_device(exec, &[("W", w)])?;
+    let r = reconstruct::reconstruct_scratch(exec, ws, terms, w, compute)?;
+    // r <- W - r
+    axpby(exec, 1.0, w, -1.0, &r)?;
+    let num = exec.sum_squares(r.rows, r.cols, r.batch, &strided2d(&r))?;
+    let den = exec.sum_squares(w.rows, w.cols, w.batch, &strided2d(w))?;
+    Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { n.sqrt() } else { (n / d).sqrt() }).collect())
+}

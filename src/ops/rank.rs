@@ -1,0 +1,203 @@
+//! Rank selection: how many top singular directions to freeze (`k`, `0 <= k <= R`).
+//!
+//! | rule | `k` | notes |
+//! | --- | --- | --- |
+//! | `Fixed(k)` | `k` | error if `k > R` |
+//! | `Fraction(f)`, `f` in `[0, 1]` | `floor(f * R + 1e-9)` | PEFT's float `effective_rank`; `f = 1` freezes all |
+//! | `Energy(t)`, `t` in `[0, 1]` | smallest `k` with `sum_{i<k} s_i^2 >= t * sum s_i^2` | `t = 0` gives 0; zero matrix gives 0 |
+//! | `EntropyEffective` | `round(exp(H(p)))`, `p = s / sum s` | Roy & Vetterli's effective rank, clamped to `[0, R]`; zero matrix gives 0 |
+//!
+//! **Adaptive rule** ([`adaptive_ranks`]): layer importance `I(W) = mean_x cos(x[:R], (W x)[:R])`
+//! over caller-given activations ([`layer_importance`]); each layer's importance is normalised by
+//! the mean over layers, `r = I / mean(I)`, and the retained (frozen) fraction is
+//! `clamp(r * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)`: a layer of average importance
+//! freezes the midpoint ratio, more important layers freeze more, up to `max_ratio`. `k =
+//! round(ratio * R)`. Non-positive mean importance (no layer looks important) gives `min_ratio`
+//! everywhere.
+
+use super::*;
+use crate::exec::Vectors;
+
+/// A rank-selection rule for one matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RankRule {
+    Fixed(usize),
+    Fraction(f64),
+    Energy(f64),
+    EntropyEffective,
+}
+
+fn check_s(s: &[f64]) -> Result<()> {
+    if s.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(Error::InvalidArgument("singular values must be finite and non-negative".into()));
+    }
+    if s.windows(2).any(|w| w[0] < w[1]) {
+        return Err(Error::InvalidArgument("singular values must be in descending order".into()));
+    }
+    Ok(())
+}
+
+fn check_unit(name: &str, v: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(Error::InvalidArgument(format!("{name} = {v} must be in [0, 1]")));
+    }
+    Ok(())
+}
+
+/// The rank `k` the rule selects for singular values `s` (descending, `R = s.len()`).
+pub fn select_rank(rule: RankRule, s: &[f64]) -> Result<usize> {
+    check_s(s)?;
+    let r = s.len();
+    Ok(match rule {
+        RankRule::Fixed(k) => {
+            if k > r {
+                return Err(Error::RankOutOfRange(format!("k = {k} exceeds R = {r}")));
+            }
+            k
+        }
+        RankRule::Fraction(f) => {
+            check_unit("fraction", f)?;
+            ((f * r as f64 + 1e-9).floor() as usize).min(r)
+        }
+        RankRule::Energy(t) => {
+            check_unit("energy threshold", t)?;
+            let total: f64 = s.iter().map(|v| v * v).sum();
+            if total == 0.0 || t == 0.0 {
+                return Ok(0);
+            }
+            let mut acc = 0.0;
+            let mut k = r;
+            for (i, v) in s.iter().enumerate() {
+                acc += v * v;
+                // Relative slack for the rounding of the running sum.
+                if acc >= t * total * (1.0 - 4.0 * f64::EPSILON * r as f64) {
+                    k = i + 1;
+                    break;
+                }
+            }
+            k
+        }
+        RankRule::EntropyEffective => {
+            let l1: f64 = s.iter().sum();
+            if l1 == 0.0 {
+                return Ok(0);
+            }
+            let h: f64 = s.iter().filter(|v| **v > 0.0).map(|v| v / l1).map(|p| -p * p.ln()).sum();
+            (h.exp().round() as usize).min(r)
+        }
+    })
+}
+
+/// Per-layer `k` from layer importances (see the module docs). `full_ranks[i]` is `R` of layer `i`.
+pub fn adaptive_ranks(importance: &[f64], full_ranks: &[usize], min_ratio: f64, max_ratio: f64) -> Result<Vec<usize>> {
+    if importance.len() != full_ranks.len() {
+        return Err(Error::InvalidArgument(format!("{} importances for {} layers", importance.len(), full_ranks.len())));
+    }
+    check_unit("min_ratio", min_ratio)?;
+    check_unit("max_ratio", max_ratio)?;
+    if min_ratio > max_ratio {
+        return Err(Error::InvalidArgument(format!("min_ratio {min_ratio} > max_ratio {max_ratio}")));
+    }
+    if importance.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidArgument("importances must be finite".into()));
+    }
+    if importance.is_empty() {
+        return Ok(vec![]);
+    }
+    let mean = importance.iter().sum::<f64>() / importance.len() as f64;
+    let mid = 0.5 * (min_ratio + max_ratio);
+    Ok(importance
+        .iter()
+        .zip(full_ranks)
+        .map(|(i, r)| {
+            let ratio = if mean > 0.0 { (i / mean * mid).clamp(min_ratio, max_ratio) } else { min_ratio };
+            ((ratio * *r as f64).round() as usize).min(*r)
+        })
+        .collect())
+}
+
+fn importance_check(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<()> {
+    w.validate("W", false)?;
+    x.validate("activations", false)?;
+    check_compute(compute)?;
+    if x.cols != w.cols {
+        return Err(Error::shape("activations", format!("samples have {} features but W has {} columns", x.cols, w.cols)));
+    }
+    crate::desc::check_batch(w.batch.max(x.batch), &[("W", w), ("activations", x)])?;
+    check_device(exec, &[("W", w), ("activations", x)])
+}
+
+struct ImpScratch {
+    xs: MatDesc,
+    ws_: MatDesc,
+    y: MatDesc,
+}
+
+fn importance_layout(ws: &mut Ws, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<ImpScratch> {
+    let r = w.rows.min(w.cols);
+    let b = w.batch.max(x.batch);
+    Ok(ImpScratch {
+        xs: ws.mat(compute, x.rows, x.cols, x.batch)?,
+        ws_: ws.mat(compute, r, w.cols, w.batch)?,
+        y: ws.mat(compute, x.rows, r, b)?,
+    })
+}
+
+pub fn importance_workspace_size(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<usize> {
+    importance_check(exec, w, x, compute)?;
+    let mut ws = Ws::measure(exec.device());
+    importance_layout(&mut ws, w, x, compute)?;
+    Ok(ws.used())
+}
+
+/// Layer importance `mean over samples of cos(x[:R], (W x)[:R])`, one per batch entry. `x` holds
+/// one sample per row (`S x M`, as a batch of activations is stored); `W` is `N x M`.
+///
+/// # Safety
+/// Descriptors must describe valid memory of the executor's device.
+pub unsafe fn layer_importance(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<Vec<f64>> {
+    importance_check(exec, w, x, compute)?;
+    let s = importance_layout(ws, w, x, compute)?;
+    let r = w.rows.min(w.cols);
+    copy(exec, x, &s.xs)?;
+    copy(exec, &w.rows_range(0, r), &s.ws_)?;
+    // Y (S x R) = X W[:R]^T
+    gemm(exec, &s.y, 1.0, &s.xs, &s.ws_.t(), 0.0, compute_for(compute))?;
+    let b = s.y.batch;
+    let mut out = Vec::with_capacity(b);
+    for i in 0..b {
+        let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
+        let yb = s.y.batch_range(i, 1);
+        // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
+        let a = Vectors { addr: xb.addr, dtype: compute, len: r, elem_stride: xb.col_stride, vec_stride: xb.row_stride, batch_stride: 0 };
+        let c = Vectors { addr: yb.addr, dtype: compute, len: r, elem_stride: yb.col_stride, vec_stride: yb.row_stride, batch_stride: 0 };
+        out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
+    }
+    Ok(out)
+}
+
+/// Read a vector (e.g. singular values) of `len` elements per batch entry from executor memory
+/// to the host as f64, through a small scratch.
+///
+/// # Safety
+/// `v` must describe valid memory of the executor's device.
+pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Result<Vec<Vec<f64>>> {
+    v.validate("vector", true)?;
+    check_device(exec, &[("vector", v)])?;
+    let len = v.rows * v.cols;
+    if len == 0 {
+        return Ok(vec![vec![]; v.batch]);
+    }
+    let col = as_column(v, len, "vector")?;
+    let st = ws.mat(DType::F64, len, 1, v.batch)?;
+    copy(exec, &col, &st)?;
+    let mut bytes = vec![0u8; len * v.batch * 8];
+    exec.read_to_host(st.addr, &mut bytes)?;
+    let all: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect();
+    Ok(all.chunks(len).map(|c| c.to_vec()).collect())
+}
+
+pub fn read_vector_workspace_size(v: &MatDesc) -> usize {
+    let mut ws = Ws::measure(v.device);
+    ws.mat(DType::F64, v.rows * v.cols, 1, v.batch).map(|_| ws.used()).unwrap_or(usize::MAX)
+}

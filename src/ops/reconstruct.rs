@@ -1,0 +1,167 @@
+//! Reconstruct `W = U_high diag(S_high) V_high + U_low diag(S_low) V_low` in a compute type
+//! (f32/f64), written in the output's dtype and layout.
+//!
+//! Each term scales the smaller factor by `S` in scratch (`U` when `N <= M`, else `V`), then one
+//! GEMM accumulates into `W` directly when it already has the compute type and a BLAS layout, or
+//! into a compute-type scratch `N x M` that is cast into `W` at the end. Either part may be
+//! omitted or have rank 0.
+
+use super::*;
+use crate::desc::{check_batch, check_disjoint};
+use crate::exec::DgmmArgs;
+
+/// One term `U diag(S) V` (`U: N x r`, `S: r`, `V: r x M`).
+#[derive(Clone, Copy, Debug)]
+pub struct Term<'a> {
+    pub u: &'a MatDesc,
+    pub s: &'a MatDesc,
+    pub v: &'a MatDesc,
+}
+
+/// Validated shapes of a term.
+struct Checked {
+    u: MatDesc,
+    s: MatDesc,
+    v: MatDesc,
+    r: usize,
+}
+
+fn check_term(i: usize, t: &Term, n: usize, m: usize) -> Result<Checked> {
+    let names = [["U_high", "S_high", "V_high"], ["U_low", "S_low", "V_low"]][i.min(1)];
+    let r = t.u.cols;
+    t.u.validate(names[0], true)?;
+    t.v.validate(names[2], true)?;
+    t.s.validate(names[1], true)?;
+    check_shape(names[0], t.u, n, r)?;
+    check_shape(names[2], t.v, r, m)?;
+    let s = if r == 0 { MatDesc { rows: 0, cols: 1, ..*t.s } } else { as_column(t.s, r, names[1])? };
+    Ok(Checked { u: *t.u, s, v: *t.v, r })
+}
+
+struct Scratch {
+    acc: MatDesc,
+    scaled: Vec<MatDesc>,
+    svec: Vec<MatDesc>,
+    other: Vec<Option<MatDesc>>,
+}
+
+fn layout(ws: &mut Ws, terms: &[Checked], out: &MatDesc, compute: DType) -> Result<Scratch> {
+    let (n, m, b) = (out.rows, out.cols, out.batch);
+    let acc = if out.dtype == compute && is_blas(out) { *out } else { ws.mat(compute, n, m, b)? };
+    let (mut scaled, mut svec, mut other) = (vec![], vec![], vec![]);
+    for t in terms {
+        let scale_u = n <= m;
+        scaled.push(if scale_u { ws.mat(compute, n, t.r, b)? } else { ws.mat(compute, t.r, m, b)? });
+        svec.push(ws.mat(compute, t.r, 1, b)?);
+        let o = if scale_u { &t.v } else { &t.u };
+        other.push(if o.dtype == compute && is_blas(o) { None } else { Some(ws.mat(compute, o.rows, o.cols, o.batch)?) });
+    }
+    Ok(Scratch { acc, scaled, svec, other })
+}
+
+fn check_all(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType) -> Result<Vec<Checked>> {
+    out.validate("W", false)?;
+    check_compute(compute)?;
+    if terms.is_empty() {
+        return Err(Error::InvalidArgument("reconstruct needs at least one of the high and low parts".into()));
+    }
+    let checked = terms.iter().enumerate().map(|(i, t)| check_term(i, t, out.rows, out.cols)).collect::<Result<Vec<_>>>()?;
+    let mut ins: Vec<(&str, &MatDesc)> = vec![];
+    for t in terms {
+        ins.extend([("U", t.u), ("S", t.s), ("V", t.v)]);
+    }
+    check_batch(out.batch, &ins)?;
+    let mut all = ins.clone();
+    all.push(("W", out));
+    check_device(exec, &all)?;
+    check_disjoint(&[("W", out)], &ins)?;
+    Ok(checked)
+}
+
+/// Workspace bytes for [`reconstruct`].
+pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
+    let checked = check_all(exec, terms, out, compute)?;
+    let mut ws = Ws::measure(exec.device());
+    layout(&mut ws, &checked, out, compute)?;
+    Ok(ws.used())
+}
+
+/// Reconstruct into `out`.
+///
+/// # Safety
+/// Every descriptor must describe valid memory of the executor's device.
+pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out: &MatDesc, compute: DType) -> Result<()> {
+    let checked = check_all(exec, terms, out, compute)?;
+    let s = layout(ws, &checked, out, compute)?;
+    accumulate(exec, &checked, &s, out, compute)?;
+    if s.acc != *out {
+        copy(exec, &s.acc, out)?;
+    }
+    Ok(())
+}
+
+unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &MatDesc, compute: DType) -> Result<()> {
+    let (n, m) = (out.rows, out.cols);
+    let gc = compute_for(compute);
+    let mut beta = 0.0;
+    for (i, t) in terms.iter().enumerate() {
+        if t.r == 0 {
+            continue;
+        }
+        let scale_u = n <= m;
+        let sc = s.scaled[i];
+        copy(exec, if scale_u { &t.u } else { &t.v }, &sc)?;
+        copy(exec, &t.s, &s.svec[i])?;
+        let sv = s.svec[i];
+        exec.dgmm(&DgmmArgs {
+            left: !scale_u,
+            m: sc.rows,
+            n: sc.cols,
+            a: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
+            x: sv.addr,
+            incx: 1,
+            stride_x: sv.batch_stride,
+            c: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
+            batch: sc.batch,
+        })?;
+        let other_src = if scale_u { &t.v } else { &t.u };
+        let other = match s.other[i] {
+            Some(st) => {
+                copy(exec, other_src, &st)?;
+                st
+            }
+            None => *other_src,
+        };
+        if scale_u {
+            gemm(exec, &s.acc, 1.0, &sc, &other, beta, gc)?;
+        } else {
+            gemm(exec, &s.acc, 1.0, &other, &sc, beta, gc)?;
+        }
+        beta = 1.0;
+    }
+    if beta == 0.0 {
+        // Every term had rank 0: W is zero.
+        axpby(exec, 0.0, &s.acc, 0.0, &s.acc)?;
+    }
+    Ok(())
+}
+
+/// Reconstruct into compute-type scratch (for diagnostics); returns the scratch descriptor.
+pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], like: &MatDesc, compute: DType) -> Result<MatDesc> {
+    let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
+    let checked = check_all(exec, terms, &target, compute)?;
+    let s = layout(ws, &checked, &target, compute)?;
+    accumulate(exec, &checked, &s, &target, compute)?;
+    Ok(target)
+}
+
+/// Workspace of [`reconstruct_scratch`].
+pub(crate) fn scratch_workspace_size(exec: &dyn Executor, terms: &[Term], like: &MatDesc, compute: DType) -> Result<usize> {
+    let mut ws = Ws::measure(exec.device());
+    let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
+    // Validate against a stand-in with a non-null address (measuring addresses are 0).
+    let probe = MatDesc { addr: like.addr, device: like.device, ..target };
+    let checked = check_all(exec, terms, &probe, compute)?;
+    layout(&mut ws, &checked, &target, compute)?;
+    Ok(ws.used())
+}

@@ -1,0 +1,238 @@
+//! Thin SVD of one matrix, a strided batch, or a list of shapes, in any layout.
+//!
+//! `W (N x M) = U diag(S) Vt`, `R = min(N, M)`, `U: N x R`, `S: R` descending, `Vt: R x M`.
+//! `W` is staged (cast to the compute type, column-major) into the workspace as `W` when
+//! `N >= M` and as `W^T` otherwise, so that `gesvd` always sees `m >= n`; for `W^T = U' S V'^T`
+//! the roles swap: `U = V'`, `Vt = U'^T`, which are just transposed views of the workspace.
+//!
+//! **Sign convention** (deterministic, independent of the backend): for every `i`, the entry of
+//! largest magnitude in column `i` of `U` (the first one on ties) is positive; row `i` of `Vt` is
+//! negated along with it. Singular vectors of repeated or zero singular values are not unique;
+//! the convention fixes signs, not the choice of basis within such a subspace.
+//!
+//! Batches are processed in chunks that fit the workspace: the workspace-size query reports the
+//! size for the whole batch at once (capped at [`MAX_CHUNK_BYTES`]); any workspace that holds one
+//! matrix's scratch works, more is faster.
+
+use super::*;
+use crate::exec::{GesvdArgs, SignFixArgs, Vectors};
+
+/// Upper bound on the workspace an SVD asks for: larger batches are streamed in chunks.
+pub const MAX_CHUNK_BYTES: usize = 1 << 30;
+
+/// The compute-type factors of one chunk, as logical views into the workspace.
+pub(crate) struct Factors {
+    /// First batch index of the chunk and its size.
+    pub b0: usize,
+    pub nb: usize,
+    pub u: MatDesc,
+    pub s: MatDesc,
+    pub vt: MatDesc,
+}
+
+/// Scratch layout for a chunk of `nb` matrices.
+struct Layout {
+    a: MatDesc,
+    s: MatDesc,
+    u: MatDesc,
+    vt: MatDesc,
+    work: Addr,
+    work_bytes: usize,
+}
+
+fn layout(exec: &dyn Executor, ws: &mut Ws, m: usize, n: usize, nb: usize, compute: DType) -> Result<Layout> {
+    let a = ws.mat(compute, m, n, nb)?;
+    let s = ws.mat(compute, n, 1, nb)?;
+    let u = ws.mat(compute, m, n, nb)?;
+    let vt = ws.mat(compute, n, n, nb)?;
+    let work_bytes = exec.gesvd_buffer_size(m, n, compute, nb)?;
+    let work = ws.take(work_bytes)?;
+    Ok(Layout { a, s, u, vt, work, work_bytes })
+}
+
+/// The largest chunk of a batch of `batch` that fits `avail` bytes (at least 1, which may then
+/// fail with `WorkspaceTooSmall`).
+fn chunk(exec: &dyn Executor, ws: &Ws, m: usize, n: usize, batch: usize, compute: DType) -> Result<usize> {
+    let need = |nb: usize| -> Result<usize> {
+        let mut w = Ws::measure(exec.device());
+        layout(exec, &mut w, m, n, nb, compute)?;
+        Ok(w.used())
+    };
+    let avail = if ws.is_measuring() { MAX_CHUNK_BYTES } else { ws.available() };
+    let (mut lo, mut hi) = (1usize, batch);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if need(mid)? <= avail {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// Validate `w` and `compute` for an SVD.
+pub(crate) fn check_input(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<()> {
+    w.validate("W", false)?;
+    check_compute(compute)?;
+    check_device(exec, &[("W", w)])
+}
+
+/// Workspace bytes for the SVD of `w` (shape and batch matter, not the address).
+pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<usize> {
+    let mut ws = Ws::measure(exec.device());
+    // SAFETY: a measuring workspace only lays out scratch; no primitive runs.
+    unsafe { run(exec, &mut ws, w, compute, &mut |_| Ok(())) }?;
+    Ok(ws.used())
+}
+
+/// Run the factorisation chunk by chunk, handing each chunk's compute-type factors to `emit`.
+/// With a measuring `ws`, only lays out scratch and calls nothing.
+pub(crate) unsafe fn run(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    w: &MatDesc,
+    compute: DType,
+    emit: &mut dyn FnMut(&Factors) -> Result<()>,
+) -> Result<()> {
+    let (big, small) = (w.rows.max(w.cols), w.rows.min(w.cols));
+    let transposed = w.rows < w.cols;
+    let (m, n) = (big, small);
+    let nb_max = chunk(exec, ws, m, n, w.batch, compute)?;
+    let l = layout(exec, ws, m, n, nb_max, compute)?;
+    if ws.is_measuring() {
+        return Ok(());
+    }
+    let mut b0 = 0;
+    while b0 < w.batch {
+        let nb = nb_max.min(w.batch - b0);
+        let wc = w.batch_range(b0, nb);
+        let a = MatDesc { batch: nb, ..l.a };
+        let src = if transposed { wc.t() } else { wc };
+        {
+            copy(exec, &src, &a)?;
+            exec.gesvd_strided_batched(
+                &GesvdArgs {
+                    m,
+                    n,
+                    a: Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n },
+                    s: l.s.addr,
+                    stride_s: n,
+                    u: Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n },
+                    vt: Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n },
+                    batch: nb,
+                },
+                l.work,
+                l.work_bytes,
+            )
+            .map_err(|e| match e {
+                Error::NotConverged { index } => Error::NotConverged { index: b0 + index },
+                e => e,
+            })?;
+            let (u, vt) = if transposed {
+                // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
+                (MatDesc { batch: nb, ..l.vt }.t(), MatDesc { batch: nb, ..l.u }.t())
+            } else {
+                (MatDesc { batch: nb, ..l.u }, MatDesc { batch: nb, ..l.vt })
+            };
+            exec.svd_sign_fix(&SignFixArgs {
+                count: n,
+                batch: nb,
+                left: Vectors { addr: u.addr, dtype: compute, len: u.rows, elem_stride: u.row_stride, vec_stride: u.col_stride, batch_stride: u.batch_stride },
+                right: Vectors { addr: vt.addr, dtype: compute, len: vt.cols, elem_stride: vt.col_stride, vec_stride: vt.row_stride, batch_stride: vt.batch_stride },
+            })?;
+            emit(&Factors { b0, nb, u, s: MatDesc { batch: nb, ..l.s }, vt })?;
+        }
+        b0 += nb;
+    }
+    Ok(())
+}
+
+/// Outputs of [`svd`]: `U` and `Vt` may be omitted (singular values only).
+#[derive(Clone, Copy, Debug)]
+pub struct SvdOut<'a> {
+    pub u: Option<&'a MatDesc>,
+    pub s: &'a MatDesc,
+    pub vt: Option<&'a MatDesc>,
+}
+
+/// Validate the outputs of an SVD of `w`; returns `S` as a column.
+pub(crate) fn check_outputs(exec: &dyn Executor, w: &MatDesc, out: &SvdOut) -> Result<MatDesc> {
+    let r = w.rows.min(w.cols);
+    out.s.validate("S", false)?;
+    let s = as_column(out.s, r, "S")?;
+    let mut outs = vec![("S", out.s)];
+    if let Some(u) = out.u {
+        u.validate("U", false)?;
+        check_shape("U", u, w.rows, r)?;
+        outs.push(("U", u));
+    }
+    if let Some(vt) = out.vt {
+        vt.validate("Vt", false)?;
+        check_shape("Vt", vt, r, w.cols)?;
+        outs.push(("Vt", vt));
+    }
+    for (name, d) in &outs {
+        check_out_batch(name, d, w.batch)?;
+    }
+    check_device(exec, &outs)?;
+    check_disjoint(&outs, &[("W", w)])?;
+    Ok(s)
+}
+
+use crate::desc::check_disjoint;
+
+/// Thin SVD of `w` (one matrix or a strided batch) into the caller's `U`, `S`, `Vt`, each in any
+/// layout and dtype, computed in `compute` (f32 or f64).
+///
+/// # Safety
+/// Every descriptor must describe valid memory of the executor's device, and `ws` valid
+/// workspace memory of at least the bytes it was created with.
+pub unsafe fn svd(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
+    check_input(exec, w, compute)?;
+    let s_out = check_outputs(exec, w, out)?;
+    run(exec, ws, w, compute, &mut |f| {
+        if let Some(u) = out.u {
+            copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
+        }
+        copy(exec, &f.s, &s_out.batch_range(f.b0, f.nb))?;
+        if let Some(vt) = out.vt {
+            copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
+        }
+        Ok(())
+    })
+}
+
+/// One problem of a list of differently shaped SVDs.
+#[derive(Clone, Copy, Debug)]
+pub struct SvdProblem<'a> {
+    pub w: &'a MatDesc,
+    pub out: SvdOut<'a>,
+}
+
+/// SVD of a list of matrices of different shapes. All are validated before any output is
+/// written. Matrices are processed one strided batch per problem; on the CUDA executor the
+/// problems run on concurrent streams.
+///
+/// # Safety
+/// As for [`svd`].
+pub unsafe fn svd_list(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem], compute: DType) -> Result<()> {
+    for (i, p) in problems.iter().enumerate() {
+        let ctx = |e: Error| match e {
+            Error::InvalidShape { arg, msg } => Error::InvalidShape { arg: format!("problem {i}: {arg}"), msg },
+            e => e,
+        };
+        check_input(exec, p.w, compute).map_err(ctx)?;
+        check_outputs(exec, p.w, &p.out).map_err(ctx)?;
+    }
+    for p in problems {
+        let mut sub = Ws::over(ws.base.unwrap_or(0), ws.bytes, ws.device);
+        svd(exec, &mut sub, p.w, &p.out, compute)?;
+    }
+    Ok(())
+}
+
+/// Workspace for [`svd_list`]: the largest of its problems (they run one after another here).
+pub fn list_workspace_size(exec: &dyn Executor, problems: &[SvdProblem], compute: DType) -> Result<usize> {
+    problems.iter().try_fold(0, |acc, p| Ok(acc.max(workspace_size(exec, p.w, compute)?)))
+}
