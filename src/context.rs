@@ -91,6 +91,13 @@ impl Context {
 
     /// Run `f` with a workspace of at least `need` bytes (checked before `f` runs).
     fn with_ws<R>(&self, need: usize, f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>) -> Result<R> {
+        self.with_ws_range(need, need, f)
+    }
+
+    /// As `with_ws`, for ops that can stream through less than their preferred workspace: a
+    /// caller's workspace must hold `min` bytes; the context's own grows to `preferred`.
+    fn with_ws_range<R>(&self, min: usize, preferred: usize, f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>) -> Result<R> {
+        let need = min;
         let mut guard = self.lock();
         let dev = self.exec.device();
         let (addr, bytes) = match &mut *guard {
@@ -101,9 +108,9 @@ impl Context {
                 (*addr, *bytes)
             }
             Workspace::Cached(buf) => {
-                if buf.as_ref().is_none_or(|b| b.bytes < need) {
+                if buf.as_ref().is_none_or(|b| b.bytes < preferred) {
                     *buf = None; // free the old one before allocating the larger
-                    *buf = Some(self.exec.alloc(need)?);
+                    *buf = Some(self.exec.alloc(preferred)?);
                 }
                 let b = buf.as_ref().unwrap();
                 (b.addr, b.bytes)
@@ -126,15 +133,20 @@ impl Context {
     pub unsafe fn svd_raw(&self, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
         svd::check_input(&*self.exec, w, compute)?;
         svd::check_outputs(&*self.exec, w, out)?;
-        let need = svd::workspace_size(&*self.exec, w, compute)?;
-        self.with_ws(need, |e, ws| svd::svd(e, ws, w, out, compute))
+        let (min, preferred) = svd_ws_range(&*self.exec, w, compute)?;
+        self.with_ws_range(min, preferred, |e, ws| svd::svd(e, ws, w, out, compute))
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_list_raw(&self, problems: &[svd::SvdProblem], compute: DType) -> Result<()> {
-        let need = svd::list_workspace_size(&*self.exec, problems, compute)?;
-        self.with_ws(need, |e, ws| svd::svd_list(e, ws, problems, compute))
+        let (mut min, mut preferred) = (0, 0);
+        for p in problems {
+            svd::check_input(&*self.exec, p.w, compute)?;
+            let (a, b) = svd_ws_range(&*self.exec, p.w, compute)?;
+            (min, preferred) = (min.max(a), preferred.max(b));
+        }
+        self.with_ws_range(min, preferred, |e, ws| svd::svd_list(e, ws, problems, compute))
     }
 
     /// # Safety
@@ -143,8 +155,8 @@ impl Context {
         svd::check_input(&*self.exec, w, compute)?;
         decompose::check_k(w, k)?;
         decompose::check_parts(&*self.exec, w, k, parts)?;
-        let need = decompose::workspace_size(&*self.exec, w, compute)?;
-        self.with_ws(need, |e, ws| decompose::decompose(e, ws, w, k, parts, compute))
+        let (min, preferred) = svd_ws_range(&*self.exec, w, compute)?;
+        self.with_ws_range(min, preferred, |e, ws| decompose::decompose(e, ws, w, k, parts, compute))
     }
 
     pub fn reconstruct_workspace_size(&self, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
@@ -317,6 +329,12 @@ impl Context {
         // SAFETY: as for `svd`; the projector borrows the bases for 'b.
         unsafe { Projector::new(self, side, u_high.map(|m| *m.desc()), v_high.map(|m| *m.desc()), strategy, project::DEFAULT_MAX_PROJECTOR_BYTES) }
     }
+}
+
+/// Workspace an SVD of `w` can stream through (one matrix at a time) and the one it prefers.
+fn svd_ws_range(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<(usize, usize)> {
+    let one = svd::workspace_size(exec, &MatDesc { batch: 1, ..*w }, compute)?;
+    Ok((one, svd::workspace_size(exec, w, compute)?))
 }
 
 /// Outputs of [`Context::decompose`].

@@ -81,6 +81,10 @@ impl Ws {
 /// strides), the matrix must be staged.
 pub fn blas_layout(d: &MatDesc) -> Option<(Op, usize)> {
     let (r, c) = (d.rows, d.cols);
+    if r == 0 || c == 0 {
+        // Nothing is read or written; any leading dimension that satisfies BLAS will do.
+        return Some((Op::N, r.max(1)));
+    }
     if (d.row_stride == 1 || r <= 1) && (c <= 1 || d.col_stride >= r.max(1)) {
         let ld = if c <= 1 { r.max(1) } else { d.col_stride };
         return Some((Op::N, ld));

@@ -61,7 +61,9 @@ fn need_basis<'a>(side: Side, b: &Bases<'a>) -> Result<(Option<&'a MatDesc>, Opt
     Ok((u, v))
 }
 
-fn check_basis(name: &str, b: &MatDesc, x: &MatDesc, left: bool) -> Result<()> {
+/// `whole`: the basis spans the full dimension (not a shard), so it cannot have more vectors
+/// than the dimension; a row shard of `U_high` may well have fewer rows than columns.
+fn check_basis(name: &str, b: &MatDesc, x: &MatDesc, left: bool, whole: bool) -> Result<()> {
     b.validate(name, true)?;
     if left && b.rows != x.rows {
         return Err(Error::shape(name, format!("U_high has {} rows but X has {}", b.rows, x.rows)));
@@ -71,7 +73,7 @@ fn check_basis(name: &str, b: &MatDesc, x: &MatDesc, left: bool) -> Result<()> {
     }
     let k = if left { b.cols } else { b.rows };
     let n = if left { x.rows } else { x.cols };
-    if k > n {
+    if whole && k > n {
         return Err(Error::RankOutOfRange(format!("{name}: {k} basis vectors in dimension {n}")));
     }
     if b.dtype != x.dtype {
@@ -90,11 +92,11 @@ fn check(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDesc, out: Optio
     let (u, v) = need_basis(side, bases)?;
     let mut ins: Vec<(&str, &MatDesc)> = vec![("X", x)];
     if let Some(u) = u {
-        check_basis("U_high", u, x, true)?;
+        check_basis("U_high", u, x, true, true)?;
         ins.push(("U_high", u));
     }
     if let Some(v) = v {
-        check_basis("V_high", v, x, false)?;
+        check_basis("V_high", v, x, false, true)?;
         ins.push(("V_high", v));
     }
     check_batch(x.batch, &ins)?;
@@ -268,7 +270,7 @@ fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize) -> Result<(
 
 fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc) -> Result<()> {
     x.validate("X", false)?;
-    check_basis(if left { "U_high" } else { "V_high" }, basis, x, left)?;
+    check_basis(if left { "U_high" } else { "V_high" }, basis, x, left, false)?;
     check_batch(x.batch, &[("basis", basis)])?;
     check_device(exec, &[("X", x), ("basis", basis)])?;
     if !is_blas(x) || !is_blas(basis) {
