@@ -37,6 +37,7 @@ pub mod desc;
 pub mod dtype;
 pub mod error;
 pub mod exec;
+pub mod ffi;
 pub mod ops;
 pub mod view;
 

@@ -41,7 +41,7 @@ fn check_leakage(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) 
         Side::Right => false,
         Side::Both => return Err(Error::InvalidArgument("leakage is measured one side at a time".into())),
     };
-    x.validate("X", false)?;
+    x.validate("X", true)?;
     basis.validate("basis", true)?;
     if (left && basis.rows != x.rows) || (!left && basis.cols != x.cols) {
         return Err(Error::shape("basis", format!("{} x {} basis does not fit a {} x {} X on this side", basis.rows, basis.cols, x.rows, x.cols)));

@@ -1,0 +1,187 @@
+//! Every validation fault gets its own error, and a rejected call writes nothing: outputs are
+//! poisoned beforehand and compared bit for bit afterwards (inputs too).
+
+mod common;
+use common::*;
+use osft::ops::decompose::Parts;
+use osft::ops::project::Bases;
+use osft::ops::svd::SvdOut;
+use osft::{Context, DType, Device, MatDesc, Side, Status};
+
+struct Fixture {
+    w: Buf<f32>,
+    u: Buf<f32>,
+    s: Buf<f32>,
+    vt: Buf<f32>,
+}
+
+fn fixture() -> Fixture {
+    let mut rng = rng();
+    Fixture {
+        w: Buf::from(&randn(&mut rng, 6, 4), Layout::RowMajor),
+        u: Buf::poisoned(6, 4, 1, Layout::RowMajor),
+        s: Buf::poisoned(4, 1, 1, Layout::ColMajor),
+        vt: Buf::poisoned(4, 4, 1, Layout::RowMajor),
+    }
+}
+
+/// Run an SVD with `w` and `u` replaced by the mutated descriptors; expect `status`; check that
+/// no buffer changed.
+fn svd_rejects(mutate_w: impl Fn(MatDesc) -> MatDesc, mutate_u: impl Fn(MatDesc) -> MatDesc, compute: DType, status: Status) {
+    let ctx = Context::cpu();
+    let mut f = fixture();
+    let before = (f.w.bits(), f.u.bits(), f.s.bits(), f.vt.bits());
+    let (w, u, s, vt) = (mutate_w(f.w.desc()), mutate_u(f.u.desc()), f.s.desc(), f.vt.desc());
+    let err = unsafe { ctx.svd_raw(&w, &SvdOut { u: Some(&u), s: &s, vt: Some(&vt) }, compute) }.unwrap_err();
+    assert_eq!(err.status(), status, "wrong status for: {err}");
+    assert!(!err.to_string().is_empty());
+    assert_eq!(before, (f.w.bits(), f.u.bits(), f.s.bits(), f.vt.bits()), "a rejected call wrote to a buffer ({err})");
+}
+
+fn id(d: MatDesc) -> MatDesc {
+    d
+}
+
+#[test]
+fn descriptor_faults() {
+    svd_rejects(|d| MatDesc { addr: 0, ..d }, id, DType::F32, Status::NullPointer);
+    svd_rejects(id, |d| MatDesc { addr: 0, ..d }, DType::F32, Status::NullPointer);
+    svd_rejects(|d| MatDesc { rows: 0, ..d }, id, DType::F32, Status::InvalidShape);
+    svd_rejects(|d| MatDesc { batch: 0, ..d }, id, DType::F32, Status::InvalidShape);
+    svd_rejects(|d| MatDesc { row_stride: usize::MAX / 2, ..d }, id, DType::F32, Status::Overflow);
+    svd_rejects(|d| MatDesc { batch: 3, batch_stride: usize::MAX / 3, ..d }, id, DType::F32, Status::Overflow);
+    svd_rejects(|d| MatDesc { addr: (usize::MAX - 64) & !7, ..d }, id, DType::F32, Status::Overflow);
+    // Row stride 2 < 4 columns: rows overlap. Zero stride: a broadcast, rejected for writing.
+    svd_rejects(id, |d| MatDesc { row_stride: 2, ..d }, DType::F32, Status::Overlap);
+    svd_rejects(id, |d| MatDesc { col_stride: 0, ..d }, DType::F32, Status::Overlap);
+    svd_rejects(|d| MatDesc { addr: d.addr + 2, ..d }, id, DType::F32, Status::Misaligned);
+    svd_rejects(id, |d| MatDesc { rows: 5, ..d }, DType::F32, Status::InvalidShape);
+    svd_rejects(id, id, DType::F16, Status::DtypeUnsupported);
+    svd_rejects(|d| d.with_device(Device::Cuda(0)), id, DType::F32, Status::DeviceMismatch);
+    svd_rejects(id, |d| d.with_device(Device::Cuda(0)), DType::F32, Status::DeviceMismatch);
+}
+
+#[test]
+fn aliasing_outputs_are_rejected() {
+    let ctx = Context::cpu();
+    let mut f = fixture();
+    let before = (f.w.bits(), f.s.bits());
+    let w = f.w.desc();
+    // U written over W, shifted by one element (the identical descriptor is allowed: W is
+    // staged into the workspace before anything is written).
+    let u_on_w = MatDesc { addr: w.addr + 4, ..w };
+    let s = f.s.desc();
+    let err = unsafe { ctx.svd_raw(&w, &SvdOut { u: Some(&u_on_w), s: &s, vt: None }, DType::F32) }.unwrap_err();
+    assert_eq!(err.status(), Status::Overlap, "{err}");
+    // S over U.
+    let u = f.u.desc();
+    let s_on_u = MatDesc::col_major(u.addr, DType::F32, 4, 1);
+    let err = unsafe { ctx.svd_raw(&w, &SvdOut { u: Some(&u), s: &s_on_u, vt: None }, DType::F32) }.unwrap_err();
+    assert_eq!(err.status(), Status::Overlap, "{err}");
+    assert_eq!(before, (f.w.bits(), f.s.bits()));
+    assert!(f.u.data.iter().all(|x| x.is_nan()));
+}
+
+#[test]
+fn decompose_faults() {
+    let ctx = Context::cpu();
+    let mut f = fixture();
+    let mut uh = Buf::<f32>::poisoned(6, 2, 1, Layout::RowMajor);
+    let mut sl = Buf::<f32>::poisoned(2, 1, 1, Layout::RowMajor);
+    let before = (uh.bits(), sl.bits());
+    let (w, u, s) = (f.w.desc(), uh.desc(), sl.desc());
+    // k beyond R.
+    let e = unsafe { ctx.decompose_raw(&w, 5, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    assert_eq!(e.status(), Status::RankOutOfRange, "{e}");
+    // U_high with the wrong number of columns for k.
+    let e = unsafe { ctx.decompose_raw(&w, 3, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidShape, "{e}");
+    // S_low of the wrong length (R - k = 2 expected, 3 given).
+    let s3 = MatDesc { rows: 3, ..s };
+    let e = unsafe { ctx.decompose_raw(&w, 2, &Parts { s_low: Some(&s3), ..Default::default() }, DType::F32) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidShape, "{e}");
+    // A broadcast output in a batched call.
+    let w3 = MatDesc { batch: 3, batch_stride: 0, ..w };
+    let e = unsafe { ctx.decompose_raw(&w3, 2, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    assert_eq!(e.status(), Status::Overlap, "{e}"); // W itself: batch stride 0 overlaps
+    assert_eq!(before, (uh.bits(), sl.bits()));
+}
+
+#[test]
+fn projection_faults() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let mut u = Buf::<f32>::from(&orthonormal(&mut rng, 8, 3), Layout::RowMajor);
+    let mut v = Buf::<f32>::from(&orthonormal(&mut rng, 5, 2).t(), Layout::RowMajor);
+    let mut x = Buf::<f32>::from(&randn(&mut rng, 8, 5), Layout::RowMajor);
+    let mut out = Buf::<f32>::poisoned(8, 5, 1, Layout::RowMajor);
+    let mut ubf = Buf::<osft::bf16>::from(&orthonormal(&mut rng, 8, 3), Layout::RowMajor);
+    let mut x3 = Buf::<f32>::from_batch(&[randn(&mut rng, 8, 5), randn(&mut rng, 8, 5), randn(&mut rng, 8, 5)], Layout::RowMajor);
+    let mut u2 = Buf::<f32>::from_batch(&[orthonormal(&mut rng, 8, 3), orthonormal(&mut rng, 8, 3)], Layout::RowMajor);
+    let mut out64 = Buf::<f64>::poisoned(8, 5, 1, Layout::RowMajor);
+    let before: Vec<Vec<u64>> = vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()];
+    let (ud, vd, xd, od, ubd, x3d, u2d, o64) = (u.desc(), v.desc(), x.desc(), out.desc(), ubf.desc(), x3.desc(), u2.desc(), out64.desc());
+    let v6 = MatDesc { rows: 6, cols: 5, ..xd };
+    let cases: Vec<(&str, Side, Bases, MatDesc, Option<MatDesc>, Status)> = vec![
+        ("missing V_high for Both", Side::Both, Bases { u: Some(&ud), v: None }, xd, None, Status::NullPointer),
+        ("basis dtype differs", Side::Left, Bases { u: Some(&ubd), v: None }, xd, None, Status::DtypeUnsupported),
+        ("basis rows differ", Side::Left, Bases { u: Some(&vd), v: None }, xd, None, Status::InvalidShape),
+        ("more vectors than dimension", Side::Right, Bases { u: None, v: Some(&v6) }, x3d, None, Status::RankOutOfRange),
+        ("out shape", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { rows: 7, ..od }), Status::InvalidShape),
+        ("out dtype", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(o64), Status::DtypeUnsupported),
+        ("out over basis", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { addr: ud.addr, ..od }), Status::Overlap),
+        ("out partly over X", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { addr: xd.addr + 8, ..od }), Status::Overlap),
+        ("batch mismatch", Side::Left, Bases { u: Some(&u2d), v: None }, x3d, None, Status::InvalidShape),
+        ("X on another device", Side::Left, Bases { u: Some(&ud), v: None }, xd.with_device(Device::Cuda(1)), None, Status::DeviceMismatch),
+        ("X null", Side::Left, Bases { u: Some(&ud), v: None }, MatDesc { addr: 0, ..xd }, None, Status::NullPointer),
+        ("X overlapping strides", Side::Left, Bases { u: Some(&ud), v: None }, MatDesc { row_stride: 4, ..xd }, None, Status::Overlap),
+    ];
+    for (what, side, bases, x, out_d, status) in cases {
+        let e = unsafe { ctx.project_raw(side, &bases, &x, out_d.as_ref()) }.unwrap_err();
+        assert_eq!(e.status(), status, "{what}: {e}");
+        assert!(!e.to_string().is_empty());
+    }
+    assert_eq!(before, vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()], "a rejected projection wrote");
+}
+
+#[test]
+fn caller_workspace_too_small_is_reported_before_writing() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let mut u = Buf::<f32>::from(&orthonormal(&mut rng, 30, 10), Layout::RowMajor);
+    let mut x = Buf::<f32>::from(&randn(&mut rng, 30, 20), Layout::RowMajor);
+    let (ud, xd) = (u.desc(), x.desc());
+    let bases = Bases { u: Some(&ud), v: None };
+    let need = ctx.project_workspace_size(Side::Left, &bases, &xd, None).unwrap();
+    assert!(need >= 10 * 20 * 4, "needs the coefficient matrix: {need}");
+    let mut space = vec![0u8; need];
+    unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, need - 1).unwrap() };
+    let before = x.bits();
+    let e = unsafe { ctx.project_raw(Side::Left, &bases, &xd, None) }.unwrap_err();
+    assert_eq!(e.status(), Status::WorkspaceTooSmall, "{e}");
+    assert_eq!(before, x.bits());
+    // Exactly the queried size suffices.
+    unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, need).unwrap() };
+    unsafe { ctx.project_raw(Side::Left, &bases, &xd, None) }.unwrap();
+    assert!(unsafe { ctx.set_workspace(0, 10) }.is_err());
+}
+
+#[test]
+fn typed_views_check_bounds() {
+    let mut data = vec![0f32; 10];
+    assert!(osft::MatRef::row_major(&data, 3, 4).is_err(), "12 elements do not fit in 10");
+    assert!(osft::MatRef::strided(&data, 2, 5, 5, 1).is_ok());
+    assert!(osft::MatRef::strided(&data, 2, 5, 6, 1).is_err());
+    assert!(osft::MatMut::strided(&mut data, 3, 3, 1, 2).unwrap_err().status() == Status::Overlap);
+    assert!(osft::MatRef::batched(&data, 2, 2, 2, 2, 1, 5).is_ok());
+    assert!(osft::MatRef::batched(&data, 3, 2, 2, 2, 1, 5).is_err());
+}
+
+#[test]
+fn rank_and_compute_argument_faults() {
+    use osft::{adaptive_ranks, select_rank, RankRule};
+    assert_eq!(select_rank(RankRule::Fixed(9), &[1.0, 0.5]).unwrap_err().status(), Status::RankOutOfRange);
+    assert_eq!(select_rank(RankRule::Energy(-0.1), &[1.0]).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(select_rank(RankRule::Fraction(f64::NAN), &[1.0]).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(adaptive_ranks(&[f64::INFINITY], &[4], 0.1, 0.5).unwrap_err().status(), Status::InvalidArgument);
+}

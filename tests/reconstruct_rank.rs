@@ -1,0 +1,149 @@
+//! Reconstruction against `U_h diag(S_h) V_h + U_l diag(S_l) V_l` in f64; rank-selection rules on
+//! hand-checkable spectra; layer importance against an f64 reference.
+
+mod common;
+use common::*;
+use osft::ops::reconstruct::Term;
+use osft::{adaptive_ranks, bf16, f16, select_rank, Context, DType, Element, RankRule};
+
+fn run_reconstruct<TP: Element, TO: Element>(ctx: &Context, rng: &mut rand::rngs::StdRng, n: usize, m: usize, kh: usize, kl: usize, batch: usize, lp: Layout, lo: Layout, compute: DType) {
+    let mk = |rng: &mut rand::rngs::StdRng, r: usize| -> (Vec<M>, Vec<M>, Vec<M>) {
+        let us = (0..batch).map(|_| randn(rng, n, r).round::<TP>()).collect();
+        let ss = (0..batch).map(|_| M { r, c: 1, d: (0..r).map(|i| (r - i) as f64 * 0.75).collect() }.round::<TP>()).collect();
+        let vs = (0..batch).map(|_| randn(rng, r, m).round::<TP>()).collect();
+        (us, ss, vs)
+    };
+    let (uh, sh, vh) = mk(rng, kh);
+    let (ul, sl, vl) = mk(rng, kl);
+    let mut bufs: Vec<Buf<TP>> = [&uh, &sh, &vh, &ul, &sl, &vl].iter().map(|ms| Buf::from_batch(ms, lp)).collect();
+    let d: Vec<_> = bufs.iter_mut().map(|b| b.desc()).collect();
+    let mut ob = Buf::<TO>::poisoned(n, m, batch, lo);
+    let terms = [Term { u: &d[0], s: &d[1], v: &d[2] }, Term { u: &d[3], s: &d[4], v: &d[5] }];
+    unsafe { ctx.reconstruct_raw(&terms, &ob.desc(), compute) }.unwrap();
+    assert!(ob.padding_untouched());
+    for b in 0..batch {
+        let want = uh[b].mul(&vh[b].scale_rows(&sh[b].d)).add(&ul[b].mul(&vl[b].scale_rows(&sl[b].d)));
+        let got = ob.get(b);
+        // Output rounding (u_out per entry, relative to the magnitudes summed) plus accumulation.
+        let scale = uh[b].fro() * vh[b].fro() * sh[b].d.first().copied().unwrap_or(0.0) + ul[b].fro() * vl[b].fro() * sl[b].d.first().copied().unwrap_or(0.0);
+        let t = (2.0 * u(TO::DTYPE) + 4.0 * (kh + kl + 2) as f64 * u(compute)) * scale.max(1.0);
+        let e = got.sub(&want).fro();
+        assert!(e <= t, "reconstruct {n}x{m} kh={kh} kl={kl} {lp:?}->{lo:?} {}->{}: {e:e} > {t:e}", TP::DTYPE.name(), TO::DTYPE.name());
+    }
+}
+
+#[test]
+fn reconstruct_against_reference() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    for (n, m) in [(1, 5), (5, 1), (9, 6), (6, 9), (20, 20)] {
+        let r = n.min(m);
+        for kh in [0, r / 2, r] {
+            let kl = r - kh;
+            for (lp, lo) in [(Layout::RowMajor, Layout::RowMajor), (Layout::ColMajor, Layout::PaddedCol(1)), (Layout::Spaced, Layout::Spaced)] {
+                run_reconstruct::<f64, f64>(&ctx, &mut rng, n, m, kh, kl, 1, lp, lo, DType::F64);
+                run_reconstruct::<f32, f32>(&ctx, &mut rng, n, m, kh, kl, 2, lp, lo, DType::F32);
+            }
+            run_reconstruct::<bf16, bf16>(&ctx, &mut rng, n, m, kh, kl, 1, Layout::RowMajor, Layout::RowMajor, DType::F32);
+            run_reconstruct::<f16, f32>(&ctx, &mut rng, n, m, kh, kl, 3, Layout::ColMajor, Layout::RowMajor, DType::F64);
+            run_reconstruct::<f32, f64>(&ctx, &mut rng, n, m, kh, kl, 1, Layout::RowMajor, Layout::ColMajor, DType::F64);
+        }
+    }
+}
+
+#[test]
+fn reconstruction_error_against_reference() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let (n, m, k) = (8, 6, 6);
+    let w = randn(&mut rng, n, m);
+    let u = randn(&mut rng, n, k);
+    let v = randn(&mut rng, k, m);
+    let s = M { r: k, c: 1, d: vec![0.1; k] };
+    let mut bufs: Vec<Buf<f64>> = [&w, &u, &s, &v].iter().map(|x| Buf::from(x, Layout::RowMajor)).collect();
+    let d: Vec<_> = bufs.iter_mut().map(|b| b.desc()).collect();
+    let got = unsafe { ctx.reconstruction_error_raw(&d[0], &[Term { u: &d[1], s: &d[2], v: &d[3] }], DType::F64) }.unwrap()[0];
+    let want = w.sub(&u.mul(&v.scale_rows(&s.d))).fro() / w.fro();
+    assert!((got - want).abs() <= 1e-13 * want, "{got} vs {want}");
+}
+
+#[test]
+fn rank_rules_on_known_spectra() {
+    let s = [3.0, 2.0, 1.0, 0.0];
+    assert_eq!(select_rank(RankRule::Fixed(2), &s).unwrap(), 2);
+    assert_eq!(select_rank(RankRule::Fixed(4), &s).unwrap(), 4);
+    assert!(select_rank(RankRule::Fixed(5), &s).is_err());
+    // floor(f * R): 0.5 * 4 = 2, 0.3 * 4 = 1.2 -> 1, 1.0 -> 4, 0 -> 0.
+    assert_eq!(select_rank(RankRule::Fraction(0.5), &s).unwrap(), 2);
+    assert_eq!(select_rank(RankRule::Fraction(0.3), &s).unwrap(), 1);
+    assert_eq!(select_rank(RankRule::Fraction(1.0), &s).unwrap(), 4);
+    assert_eq!(select_rank(RankRule::Fraction(0.0), &s).unwrap(), 0);
+    assert!(select_rank(RankRule::Fraction(1.5), &s).is_err());
+    // Energies 9, 13, 14 of 14: 0.64, 0.93, 1.0.
+    assert_eq!(select_rank(RankRule::Energy(0.6), &s).unwrap(), 1);
+    assert_eq!(select_rank(RankRule::Energy(0.9), &s).unwrap(), 2);
+    assert_eq!(select_rank(RankRule::Energy(0.95), &s).unwrap(), 3);
+    assert_eq!(select_rank(RankRule::Energy(1.0), &s).unwrap(), 3); // the zero tail adds nothing
+    assert_eq!(select_rank(RankRule::Energy(0.0), &s).unwrap(), 0);
+    assert_eq!(select_rank(RankRule::Energy(0.9), &[0.0, 0.0]).unwrap(), 0);
+    // Entropy effective rank: uniform spectrum -> R; one dominant value -> 1.
+    assert_eq!(select_rank(RankRule::EntropyEffective, &[2.0; 7]).unwrap(), 7);
+    assert_eq!(select_rank(RankRule::EntropyEffective, &[1.0, 0.0, 0.0]).unwrap(), 1);
+    // p = (0.5, 0.25, 0.25): H = 1.5 ln 2, exp(H) = 2^1.5 = 2.83 -> 3.
+    assert_eq!(select_rank(RankRule::EntropyEffective, &[2.0, 1.0, 1.0]).unwrap(), 3);
+    assert!(select_rank(RankRule::EntropyEffective, &[1.0, 2.0]).is_err(), "ascending spectrum rejected");
+    assert!(select_rank(RankRule::Energy(0.5), &[f64::NAN]).is_err());
+}
+
+#[test]
+fn adaptive_ranks_map_importance_between_ratios() {
+    // Equal importance: every layer keeps the midpoint ratio 0.5 of (0.2, 0.8).
+    assert_eq!(adaptive_ranks(&[0.7, 0.7], &[100, 10], 0.2, 0.8).unwrap(), vec![50, 5]);
+    // Importances 1, 3 (mean 2): ratios clamp(0.5 * 0.5) = 0.25 and clamp(1.5 * 0.5) = 0.75.
+    assert_eq!(adaptive_ranks(&[1.0, 3.0], &[100, 100], 0.2, 0.8).unwrap(), vec![25, 75]);
+    // Clamped at both ends.
+    assert_eq!(adaptive_ranks(&[0.0, 10.0], &[100, 100], 0.2, 0.8).unwrap(), vec![20, 80]);
+    // No positive importance: min_ratio everywhere.
+    assert_eq!(adaptive_ranks(&[-1.0, 0.0], &[10, 10], 0.1, 0.9).unwrap(), vec![1, 1]);
+    assert!(adaptive_ranks(&[1.0], &[1, 2], 0.1, 0.9).is_err());
+    assert!(adaptive_ranks(&[1.0], &[1], 0.9, 0.1).is_err());
+}
+
+#[test]
+fn layer_importance_against_reference() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    for (n, m, samples) in [(8, 5, 11), (5, 8, 3), (6, 6, 1)] {
+        let w = randn(&mut rng, n, m);
+        let x = randn(&mut rng, samples, m);
+        let r = n.min(m);
+        let y = x.mul(&w.t());
+        let mut want = 0.0;
+        for s in 0..samples {
+            let (a, b): (Vec<f64>, Vec<f64>) = ((0..r).map(|j| x.at(s, j)).collect(), (0..r).map(|j| y.at(s, j)).collect());
+            let dot: f64 = a.iter().zip(&b).map(|(p, q)| p * q).sum();
+            let na: f64 = a.iter().map(|p| p * p).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|p| p * p).sum::<f64>().sqrt();
+            want += dot / (na * nb);
+        }
+        want /= samples as f64;
+        for (lw, lx) in [(Layout::RowMajor, Layout::RowMajor), (Layout::ColMajor, Layout::Spaced)] {
+            let (mut wb, mut xb) = (Buf::<f64>::from(&w, lw), Buf::<f64>::from(&x, lx));
+            let got = unsafe { ctx.layer_importance_raw(&wb.desc(), &xb.desc(), DType::F64) }.unwrap()[0];
+            assert!((got - want).abs() < 1e-12, "importance {got} vs {want}");
+            let (mut wb, mut xb) = (Buf::<bf16>::from(&w, lw), Buf::<f32>::from(&x, lx));
+            let got = unsafe { ctx.layer_importance_raw(&wb.desc(), &xb.desc(), DType::F32) }.unwrap()[0];
+            // bf16 weights: cosines move by O(sqrt(M) u_bf16).
+            assert!((got - want).abs() < 0.05, "bf16 importance {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn read_vector_returns_singular_values_as_f64() {
+    let ctx = Context::cpu();
+    let s = M { r: 1, c: 4, d: vec![4.0, 3.0, 2.0, 0.5] };
+    let mut b = Buf::<bf16>::from_batch(&[s.clone(), s.scale(2.0)], Layout::PaddedRow(2));
+    let got = unsafe { ctx.read_vector_raw(&b.desc()) }.unwrap();
+    assert_eq!(got, vec![s.d.clone(), s.scale(2.0).d]);
+}
