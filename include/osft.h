@@ -445,8 +445,8 @@ osft_status osft_context_set_stream(struct osft_context *ctx, void *stream);
 osft_status osft_context_get_stream(struct osft_context *ctx, void **stream);
 
 /**
- * Let the context use `bytes` of caller memory at `ptr` (on its device; at least 16-byte
- * aligned, 256 recommended) as its workspace, as with `cublasSetWorkspace`: it is never grown
+ * Let the context use `bytes` of caller memory at `ptr` (on its device; aligned to at
+ * least 8 bytes, 256 recommended) as its workspace, as with `cublasSetWorkspace`: it is never grown
  * or freed, and an op that needs more fails with `OSFT_STATUS_WORKSPACE_TOO_SMALL` before
  * writing anything. Size it with the `osft_*_workspace_size` queries. The memory must stay valid
  * and unused by anyone else until `osft_context_release_workspace`, another

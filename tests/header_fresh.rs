@@ -29,9 +29,8 @@ fn committed_header_matches_generated() {
     }
 }
 
-/// The header names the version of Cargo.toml (build.rs generates it from `src/ffi`, whose
-/// constants are checked against the package version at compile time; this repeats the check on
-/// the committed text).
+/// The generated header names the version of Cargo.toml (the `src/ffi` constants are checked
+/// against the package version at compile time too).
 #[test]
 fn header_version_macros_match_package() {
     let h = std::fs::read_to_string(Path::new(env!("OUT_DIR")).join("osft.h")).unwrap();

@@ -199,8 +199,8 @@ pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream:
     })
 }
 
-/// Let the context use `bytes` of caller memory at `ptr` (on its device; at least 16-byte
-/// aligned, 256 recommended) as its workspace, as with `cublasSetWorkspace`: it is never grown
+/// Let the context use `bytes` of caller memory at `ptr` (on its device; aligned to at
+/// least 8 bytes, 256 recommended) as its workspace, as with `cublasSetWorkspace`: it is never grown
 /// or freed, and an op that needs more fails with `OSFT_STATUS_WORKSPACE_TOO_SMALL` before
 /// writing anything. Size it with the `osft_*_workspace_size` queries. The memory must stay valid
 /// and unused by anyone else until `osft_context_release_workspace`, another
@@ -213,8 +213,10 @@ pub unsafe extern "C" fn osft_context_set_workspace(ctx: *mut osft_context, ptr:
         if ptr.is_null() && bytes > 0 {
             return Err(Error::NullPointer { arg: "workspace".into() });
         }
-        if (ptr as usize) % 16 != 0 {
-            return Err(Error::Misaligned { arg: "workspace".into(), addr: ptr as usize, align: 16 });
+        // Scratch regions are laid out at 256-byte offsets from `ptr`; 8 bytes keeps every
+        // element type aligned.
+        if (ptr as usize) % 8 != 0 {
+            return Err(Error::Misaligned { arg: "workspace".into(), addr: ptr as usize, align: 8 });
         }
         c.ctx.set_workspace(ptr as usize, bytes)
     })
