@@ -51,6 +51,38 @@ impl Context {
         Self::with_executor(Arc::new(CpuExecutor))
     }
 
+    /// A context on CUDA device `ordinal`, running on the legacy default stream until
+    /// [`Context::set_stream`]. Without a driver, device or the CUDA libraries — or in a build
+    /// without the `cuda` feature — this is `Error::BackendUnavailable` with the reason.
+    pub fn cuda(ordinal: u32) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        {
+            Ok(Self::with_executor(Arc::new(crate::exec::cuda::CudaExecutor::new(ordinal)?)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ordinal;
+            Err(Error::BackendUnavailable("osft was built without the `cuda` feature".into()))
+        }
+    }
+
+    /// CUDA device 0 where it is usable, else the CPU.
+    pub fn auto() -> Self {
+        Self::cuda(0).unwrap_or_else(|_| Self::cpu())
+    }
+
+    /// Run subsequent work on `stream` (a `cudaStream_t` as an integer, e.g. PyTorch's
+    /// `torch.cuda.current_stream().cuda_stream`). CPU contexts refuse.
+    pub fn set_stream(&self, stream: usize) -> Result<()> {
+        let _guard = self.lock(); // no op runs while the stream changes
+        self.exec.set_stream(stream)
+    }
+
+    /// The stream the context runs on (0: the legacy default stream, or no streams at all).
+    pub fn stream(&self) -> usize {
+        self.exec.stream()
+    }
+
     pub fn with_executor(exec: Arc<dyn Executor>) -> Self {
         Context { exec, ws: Mutex::new(Workspace::Cached(None)) }
     }

@@ -374,8 +374,8 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
-        if a.len != b.len {
-            return Err(Error::precondition("cosine_sum", "vector lengths differ"));
+        if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
+            return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
         }
         let mut total = 0f64;
         with_elem!(a.dtype, A, {

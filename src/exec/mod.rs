@@ -13,6 +13,8 @@
 //! guarantees that each described extent is valid memory of the executor's device.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod trace;
 
 use crate::desc::Device;
@@ -251,6 +253,16 @@ pub trait Executor: Send + Sync {
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()>;
     /// Wait for all work issued so far.
     fn synchronize(&self) -> Result<()>;
+    /// Run on `stream` (a `cudaStream_t` / `CUstream` as an integer; 0 is the legacy default
+    /// stream). Executors without streams refuse.
+    fn set_stream(&self, stream: usize) -> Result<()> {
+        let _ = stream;
+        Err(Error::InvalidArgument(format!("the {} executor has no streams", self.name())))
+    }
+    /// The stream work is issued on (0 where there is none).
+    fn stream(&self) -> usize {
+        0
+    }
 
     unsafe fn gemm_strided_batched(&self, args: &GemmArgs) -> Result<()>;
     /// Several independent strided-batched GEMMs (`cublasGemmGroupedBatchedEx` on CUDA).
@@ -274,6 +286,6 @@ pub trait Executor: Send + Sync {
     /// `A[b] += alpha * I` on the diagonal of a batch of square `n x n` column-major matrices.
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()>;
     /// Sum over `count` pairs of vectors of `cos(a_v, b_v)` (0 where either vector is zero),
-    /// accumulated in f64 and returned to the host.
+    /// accumulated in f64 and returned to the host. Both vectors share one f32/f64 type.
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64>;
 }

@@ -1,0 +1,97 @@
+//! Run-time compilation of [`KERNEL_SOURCE`] with NVRTC (loaded dynamically). Shared by the CUDA
+//! executor (compiles for the device's architecture at context creation) and by the test that
+//! compile-checks the kernels on machines without a GPU.
+
+use std::ffi::{CStr, CString};
+
+use cudarc::nvrtc::sys;
+
+use crate::error::{Error, Result};
+
+/// The CUDA C source of every osft kernel.
+pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
+
+/// The entry points the executor looks up (and the compile test checks for).
+pub fn kernel_names() -> Vec<String> {
+    let mut v = vec![];
+    for s in ["f32", "f64", "f16", "bf16"] {
+        for d in ["f32", "f64", "f16", "bf16"] {
+            v.push(format!("osft_axpby_{s}_{d}"));
+        }
+        v.push(format!("osft_sum_squares_{s}"));
+    }
+    for t in ["f32", "f64"] {
+        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix"] {
+            v.push(format!("osft_{k}_{t}"));
+        }
+    }
+    v
+}
+
+/// Whether an NVRTC library can be loaded (cudarc panics on first use otherwise).
+pub fn available() -> bool {
+    std::panic::catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// NVRTC's version, `(major, minor)`.
+pub fn version() -> Result<(i32, i32)> {
+    if !available() {
+        return Err(unavailable());
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: plain out-parameters.
+    let r = unsafe { sys::nvrtcVersion(&mut major, &mut minor) };
+    check(r, "nvrtcVersion")?;
+    Ok((major, minor))
+}
+
+fn unavailable() -> Error {
+    Error::BackendUnavailable(
+        "NVRTC (libnvrtc.so) not found: put the directory holding it (e.g. a CUDA toolkit's lib64, or site-packages/nvidia/cu13/lib of the nvidia-cuda-nvrtc wheel) on LD_LIBRARY_PATH".into(),
+    )
+}
+
+fn check(r: sys::nvrtcResult, what: &str) -> Result<()> {
+    if r == sys::nvrtcResult::NVRTC_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::BackendUnavailable(format!("{what} failed: {r:?}")))
+    }
+}
+
+/// Compile the kernels to PTX for `compute_XY` (`arch` = "80", "90", ...). Errors carry the log.
+pub fn compile_ptx(arch: &str) -> Result<Vec<u8>> {
+    if !available() {
+        return Err(unavailable());
+    }
+    let src = CString::new(KERNEL_SOURCE).expect("kernel source has no NUL");
+    let name = CString::new("osft_kernels.cu").unwrap();
+    let opts: Vec<CString> = [format!("--gpu-architecture=compute_{arch}"), "--std=c++11".into(), "-default-device".into()]
+        .into_iter()
+        .map(|s| CString::new(s).unwrap())
+        .collect();
+    let opt_ptrs: Vec<*const libc::c_char> = opts.iter().map(|s| s.as_ptr()).collect();
+    // SAFETY: NVRTC C API used as documented; every pointer outlives the calls; the program is
+    // destroyed on every path.
+    unsafe {
+        let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
+        check(sys::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()), "nvrtcCreateProgram")?;
+        let compiled = sys::nvrtcCompileProgram(prog, opt_ptrs.len() as i32, opt_ptrs.as_ptr());
+        let result = if compiled != sys::nvrtcResult::NVRTC_SUCCESS {
+            let mut n = 0usize;
+            sys::nvrtcGetProgramLogSize(prog, &mut n);
+            let mut log = vec![0u8; n.max(1)];
+            sys::nvrtcGetProgramLog(prog, log.as_mut_ptr() as *mut libc::c_char);
+            let log = CStr::from_bytes_until_nul(&log).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+            Err(Error::Internal(format!("NVRTC failed to compile osft's kernels for compute_{arch}: {compiled:?}\n{log}")))
+        } else {
+            let mut n = 0usize;
+            check(sys::nvrtcGetPTXSize(prog, &mut n), "nvrtcGetPTXSize").and_then(|_| {
+                let mut ptx = vec![0u8; n];
+                check(sys::nvrtcGetPTX(prog, ptx.as_mut_ptr() as *mut libc::c_char), "nvrtcGetPTX").map(|_| ptx)
+            })
+        };
+        sys::nvrtcDestroyProgram(&mut prog);
+        result
+    }
+}

@@ -1,0 +1,43 @@
+//! CUDA-side checks that run on any machine: the NVRTC kernels compile to PTX for sm_80 and
+//! sm_90 (with the NVRTC of the `nvidia-cuda-nvrtc` wheel that scripts/test.sh installs), and a
+//! CUDA context without a driver or device is `BackendUnavailable` with a message.
+#![cfg(feature = "cuda")]
+
+use osft::exec::cuda::nvrtc;
+use osft::{Context, Status};
+
+#[test]
+fn every_kernel_compiles_for_sm80_and_sm90() {
+    if !nvrtc::available() {
+        assert!(std::env::var_os("OSFT_REQUIRE_NVRTC").is_none(), "OSFT_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        eprintln!("skipped: no libnvrtc on LD_LIBRARY_PATH (scripts/test.sh installs one)");
+        return;
+    }
+    let (major, minor) = nvrtc::version().unwrap();
+    eprintln!("NVRTC {major}.{minor}");
+    for arch in ["80", "90"] {
+        let ptx = nvrtc::compile_ptx(arch).unwrap_or_else(|e| panic!("compute_{arch}: {e}"));
+        let text = String::from_utf8_lossy(&ptx);
+        assert!(text.contains(&format!(".target sm_{arch}")), "PTX for the wrong target");
+        for name in nvrtc::kernel_names() {
+            assert!(text.contains(&format!(".entry {name}(")), "kernel {name} missing from the PTX for sm_{arch}");
+        }
+    }
+}
+
+#[test]
+fn cuda_context_without_a_gpu_is_backend_unavailable() {
+    let has_driver = std::path::Path::new("/dev/nvidiactl").exists();
+    match Context::cuda(0) {
+        Err(e) => {
+            assert_eq!(e.status(), Status::BackendUnavailable, "{e}");
+            assert!(!e.to_string().is_empty());
+            eprintln!("as expected: {e}");
+        }
+        Ok(ctx) => assert!(has_driver, "a CUDA context opened on a machine without /dev/nvidiactl: {ctx:?}"),
+    }
+    // auto() falls back to the CPU.
+    if !has_driver {
+        assert_eq!(Context::auto().executor().name(), "cpu");
+    }
+}
