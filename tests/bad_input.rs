@@ -185,3 +185,23 @@ fn rank_and_compute_argument_faults() {
     assert_eq!(select_rank(RankRule::Fraction(f64::NAN), &[1.0]).unwrap_err().status(), Status::InvalidArgument);
     assert_eq!(adaptive_ranks(&[f64::INFINITY], &[4], 0.1, 0.5).unwrap_err().status(), Status::InvalidArgument);
 }
+
+#[test]
+fn a_caller_workspace_at_any_address_works_with_the_queried_size() {
+    // Scratch regions are aligned absolutely; the query leaves room for the worst start.
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let u = orthonormal(&mut rng, 17, 5);
+    let x = randn(&mut rng, 17, 9);
+    let want = x.sub(&u.mul(&u.t().mul(&x)));
+    for offset in [0usize, 1, 3, 255] {
+        let (mut ub, mut xb) = (Buf::<f64>::from(&u, Layout::RowMajor), Buf::<f64>::from(&x, Layout::Spaced));
+        let (ud, xd) = (ub.desc(), xb.desc());
+        let bases = Bases { u: Some(&ud), v: None };
+        let need = ctx.project_workspace_size(Side::Left, &bases, &xd, None).unwrap();
+        let mut space = vec![0u8; need + offset];
+        unsafe { ctx.set_workspace(space.as_mut_ptr() as usize + offset, need).unwrap() };
+        unsafe { ctx.project_raw(Side::Left, &bases, &xd, None) }.unwrap();
+        assert!(xb.get(0).sub(&want).fro() < 1e-12 * x.fro(), "offset {offset}");
+    }
+}

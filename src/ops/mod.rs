@@ -48,9 +48,13 @@ impl Ws {
     pub fn is_measuring(&self) -> bool {
         self.base.is_none()
     }
-    /// Reserve `bytes`; returns the address (0 while measuring).
+    /// Reserve `bytes` at an address aligned to 256 bytes; returns it (0 while measuring).
+    /// Alignment is absolute, so a caller's workspace may start anywhere: a measurement assumes
+    /// the worst start (one byte past a boundary), so the queried size always suffices.
     pub fn take(&mut self, bytes: usize) -> Result<Addr> {
-        let start = self.used.div_ceil(WS_ALIGN) * WS_ALIGN;
+        let base = self.base.unwrap_or(1);
+        let cur = base.checked_add(self.used).ok_or(Error::AllocationFailed { bytes })?;
+        let start = cur.div_ceil(WS_ALIGN) * WS_ALIGN - base;
         let end = start.checked_add(bytes).ok_or(Error::AllocationFailed { bytes })?;
         if end > self.bytes {
             return Err(Error::WorkspaceTooSmall { needed: end, given: self.bytes });
