@@ -239,6 +239,10 @@ impl Executor for CpuExecutor {
         std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
         Ok(())
     }
+    unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
+        Ok(())
+    }
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }

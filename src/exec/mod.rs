@@ -251,6 +251,9 @@ pub trait Executor: Send + Sync {
     /// Copy `dst.len()` bytes from executor memory at `src` to the host (stream-ordered, then
     /// synchronised: only diagnostics and rank selection use it, never projection).
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()>;
+    /// Copy host bytes to executor memory at `dst` (stream-ordered, then synchronised: for
+    /// tests, device checks and small setup, never the projection path).
+    unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()>;
     /// Wait for all work issued so far.
     fn synchronize(&self) -> Result<()>;
     /// Run on `stream` (a `cudaStream_t` / `CUstream` as an integer; 0 is the legacy default

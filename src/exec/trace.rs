@@ -13,6 +13,7 @@ use super::*;
 pub enum Call {
     Alloc(usize),
     ReadToHost(usize),
+    WriteFromHost(usize),
     Gemm(GemmArgs),
     Axpby(AxpbyArgs),
     Dgmm(DgmmArgs),
@@ -56,8 +57,18 @@ impl<E: Executor> Executor for Recording<E> {
         self.rec(Call::ReadToHost(dst.len()));
         self.inner.read_to_host(src, dst)
     }
+    unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
+        self.rec(Call::WriteFromHost(src.len()));
+        self.inner.write_from_host(src, dst)
+    }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
+    }
+    fn set_stream(&self, stream: usize) -> Result<()> {
+        self.inner.set_stream(stream)
+    }
+    fn stream(&self) -> usize {
+        self.inner.stream()
     }
     unsafe fn gemm_strided_batched(&self, a: &GemmArgs) -> Result<()> {
         self.rec(Call::Gemm(*a));

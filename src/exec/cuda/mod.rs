@@ -252,6 +252,11 @@ impl Executor for CudaExecutor {
         cu_check(cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream), "cuMemcpyDtoHAsync")?;
         cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
     }
+    unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
+        let h = self.lock()?;
+        cu_check(cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream), "cuMemcpyHtoDAsync")?;
+        cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+    }
     fn synchronize(&self) -> Result<()> {
         let h = self.lock()?;
         // SAFETY: the stream belongs to the caller and outlives its use by contract.

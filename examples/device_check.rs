@@ -1,0 +1,324 @@
+//! The GPU device check (run by scripts/device-check.sh on a machine with an NVIDIA GPU): every
+//! op on the CUDA executor against the CPU executor and an f64 reference, over shapes, layouts,
+//! dtypes and batches, with outputs poisoned (NaN) beforehand and padding checked afterwards;
+//! then the projection step captured in a CUDA graph and replayed. Prints one line per case and
+//! a closing `N passed, M failed`; exits non-zero on any failure.
+//!
+//! `device_check [--quick]` (`--quick`: a small subset, for compute-sanitizer).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use osft::exec::Buffer;
+use osft::ops::decompose::Parts;
+use osft::ops::project::Bases;
+use osft::ops::reconstruct::Term;
+use osft::ops::svd::SvdOut;
+use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, Side};
+
+/// A host buffer mirrored in device memory.
+struct Dev<T: Element> {
+    host: Buf<T>,
+    buf: Buffer,
+}
+
+impl<T: Element> Dev<T> {
+    fn up(ctx: &Context, host: Buf<T>) -> Dev<T> {
+        let bytes = host.data.len() * T::DTYPE.size();
+        let buf = ctx.executor().alloc(bytes).expect("device alloc");
+        // SAFETY: `buf` holds `bytes`; the host slice is that long.
+        unsafe { ctx.executor().write_from_host(std::slice::from_raw_parts(host.data.as_ptr() as *const u8, bytes), buf.addr) }.expect("upload");
+        Dev { host, buf }
+    }
+    fn desc(&self) -> MatDesc {
+        MatDesc { addr: self.buf.addr, device: Device::Cuda(0), ..self.host.desc }
+    }
+    /// The device contents, as a host `Buf` with the same layout.
+    fn down(&self, ctx: &Context) -> Buf<T> {
+        let mut data = self.host.data.clone();
+        let bytes = data.len() * T::DTYPE.size();
+        // SAFETY: same size as uploaded.
+        unsafe { ctx.executor().read_to_host(self.buf.addr, std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, bytes)) }.expect("download");
+        let desc = MatDesc { addr: data.as_ptr() as usize, ..self.host.desc };
+        Buf { data, desc }
+    }
+}
+
+struct Report {
+    passed: usize,
+    failed: usize,
+}
+
+impl Report {
+    fn case(&mut self, name: &str, ok: bool, detail: String) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+    }
+}
+
+fn project_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, side: Side, n: usize, m: usize, k: usize, batch: usize, lx: Layout, out: bool) {
+    let u = orthonormal(rng, n, k.min(n)).round::<T>();
+    let v = orthonormal(rng, m, k.min(m)).t().round::<T>();
+    let xs: Vec<M> = (0..batch).map(|_| randn(rng, n, m).round::<T>()).collect();
+    let name = format!("project {} {side:?} {n}x{m} k={k} batch={batch} {lx:?} {}", T::DTYPE.name(), if out { "out-of-place" } else { "in-place" });
+    // GPU
+    let (du, dv, dx) = (Dev::up(gpu, Buf::<T>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<T>::from(&v, Layout::ColMajor)), Dev::up(gpu, Buf::<T>::from_batch(&xs, lx)));
+    let dout = out.then(|| Dev::up(gpu, Buf::<T>::poisoned(n, m, batch, Layout::PaddedRow(2))));
+    let (ud, vd) = (du.desc(), dv.desc());
+    let od = dout.as_ref().map(|o| o.desc());
+    let r = unsafe { gpu.project_raw(side, &Bases { u: Some(&ud), v: Some(&vd) }, &dx.desc(), od.as_ref()) };
+    if let Err(e) = r {
+        return rep.case(&name, false, format!("error {e}"));
+    }
+    let got = match &dout {
+        Some(o) => o.down(gpu),
+        None => dx.down(gpu),
+    };
+    // CPU, same inputs.
+    let (mut hu, mut hv, mut hx) = (Buf::<T>::from(&u, Layout::RowMajor), Buf::<T>::from(&v, Layout::ColMajor), Buf::<T>::from_batch(&xs, lx));
+    let (hud, hvd, hxd) = (hu.desc(), hv.desc(), hx.desc());
+    unsafe { cpu.project_raw(side, &Bases { u: Some(&hud), v: Some(&hvd) }, &hxd, None) }.unwrap();
+    let tol = 3.0 * u_of(T::DTYPE) + 4.0 * (n.max(m) + k) as f64 * u_of(T::DTYPE.default_compute());
+    let (mut worst_ref, mut worst_cpu) = (0.0f64, 0.0f64);
+    for b in 0..batch {
+        let mut want = xs[b].clone();
+        if side != Side::Right {
+            want = want.sub(&u.mul(&u.t().mul(&want)));
+        }
+        if side != Side::Left {
+            want = want.sub(&want.mul(&v.t()).mul(&v));
+        }
+        let y = got.get(b);
+        worst_ref = worst_ref.max(y.sub(&want).fro() / xs[b].fro());
+        worst_cpu = worst_cpu.max(y.sub(&hx.get(b)).fro() / xs[b].fro());
+    }
+    let pad = got.padding_untouched();
+    rep.case(&name, worst_ref <= tol && worst_cpu <= 2.0 * tol && pad, format!("vs f64 {worst_ref:.2e}, vs cpu {worst_cpu:.2e}, tol {tol:.1e}, padding untouched {pad}"));
+}
+
+fn u_of(d: DType) -> f64 {
+    d.unit_roundoff()
+}
+
+fn svd_case<TW: Element, TO: Element>(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, batch: usize, lw: Layout, compute: DType) {
+    let r = n.min(m);
+    let ws: Vec<M> = (0..batch).map(|_| randn(rng, n, m).round::<TW>()).collect();
+    let name = format!("svd {}->{} compute {} {n}x{m} batch={batch} {lw:?}", TW::DTYPE.name(), TO::DTYPE.name(), compute.name());
+    let dw = Dev::up(gpu, Buf::<TW>::from_batch(&ws, lw));
+    let (du, ds, dv) = (
+        Dev::up(gpu, Buf::<TO>::poisoned(n, r, batch, Layout::RowMajor)),
+        Dev::up(gpu, Buf::<TO>::poisoned(r, 1, batch, Layout::ColMajor)),
+        Dev::up(gpu, Buf::<TO>::poisoned(r, m, batch, Layout::PaddedCol(1))),
+    );
+    let (ud, sd, vd) = (du.desc(), ds.desc(), dv.desc());
+    let t = Instant::now();
+    if let Err(e) = unsafe { gpu.svd_raw(&dw.desc(), &SvdOut { u: Some(&ud), s: &sd, vt: Some(&vd) }, compute) } {
+        return rep.case(&name, false, format!("error {e}"));
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let (hu, hs, hv) = (du.down(gpu), ds.down(gpu), dv.down(gpu));
+    let tol = 10.0 * n.max(m) as f64 * u_of(compute) + 4.0 * (r as f64).sqrt() * u_of(TO::DTYPE);
+    let mut worst = 0.0f64;
+    let mut ok = hu.padding_untouched() && hs.padding_untouched() && hv.padding_untouched();
+    for b in 0..batch {
+        let (u, s, vt) = (hu.get(b), hs.get(b).d, hv.get(b));
+        ok &= s.windows(2).all(|p| p[0] >= p[1]) && s.iter().all(|x| *x >= 0.0);
+        let rec = u.mul(&vt.scale_rows(&s)).sub(&ws[b]).fro() / ws[b].fro();
+        worst = worst.max(rec).max(ortho_err_cols(&u)).max(ortho_err_cols(&vt.t()));
+        for j in 0..r {
+            let col: Vec<f64> = (0..n).map(|i| u.at(i, j)).collect();
+            let maxabs = col.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            ok &= col.iter().fold(f64::MIN, |a, v| a.max(*v)) >= maxabs * (1.0 - 4.0 * u_of(TO::DTYPE));
+        }
+    }
+    rep.case(&name, ok && worst <= tol, format!("certificate {worst:.2e} (tol {tol:.1e}), {ms:.2} ms"));
+}
+
+fn decompose_reconstruct_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, k: usize) {
+    let r = n.min(m);
+    let w = randn(rng, n, m).round::<bf16>();
+    let name = format!("decompose+reconstruct bf16 {n}x{m} k={k}");
+    let dw = Dev::up(gpu, Buf::<bf16>::from(&w, Layout::RowMajor));
+    let parts: Vec<Dev<f32>> = [(n, k), (k, 1), (k, m), (n, r - k), (r - k, 1), (r - k, m)]
+        .iter()
+        .map(|(a, b)| Dev::up(gpu, Buf::<f32>::poisoned(*a, *b, 1, Layout::RowMajor)))
+        .collect();
+    let d: Vec<MatDesc> = parts.iter().map(|p| p.desc()).collect();
+    let p = Parts { u_high: Some(&d[0]), s_high: Some(&d[1]), v_high: Some(&d[2]), u_low: Some(&d[3]), s_low: Some(&d[4]), v_low: Some(&d[5]) };
+    if let Err(e) = unsafe { gpu.decompose_raw(&dw.desc(), k, &p, DType::F32) } {
+        return rep.case(&name, false, format!("decompose error {e}"));
+    }
+    let out = Dev::up(gpu, Buf::<f32>::poisoned(n, m, 1, Layout::ColMajor));
+    let terms = [Term { u: &d[0], s: &d[1], v: &d[2] }, Term { u: &d[3], s: &d[4], v: &d[5] }];
+    if let Err(e) = unsafe { gpu.reconstruct_raw(&terms, &out.desc(), DType::F32) } {
+        return rep.case(&name, false, format!("reconstruct error {e}"));
+    }
+    let e = out.down(gpu).get(0).sub(&w).fro() / w.fro();
+    let host: Vec<M> = parts.iter().map(|p| p.down(gpu).get(0)).collect();
+    let cross = host[0].t().mul(&host[3]).fro();
+    let diag = unsafe { gpu.reconstruction_error_raw(&dw.desc(), &terms, DType::F32) }.map(|v| v[0]).unwrap_or(f64::NAN);
+    let tol = 10.0 * n.max(m) as f64 * u_of(DType::F32);
+    rep.case(&name, e <= tol && cross <= tol && (diag - e).abs() <= tol, format!("reconstruction {e:.2e}, U_h^T U_l {cross:.2e}, diagnostic {diag:.2e}, tol {tol:.1e}"));
+}
+
+fn shard_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report) {
+    let (n, m, k) = (96, 64, 24);
+    let u = orthonormal(rng, n, k).round::<bf16>();
+    let x = randn(rng, n, m).round::<bf16>();
+    let mut total = M::zeros(k, m);
+    let mut shards = vec![];
+    for (r0, len) in [(0, 40), (40, 56)] {
+        let (du, dx) = (Dev::up(gpu, Buf::<bf16>::from(&u.rows(r0, len), Layout::RowMajor)), Dev::up(gpu, Buf::<bf16>::from(&x.rows(r0, len), Layout::RowMajor)));
+        let dc = Dev::up(gpu, Buf::<f32>::poisoned(k, m, 1, Layout::RowMajor));
+        if let Err(e) = unsafe { gpu.project_partial_raw(Side::Left, &du.desc(), &dx.desc(), &dc.desc()) } {
+            return rep.case("sharded projection", false, format!("{e}"));
+        }
+        total = total.add(&dc.down(gpu).get(0));
+        shards.push((r0, du, dx));
+    }
+    let mut result = M::zeros(n, m);
+    for (r0, du, dx) in &shards {
+        let dc = Dev::up(gpu, Buf::<f32>::from(&total, Layout::ColMajor));
+        if let Err(e) = unsafe { gpu.project_apply_raw(Side::Left, &du.desc(), &dc.desc(), &dx.desc()) } {
+            return rep.case("sharded projection", false, format!("{e}"));
+        }
+        let y = dx.down(gpu).get(0);
+        for i in 0..y.r {
+            for j in 0..m {
+                result.set(r0 + i, j, y.at(i, j));
+            }
+        }
+    }
+    let want = x.sub(&u.mul(&u.t().mul(&x)));
+    let e = result.sub(&want).fro() / x.fro();
+    let tol = 2.0 * (3.0 * u_of(DType::BF16) + 4.0 * (n + k) as f64 * u_of(DType::F32));
+    rep.case("sharded projection bf16 (f32 coefficients)", e <= tol, format!("vs f64 {e:.2e}, tol {tol:.1e}"));
+}
+
+fn diagnostics_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report) {
+    let (n, m, k, s) = (80, 48, 20, 33);
+    let u = orthonormal(rng, n, k).add(&randn(rng, n, k).scale(1e-3));
+    let x = randn(rng, n, m);
+    let (du, dx) = (Dev::up(gpu, Buf::<f64>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f64>::from(&x, Layout::Spaced)));
+    let leak = unsafe { gpu.leakage_raw(Side::Left, &du.desc(), &dx.desc()) }.map(|v| v[0]).unwrap_or(f64::NAN);
+    let want = u.t().mul(&x).fro() / x.fro();
+    rep.case("leakage f64", (leak - want).abs() <= 1e-12 * (1.0 + want), format!("{leak} vs {want}"));
+    let orth = unsafe { gpu.orthonormality_error_raw(&du.desc(), true) }.map(|v| v[0]).unwrap_or(f64::NAN);
+    let want = ortho_err_cols(&u);
+    rep.case("orthonormality f64", (orth - want).abs() <= 1e-12 + 1e-9 * want, format!("{orth} vs {want}"));
+    let w = randn(rng, n, m);
+    let a = randn(rng, s, m);
+    let (dw, da) = (Dev::up(gpu, Buf::<f32>::from(&w, Layout::ColMajor)), Dev::up(gpu, Buf::<f32>::from(&a, Layout::RowMajor)));
+    let cpu = Context::cpu();
+    let (mut hw, mut ha) = (Buf::<f32>::from(&w, Layout::ColMajor), Buf::<f32>::from(&a, Layout::RowMajor));
+    let g = unsafe { gpu.layer_importance_raw(&dw.desc(), &da.desc(), DType::F32) }.map(|v| v[0]).unwrap_or(f64::NAN);
+    let c = unsafe { cpu.layer_importance_raw(&hw.desc(), &ha.desc(), DType::F32) }.unwrap()[0];
+    rep.case("layer importance f32", (g - c).abs() <= 1e-5, format!("gpu {g} cpu {c}"));
+}
+
+/// Capture one projection step in a CUDA graph on a caller stream with a caller workspace,
+/// replay it, and compare with the reference.
+fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
+    use cudarc::driver::sys as cu;
+    let gpu = Context::cuda(0).unwrap();
+    let (n, m, k) = (512, 384, 128);
+    let u = orthonormal(rng, n, k).round::<f32>();
+    let x = randn(rng, n, m).round::<f32>();
+    let (du, dx) = (Dev::up(&gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(&gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
+    let (ud, xd) = (du.desc(), dx.desc());
+    let bases = Bases { u: Some(&ud), v: None };
+    let result = (|| -> Result<f64, String> {
+        unsafe {
+            let mut stream = std::ptr::null_mut();
+            if cu::cuStreamCreate(&mut stream, 1) != cu::CUresult::CUDA_SUCCESS {
+                return Err("cuStreamCreate".into());
+            }
+            gpu.set_stream(stream as usize).map_err(|e| e.to_string())?;
+            let need = gpu.project_workspace_size(Side::Left, &bases, &xd, None).map_err(|e| e.to_string())?;
+            let ws = gpu.executor().alloc(need).map_err(|e| e.to_string())?;
+            gpu.set_workspace(ws.addr, need).map_err(|e| e.to_string())?;
+            let r = cu::cuStreamBeginCapture_v2(stream, cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+            if r != cu::CUresult::CUDA_SUCCESS {
+                return Err(format!("cuStreamBeginCapture: {r:?}"));
+            }
+            let p = gpu.project_raw(Side::Left, &bases, &xd, None);
+            let mut graph = std::ptr::null_mut();
+            let r = cu::cuStreamEndCapture(stream, &mut graph);
+            p.map_err(|e| format!("project during capture: {e}"))?;
+            if r != cu::CUresult::CUDA_SUCCESS {
+                return Err(format!("cuStreamEndCapture: {r:?} (the projection did something not capturable)"));
+            }
+            let mut exec = std::ptr::null_mut();
+            if cu::cuGraphInstantiateWithFlags(&mut exec, graph, 0) != cu::CUresult::CUDA_SUCCESS {
+                return Err("cuGraphInstantiate".into());
+            }
+            // Nothing ran during capture: X is still the input. Replay once, then check.
+            if cu::cuGraphLaunch(exec, stream) != cu::CUresult::CUDA_SUCCESS || cu::cuStreamSynchronize(stream) != cu::CUresult::CUDA_SUCCESS {
+                return Err("cuGraphLaunch".into());
+            }
+            let y = dx.down(&gpu).get(0);
+            let want = x.sub(&u.mul(&u.t().mul(&x)));
+            gpu.set_workspace(0, 0).ok();
+            drop(ws);
+            Ok(y.sub(&want).fro() / x.fro())
+        }
+    })();
+    match result {
+        Ok(e) => rep.case("projection captured in a CUDA graph and replayed", e <= 1e-5, format!("vs f64 {e:.2e}")),
+        Err(e) => rep.case("projection captured in a CUDA graph and replayed", false, e),
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let gpu = match Context::cuda(0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL cuda context: {e}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    let cpu = Context::cpu();
+    let mut rng = rng();
+    let mut rep = Report { passed: 0, failed: 0 };
+    let shapes: &[(usize, usize, usize)] = if quick { &[(64, 48, 16)] } else { &[(1, 9, 1), (9, 1, 1), (64, 48, 16), (48, 64, 48), (300, 200, 100), (1024, 512, 256)] };
+    for &(n, m, k) in shapes {
+        for side in [Side::Left, Side::Right, Side::Both] {
+            for lx in [Layout::RowMajor, Layout::ColMajor, Layout::Spaced] {
+                project_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 1, lx, false);
+                if quick {
+                    continue;
+                }
+                project_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 3, lx, true);
+                project_case::<bf16>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 4, lx, false);
+                project_case::<f16>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 1, lx, true);
+            }
+        }
+    }
+    let svd_shapes: &[(usize, usize, usize)] = if quick { &[(16, 12, 3), (70, 40, 1)] } else { &[(1, 1, 1), (16, 12, 5), (12, 16, 5), (32, 32, 64), (70, 40, 2), (40, 70, 1), (512, 512, 1), (2048, 1024, 1)] };
+    for &(n, m, b) in svd_shapes {
+        svd_case::<f32, f32>(&gpu, &mut rng, &mut rep, n, m, b, Layout::RowMajor, DType::F32);
+        if !quick {
+            svd_case::<f64, f64>(&gpu, &mut rng, &mut rep, n, m, b, Layout::ColMajor, DType::F64);
+            svd_case::<bf16, f32>(&gpu, &mut rng, &mut rep, n, m, b, Layout::Spaced, DType::F32);
+        }
+    }
+    decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 96, 64, 24);
+    if !quick {
+        decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 300, 700, 150);
+        shard_case(&gpu, &mut rng, &mut rep);
+        diagnostics_case(&gpu, &mut rng, &mut rep);
+        graph_case(&mut rng, &mut rep);
+    }
+    println!("{} passed, {} failed", rep.passed, rep.failed);
+    std::process::exit(if rep.failed == 0 { 0 } else { 1 });
+}

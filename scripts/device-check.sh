@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU device check, in two halves:
+#
+#   scripts/device-check.sh build   # here, on a CPU machine with cargo: builds the binary into
+#                                   # target/device-check/ (carry that path to the GPU machine)
+#   scripts/device-check.sh run     # there, on the GPU machine (no cargo, no registries): runs
+#                                   # it against the CUDA libraries found there; results to $OUT
+#
+# With the device tool: run(command="bash scripts/device-check.sh run",
+#                           carry=["target/device-check"], timeout_s=540)
+# It finishes in well under 8 minutes: the full check, then a compute-sanitizer memcheck of the
+# --quick subset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN_DIR=target/device-check
+
+case "${1:-}" in
+build)
+    set -e
+    cargo build --release --example device_check
+    mkdir -p "$BIN_DIR"
+    # Stripped: the whole carried tree must stay under 64 MiB.
+    strip -o "$BIN_DIR/device_check" target/release/examples/device_check
+    git rev-parse HEAD > "$BIN_DIR/commit" 2>/dev/null || true
+    echo "built $BIN_DIR/device_check ($(du -h "$BIN_DIR/device_check" | cut -f1)); carry $BIN_DIR"
+    ;;
+run)
+    OUT="${OUT:-$PWD/device-check-results}"
+    mkdir -p "$OUT"
+    # CUDA libraries: the toolkit's (its NVRTC matches the driver's CUDA), then PyTorch's wheels.
+    LIBS=""
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+        [ -d "$d" ] && LIBS="$LIBS:$d"
+    done
+    TORCH_NV="$(python3 -c 'import nvidia, os; print(" ".join(sorted({os.path.join(p, d) for p in nvidia.__path__ for d in os.listdir(p)})))' 2>/dev/null || true)"
+    for d in $TORCH_NV; do
+        [ -d "$d/lib" ] && LIBS="$LIBS:$d/lib"
+    done
+    export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    {
+        echo "commit: $(cat "$BIN_DIR/commit" 2>/dev/null || echo unknown)"
+        date -u
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    } > "$OUT/device-check-env.txt"
+    cat "$OUT/device-check-env.txt"
+    timeout 360 "$BIN_DIR/device_check" 2>&1 | tee "$OUT/device-check.txt"
+    status=${PIPESTATUS[0]}
+    SAN="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+    if [ -n "$SAN" ]; then
+        timeout 150 "$SAN" --tool memcheck --leak-check full --error-exitcode 3 "$BIN_DIR/device_check" --quick > "$OUT/memcheck.txt" 2>&1
+        san=$?
+        tail -5 "$OUT/memcheck.txt"
+        echo "compute-sanitizer memcheck exit code: $san" | tee -a "$OUT/memcheck.txt"
+    else
+        echo "compute-sanitizer not found" | tee "$OUT/memcheck.txt"
+        san=0
+    fi
+    [ "$status" -eq 0 ] && [ "$san" -eq 0 ]
+    ;;
+*)
+    echo "usage: $0 build|run" >&2
+    exit 2
+    ;;
+esac
