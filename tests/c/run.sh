@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# C and C++ tests of the osft C ABI, against the real library.
+#
+#   bash tests/c/run.sh
+#
+# 1. cargo build --release (libosft.so and libosft.a in target/release);
+# 2. the header alone compiles as C99, C11 and C++17 with -Wall -Wextra -Werror -pedantic;
+# 3. each C test (gcc -std=c99) and C++ test (g++ -std=c++17), and the examples, all with
+#    -Wall -Wextra -Werror -pedantic, linked once against libosft.so and once against libosft.a
+#    (+ -lpthread -ldl -lm; checked not to need libosft.so), and run;
+# 4. the shared builds again under valgrind --leak-check=full --error-exitcode=1 (or, without
+#    valgrind, the static builds under AddressSanitizer/LeakSanitizer), plus a negative control
+#    that leaks on purpose and must be caught;
+# 5. when cmake is installed: a consumer project does find_package(osft CONFIG REQUIRED) against
+#    an install of this tree (both imported targets), builds and runs.
+#
+# Each line says PASS or FAIL for one program/configuration; the last line is
+# "N passed, M failed". The exit status is non-zero when anything failed.
+# Environment: OSFT_MEMCHECK=valgrind|asan|none (default: valgrind when installed, else asan),
+# OSFT_SKIP_CARGO_BUILD=1 to reuse target/release as it is, CC / CXX to pick compilers.
+set -u
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+REL=$ROOT/target/release
+OUT=$ROOT/target/c-tests
+CC=${CC:-gcc}
+CXX=${CXX:-g++}
+CWARN=(-std=c99 -Wall -Wextra -Werror -pedantic)
+CXXWARN=(-std=c++17 -Wall -Wextra -Werror -pedantic)
+INC=(-I"$ROOT/include" -I"$ROOT/bindings/cpp" -I"$ROOT/tests/c")
+SHARED_LIBS=(-L"$REL" -losft -Wl,-rpath,"$REL" -lm)
+STATIC_LIBS=("$REL/libosft.a" -lpthread -ldl -lm)
+export RUST_BACKTRACE=0 # the panic-boundary test panics on purpose: keep its note short
+
+passed=0
+failed=0
+failures=()
+mkdir -p "$OUT"
+
+# step NAME CMD...: run CMD with its output in $OUT/NAME.log; PASS or FAIL.
+step() {
+    local name=$1
+    shift
+    if "$@" >"$OUT/$name.log" 2>&1; then
+        passed=$((passed + 1))
+        printf 'PASS  %s\n' "$name"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        printf 'FAIL  %s (log: %s)\n' "$name" "${OUT#$ROOT/}/$name.log"
+        tail -n 25 "$OUT/$name.log" | sed 's/^/      | /'
+    fi
+}
+
+finish() {
+    if [ "$failed" -gt 0 ]; then
+        printf 'failed: %s\n' "${failures[*]}"
+    fi
+    printf '%d passed, %d failed\n' "$passed" "$failed"
+    [ "$failed" -eq 0 ]
+    exit $?
+}
+
+# --- 1. the library ---------------------------------------------------------------------------
+if [ "${OSFT_SKIP_CARGO_BUILD:-0}" != 1 ]; then
+    echo "building: cargo build --release"
+    if ! cargo build --release >"$OUT/cargo-build.log" 2>&1; then
+        tail -n 40 "$OUT/cargo-build.log"
+        failed=$((failed + 1))
+        failures+=(cargo-build)
+        finish
+    fi
+fi
+for f in "$REL/libosft.so" "$REL/libosft.a"; do
+    if [ ! -f "$f" ]; then
+        echo "missing $f"
+        failed=$((failed + 1))
+        failures+=("$(basename "$f")")
+        finish
+    fi
+done
+
+# --- 2. the header on its own -----------------------------------------------------------------
+printf '#include "osft.h"\nint main(void) { return (int)sizeof(osft_matrix) == 72 ? 0 : 1; }\n' >"$OUT/header_only.c"
+cp "$OUT/header_only.c" "$OUT/header_only.cpp"
+step header-c99 "$CC" "${CWARN[@]}" -I"$ROOT/include" -c "$OUT/header_only.c" -o "$OUT/header_c99.o"
+step header-c11 "$CC" -std=c11 -Wall -Wextra -Werror -pedantic -I"$ROOT/include" -c "$OUT/header_only.c" -o "$OUT/header_c11.o"
+step header-c++17 "$CXX" "${CXXWARN[@]}" -I"$ROOT/include" -c "$OUT/header_only.cpp" -o "$OUT/header_cpp.o"
+step osft.hpp-c++17 "$CXX" "${CXXWARN[@]}" -I"$ROOT/include" -I"$ROOT/bindings/cpp" -x c++ -c - -o "$OUT/hpp.o" \
+    <<<'#include "osft.hpp"
+int main() { return osft::version().abi == OSFT_ABI_VERSION ? 0 : 1; }'
+
+# --- 3. tests and examples, shared and static -------------------------------------------------
+# name:language:source:expected-exit
+PROGRAMS=(
+    "test_numeric:c:tests/c/test_numeric.c"
+    "test_errors:c:tests/c/test_errors.c"
+    "test_cpp:c++:tests/c/test_cpp.cpp"
+    "example_c:c:examples/c/decompose_project.c"
+    "example_trainer:c++:examples/cpp/trainer.cpp"
+)
+
+compile() { # lang src out libs...
+    local lang=$1 src=$2 out=$3
+    shift 3
+    if [ "$lang" = c ]; then
+        "$CC" "${CWARN[@]}" -O1 "${INC[@]}" "$ROOT/$src" -o "$out" "$@"
+    else
+        "$CXX" "${CXXWARN[@]}" -O1 "${INC[@]}" "$ROOT/$src" -o "$out" "$@"
+    fi
+}
+
+build_and_run() { # lang src out link-kind
+    local lang=$1 src=$2 out=$3 kind=$4
+    if [ "$kind" = shared ]; then
+        compile "$lang" "$src" "$out" "${SHARED_LIBS[@]}" || return 1
+    else
+        compile "$lang" "$src" "$out" "${STATIC_LIBS[@]}" || return 1
+        if ldd "$out" | grep -q libosft; then
+            echo "$out is linked statically but needs libosft.so:"
+            ldd "$out"
+            return 1
+        fi
+    fi
+    "$out"
+}
+
+for p in "${PROGRAMS[@]}"; do
+    IFS=: read -r name lang src <<<"$p"
+    for kind in shared static; do
+        step "$name-$kind" build_and_run "$lang" "$src" "$OUT/$name-$kind" "$kind"
+    done
+done
+
+# --- 4. memory checking -----------------------------------------------------------------------
+MEMCHECK=${OSFT_MEMCHECK:-}
+if [ -z "$MEMCHECK" ]; then
+    if command -v valgrind >/dev/null 2>&1; then MEMCHECK=valgrind; else MEMCHECK=asan; fi
+fi
+VALGRIND=(valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect,possible
+    --suppressions="$ROOT/tests/c/valgrind.supp" --quiet)
+
+# The control must be caught: a checker that passes it would pass real leaks too.
+expect_caught() {
+    if "$@"; then
+        echo "the memory checker did NOT report the deliberate leak"
+        return 1
+    fi
+    echo "the memory checker reported the deliberate leak, as it must"
+}
+
+leak_control_valgrind() {
+    compile c tests/c/leak_control.c "$OUT/leak_control" "${SHARED_LIBS[@]}" || return 1
+    expect_caught "${VALGRIND[@]}" "$OUT/leak_control"
+}
+
+ASAN=(-fsanitize=address -fno-omit-frame-pointer -g)
+asan_build_and_run() { # lang src out
+    compile "$1" "$2" "$3" "${ASAN[@]}" "${STATIC_LIBS[@]}" || return 1
+    ASAN_OPTIONS=detect_leaks=1 "$3"
+}
+
+leak_control_asan() {
+    compile c tests/c/leak_control.c "$OUT/leak_control_asan" "${ASAN[@]}" "${STATIC_LIBS[@]}" || return 1
+    expect_caught env ASAN_OPTIONS=detect_leaks=1 "$OUT/leak_control_asan"
+}
+
+case "$MEMCHECK" in
+valgrind)
+    for p in "${PROGRAMS[@]}"; do
+        IFS=: read -r name lang src <<<"$p"
+        step "$name-valgrind" "${VALGRIND[@]}" "$OUT/$name-shared"
+    done
+    step leak-control-valgrind leak_control_valgrind
+    ;;
+asan)
+    for p in "${PROGRAMS[@]}"; do
+        IFS=: read -r name lang src <<<"$p"
+        step "$name-asan" asan_build_and_run "$lang" "$src" "$OUT/$name-asan"
+    done
+    step leak-control-asan leak_control_asan
+    ;;
+none)
+    echo "memory checking skipped (OSFT_MEMCHECK=none)"
+    ;;
+*)
+    echo "unknown OSFT_MEMCHECK=$MEMCHECK"
+    failed=$((failed + 1))
+    failures+=(memcheck)
+    ;;
+esac
+
+finish
