@@ -24,6 +24,7 @@ pub struct MatMut<'a, T: Element> {
     _p: PhantomData<&'a mut [T]>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn describe<T: Element>(addr: usize, len: usize, rows: usize, cols: usize, rs: usize, cs: usize, batch: usize, bs: usize) -> Result<MatDesc> {
     let d = MatDesc {
         addr,

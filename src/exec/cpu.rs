@@ -122,7 +122,7 @@ impl CpuExecutor {
             faer::linalg::matmul::matmul(c, accum, a, bm, T::from_f64(g.alpha), inner_par);
         };
         if across {
-            (0..g.batch).into_par_iter().for_each(|b| run(b));
+            (0..g.batch).into_par_iter().for_each(run);
         } else {
             (0..g.batch).for_each(run);
         }
@@ -179,6 +179,7 @@ impl CpuExecutor {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn convert_to_f32(dt: DType, addr: Addr, off: usize, rs: usize, cs: usize, rows: usize, cols: usize, out: &mut [f32]) {
     with_elem!(dt, T, {
         for j in 0..cols {

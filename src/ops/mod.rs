@@ -5,6 +5,7 @@
 //! carves the real workspace, so the two cannot disagree — and then issues primitive calls.
 //! Functions here take raw descriptors and are `unsafe`: the caller vouches that each descriptor
 //! describes valid memory of the executor's device. [`crate::Context`] wraps them in a safe API.
+#![allow(clippy::missing_safety_doc)] // the one contract above applies to every `unsafe fn` here
 
 pub mod decompose;
 pub mod diagnostics;

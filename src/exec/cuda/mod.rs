@@ -17,6 +17,8 @@
 //! are not searched; the functions used here have the same signatures in CUDA 12.x and 13.x.
 //! Untested on 12.x.
 
+#![allow(clippy::type_complexity)] // kernel argument tuples mirror the kernels' signatures
+
 pub mod nvrtc;
 
 use std::collections::HashMap;
