@@ -215,8 +215,8 @@ enum osft_backend
      */
     OSFT_BACKEND_CPU = 0,
     /**
-     * CUDA device memory on the caller's stream. Not implemented yet in this release: asking
-     * for it returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
+     * CUDA device memory on the caller's stream (cuBLAS, cuSOLVER, NVRTC, loaded at run time).
+     * Without a usable GPU, `osft_context_create` returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
      */
     OSFT_BACKEND_CUDA = 1,
     /**
@@ -297,7 +297,7 @@ typedef int32_t osft_rank_rule;
 #endif // __cplusplus
 
 /**
- * An executor (CPU now, CUDA later) with its workspace and, for CUDA, the caller's stream.
+ * An executor (CPU or CUDA) with its workspace and, for CUDA, the caller's stream.
  * Opaque: create with `osft_context_create`, free with `osft_context_destroy`. A context may
  * be used from several threads (its ops are serialised); use one per thread for parallelism.
  */
@@ -412,10 +412,13 @@ osft_status osft_debug_panic(void);
 /**
  * Create a context on `backend` (an `osft_backend` value) and store it in `*out`.
  *
- * - `OSFT_BACKEND_CPU`: `device_ordinal` must be 0.
- * - `OSFT_BACKEND_CUDA`: returns `OSFT_STATUS_BACKEND_UNAVAILABLE` in this release (the CUDA
- *   executor is not implemented yet).
- * - `OSFT_BACKEND_AUTO`: CUDA device `device_ordinal` when available, else the CPU.
+ * - `OSFT_BACKEND_CPU`: host memory; `device_ordinal` must be 0.
+ * - `OSFT_BACKEND_CUDA`: CUDA device `device_ordinal`, on its legacy default stream until
+ *   `osft_context_set_stream`. Without an NVIDIA driver, a device, or the CUDA libraries (found
+ *   at run time), or in a build without the `cuda` feature, this is
+ *   `OSFT_STATUS_BACKEND_UNAVAILABLE` with the reason in the message.
+ * - `OSFT_BACKEND_AUTO`: CUDA device `device_ordinal` when it is usable, else the CPU (ask
+ *   `osft_context_backend` which one you got).
  *
  * `*out` is written only on success. Free the context with `osft_context_destroy`.
  */
@@ -433,14 +436,15 @@ void osft_context_destroy(struct osft_context *ctx);
 osft_status osft_context_backend(struct osft_context *ctx, int32_t *backend);
 
 /**
- * Set the stream the context's work is issued on (a `cudaStream_t` for a CUDA context). A CPU
- * context has no streams: it accepts only NULL (the default stream, a no-op) and returns
- * `OSFT_STATUS_INVALID_ARGUMENT` for anything else.
+ * Issue the context's work on `stream` (a `cudaStream_t`, e.g. PyTorch's current stream) from
+ * now on; NULL is the legacy default stream. A CPU context has no streams: it accepts NULL (a
+ * no-op) and returns `OSFT_STATUS_INVALID_ARGUMENT` for anything else.
  */
 osft_status osft_context_set_stream(struct osft_context *ctx, void *stream);
 
 /**
- * The context's stream in `*stream` (always NULL for a CPU context).
+ * The context's stream in `*stream` (NULL: the legacy default stream, and always for a CPU
+ * context).
  */
 osft_status osft_context_get_stream(struct osft_context *ctx, void **stream);
 

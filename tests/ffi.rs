@@ -185,16 +185,30 @@ fn context_backends() {
     unsafe {
         let sentinel = 0x5a5a as *mut osft_context;
         let mut out = sentinel;
-        // CUDA is not implemented: a status, a message, and *out untouched.
-        let m = expect(osft_context_create(osft_backend::OSFT_BACKEND_CUDA as i32, 0, &mut out), OSFT_STATUS_BACKEND_UNAVAILABLE);
-        assert!(m.contains("CUDA") && m.contains("not implemented"), "{m}");
-        assert_eq!(out, sentinel);
-        // AUTO falls back to the CPU.
-        expect(osft_context_create(osft_backend::OSFT_BACKEND_AUTO as i32, 0, &mut out), OSFT_STATUS_OK);
+        // CUDA: a context on a machine with a usable GPU, otherwise BACKEND_UNAVAILABLE with the
+        // reason, and *out untouched.
+        let st = osft_context_create(osft_backend::OSFT_BACKEND_CUDA as i32, 0, &mut out);
         let mut b = -1;
+        if st == OSFT_STATUS_OK {
+            expect(osft_context_backend(out, &mut b), OSFT_STATUS_OK);
+            assert_eq!(b, osft_backend::OSFT_BACKEND_CUDA as i32);
+            osft_context_destroy(out);
+        } else {
+            let m = expect(st, OSFT_STATUS_BACKEND_UNAVAILABLE);
+            assert!(m.contains("OSFT_BACKEND_CUDA") && m.contains("OSFT_BACKEND_AUTO"), "{m}");
+            assert_eq!(out, sentinel);
+        }
+        let gpu = st == OSFT_STATUS_OK;
+        // AUTO: CUDA where CUDA works, else the CPU.
+        expect(osft_context_create(osft_backend::OSFT_BACKEND_AUTO as i32, 0, &mut out), OSFT_STATUS_OK);
         expect(osft_context_backend(out, &mut b), OSFT_STATUS_OK);
-        assert_eq!(b, osft_backend::OSFT_BACKEND_CPU as i32);
+        let want = if gpu { osft_backend::OSFT_BACKEND_CUDA } else { osft_backend::OSFT_BACKEND_CPU };
+        assert_eq!(b, want as i32);
         osft_context_destroy(out);
+        // A device that does not exist.
+        let mut out = sentinel;
+        expect(osft_context_create(osft_backend::OSFT_BACKEND_CUDA as i32, 1000, &mut out), OSFT_STATUS_BACKEND_UNAVAILABLE);
+        assert_eq!(out, sentinel);
         // Bad arguments.
         let mut out = sentinel;
         expect(osft_context_create(3, 0, &mut out), OSFT_STATUS_INVALID_ARGUMENT);

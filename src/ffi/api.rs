@@ -116,10 +116,13 @@ pub extern "C" fn osft_debug_panic() -> osft_status {
 
 /// Create a context on `backend` (an `osft_backend` value) and store it in `*out`.
 ///
-/// - `OSFT_BACKEND_CPU`: `device_ordinal` must be 0.
-/// - `OSFT_BACKEND_CUDA`: returns `OSFT_STATUS_BACKEND_UNAVAILABLE` in this release (the CUDA
-///   executor is not implemented yet).
-/// - `OSFT_BACKEND_AUTO`: CUDA device `device_ordinal` when available, else the CPU.
+/// - `OSFT_BACKEND_CPU`: host memory; `device_ordinal` must be 0.
+/// - `OSFT_BACKEND_CUDA`: CUDA device `device_ordinal`, on its legacy default stream until
+///   `osft_context_set_stream`. Without an NVIDIA driver, a device, or the CUDA libraries (found
+///   at run time), or in a build without the `cuda` feature, this is
+///   `OSFT_STATUS_BACKEND_UNAVAILABLE` with the reason in the message.
+/// - `OSFT_BACKEND_AUTO`: CUDA device `device_ordinal` when it is usable, else the CPU (ask
+///   `osft_context_backend` which one you got).
 ///
 /// `*out` is written only on success. Free the context with `osft_context_destroy`.
 #[no_mangle]
@@ -127,27 +130,30 @@ pub unsafe extern "C" fn osft_context_create(backend: i32, device_ordinal: i32, 
     guard(|| {
         let out = out_ptr(out, "out")?;
         let b = super::boundary::backend(backend)?;
-        if device_ordinal < 0 {
-            return Err(Error::InvalidArgument(format!("device_ordinal = {device_ordinal} is negative")));
-        }
-        let chosen = match b {
+        let ordinal =
+            u32::try_from(device_ordinal).map_err(|_| Error::InvalidArgument(format!("device_ordinal = {device_ordinal} is negative")))?;
+        let (ctx, chosen) = match b {
             osft_backend::OSFT_BACKEND_CPU => {
-                if device_ordinal != 0 {
-                    return Err(Error::InvalidArgument(format!("device_ordinal = {device_ordinal}: a CPU context takes 0")));
+                if ordinal != 0 {
+                    return Err(Error::InvalidArgument(format!("device_ordinal = {ordinal}: a CPU context takes 0")));
                 }
-                osft_backend::OSFT_BACKEND_CPU
+                (Context::cpu(), osft_backend::OSFT_BACKEND_CPU)
             }
             osft_backend::OSFT_BACKEND_CUDA => {
-                return Err(Error::BackendUnavailable(format!(
-                    "CUDA backend requested (device {device_ordinal}) but the CUDA executor is not implemented yet in osft {MAJOR}.{MINOR}.{PATCH}: \
-                     use OSFT_BACKEND_CPU, or OSFT_BACKEND_AUTO to fall back to the CPU"
-                )))
+                let c = Context::cuda(ordinal).map_err(|e| match e {
+                    Error::BackendUnavailable(m) => Error::BackendUnavailable(format!(
+                        "OSFT_BACKEND_CUDA (device {ordinal}) is unavailable: {m}; use OSFT_BACKEND_AUTO to fall back to the CPU"
+                    )),
+                    e => e,
+                })?;
+                (c, osft_backend::OSFT_BACKEND_CUDA)
             }
-            // No CUDA executor yet: AUTO always falls back to the CPU.
-            osft_backend::OSFT_BACKEND_AUTO => osft_backend::OSFT_BACKEND_CPU,
+            osft_backend::OSFT_BACKEND_AUTO => match Context::cuda(ordinal) {
+                Ok(c) => (c, osft_backend::OSFT_BACKEND_CUDA),
+                Err(_) => (Context::cpu(), osft_backend::OSFT_BACKEND_CPU),
+            },
         };
-        let handle = Box::new(osft_context { ctx: Arc::new(Context::cpu()), backend: chosen });
-        *out = Box::into_raw(handle);
+        *out = Box::into_raw(Box::new(osft_context { ctx: Arc::new(ctx), backend: chosen }));
         Ok(())
     })
 }
@@ -174,27 +180,31 @@ pub unsafe extern "C" fn osft_context_backend(ctx: *mut osft_context, backend: *
     })
 }
 
-/// Set the stream the context's work is issued on (a `cudaStream_t` for a CUDA context). A CPU
-/// context has no streams: it accepts only NULL (the default stream, a no-op) and returns
-/// `OSFT_STATUS_INVALID_ARGUMENT` for anything else.
+/// Issue the context's work on `stream` (a `cudaStream_t`, e.g. PyTorch's current stream) from
+/// now on; NULL is the legacy default stream. A CPU context has no streams: it accepts NULL (a
+/// no-op) and returns `OSFT_STATUS_INVALID_ARGUMENT` for anything else.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_stream(ctx: *mut osft_context, stream: *mut c_void) -> osft_status {
     guard(|| {
         let c = context(ctx)?;
-        if c.backend == osft_backend::OSFT_BACKEND_CPU && !stream.is_null() {
-            return Err(Error::InvalidArgument("a CPU context has no streams: only NULL (the default stream) is accepted".into()));
+        if c.backend == osft_backend::OSFT_BACKEND_CPU {
+            if !stream.is_null() {
+                return Err(Error::InvalidArgument("a CPU context has no streams: only NULL (the default stream) is accepted".into()));
+            }
+            return Ok(());
         }
-        Ok(())
+        c.ctx.set_stream(stream as usize)
     })
 }
 
-/// The context's stream in `*stream` (always NULL for a CPU context).
+/// The context's stream in `*stream` (NULL: the legacy default stream, and always for a CPU
+/// context).
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream: *mut *mut c_void) -> osft_status {
     guard(|| {
-        context(ctx)?;
+        let c = context(ctx)?;
         let out = out_ptr(stream, "stream")?;
-        *out = std::ptr::null_mut();
+        *out = c.ctx.stream() as *mut c_void;
         Ok(())
     })
 }

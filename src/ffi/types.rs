@@ -157,8 +157,8 @@ pub enum osft_side {
 pub enum osft_backend {
     /// Host memory, the embedded default.
     OSFT_BACKEND_CPU = 0,
-    /// CUDA device memory on the caller's stream. Not implemented yet in this release: asking
-    /// for it returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
+    /// CUDA device memory on the caller's stream (cuBLAS, cuSOLVER, NVRTC, loaded at run time).
+    /// Without a usable GPU, `osft_context_create` returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
     OSFT_BACKEND_CUDA = 1,
     /// CUDA when it is available, otherwise the CPU (query the choice with
     /// `osft_context_backend`).
@@ -235,7 +235,7 @@ const _: () = {
     assert!(std::mem::offset_of!(osft_matrix, batch_stride) == 64);
 };
 
-/// An executor (CPU now, CUDA later) with its workspace and, for CUDA, the caller's stream.
+/// An executor (CPU or CUDA) with its workspace and, for CUDA, the caller's stream.
 /// Opaque: create with `osft_context_create`, free with `osft_context_destroy`. A context may
 /// be used from several threads (its ops are serialised); use one per thread for parallelism.
 pub struct osft_context {

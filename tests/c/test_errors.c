@@ -183,9 +183,23 @@ static void bad_inputs(osft_context *ctx) {
     REJECTED(osft_project_partial(ctx, OSFT_SIDE_BOTH, &Uh, &Ul, &Ul), OSFT_STATUS_INVALID_ARGUMENT);
     CHECK(pout == psentinel);
 
-    /* Contexts: CUDA (not implemented, no GPU needed to see it), bad backends. */
-    REJECTED(osft_context_create(OSFT_BACKEND_CUDA, 0, &out), OSFT_STATUS_BACKEND_UNAVAILABLE);
+    /* Contexts: CUDA without a usable GPU (here: a device that does not exist), bad backends. */
+    REJECTED(osft_context_create(OSFT_BACKEND_CUDA, 1000, &out), OSFT_STATUS_BACKEND_UNAVAILABLE);
     CHECK(strstr(osft_last_error_message(), "CUDA") != NULL);
+    {
+        /* Device 0: a context where a GPU is usable, else BACKEND_UNAVAILABLE and *out untouched. */
+        osft_status st = osft_context_create(OSFT_BACKEND_CUDA, 0, &out);
+        if (st == OSFT_STATUS_OK) {
+            int32_t cb = -1;
+            OK(osft_context_backend(out, &cb));
+            CHECK(cb == OSFT_BACKEND_CUDA);
+            osft_context_destroy(out);
+            out = sentinel;
+        } else {
+            CHECK(st == OSFT_STATUS_BACKEND_UNAVAILABLE && osft_last_error_message()[0] != '\0');
+            CHECK(out == sentinel);
+        }
+    }
     REJECTED(osft_context_create(5, 0, &out), OSFT_STATUS_INVALID_ARGUMENT);
     REJECTED(osft_context_create(OSFT_BACKEND_CPU, -1, &out), OSFT_STATUS_INVALID_ARGUMENT);
     REJECTED(osft_context_create(OSFT_BACKEND_CPU, 0, NULL), OSFT_STATUS_NULL_POINTER);
@@ -236,11 +250,11 @@ static void basics(void) {
     (void)osft_version_major();
     CHECK(strncmp(osft_last_error_message(), "panic: ", 7) == 0);
 
-    /* AUTO falls back to the CPU; the library works after a caught panic. */
+    /* AUTO gives CUDA where it works, else the CPU; the library works after a caught panic. */
     OK(osft_context_create(OSFT_BACKEND_AUTO, 0, &ctx));
     CHECK(osft_last_error_message()[0] == '\0');
     OK(osft_context_backend(ctx, &b));
-    CHECK(b == OSFT_BACKEND_CPU);
+    CHECK(b == OSFT_BACKEND_CPU || b == OSFT_BACKEND_CUDA);
     OK(osft_context_set_stream(ctx, NULL));
     OK(osft_context_get_stream(ctx, &stream));
     CHECK(stream == NULL);
