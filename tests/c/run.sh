@@ -11,8 +11,10 @@
 # 4. the shared builds again under valgrind --leak-check=full --error-exitcode=1 (or, without
 #    valgrind, the static builds under AddressSanitizer/LeakSanitizer), plus a negative control
 #    that leaks on purpose and must be caught;
-# 5. when cmake is installed: a consumer project does find_package(osft CONFIG REQUIRED) against
-#    an install of this tree (both imported targets), builds and runs.
+# 5. when cmake is installed: `cmake --install` of this tree, then a consumer project
+#    (tests/c/cmake_consumer) builds the trainer example with find_package(osft CONFIG REQUIRED)
+#    and with add_subdirectory(), on osft::osft and osft::osft_static, and runs it; the example C
+#    program is built from the installed osft.pc with pkg-config, shared and static.
 #
 # Each line says PASS or FAIL for one program/configuration; the last line is
 # "N passed, M failed". The exit status is non-zero when anything failed.
@@ -189,5 +191,49 @@ none)
     failures+=(memcheck)
     ;;
 esac
+
+# --- 5. CMake package and pkg-config (when cmake is installed) --------------------------------
+cmake_install() {
+    rm -rf "$OUT/cmake-build" "$OUT/cmake-install"
+    cmake -S "$ROOT" -B "$OUT/cmake-build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$OUT/cmake-install" &&
+        cmake --build "$OUT/cmake-build" && cmake --install "$OUT/cmake-build"
+}
+
+# consumer DIR ARGS...: configure and build tests/c/cmake_consumer, run both trainers; the static
+# one must not need libosft.so.
+cmake_consumer() {
+    local dir=$1
+    shift
+    rm -rf "$dir"
+    cmake -S "$ROOT/tests/c/cmake_consumer" -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" &&
+        cmake --build "$dir" &&
+        "$dir/trainer_shared" && "$dir/trainer_static" &&
+        if ldd "$dir/trainer_static" | grep -q libosft; then echo "trainer_static needs libosft.so"; false; fi
+}
+
+pkg_config_consumer() {
+    local pc=$OUT/cmake-install/lib/pkgconfig
+    # shellcheck disable=SC2046
+    "$CC" "${CWARN[@]}" "$ROOT/examples/c/decompose_project.c" -o "$OUT/pkgconfig-shared" \
+        $(PKG_CONFIG_PATH=$pc pkg-config --cflags --libs osft) -Wl,-rpath,"$OUT/cmake-install/lib" -lm &&
+        "$OUT/pkgconfig-shared" &&
+        "$CC" "${CWARN[@]}" "$ROOT/examples/c/decompose_project.c" -o "$OUT/pkgconfig-static" \
+            $(PKG_CONFIG_PATH=$pc pkg-config --cflags osft) "$OUT/cmake-install/lib/libosft.a" \
+            $(PKG_CONFIG_PATH=$pc pkg-config --static --libs-only-l osft | sed 's/-losft//') &&
+        "$OUT/pkgconfig-static"
+}
+
+if command -v cmake >/dev/null 2>&1; then
+    step cmake-install cmake_install
+    step cmake-find_package cmake_consumer "$OUT/cmake-consumer" -DCMAKE_PREFIX_PATH="$OUT/cmake-install"
+    step cmake-add_subdirectory cmake_consumer "$OUT/cmake-subdir" -DOSFT_SOURCE_DIR="$ROOT"
+    if command -v pkg-config >/dev/null 2>&1; then
+        step pkg-config pkg_config_consumer
+    else
+        echo "note: pkg-config not installed: the pkg-config check is not run"
+    fi
+else
+    echo "note: cmake not installed: the CMake package and pkg-config checks are not run"
+fi
 
 finish
