@@ -851,7 +851,7 @@ fn descriptor_conversion_is_checked() {
 fn reconstruction_error_f64_compute_of_f32_data() {
     let c = Ctx::cpu();
     // One allocation: W (4 x 4 f32) directly followed by U (4 x 1), S (1), V (1 x 4).
-    let mut buf = vec![0f32; 16 + 4 + 1 + 4];
+    let mut buf = [0f32; 16 + 4 + 1 + 4];
     for (i, v) in buf.iter_mut().enumerate() {
         *v = (i % 7) as f32 - 3.0;
     }

@@ -59,7 +59,7 @@ fn cuda_context_through_the_c_abi() {
     let mut b = -1;
     unsafe { ok(osft_context_backend(gpu, &mut b)) };
     assert_eq!(b, osft_backend::OSFT_BACKEND_CUDA as i32);
-    let mut s: *mut c_void = 0x1 as *mut c_void;
+    let mut s: *mut c_void = std::ptr::dangling_mut();
     unsafe {
         ok(osft_context_get_stream(gpu, &mut s));
         assert!(s.is_null(), "a new CUDA context runs on the legacy default stream");

@@ -195,9 +195,9 @@ pub enum osft_rank_rule {
 /// A (batched) strided matrix in caller memory: the plain-C face of the Rust `osft::MatDesc`,
 /// shaped so that a DLPack `DLTensor` maps onto it without a copy.
 ///
-/// Element `(b, i, j)` is at `(char *)data + (b * batch_stride + i * row_stride + j * col_stride)
-/// * sizeof(element)`. Strides are in elements, never bytes: row-major is `row_stride = cols,
-/// col_stride = 1`, column-major `row_stride = 1, col_stride = rows`; a transposed view swaps
+/// Element `(b, i, j)` is element number `b * batch_stride + i * row_stride + j * col_stride` of
+/// the array at `data`: strides are in elements, never bytes. Row-major is `row_stride = cols`,
+/// `col_stride = 1`; column-major `row_stride = 1`, `col_stride = rows`; a transposed view swaps
 /// them. A single matrix has `batch = 1` (`batch_stride` is then ignored by the layout but must
 /// not be negative). Negative sizes are `OSFT_STATUS_INVALID_SHAPE`, negative strides
 /// `OSFT_STATUS_INVALID_STRIDE`; a zero stride over an extent > 1 (a broadcast) is
