@@ -1,0 +1,164 @@
+"""``OsftError`` and one subclass per ``osft_status`` code."""
+
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from ._lib import lib
+
+#: ``osft_status`` values by name (the C enum without the ``OSFT_STATUS_`` prefix).
+STATUS: Dict[str, int] = {
+    "OK": 0,
+    "NULL_POINTER": 1,
+    "INVALID_SHAPE": 2,
+    "INVALID_STRIDE": 3,
+    "OVERLAP": 4,
+    "OVERFLOW": 5,
+    "MISALIGNED": 6,
+    "DTYPE_UNSUPPORTED": 7,
+    "RANK_OUT_OF_RANGE": 8,
+    "INVALID_ARGUMENT": 9,
+    "PRECONDITION": 10,
+    "NOT_CONVERGED": 11,
+    "WORKSPACE_TOO_SMALL": 12,
+    "DEVICE_MISMATCH": 13,
+    "BACKEND_UNAVAILABLE": 14,
+    "ALLOCATION_FAILED": 15,
+    "INTERNAL": 16,
+}
+STATUS_NAME: Dict[int, str] = {v: k for k, v in STATUS.items()}
+
+
+class OsftError(Exception):
+    """A failed osft call.
+
+    Attributes:
+        status: the status name, e.g. ``"INVALID_SHAPE"`` (``OSFT_STATUS_INVALID_SHAPE``).
+        code: the numeric ``osft_status`` value.
+        message: the library's thread-local last-error message (or the binding's own message for
+            errors found before calling the library, e.g. a tensor with negative strides).
+        function: the C function (or Python check) that failed.
+    """
+
+    def __init__(self, status, message: str = "", function: str = ""):
+        if isinstance(status, str):
+            code = STATUS[status]
+        else:
+            code = int(status)
+        self.code = code
+        self.status = STATUS_NAME.get(code, f"UNKNOWN({code})")
+        self.message = message
+        self.function = function
+        where = f"{function}: " if function else ""
+        super().__init__(f"{where}{self.status}: {message}" if message else f"{where}{self.status}")
+
+    def __reduce__(self):
+        return (type(self), (self.code, self.message, self.function))
+
+
+class NullPointerError(OsftError):
+    """``OSFT_STATUS_NULL_POINTER``: a required argument is missing."""
+
+
+class InvalidShapeError(OsftError, ValueError):
+    """``OSFT_STATUS_INVALID_SHAPE``: wrong or inconsistent shapes."""
+
+
+class InvalidStrideError(OsftError, ValueError):
+    """``OSFT_STATUS_INVALID_STRIDE``: a layout the library cannot take (e.g. negative strides)."""
+
+
+class OverlapError(OsftError, ValueError):
+    """``OSFT_STATUS_OVERLAP``: arguments (or elements of one) share memory."""
+
+
+class SizeOverflowError(OsftError, ValueError):
+    """``OSFT_STATUS_OVERFLOW``: a size or offset overflows the address space."""
+
+
+class MisalignedError(OsftError, ValueError):
+    """``OSFT_STATUS_MISALIGNED``: a pointer is not aligned to its element size."""
+
+
+class DtypeError(OsftError, TypeError):
+    """``OSFT_STATUS_DTYPE_UNSUPPORTED``: unknown, unsupported or mismatched dtypes."""
+
+
+class RankOutOfRangeError(OsftError, ValueError):
+    """``OSFT_STATUS_RANK_OUT_OF_RANGE``: ``k`` outside ``[0, min(N, M)]``."""
+
+
+class InvalidArgumentError(OsftError, ValueError):
+    """``OSFT_STATUS_INVALID_ARGUMENT``: any other bad argument."""
+
+
+class PreconditionError(OsftError):
+    """``OSFT_STATUS_PRECONDITION``: an internal precondition failed (a bug in osft)."""
+
+
+class NotConvergedError(OsftError):
+    """``OSFT_STATUS_NOT_CONVERGED``: the SVD did not converge."""
+
+
+class WorkspaceTooSmallError(OsftError):
+    """``OSFT_STATUS_WORKSPACE_TOO_SMALL``: the caller workspace is too small."""
+
+
+class DeviceMismatchError(OsftError, ValueError):
+    """``OSFT_STATUS_DEVICE_MISMATCH``: a buffer is on another device than the context."""
+
+
+class BackendUnavailableError(OsftError):
+    """``OSFT_STATUS_BACKEND_UNAVAILABLE``: e.g. a CUDA context without a usable GPU."""
+
+
+class AllocationFailedError(OsftError, MemoryError):
+    """``OSFT_STATUS_ALLOCATION_FAILED``."""
+
+
+class InternalError(OsftError):
+    """``OSFT_STATUS_INTERNAL``: an internal error or a caught panic."""
+
+
+_BY_CODE: Dict[int, Type[OsftError]] = {
+    1: NullPointerError,
+    2: InvalidShapeError,
+    3: InvalidStrideError,
+    4: OverlapError,
+    5: SizeOverflowError,
+    6: MisalignedError,
+    7: DtypeError,
+    8: RankOutOfRangeError,
+    9: InvalidArgumentError,
+    10: PreconditionError,
+    11: NotConvergedError,
+    12: WorkspaceTooSmallError,
+    13: DeviceMismatchError,
+    14: BackendUnavailableError,
+    15: AllocationFailedError,
+    16: InternalError,
+}
+
+
+def error(status, message: str, function: str = "") -> OsftError:
+    """The OsftError subclass for ``status`` (a name or a code)."""
+    code = STATUS[status] if isinstance(status, str) else int(status)
+    return _BY_CODE.get(code, OsftError)(code, message, function)
+
+
+def last_error_message() -> str:
+    """The calling thread's last-error message from libosft ("" after a successful call)."""
+    raw = lib.osft_last_error_message()
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
+def status_string(code: int) -> str:
+    """libosft's human-readable name of a status code."""
+    raw = lib.osft_status_string(int(code))
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
+def check(code: int, function: str) -> None:
+    """Raise the OsftError for a non-zero status, with the thread-local message."""
+    if code != 0:
+        raise error(code, last_error_message(), function)

@@ -1,0 +1,168 @@
+"""Loading libosft and declaring the C ABI of ``include/osft.h`` with ctypes.
+
+Nothing here is public API; :mod:`osft` re-exports what users need.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+#: ``OSFT_ABI_VERSION`` of the header this binding was written against.
+ABI_VERSION = 1
+
+_LIBNAME = "libosft.so"
+
+
+class osft_matrix(ctypes.Structure):
+    """``struct osft_matrix`` (72 bytes, no padding): pointer, dtype, device, shape, element
+    strides, batch."""
+
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("dtype", ctypes.c_int32),
+        ("device", ctypes.c_int32),
+        ("device_ordinal", ctypes.c_int32),
+        ("_reserved", ctypes.c_int32),
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("row_stride", ctypes.c_int64),
+        ("col_stride", ctypes.c_int64),
+        ("batch", ctypes.c_int64),
+        ("batch_stride", ctypes.c_int64),
+    ]
+
+
+assert ctypes.sizeof(osft_matrix) == 72, "osft_matrix must be 72 bytes"
+
+_P = ctypes.POINTER
+_M = _P(osft_matrix)
+_vp = ctypes.c_void_p
+_i32 = ctypes.c_int32
+_i64 = ctypes.c_int64
+_sz = ctypes.c_size_t
+_dp = _P(ctypes.c_double)
+_szp = _P(ctypes.c_size_t)
+
+# name: (restype, argtypes). Status-returning functions have restype int32.
+_PROTOTYPES = {
+    "osft_version_major": (ctypes.c_uint32, []),
+    "osft_version_minor": (ctypes.c_uint32, []),
+    "osft_version_patch": (ctypes.c_uint32, []),
+    "osft_abi_version": (ctypes.c_uint32, []),
+    "osft_status_string": (ctypes.c_char_p, [_i32]),
+    "osft_last_error_message": (ctypes.c_char_p, []),
+    "osft_debug_panic": (_i32, []),
+    "osft_context_create": (_i32, [_i32, _i32, _P(_vp)]),
+    "osft_context_destroy": (None, [_vp]),
+    "osft_context_backend": (_i32, [_vp, _P(_i32)]),
+    "osft_context_set_stream": (_i32, [_vp, _vp]),
+    "osft_context_get_stream": (_i32, [_vp, _P(_vp)]),
+    "osft_context_set_workspace": (_i32, [_vp, _vp, _sz]),
+    "osft_context_release_workspace": (_i32, [_vp]),
+    "osft_context_workspace_bytes": (_i32, [_vp, _szp]),
+    "osft_svd_workspace_size": (_i32, [_vp, _M, _i32, _szp]),
+    "osft_svd": (_i32, [_vp, _M, _M, _M, _M, _i32]),
+    "osft_svd_list_workspace_size": (_i32, [_vp, _sz, _M, _i32, _szp]),
+    "osft_svd_list": (_i32, [_vp, _sz, _M, _M, _M, _M, _i32]),
+    "osft_decompose_workspace_size": (_i32, [_vp, _M, _i32, _szp]),
+    "osft_decompose": (_i32, [_vp, _M, _i64, _M, _M, _M, _M, _M, _M, _i32]),
+    "osft_select_rank": (_i32, [_dp, _sz, _i32, ctypes.c_double, _P(_i64)]),
+    "osft_adaptive_ranks": (_i32, [_dp, _P(_i64), _sz, ctypes.c_double, ctypes.c_double, _P(_i64)]),
+    "osft_layer_importance": (_i32, [_vp, _M, _M, _i32, _dp, _sz]),
+    "osft_layer_importance_workspace_size": (_i32, [_vp, _M, _M, _i32, _szp]),
+    "osft_read_vector": (_i32, [_vp, _M, _dp, _sz]),
+    "osft_read_vector_workspace_size": (_i32, [_vp, _M, _szp]),
+    "osft_reconstruct": (_i32, [_vp, _M, _M, _M, _M, _M, _M, _M, _i32]),
+    "osft_reconstruct_workspace_size": (_i32, [_vp, _M, _M, _M, _M, _M, _M, _M, _i32, _szp]),
+    "osft_project": (_i32, [_vp, _i32, _M, _M, _M, _M]),
+    "osft_project_workspace_size": (_i32, [_vp, _i32, _M, _M, _M, _M, _szp]),
+    "osft_project_partial": (_i32, [_vp, _i32, _M, _M, _M]),
+    "osft_project_apply": (_i32, [_vp, _i32, _M, _M, _M]),
+    "osft_project_apply_workspace_size": (_i32, [_vp, _M, _M, _szp]),
+    "osft_projector_create": (_i32, [_vp, _i32, _M, _M, _i32, _P(_vp)]),
+    "osft_projector_apply": (_i32, [_vp, _M, _M]),
+    "osft_projector_strategies": (_i32, [_vp, _P(_i32), _P(_i32)]),
+    "osft_projector_destroy": (None, [_vp]),
+    "osft_leakage": (_i32, [_vp, _i32, _M, _M, _dp, _sz]),
+    "osft_leakage_workspace_size": (_i32, [_vp, _i32, _M, _M, _szp]),
+    "osft_orthonormality_error": (_i32, [_vp, _i32, _M, _dp, _sz]),
+    "osft_orthonormality_error_workspace_size": (_i32, [_vp, _i32, _M, _szp]),
+    "osft_reconstruction_error": (_i32, [_vp, _M, _M, _M, _M, _M, _M, _M, _i32, _dp, _sz]),
+    "osft_reconstruction_error_workspace_size": (_i32, [_vp, _M, _M, _M, _M, _M, _M, _M, _i32, _szp]),
+}
+
+
+class LibraryNotFoundError(ImportError):
+    """No libosft could be loaded; ``tried`` lists ``(candidate, reason)`` pairs in search order."""
+
+    def __init__(self, tried: List[Tuple[str, str]]):
+        self.tried = tried
+        lines = "\n".join(f"  - {c}: {r}" for c, r in tried)
+        super().__init__(
+            "osft: could not load the native library libosft.\n"
+            f"Tried, in order:\n{lines}\n"
+            "Build it with `cargo build --release` in the osft repository and point OSFT_LIBRARY "
+            "at target/release/libosft.so, or copy libosft.so into the installed osft package "
+            "directory."
+        )
+
+
+def _candidates() -> List[Tuple[str, Optional[str]]]:
+    """(label, path-or-name) in search order; a None path means 'not applicable'."""
+    here = Path(__file__).resolve().parent
+    out: List[Tuple[str, Optional[str]]] = []
+    env = os.environ.get("OSFT_LIBRARY")
+    out.append(("OSFT_LIBRARY", env if env else None))
+    out.append(("bundled", str(here / _LIBNAME)))
+    # bindings/python/osft/_lib.py -> repository root is three levels above the package dir.
+    out.append(("development checkout", str(here.parent.parent.parent / "target" / "release" / _LIBNAME)))
+    out.append(("find_library('osft')", ctypes.util.find_library("osft")))
+    return out
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, (res, args) in _PROTOTYPES.items():
+        fn = getattr(lib, name)  # AttributeError when the library lacks a symbol
+        fn.restype = res
+        fn.argtypes = args
+
+
+def load() -> Tuple[ctypes.CDLL, str]:
+    """Load libosft following the documented search order; raise LibraryNotFoundError."""
+    tried: List[Tuple[str, str]] = []
+    for label, path in _candidates():
+        if path is None:
+            tried.append((label, "not set" if label == "OSFT_LIBRARY" else "nothing found"))
+            continue
+        where = f"{label} ({path})"
+        if label != "find_library('osft')" and not os.path.exists(path):
+            tried.append((where, "no such file"))
+            if label == "OSFT_LIBRARY":
+                # An explicit path that does not exist is a mistake worth stopping on.
+                raise LibraryNotFoundError(tried)
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            tried.append((where, f"dlopen failed: {e}"))
+            if label == "OSFT_LIBRARY":
+                raise LibraryNotFoundError(tried) from e
+            continue
+        try:
+            _declare(lib)
+        except AttributeError as e:
+            tried.append((where, f"not a compatible libosft (missing symbol: {e})"))
+            continue
+        abi = lib.osft_abi_version()
+        if abi != ABI_VERSION:
+            tried.append((where, f"ABI version {abi}, this binding needs {ABI_VERSION}"))
+            continue
+        return lib, path
+    raise LibraryNotFoundError(tried)
+
+
+lib, library_path = load()

@@ -1,0 +1,79 @@
+"""Shared helpers: contexts, layouts, dtypes, float64 references."""
+
+import numpy as np
+import pytest
+
+import osft
+
+try:
+    import ml_dtypes
+
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - the test venv installs ml_dtypes
+    ml_dtypes = None
+    BF16 = None
+
+DTYPES = [np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16)] + ([BF16] if BF16 is not None else [])
+DTYPE_IDS = [d.name for d in DTYPES]
+LAYOUTS = ["C", "F", "T", "padded", "strided"]
+
+# Tolerances relative to the problem's scale, per data dtype.
+TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 2e-2, "bfloat16": 1e-1}
+
+
+def tol(dt) -> float:
+    return TOL[np.dtype(dt).name]
+
+
+@pytest.fixture
+def ctx():
+    with osft.Context("cpu") as c:
+        yield c
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def layout(src: np.ndarray, kind: str, dtype=None) -> np.ndarray:
+    """``src`` (float64, 2-D or 3-D) cast to ``dtype`` in the memory layout ``kind``:
+
+    C: C-order. F: Fortran order (for 3-D the batch stride is the smallest). T: a transposed view
+    of a C-order array of the swapped shape (column-major matrices). padded: a[..., :r, :c] of a
+    larger C-order array. strided: every 2nd row and 3rd column of a larger array.
+    """
+    dtype = np.dtype(dtype or src.dtype)
+    v = src.astype(dtype)
+    if kind == "C":
+        out = np.ascontiguousarray(v)
+    elif kind == "F":
+        out = np.asfortranarray(v)
+    elif kind == "T":
+        out = np.ascontiguousarray(np.swapaxes(v, -1, -2))
+        out = np.swapaxes(out, -1, -2)
+    elif kind == "padded":
+        r, c = v.shape[-2:]
+        big = np.full(v.shape[:-2] + (r + 3, c + 5), np.nan, dtype=dtype)
+        big[..., :r, :c] = v
+        out = big[..., :r, :c]
+    elif kind == "strided":
+        r, c = v.shape[-2:]
+        big = np.full(v.shape[:-2] + (2 * r, 3 * c), np.nan, dtype=dtype)
+        big[..., ::2, ::3] = v
+        out = big[..., ::2, ::3]
+    else:
+        raise ValueError(kind)
+    assert np.array_equal(out.astype(np.float64), v.astype(np.float64), equal_nan=True)
+    return out
+
+
+def f64(a) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def random_basis(rng, n, k, batch=None) -> np.ndarray:
+    """Orthonormal columns (n x k), float64, or a batch."""
+    shape = (batch, n, k) if batch else (n, k)
+    q, _ = np.linalg.qr(rng.standard_normal(shape))
+    return q

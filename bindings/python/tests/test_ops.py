@@ -1,0 +1,429 @@
+"""Every operation against numpy float64 references, over layouts and dtypes."""
+
+import numpy as np
+import pytest
+
+import osft
+from conftest import BF16, DTYPES, DTYPE_IDS, LAYOUTS, f64, layout, random_basis, tol
+
+SHAPES = [(9, 6), (5, 8), (7, 7)]
+
+
+def svd_certificate(w, u, s, vt, eps):
+    """U, V orthonormal, S descending and non-negative, U diag(S) Vt = W, sign convention."""
+    w, u, s, vt = f64(w), f64(u), f64(s), f64(vt)
+    r = s.shape[-1]
+    eye = np.eye(r)
+    scale = max(np.linalg.norm(w), 1e-300)
+    assert np.all(s[..., :-1] >= s[..., 1:] - eps * scale), s
+    assert np.all(s >= 0)
+    assert np.abs(np.swapaxes(u, -1, -2) @ u - eye).max() < eps
+    assert np.abs(vt @ np.swapaxes(vt, -1, -2) - eye).max() < eps
+    rec = (u * s[..., None, :]) @ vt
+    assert np.linalg.norm(rec - w) / scale < eps
+    # Singular values agree with LAPACK.
+    assert np.abs(np.linalg.svd(w, compute_uv=False) - s).max() < eps * scale
+    # Sign convention: the largest-magnitude entry of each column of U is positive.
+    idx = np.argmax(np.abs(u), axis=-2)
+    picked = np.take_along_axis(u, idx[..., None, :], axis=-2)
+    assert np.all(picked > 0)
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_svd_into_caller_arrays(ctx, rng, kind, dtype, shape):
+    n, m = shape
+    r = min(n, m)
+    w = layout(rng.standard_normal(shape), kind, dtype)
+    # Outputs in float32/64 (upcast), in another layout than W.
+    out_dt = np.float64 if dtype == np.float64 else np.float32
+    u = layout(np.zeros((n, r)), "F" if kind == "C" else "C", out_dt)
+    s = np.zeros(r, out_dt)
+    vt = layout(np.zeros((r, m)), "padded", out_dt)
+    res = osft.svd(ctx, w, u, s, vt)
+    assert res[0] is u and res[1] is s and res[2] is vt
+    svd_certificate(w, u, s, vt, 1e-10 if dtype == np.float64 else 2e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_svd_outputs_in_data_dtype(ctx, rng, dtype):
+    w = rng.standard_normal((10, 6)).astype(dtype)
+    u, s, vt = np.zeros((10, 6), dtype), np.zeros(6, dtype), np.zeros((6, 6), dtype)
+    osft.svd(ctx, w, u, s, vt, compute="f64")
+    svd_certificate(w, u, s, vt, 5 * tol(dtype))
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_svd_batched(ctx, rng, kind):
+    b, n, m = 4, 6, 5
+    w = layout(rng.standard_normal((b, n, m)), kind, np.float64)
+    u, s, vt = osft.svd_np(w)
+    assert u.shape == (b, n, m) and s.shape == (b, m) and vt.shape == (b, m, m)
+    svd_certificate(w, u, s, vt, 1e-10)
+    # S only.
+    _, s2, _ = osft.svd_np(w, compute_uv=False)
+    np.testing.assert_allclose(s2, s, atol=1e-12)
+    # Batch of S given as a strided 2-D view.
+    sbig = np.zeros((b, 2 * m))
+    osft.svd(ctx, w, s=sbig[:, ::2])
+    np.testing.assert_allclose(sbig[:, ::2], s, atol=1e-12)
+    assert np.all(sbig[:, 1::2] == 0)
+
+
+def test_svd_np_dtypes(rng):
+    w = rng.standard_normal((5, 4))
+    for dt, want in [(np.float64, np.float64), (np.float32, np.float32), (np.float16, np.float32)]:
+        u, s, vt = osft.svd_np(w.astype(dt))
+        assert u.dtype == want and s.dtype == want and vt.dtype == want
+    u, s, vt = osft.svd_np(w, dtype="f32", compute="f64")
+    assert u.dtype == np.float32
+    svd_certificate(w, u, s, vt, 1e-5)
+
+
+def test_svd_list(ctx, rng):
+    ws = [rng.standard_normal((6, 4)), np.asfortranarray(rng.standard_normal((3, 7))),
+          rng.standard_normal((2, 5, 5))]
+    ss = [np.zeros(4), np.zeros(3), np.zeros((2, 5))]
+    us = [np.zeros((6, 4)), np.zeros((3, 3)), np.zeros((2, 5, 5))]
+    vts = [np.zeros((4, 4)), np.zeros((3, 7)), np.zeros((2, 5, 5))]
+    assert osft.svd_list_workspace_size(ctx, ws) > 0
+    osft.svd_list(ctx, ws, ss, us, vts)
+    for w, u, s, vt in zip(ws, us, ss, vts):
+        svd_certificate(w, u, s, vt, 1e-10)
+    ss2 = [np.zeros_like(s) for s in ss]
+    osft.svd_list(ctx, ws, ss2)
+    for a, b in zip(ss, ss2):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    osft.svd_list(ctx, [], [])
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape,k", [((9, 6), 2), ((5, 8), 3), ((6, 4), 0), ((6, 4), 4)])
+def test_decompose_and_reconstruct(ctx, rng, kind, dtype, shape, k):
+    n, m = shape
+    r = min(n, m)
+    w = layout(rng.standard_normal(shape), kind, dtype)
+    out_dt = np.float64 if dtype == np.float64 else np.float32
+    parts = [layout(np.zeros(sh), kd, out_dt) if len(sh) == 2 else np.zeros(sh, out_dt)
+             for sh, kd in [((n, k), "F"), ((k,), None), ((k, m), "C"), ((n, r - k), "T"),
+                            ((r - k,), None), ((r - k, m), "padded")]]
+    d = osft.decompose(ctx, w, k, *parts)
+    assert isinstance(d, osft.Decomposition) and d.u_high is parts[0]
+    u = np.concatenate([f64(d.u_high), f64(d.u_low)], axis=1)
+    s = np.concatenate([f64(d.s_high), f64(d.s_low)])
+    vt = np.concatenate([f64(d.v_high), f64(d.v_low)], axis=0)
+    eps = 1e-10 if dtype == np.float64 else 2e-5
+    svd_certificate(w, u, s, vt, eps)
+    # Reconstruction into every layout and dtype, and the library's own error measure.
+    for out_kind in ["C", "F", "padded"]:
+        for odt in [np.float64, np.float32, np.float16]:
+            out = layout(np.full(shape, np.nan), out_kind, odt)
+            res = osft.reconstruct(ctx, out, *d, compute="f64")
+            assert res is out
+            err = np.linalg.norm(f64(out) - f64(w)) / np.linalg.norm(f64(w))
+            assert err < max(eps, tol(odt)), (out_kind, odt, err)
+    e = osft.reconstruction_error(ctx, w, *d, compute="f32")
+    assert isinstance(e, float)
+    assert e < (1e-6 if dtype == np.float64 else 5e-6), e
+    if k > 0:
+        assert osft.orthonormality_error(ctx, "left", d.u_high) < eps
+        assert osft.orthonormality_error(ctx, "right", d.v_high) < eps
+        np.testing.assert_array_equal(osft.read_vector(ctx, d.s_high), f64(d.s_high))
+    # High part only, low part only.
+    hi = osft.reconstruct_np(d.u_high, d.s_high, d.v_high, dtype="f64") if k else None
+    lo = osft.reconstruct_np(None, None, None, d.u_low, d.s_low, d.v_low, dtype="f64") if k < r else None
+    total = (hi if hi is not None else 0) + (lo if lo is not None else 0)
+    assert np.linalg.norm(total - f64(w)) / np.linalg.norm(f64(w)) < eps
+
+
+def test_decompose_np_batched_and_reconstruct(rng):
+    w = rng.standard_normal((3, 8, 5))
+    d = osft.decompose_np(w, 2)
+    assert d.u_high.shape == (3, 8, 2) and d.s_high.shape == (3, 2) and d.v_high.shape == (3, 2, 5)
+    assert d.u_low.shape == (3, 8, 3) and d.s_low.shape == (3, 3) and d.v_low.shape == (3, 3, 5)
+    np.testing.assert_allclose(osft.reconstruct_np(d), w, atol=1e-12)
+    with osft.Context() as ctx:
+        e = osft.reconstruction_error(ctx, w, *d, compute="f64")
+        assert isinstance(e, np.ndarray) and e.shape == (3,) and e.max() < 1e-12
+        o = osft.orthonormality_error(ctx, "left", d.u_high)
+        assert o.shape == (3,) and o.max() < 1e-12
+        np.testing.assert_array_equal(osft.read_vector(ctx, d.s_low), d.s_low)
+    f = osft.decompose_np(w[0], 2, order="F")
+    assert f.u_high.flags.f_contiguous and not f.u_high.flags.c_contiguous
+    np.testing.assert_allclose(f64(f.s_high), d.s_high[0], atol=1e-12)
+
+
+def test_decompose_bf16_parts(ctx, rng):
+    if BF16 is None:
+        pytest.skip("ml_dtypes not installed")
+    w = rng.standard_normal((12, 8)).astype(BF16)
+    d = osft.decompose_np(w, 3, dtype=BF16)
+    assert d.u_high.dtype == BF16
+    rec = osft.reconstruct_np(d, dtype="f64")
+    assert np.linalg.norm(rec - f64(w)) / np.linalg.norm(f64(w)) < 3e-2
+
+
+def project_ref(side, x, u=None, v=None):
+    x, = [f64(x)]
+    if side in ("left", "both"):
+        u = f64(u)
+        x = x - u @ (np.swapaxes(u, -1, -2) @ x)
+    if side in ("right", "both"):
+        v = f64(v)
+        x = x - (x @ np.swapaxes(v, -1, -2)) @ v
+    return x
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("side", ["left", "right", "both"])
+def test_project(ctx, rng, kind, dtype, side):
+    n, m, k = 10, 7, 3
+    u = layout(random_basis(rng, n, k), "F" if kind == "C" else "C", dtype)
+    v = layout(random_basis(rng, m, k).T, "padded", dtype)
+    x = layout(rng.standard_normal((n, m)), kind, dtype)
+    want = project_ref(side, x, u if side != "right" else None, v if side != "left" else None)
+    scale = np.linalg.norm(f64(x))
+    ub = u if side != "right" else None
+    vb = v if side != "left" else None
+    # Out of place, into another layout; X untouched.
+    before = f64(x).copy()
+    out = layout(np.full((n, m), np.nan), "C" if kind != "C" else "F", dtype)
+    assert osft.project(ctx, side, x, ub, vb, out=out) is out
+    np.testing.assert_array_equal(f64(x), before)
+    assert np.linalg.norm(f64(out) - want) / scale < tol(dtype)
+    # In place.
+    assert osft.project(ctx, side, x, ub, vb) is x
+    assert np.linalg.norm(f64(x) - want) / scale < tol(dtype)
+    # Leakage of the projected X is at the dtype's rounding.
+    if side in ("left", "both"):
+        assert osft.leakage(ctx, "left", u, x) < 3 * tol(dtype)
+    if side in ("right", "both"):
+        assert osft.leakage(ctx, "right", v, x) < 3 * tol(dtype)
+    # project_np allocates a C-order result.
+    y = osft.project_np(side, out, ub, vb, ctx=ctx)
+    assert y.dtype == out.dtype and y.flags.c_contiguous
+
+
+@pytest.mark.parametrize("kind", ["C", "F", "padded", "strided"])
+@pytest.mark.parametrize("per_entry", [False, True])
+def test_project_batched(ctx, rng, kind, per_entry):
+    b, n, m, k = 3, 8, 6, 2
+    u = random_basis(rng, n, k, batch=b if per_entry else None)
+    v = np.swapaxes(random_basis(rng, m, k, batch=b if per_entry else None), -1, -2).copy()
+    x = layout(rng.standard_normal((b, n, m)), kind, np.float64)
+    want = project_ref("both", x, u, v)
+    osft.project(ctx, "both", x, u, v)
+    np.testing.assert_allclose(x, want, atol=1e-12)
+    leak = osft.leakage(ctx, "left", u, x)
+    assert isinstance(leak, np.ndarray) and leak.shape == (b,) and leak.max() < 1e-12
+
+
+def test_leakage_reference(ctx, rng):
+    u = random_basis(rng, 9, 3)
+    x = rng.standard_normal((9, 4))
+    want = np.linalg.norm(u.T @ x) / np.linalg.norm(x)
+    assert abs(osft.leakage(ctx, "left", u, x) - want) < 1e-12
+    v = random_basis(rng, 4, 2).T
+    want = np.linalg.norm(x @ v.T) / np.linalg.norm(x)
+    assert abs(osft.leakage(ctx, "right", v, x) - want) < 1e-12
+    assert osft.leakage(ctx, "left", u, np.zeros((9, 4))) == 0.0
+    assert osft.leakage_workspace_size(ctx, "left", u, x) >= 0
+
+
+def test_orthonormality_error_reference(ctx, rng):
+    b = rng.standard_normal((7, 3))
+    want = np.linalg.norm(b.T @ b - np.eye(3))
+    assert abs(osft.orthonormality_error(ctx, "left", b) - want) < 1e-10 * want
+    want = np.linalg.norm(b.T @ b - np.eye(3))
+    assert abs(osft.orthonormality_error(ctx, "right", b.T) - want) < 1e-10 * want
+    assert osft.orthonormality_error_workspace_size(ctx, "left", b) >= 0
+
+
+def test_reconstruction_error_reference(ctx, rng):
+    w = rng.standard_normal((6, 5))
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    s2 = s.copy()
+    s2[-1] = 0.0  # drop the last component
+    want = s[-1] / np.linalg.norm(w)
+    e = osft.reconstruction_error(ctx, w, u, s2, vt, compute="f64")
+    assert abs(e - want) < 1e-12
+    assert osft.reconstruction_error_workspace_size(ctx, w, u, s2, vt) >= 0
+    # Absolute when W = 0.
+    z = np.zeros((6, 5))
+    assert abs(osft.reconstruction_error(ctx, z, u, s, vt, compute="f64") - np.linalg.norm(w)) < 1e-12
+
+
+@pytest.mark.parametrize("strategy", ["auto", "coefficient", "cached_projector"])
+@pytest.mark.parametrize("side", ["left", "right", "both"])
+def test_projector(ctx, rng, strategy, side):
+    n, m, k = 9, 7, 5
+    u = random_basis(rng, n, k)
+    v = random_basis(rng, m, k).T.copy()
+    ub = u if side != "right" else None
+    vb = v if side != "left" else None
+    with osft.Projector(ctx, side, ub, vb, strategy=strategy) as p:
+        left, right = p.strategies
+        if strategy != "auto":
+            assert left == (strategy if side != "right" else None)
+            assert right == (strategy if side != "left" else None)
+        for kind in ["C", "F", "padded"]:
+            x = layout(rng.standard_normal((n, m)), kind, np.float64)
+            want = project_ref(side, x, ub, vb)
+            out = np.empty((n, m))
+            p.apply(x, out)
+            np.testing.assert_allclose(out, want, atol=1e-12)
+            p(x)
+            np.testing.assert_allclose(x, want, atol=1e-12)
+    with pytest.raises(osft.NullPointerError):
+        p.apply(np.zeros((n, m)))
+
+
+def test_projector_outlives_context(rng):
+    u = random_basis(rng, 6, 2)
+    ctx = osft.Context()
+    p = osft.Projector(ctx, "left", u, strategy="coefficient")
+    ctx.close()
+    x = rng.standard_normal((6, 3))
+    want = project_ref("left", x, u)
+    p.apply(x)
+    np.testing.assert_allclose(x, want, atol=1e-12)
+    p.close()
+    p.close()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_two_phase_sharded_equals_unsharded(ctx, rng, dtype, side):
+    n, m, k = 11, 9, 3
+    u = random_basis(rng, n, k).astype(dtype)
+    v = random_basis(rng, m, k).T.astype(dtype)
+    x = rng.standard_normal((n, m)).astype(dtype)
+    basis = u if side == "left" else v
+    want = project_ref(side, x, u, v)
+    coef_dt = np.float32 if dtype.itemsize == 2 else dtype
+    # Shards: rows of U and X (left), columns of V and X (right).
+    cuts = [0, 4, 7, n] if side == "left" else [0, 2, 6, m]
+    shards = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if side == "left":
+            bs, xs = basis[a:b], x[a:b]
+            coef = np.full((k, m), np.nan, dtype=coef_dt)
+        else:
+            bs, xs = basis[:, a:b], x[:, a:b]
+            coef = np.full((n, k), np.nan, dtype=coef_dt)
+        assert osft.project_partial(ctx, side, bs, xs, coef) is coef
+        shards.append((bs, xs, coef))
+    total = sum(f64(c) for _, _, c in shards).astype(coef_dt)  # the caller's all-reduce
+    for bs, xs, _ in shards:
+        assert osft.project_apply_workspace_size(ctx, total, xs) >= 0
+        assert osft.project_apply(ctx, side, bs, total, xs) is xs  # views of x: in place
+    assert np.linalg.norm(f64(x) - want) / np.linalg.norm(want) < 2 * tol(dtype)
+
+
+def test_select_rank_rules():
+    s = [4.0, 3.0, 2.0, 1.0]
+    assert osft.select_rank(s, "fixed", 3) == 3
+    assert osft.select_rank(s, "fraction", 0.5) == 2
+    assert osft.select_rank(np.array(s, np.float32), "energy", 0.6) == 2  # 16/30 < 0.6 <= 25/30
+    p = np.array(s) / sum(s)
+    assert osft.select_rank(s, "entropy") == round(np.exp(-(p * np.log(p)).sum()))
+    assert osft.select_rank([], "fraction", 0.5) == 0
+    # Energy against a direct computation on random spectra.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sv = np.sort(rng.random(30))[::-1]
+        t = rng.random()
+        e = np.cumsum(sv**2) / (sv**2).sum()
+        want = int(np.argmax(e >= t - 1e-15)) + 1 if t > 0 else 0
+        got = osft.select_rank(sv, "energy", t)
+        assert abs(got - want) <= 1
+        if got:
+            assert e[got - 1] >= t - 1e-12
+        assert osft.select_rank(sv, "fraction", t) == int(np.floor(t * 30))
+
+
+def test_adaptive_ranks():
+    r = osft.adaptive_ranks([1.0, 2.0, 3.0], [10, 10, 10], 0.2, 0.8)
+    assert r.dtype == np.int64 and r.tolist() == [3, 5, 8]
+    imp = np.array([0.1, 0.5, 0.9, 0.3])
+    full = np.array([64, 32, 128, 16])
+    mid = (0.1 + 0.9) / 2
+    ratio = np.clip(imp / imp.mean() * mid, 0.1, 0.9)
+    got = osft.adaptive_ranks(imp, full, 0.1, 0.9)
+    assert np.all(np.abs(got - ratio * full) <= 0.5 + 1e-9)
+    assert osft.adaptive_ranks([], [], 0.1, 0.9).size == 0
+
+
+@pytest.mark.parametrize("kind", ["C", "F", "padded"])
+def test_layer_importance(ctx, rng, kind):
+    n, m, samples = 5, 7, 9
+    w = layout(rng.standard_normal((n, m)), kind)
+    x = layout(rng.standard_normal((samples, m)), kind)
+    r = min(n, m)
+    y = x @ w.T
+    a, b = x[:, :r], y[:, :r]
+    want = np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+    got = osft.layer_importance(ctx, w, x, compute="f64")
+    assert isinstance(got, float) and abs(got - want) < 1e-12
+    assert osft.layer_importance_workspace_size(ctx, w, x) >= 0
+    # A batch of weights shares the activations.
+    wb = np.stack([w, -w])
+    got = osft.layer_importance(ctx, wb, x, compute="f64")
+    np.testing.assert_allclose(got, [want, -want], atol=1e-12)
+
+
+def test_read_vector(ctx):
+    v = np.arange(12, dtype=np.float32)
+    np.testing.assert_array_equal(osft.read_vector(ctx, v[::3]), [0, 3, 6, 9])
+    vb = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(osft.read_vector(ctx, vb), vb)
+    assert osft.read_vector_workspace_size(ctx, v) >= 0
+    np.testing.assert_array_equal(osft.read_vector(ctx, v.astype(np.float16)), v)
+
+
+def test_workspace_sizes_and_caller_workspace(ctx, rng):
+    w = rng.standard_normal((12, 8))
+    need = osft.svd_workspace_size(ctx, w)
+    assert need > 0 and osft.decompose_workspace_size(ctx, w) == need
+    assert osft.svd_workspace_size(ctx, w, compute="f32") > 0
+    buf = np.zeros(need // 8 + 1)
+    ctx.set_workspace(buf)
+    assert ctx.workspace_bytes == buf.nbytes
+    s = np.zeros(8)
+    osft.svd(ctx, w, s=s)
+    np.testing.assert_allclose(s, np.linalg.svd(w, compute_uv=False), atol=1e-12)
+    # Too small a workspace: an error, nothing written.
+    ctx.set_workspace(np.zeros(2))
+    s2 = np.full(8, -1.0)
+    with pytest.raises(osft.WorkspaceTooSmallError):
+        osft.svd(ctx, w, s=s2)
+    assert np.all(s2 == -1.0)
+    ctx.release_workspace()
+    assert ctx.workspace_bytes == 0
+    osft.svd(ctx, w, s=s2)
+    assert ctx.workspace_bytes >= need
+    u = random_basis(rng, 12, 3)
+    x = rng.standard_normal((12, 8))
+    assert osft.project_workspace_size(ctx, "left", x, u) >= 0
+    d = osft.decompose_np(w, 3, ctx=ctx)
+    assert osft.reconstruct_workspace_size(ctx, np.empty((12, 8)), *d) >= 0
+
+
+def test_context_properties():
+    with osft.Context("cpu") as ctx:
+        assert ctx.backend == "cpu" and not ctx.is_cuda
+        assert ctx.stream is None
+        ctx.stream = None
+        with pytest.raises(osft.InvalidArgumentError, match="CPU"):
+            ctx.stream = 0x1000
+        assert "cpu" in repr(ctx)
+    assert ctx.closed
+    with pytest.raises(osft.NullPointerError, match="closed"):
+        osft.svd_np(np.eye(3), ctx=ctx)
+    ctx.close()
+    with osft.Context("auto") as a:
+        assert a.backend in ("cpu", "cuda")
+    assert osft.default_context() is osft.default_context()
