@@ -191,6 +191,21 @@ impl Context {
         self.with_ws_range(min, preferred, |e, ws| decompose::decompose(e, ws, w, k, parts, compute))
     }
 
+    /// Workspace a decomposition of `w` prefers (the whole batch at once); any caller workspace
+    /// holding one matrix's share also works, streamed.
+    pub fn decompose_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
+        svd::check_input(&*self.exec, w, compute)?;
+        decompose::workspace_size(&*self.exec, w, compute)
+    }
+
+    pub fn leakage_workspace_size(&self, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<usize> {
+        diagnostics::leakage_workspace_size(&*self.exec, side, basis, x)
+    }
+
+    pub fn orthonormality_error_workspace_size(&self, basis: &MatDesc, columns: bool) -> Result<usize> {
+        diagnostics::orthonormality_workspace_size(&*self.exec, basis, columns)
+    }
+
     pub fn reconstruct_workspace_size(&self, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
         reconstruct::workspace_size(&*self.exec, terms, out, compute)
     }
@@ -463,6 +478,27 @@ impl<'b> Projector<'b> {
             u: self.plans.iter().find(|p| p.left).map(|p| &p.basis),
             v: self.plans.iter().find(|p| !p.left).map(|p| &p.basis),
         }
+    }
+
+    /// Workspace bytes [`Projector::apply_raw`] needs for `x` and `out` (a caller workspace set
+    /// on the context must hold this much).
+    pub fn workspace_size(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
+        let target = project::check_apply(ctx.executor(), self.side, &self.bases(), x, out)?;
+        let blas = crate::ops::is_blas(x) && crate::ops::is_blas(&target);
+        let mut need = 0;
+        let mut src = *x;
+        for plan in &self.plans {
+            let dst = if target != src { Some(&target) } else { None };
+            need = need.max(match (&plan.cached, blas) {
+                (Some((_, p)), true) => project::apply_projector_workspace_size(plan.left, p, &src, dst),
+                _ => {
+                    let side = if plan.left { Side::Left } else { Side::Right };
+                    project::workspace_size(ctx.executor(), side, &Bases { u: Some(&plan.basis), v: Some(&plan.basis) }, &src, dst)?
+                }
+            });
+            src = target;
+        }
+        Ok(need)
     }
 
     /// # Safety

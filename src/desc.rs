@@ -120,7 +120,22 @@ impl MatDesc {
             return Err(Error::Misaligned { arg: arg.to_string(), addr: self.addr, align: size });
         }
         // Largest offset, with overflow checks at every step (a descriptor can come from C).
-        let ovf = || Error::overflow(arg, format!("{self:?}"));
+        let ovf = || {
+            Error::overflow(
+                arg,
+                format!(
+                    "{} x {} x {} {} elements with strides (row {}, col {}, batch {}) at {:#x}",
+                    self.batch,
+                    self.rows,
+                    self.cols,
+                    self.dtype.name(),
+                    self.row_stride,
+                    self.col_stride,
+                    self.batch_stride,
+                    self.addr
+                ),
+            )
+        };
         let r = (self.rows - 1).checked_mul(self.row_stride).ok_or_else(ovf)?;
         let c = (self.cols - 1).checked_mul(self.col_stride).ok_or_else(ovf)?;
         let b = (self.batch - 1).checked_mul(self.batch_stride).ok_or_else(ovf)?;

@@ -841,13 +841,10 @@ fn descriptor_conversion_is_checked() {
     assert_eq!(bytes, 123);
 }
 
-/// Core bug (reported, not fixed here: `src/ops/reconstruct.rs` is not the FFI's):
-/// `reconstruct::scratch_workspace_size` validates with a stand-in target at `W`'s address but of
-/// the compute dtype and packed size, so with f32 `W` and f64 compute the stand-in spans past `W`
-/// and collides with whatever the caller allocated next (here `S`), giving a spurious
-/// `OSFT_STATUS_OVERLAP`. Run with `--ignored` to reproduce.
+/// Regression: the workspace query of the reconstruction-error diagnostic once validated a
+/// compute-type stand-in at `W`'s address for aliasing, so with f32 `W` and f64 compute it ran
+/// past `W` into the next allocation (here `S`) and gave a spurious `OSFT_STATUS_OVERLAP`.
 #[test]
-#[ignore = "core bug in reconstruct::scratch_workspace_size (spurious OVERLAP), see the doc comment"]
 fn reconstruction_error_f64_compute_of_f32_data() {
     let c = Ctx::cpu();
     // One allocation: W (4 x 4 f32) directly followed by U (4 x 1), S (1), V (1 x 4).

@@ -27,14 +27,15 @@ struct Checked {
 }
 
 fn check_term(i: usize, t: &Term, n: usize, m: usize) -> Result<Checked> {
-    let names = [["U_high", "S_high", "V_high"], ["U_low", "S_low", "V_low"]][i.min(1)];
+    // Terms are positional (the high part, the low part, or just one of them): name them so.
+    let names = [format!("U of term {i}"), format!("S of term {i}"), format!("V of term {i}")];
     let r = t.u.cols;
-    t.u.validate(names[0], true)?;
-    t.v.validate(names[2], true)?;
-    t.s.validate(names[1], true)?;
-    check_shape(names[0], t.u, n, r)?;
-    check_shape(names[2], t.v, r, m)?;
-    let s = if r == 0 { MatDesc { rows: 0, cols: 1, ..*t.s } } else { as_column(t.s, r, names[1])? };
+    t.u.validate(&names[0], true)?;
+    t.v.validate(&names[2], true)?;
+    t.s.validate(&names[1], true)?;
+    check_shape(&names[0], t.u, n, r)?;
+    check_shape(&names[2], t.v, r, m)?;
+    let s = if r == 0 { MatDesc { rows: 0, cols: 1, ..*t.s } } else { as_column(t.s, r, &names[1])? };
     Ok(Checked { u: *t.u, s, v: *t.v, r })
 }
 
@@ -59,7 +60,8 @@ fn layout(ws: &mut Ws, terms: &[Checked], out: &MatDesc, compute: DType) -> Resu
     Ok(Scratch { acc, scaled, svec, other })
 }
 
-fn check_all(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType) -> Result<Vec<Checked>> {
+/// `caller_out`: `out` is the caller's buffer (checked against aliasing the inputs), not scratch.
+fn check_all(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType, caller_out: bool) -> Result<Vec<Checked>> {
     out.validate("W", false)?;
     check_compute(compute)?;
     if terms.is_empty() {
@@ -74,13 +76,15 @@ fn check_all(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType)
     let mut all = ins.clone();
     all.push(("W", out));
     check_device(exec, &all)?;
-    check_disjoint(&[("W", out)], &ins)?;
+    if caller_out {
+        check_disjoint(&[("W", out)], &ins)?;
+    }
     Ok(checked)
 }
 
 /// Workspace bytes for [`reconstruct`].
 pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
-    let checked = check_all(exec, terms, out, compute)?;
+    let checked = check_all(exec, terms, out, compute, true)?;
     let mut ws = Ws::measure(exec.device());
     layout(&mut ws, &checked, out, compute)?;
     Ok(ws.used())
@@ -91,7 +95,7 @@ pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, comput
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
 pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out: &MatDesc, compute: DType) -> Result<()> {
-    let checked = check_all(exec, terms, out, compute)?;
+    let checked = check_all(exec, terms, out, compute, true)?;
     let s = layout(ws, &checked, out, compute)?;
     accumulate(exec, &checked, &s, out, compute)?;
     if s.acc != *out {
@@ -149,7 +153,7 @@ unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &
 /// Reconstruct into compute-type scratch (for diagnostics); returns the scratch descriptor.
 pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], like: &MatDesc, compute: DType) -> Result<MatDesc> {
     let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
-    let checked = check_all(exec, terms, &target, compute)?;
+    let checked = check_all(exec, terms, &target, compute, false)?;
     let s = layout(ws, &checked, &target, compute)?;
     accumulate(exec, &checked, &s, &target, compute)?;
     Ok(target)
@@ -159,9 +163,10 @@ pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms
 pub(crate) fn scratch_workspace_size(exec: &dyn Executor, terms: &[Term], like: &MatDesc, compute: DType) -> Result<usize> {
     let mut ws = Ws::measure(exec.device());
     let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
-    // Validate against a stand-in with a non-null address (measuring addresses are 0).
+    // Validate against a stand-in with a non-null address (measuring addresses are 0); it is
+    // scratch, so it is not checked for aliasing with the inputs.
     let probe = MatDesc { addr: like.addr, device: like.device, ..target };
-    let checked = check_all(exec, terms, &probe, compute)?;
+    let checked = check_all(exec, terms, &probe, compute, false)?;
     layout(&mut ws, &checked, &target, compute)?;
     Ok(ws.used())
 }
