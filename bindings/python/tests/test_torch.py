@@ -1,0 +1,106 @@
+"""PyTorch tensors through DLPack, and the CUDA stream handling. Skipped cleanly without torch
+(torch is not installed in the project's test venv)."""
+
+import numpy as np
+import pytest
+
+import osft
+
+torch = pytest.importorskip("torch")
+
+
+def ref_left(x, u):
+    x, u = x.double().cpu().numpy(), u.double().cpu().numpy()
+    return x - u @ (u.T @ x)
+
+
+def test_cpu_tensors_zero_copy():
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(10, 3, generator=g, dtype=torch.float64))
+    x = torch.randn(10, 6, generator=g, dtype=torch.float64)
+    want = ref_left(x, u)
+    with osft.Context() as ctx:
+        ptr = x.data_ptr()
+        osft.project(ctx, "left", x, u)
+        assert x.data_ptr() == ptr
+        np.testing.assert_allclose(x.numpy(), want, atol=1e-12)
+        # A transposed view and a requires_grad tensor (detached, memory shared).
+        xt = torch.randn(6, 10, generator=g, dtype=torch.float64).t()
+        want = ref_left(xt, u)
+        osft.project(ctx, "left", xt, u)
+        np.testing.assert_allclose(xt.numpy(), want, atol=1e-12)
+        p = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+        out = torch.empty(10, 6, dtype=torch.float64)
+        osft.project(ctx, "left", p, u, out=out)
+        np.testing.assert_allclose(out.numpy(), ref_left(p.detach(), u), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cpu_tensor_dtypes(dtype):
+    dt = getattr(torch, dtype)
+    w = torch.randn(12, 8, dtype=torch.float64).to(dt)
+    with osft.Context() as ctx:
+        parts = [torch.empty(12, 3, dtype=dt), torch.empty(3, dtype=dt), torch.empty(3, 8, dtype=dt),
+                 torch.empty(12, 5, dtype=dt), torch.empty(5, dtype=dt), torch.empty(5, 8, dtype=dt)]
+        osft.decompose(ctx, w, 3, *parts)
+        rec = torch.empty(12, 8, dtype=torch.float64)
+        osft.reconstruct(ctx, rec, *parts)
+        wd = w.double()
+        assert ((rec - wd).norm() / wd.norm()).item() < (1e-5 if dtype == "float32" else 5e-2)
+        x = torch.randn(12, 4, dtype=torch.float64).to(dt)
+        want = ref_left(x, parts[0])
+        osft.project(ctx, "left", x, parts[0])
+        err = np.linalg.norm(x.double().numpy() - want) / np.linalg.norm(want)
+        assert err < (1e-5 if dtype == "float32" else 5e-2)
+
+
+def _cuda_ctx():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    try:
+        return osft.Context("cuda")
+    except osft.BackendUnavailableError as e:
+        pytest.skip(f"osft CUDA backend unavailable: {e.message}")
+
+
+def test_cuda_tensors_on_current_stream():
+    ctx = _cuda_ctx()
+    with ctx:
+        g = torch.Generator().manual_seed(1)
+        u, _ = torch.linalg.qr(torch.randn(64, 8, generator=g))
+        x = torch.randn(64, 32, generator=g)
+        want = ref_left(x, u)
+        ud, xd = u.cuda(), x.cuda()
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            osft.project(ctx, "left", xd, ud)
+            assert ctx.stream == s.cuda_stream
+        s.synchronize()
+        np.testing.assert_allclose(xd.cpu().numpy(), want, atol=1e-4)
+        # Back on the default stream: the context follows.
+        y = x.cuda()
+        osft.project(ctx, "left", y, ud)
+        assert (ctx.stream or 0) == torch.cuda.current_stream().cuda_stream
+        torch.cuda.synchronize()
+        np.testing.assert_allclose(y.cpu().numpy(), want, atol=1e-4)
+        # bf16 on the GPU, and a host tensor given to a CUDA context.
+        xb = x.to(torch.bfloat16).cuda()
+        osft.project(ctx, "left", xb, ud.to(torch.bfloat16))
+        torch.cuda.synchronize()
+        with pytest.raises(osft.DeviceMismatchError):
+            osft.project(ctx, "left", x, ud)
+
+
+def test_cuda_decompose_matches_cpu():
+    ctx = _cuda_ctx()
+    with ctx:
+        w = torch.randn(48, 40, dtype=torch.float64)
+        k = 10
+        parts = [torch.empty(48, k), torch.empty(k), torch.empty(k, 40),
+                 torch.empty(48, 40 - k), torch.empty(40 - k), torch.empty(40 - k, 40)]
+        dparts = [p.cuda() for p in parts]
+        osft.decompose(ctx, w.cuda(), k, *dparts)
+        torch.cuda.synchronize()
+        s = np.linalg.svd(w.numpy(), compute_uv=False)
+        got = np.concatenate([osft.read_vector(ctx, dparts[1]), osft.read_vector(ctx, dparts[4])])
+        np.testing.assert_allclose(got, s, rtol=1e-4)
