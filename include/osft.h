@@ -114,6 +114,10 @@ enum osft_status
      * An internal error, including a caught panic (message `panic: ...`).
      */
     OSFT_STATUS_INTERNAL = 16,
+    /**
+     * A matrix to be factored (SVD, decompose) contains NaN or Inf.
+     */
+    OSFT_STATUS_NON_FINITE = 17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

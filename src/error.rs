@@ -24,6 +24,7 @@ pub enum Status {
     BackendUnavailable = 14,
     AllocationFailed = 15,
     Internal = 16,
+    NonFinite = 17,
 }
 
 /// Everything that can go wrong. Messages name the offending argument.
@@ -63,6 +64,10 @@ pub enum Error {
     AllocationFailed { bytes: usize },
     #[error("internal error: {0}")]
     Internal(String),
+    /// NaN or Inf in a matrix an SVD would factor (checked before factoring: LAPACK-style SVDs
+    /// may loop or return garbage on non-finite input).
+    #[error("{arg}: matrix {index} of the batch contains NaN or Inf")]
+    NonFinite { arg: String, index: usize },
 }
 
 impl Error {
@@ -85,6 +90,7 @@ impl Error {
             Error::BackendUnavailable(_) => Status::BackendUnavailable,
             Error::AllocationFailed { .. } => Status::AllocationFailed,
             Error::Internal(_) => Status::Internal,
+            Error::NonFinite { .. } => Status::NonFinite,
         }
     }
 

@@ -205,3 +205,38 @@ fn a_caller_workspace_at_any_address_works_with_the_queried_size() {
         assert!(xb.get(0).sub(&want).fro() < 1e-12 * x.fro(), "offset {offset}");
     }
 }
+
+#[test]
+fn non_finite_input_policy() {
+    // SVD and decompose refuse NaN/Inf (with the batch index) before factoring; projection and
+    // reconstruction propagate them as IEEE arithmetic does; nothing hangs.
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut ws = vec![randn(&mut rng, 7, 5), randn(&mut rng, 7, 5), randn(&mut rng, 7, 5)];
+        ws[1].set(3, 2, bad);
+        let mut wb = Buf::<f32>::from_batch(&ws, Layout::RowMajor);
+        let mut sb = Buf::<f32>::poisoned(5, 1, 3, Layout::ColMajor);
+        let sd = sb.desc();
+        let e = unsafe { ctx.svd_raw(&wb.desc(), &SvdOut { u: None, s: &sd, vt: None }, DType::F32) }.unwrap_err();
+        assert_eq!(e.status(), Status::NonFinite, "{e}");
+        assert!(matches!(e, osft::Error::NonFinite { index: 1, .. }), "{e}");
+        let e = unsafe { ctx.decompose_raw(&wb.desc(), 2, &Parts::default(), DType::F64) }.unwrap_err();
+        assert_eq!(e.status(), Status::NonFinite, "{e}");
+    }
+    // Left projection: column j of the result depends only on column j of X, so a NaN stays in
+    // its column and the other columns are unaffected.
+    let u = orthonormal(&mut rng, 8, 3);
+    let mut x = randn(&mut rng, 8, 4);
+    x.set(5, 1, f64::NAN);
+    let (mut ub, mut xb) = (Buf::<f64>::from(&u, Layout::RowMajor), Buf::<f64>::from(&x, Layout::RowMajor));
+    let (ud, xd) = (ub.desc(), xb.desc());
+    unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &xd, None) }.unwrap();
+    let y = xb.get(0);
+    for i in 0..8 {
+        assert!(y.at(i, 1).is_nan(), "NaN must propagate down its column");
+        for j in [0, 2, 3] {
+            assert!(y.at(i, j).is_finite(), "other columns stay finite");
+        }
+    }
+}

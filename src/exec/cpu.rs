@@ -366,6 +366,21 @@ impl Executor for CpuExecutor {
         Ok(out)
     }
 
+    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
+        let mut out = vec![0u64; batch];
+        with_elem!(x.dtype, T, {
+            for (b, o) in out.iter_mut().enumerate() {
+                for j in 0..cols {
+                    for i in 0..rows {
+                        let v = get::<T>(x.addr, b * x.batch_stride + i * x.row_stride + j * x.col_stride).to_f64();
+                        *o += (!v.is_finite()) as u64;
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
         with_elem!(a.dtype, T, {
             for b in 0..batch {

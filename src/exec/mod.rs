@@ -287,6 +287,8 @@ pub trait Executor: Send + Sync {
     unsafe fn svd_sign_fix(&self, args: &SignFixArgs) -> Result<()>;
     /// Sum of squares of each matrix of a batch, accumulated in f64, returned to the host.
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>>;
+    /// Number of NaN or infinite entries of each matrix of a batch, returned to the host.
+    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>>;
     /// `A[b] += alpha * I` on the diagonal of a batch of square `n x n` column-major matrices.
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()>;
     /// Sum over `count` pairs of vectors of `cos(a_v, b_v)` (0 where either vector is zero),

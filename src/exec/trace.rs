@@ -21,6 +21,7 @@ pub enum Call {
     SignFix(SignFixArgs),
     SumSquares { rows: usize, cols: usize, batch: usize },
     AddDiagonal { n: usize, batch: usize },
+    CountNonfinite { rows: usize, cols: usize, batch: usize },
     CosineSum { count: usize },
 }
 
@@ -96,6 +97,10 @@ impl<E: Executor> Executor for Recording<E> {
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
         self.rec(Call::SumSquares { rows, cols, batch });
         self.inner.sum_squares(rows, cols, batch, x)
+    }
+    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
+        self.rec(Call::CountNonfinite { rows, cols, batch });
+        self.inner.count_nonfinite(rows, cols, batch, x)
     }
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
         self.rec(Call::AddDiagonal { n, batch });

@@ -89,6 +89,7 @@ pub extern "C" fn osft_status_string(status: i32) -> *const c_char {
         14 => b"backend unavailable\0",
         15 => b"allocation failed\0",
         16 => b"internal error\0",
+        17 => b"non-finite input\0",
         _ => b"unknown status\0",
     };
     s.as_ptr() as *const c_char

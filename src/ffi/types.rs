@@ -56,6 +56,8 @@ pub enum osft_status {
     OSFT_STATUS_ALLOCATION_FAILED = 15,
     /// An internal error, including a caught panic (message `panic: ...`).
     OSFT_STATUS_INTERNAL = 16,
+    /// A matrix to be factored (SVD, decompose) contains NaN or Inf.
+    OSFT_STATUS_NON_FINITE = 17,
 }
 
 impl From<Status> for osft_status {
@@ -79,6 +81,7 @@ impl From<Status> for osft_status {
             Status::BackendUnavailable => OSFT_STATUS_BACKEND_UNAVAILABLE,
             Status::AllocationFailed => OSFT_STATUS_ALLOCATION_FAILED,
             Status::Internal => OSFT_STATUS_INTERNAL,
+            Status::NonFinite => OSFT_STATUS_NON_FINITE,
         }
     }
 }
@@ -105,6 +108,7 @@ same_values!(
     osft_status::OSFT_STATUS_BACKEND_UNAVAILABLE => Status::BackendUnavailable,
     osft_status::OSFT_STATUS_ALLOCATION_FAILED => Status::AllocationFailed,
     osft_status::OSFT_STATUS_INTERNAL => Status::Internal,
+    osft_status::OSFT_STATUS_NON_FINITE => Status::NonFinite,
     osft_dtype::OSFT_DTYPE_F32 => crate::DType::F32,
     osft_dtype::OSFT_DTYPE_F64 => crate::DType::F64,
     osft_dtype::OSFT_DTYPE_F16 => crate::DType::F16,

@@ -10,6 +10,9 @@
 //! negated along with it. Singular vectors of repeated or zero singular values are not unique;
 //! the convention fixes signs, not the choice of basis within such a subspace.
 //!
+//! **Non-finite input**: a matrix with NaN or Inf is refused with `Error::NonFinite` (its batch
+//! index) before it is factored; outputs of earlier chunks of a batch may have been written.
+//!
 //! Batches are processed in chunks that fit the workspace: the workspace-size query reports the
 //! size for the whole batch at once (capped at [`MAX_CHUNK_BYTES`]); any workspace that holds one
 //! matrix's scratch works, more is faster.
@@ -111,6 +114,11 @@ pub(crate) unsafe fn run(
         let src = if transposed { wc.t() } else { wc };
         {
             copy(exec, &src, &a)?;
+            // Non-finite input is refused before factoring (documented policy; see Error::NonFinite).
+            let bad = exec.count_nonfinite(m, n, nb, &strided2d(&a))?;
+            if let Some(i) = bad.iter().position(|c| *c > 0) {
+                return Err(Error::NonFinite { arg: "W".into(), index: b0 + i });
+            }
             exec.gesvd_strided_batched(
                 &GesvdArgs {
                     m,

@@ -99,6 +99,20 @@ SUM_SQUARES(f64)
 SUM_SQUARES(f16)
 SUM_SQUARES(bf16)
 
+// out[b] += number of NaN/Inf entries of matrix b (compute types); grid (blocks, batch).
+#define COUNT_NONFINITE(T)                                                                       \
+    extern "C" __global__ void osft_count_nonfinite_##T(i64 rows, i64 cols, const void* x, i64 rs, i64 cs, i64 bs, unsigned long long* out) { \
+        i64 b = blockIdx.y, n = rows * cols;                                                     \
+        unsigned long long c = 0;                                                                \
+        for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (i64)gridDim.x * blockDim.x) { \
+            double v = ld_##T(x, b * bs + (t % rows) * rs + (t / rows) * cs);                    \
+            c += !isfinite(v);                                                                   \
+        }                                                                                        \
+        if (c) atomicAdd(out + b, c);                                                            \
+    }
+COUNT_NONFINITE(f32)
+COUNT_NONFINITE(f64)
+
 // cos(a_v, b_v) into out[v] (0 where either vector is zero); one block per vector pair.
 #define COSINE(T)                                                                                \
     extern "C" __global__ void osft_cosine_##T(i64 len, const void* a, i64 aes, i64 avs, const void* b, i64 bes, i64 bvs, double* out) { \

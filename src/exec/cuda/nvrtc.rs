@@ -21,7 +21,7 @@ pub fn kernel_names() -> Vec<String> {
         v.push(format!("osft_sum_squares_{s}"));
     }
     for t in ["f32", "f64"] {
-        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix"] {
+        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix", "count_nonfinite"] {
             v.push(format!("osft_{k}_{t}"));
         }
     }
