@@ -34,9 +34,7 @@ export OSFT_LIBRARY="$LIB"
 # The package, editable, unless this checkout's copy is already what the venv imports.
 ORIGIN="$(cd / && "$PY" -c 'import importlib.util as u; s = u.find_spec("osft"); print(s.origin if s else "")' 2>/dev/null || true)"
 if [ "$ORIGIN" != "$HERE/osft/__init__.py" ]; then
-    # --no-build-isolation: use the venv's setuptools instead of fetching one per run.
-    if ! "$PY" -c "import setuptools" 2>/dev/null; then "${PIP[@]}" setuptools; fi
-    "${PIP[@]}" --no-build-isolation -e "$HERE"
+    "${PIP[@]}" -e "$HERE"
 fi
 
 cd "$HERE"

@@ -9,7 +9,7 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 #: ``OSFT_ABI_VERSION`` of the header this binding was written against.
 ABI_VERSION = 1
@@ -111,17 +111,16 @@ class LibraryNotFoundError(ImportError):
         )
 
 
-def _candidates() -> List[Tuple[str, Optional[str]]]:
-    """(label, path-or-name) in search order; a None path means 'not applicable'."""
+def _candidates():
+    """(label, path-or-name) in search order, lazily (find_library runs subprocesses, so it is
+    only asked when everything before it failed); a None path means 'not applicable'."""
     here = Path(__file__).resolve().parent
-    out: List[Tuple[str, Optional[str]]] = []
     env = os.environ.get("OSFT_LIBRARY")
-    out.append(("OSFT_LIBRARY", env if env else None))
-    out.append(("bundled", str(here / _LIBNAME)))
+    yield "OSFT_LIBRARY", (env if env else None)
+    yield "bundled", str(here / _LIBNAME)
     # bindings/python/osft/_lib.py -> repository root is three levels above the package dir.
-    out.append(("development checkout", str(here.parent.parent.parent / "target" / "release" / _LIBNAME)))
-    out.append(("find_library('osft')", ctypes.util.find_library("osft")))
-    return out
+    yield "development checkout", str(here.parent.parent.parent / "target" / "release" / _LIBNAME)
+    yield "find_library('osft')", ctypes.util.find_library("osft")
 
 
 def _declare(lib: ctypes.CDLL) -> None:

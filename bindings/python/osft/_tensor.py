@@ -9,7 +9,11 @@ Accepted objects, in this order of preference:
    ``max_version=(1, 0)``, else the legacy ``DLManagedTensor``). The capsule is kept alive for the
    duration of the call and is *not* consumed (not renamed ``used_dltensor``), so the producer's
    capsule destructor frees it afterwards: no copy, no leak.
-3. Objects with ``__cuda_array_interface__`` (device memory of the context's device ordinal).
+3. Objects with ``__cuda_array_interface__``: device memory, assumed to be on the context's
+   device ordinal (the interface does not say which device). The interface's ``stream`` entry is
+   not waited on: produce the data on the context's stream (:attr:`osft.Context.stream`) or
+   synchronise first. PyTorch tensors never take this path (they go through DLPack, which is
+   given the context's stream).
 4. Objects with ``__array_interface__`` (host memory).
 
 Layouts: a matrix argument is 2-D ``(rows, cols)`` or 3-D ``(batch, rows, cols)``; a vector
@@ -367,18 +371,22 @@ def as_mat(obj: Any, name: str, kind: str = "matrix", writable: bool = False,
         from . import torch as _t  # noqa: WPS433 - small, imports nothing heavy itself
 
         obj = _t.prepare(obj)
+    refused = None
     if hasattr(obj, "__dlpack__"):
         try:
             return _from_dlpack(obj, name, kind, writable, stream)
-        except BufferError:
-            # e.g. numpy < 2 refusing a read-only array: fall through to the array interfaces.
-            pass
+        except BufferError as e:
+            # The producer refused to export (e.g. numpy < 2 and a read-only array): try the
+            # array interfaces, and report this refusal if there is none.
+            refused = e
     cai = getattr(obj, "__cuda_array_interface__", None)
     if cai is not None:
         return _from_interface(obj, cai, name, kind, writable, CUDA, cuda_ordinal)
     ai = getattr(obj, "__array_interface__", None)
     if ai is not None:
         return _from_interface(obj, ai, name, kind, writable, HOST, 0)
+    if refused is not None:
+        raise _fail("INVALID_ARGUMENT", name, f"__dlpack__ refused to export: {refused}") from refused
     raise _fail("INVALID_ARGUMENT", name,
                 f"expected an array (numpy, DLPack, __cuda_array_interface__ or "
                 f"__array_interface__), got {type(obj).__name__}")

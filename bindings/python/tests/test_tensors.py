@@ -233,3 +233,15 @@ def test_glue_without_torch_tensors():
     if "torch" not in sys.modules:
         # Importing osft and using it did not import torch.
         assert "torch" not in sys.modules
+
+
+def test_dlpack_refusal_is_reported():
+    class Refuses:
+        def __dlpack__(self, **kw):
+            raise BufferError("cannot export a conjugated tensor")
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    with pytest.raises(osft.InvalidArgumentError, match="conjugated"):
+        osft.as_mat(Refuses(), "x")
