@@ -25,6 +25,7 @@ STATUS: Dict[str, int] = {
     "BACKEND_UNAVAILABLE": 14,
     "ALLOCATION_FAILED": 15,
     "INTERNAL": 16,
+    "NON_FINITE": 17,
 }
 STATUS_NAME: Dict[int, str] = {v: k for k, v in STATUS.items()}
 
@@ -120,6 +121,10 @@ class InternalError(OsftError):
     """``OSFT_STATUS_INTERNAL``: an internal error or a caught panic."""
 
 
+class NonFiniteError(OsftError, ValueError):
+    """``OSFT_STATUS_NON_FINITE``: a matrix to be factored (SVD, decompose) has NaN or Inf."""
+
+
 _BY_CODE: Dict[int, Type[OsftError]] = {
     1: NullPointerError,
     2: InvalidShapeError,
@@ -137,6 +142,7 @@ _BY_CODE: Dict[int, Type[OsftError]] = {
     14: BackendUnavailableError,
     15: AllocationFailedError,
     16: InternalError,
+    17: NonFiniteError,
 }
 
 

@@ -232,3 +232,29 @@ def test_bf16_dtype_mismatch(ctx, rng):
     x = np.full((6, 4), POISON, np.float32).astype(BF16)
     with pytest.raises(osft.DtypeError):
         osft.project(ctx, "left", x, random_basis(rng, 6, 2).astype(np.float16))
+
+
+def test_non_finite_input(ctx):
+    """NaN/Inf in a matrix to factor: NON_FINITE (status 17) from libraries that check first,
+    NOT_CONVERGED from older builds; nothing written either way."""
+    for bad in [np.nan, np.inf]:
+        w = np.eye(4)
+        w[1, 2] = bad
+        s = poisoned(4)
+        with pytest.raises((osft.NonFiniteError, osft.NotConvergedError)) as e:
+            osft.svd(ctx, w, s=s)
+        assert e.value.status in ("NON_FINITE", "NOT_CONVERGED") and e.value.message
+        if e.value.status == "NON_FINITE":
+            assert untouched(s)
+
+
+def test_every_status_has_a_class():
+    for name, code in osft.STATUS.items():
+        if code == 0:
+            continue
+        err = osft._errors.error(code, "m")
+        assert type(err) is not osft.OsftError and err.status == name
+        # NON_FINITE is newer than some builds of the library.
+        assert osft.status_string(code) != "unknown status" or name == "NON_FINITE"
+    future = osft._errors.error(99, "m")
+    assert type(future) is osft.OsftError and future.status == "UNKNOWN(99)"
