@@ -1,0 +1,57 @@
+"""The binding against include/osft.h: every exported function declared with ctypes, every status
+and enum value the same. Fails when the header grows and the binding has not followed."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import osft
+from osft import _api, _lib, _tensor
+
+HEADER = Path(__file__).resolve().parents[3] / "include" / "osft.h"
+pytestmark = pytest.mark.skipif(not HEADER.exists(), reason="not in an osft checkout")
+
+
+def header_text():
+    return HEADER.read_text()
+
+
+def enum_values(prefix):
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(rf"\b{prefix}([A-Z0-9_]+) = (-?\d+)", header_text())}
+
+
+def test_every_function_is_declared():
+    # Declarations start a line: `osft_status osft_svd(`, `const char *osft_status_string(`.
+    declared = set(re.findall(r"^[A-Za-z_][\w ]*?[\s*]+(osft_[a-z0-9_]+)\(", header_text(), re.M))
+    assert len(declared) >= 44, f"too few functions parsed from the header: {sorted(declared)}"
+    missing = declared - set(_lib._PROTOTYPES)
+    assert not missing, f"functions in osft.h without a ctypes prototype: {sorted(missing)}"
+
+
+def test_status_values():
+    assert enum_values("OSFT_STATUS_") == osft.STATUS
+
+
+def test_other_enums():
+    assert enum_values("OSFT_DTYPE_") == {"F32": _tensor.F32, "F64": _tensor.F64,
+                                          "F16": _tensor.F16, "BF16": _tensor.BF16}
+    assert enum_values("OSFT_DEVICE_") == {"HOST": _tensor.HOST, "CUDA": _tensor.CUDA}
+    assert enum_values("OSFT_SIDE_") == {"LEFT": _api._SIDES["left"], "RIGHT": _api._SIDES["right"],
+                                         "BOTH": _api._SIDES["both"]}
+    assert enum_values("OSFT_BACKEND_") == {k.upper(): v for k, v in _api._BACKENDS.items()}
+    assert enum_values("OSFT_STRATEGY_") == {"AUTO": 0, "COEFFICIENT": 1, "CACHED_PROJECTOR": 2}
+    assert enum_values("OSFT_STRATEGY_") == {k.upper(): v for k, v in _api._STRATEGIES.items()
+                                             if k != "cached"}
+    rules = enum_values("OSFT_RANK_")
+    assert rules == {"FIXED": 0, "FRACTION": 1, "ENERGY": 2, "ENTROPY_EFFECTIVE": 3}
+    assert all(_api._RULES[k.lower()] == v for k, v in rules.items())
+
+
+def test_abi_and_matrix_layout():
+    m = re.search(r"#define OSFT_ABI_VERSION (\d+)", header_text())
+    assert int(m.group(1)) == osft.ABI_VERSION == osft.abi_version()
+    body = re.search(r"typedef struct osft_matrix \{(.*?)\} osft_matrix;", header_text(), re.S).group(1)
+    fields = re.findall(r"^\s*(?:void \*|int32_t |int64_t )(\w+);", body, re.M)
+    assert fields == [f for f, _ in osft.osft_matrix._fields_]
