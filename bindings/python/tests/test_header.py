@@ -55,3 +55,35 @@ def test_abi_and_matrix_layout():
     body = re.search(r"typedef struct osft_matrix \{(.*?)\} osft_matrix;", header_text(), re.S).group(1)
     fields = re.findall(r"^\s*(?:void \*|int32_t |int64_t )(\w+);", body, re.M)
     assert fields == [f for f, _ in osft.osft_matrix._fields_]
+
+
+def c_to_ctypes(param):
+    """The ctypes type a header parameter needs (by its C spelling)."""
+    import ctypes
+
+    p = " ".join(param.replace("const ", "").split())
+    ptr = p.count("*")
+    base = p.replace("*", " ").split()[:-1] if ptr or len(p.split()) > 1 else p.split()
+    base = " ".join(w for w in base if w != "struct")
+    scalars = {"int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64, "size_t": ctypes.c_size_t,
+               "double": ctypes.c_double, "uint32_t": ctypes.c_uint32}
+    if ptr == 0:
+        return scalars[base]
+    if base in ("void", "osft_context", "osft_projector") and ptr == 1:
+        return ctypes.c_void_p
+    if base in ("osft_context", "osft_projector", "void") and ptr == 2:
+        return ctypes.POINTER(ctypes.c_void_p)
+    if base == "osft_matrix":
+        return ctypes.POINTER(osft.osft_matrix)
+    return ctypes.POINTER(scalars[base])
+
+
+def test_signatures_match():
+    """Every prototype's parameter types equal the header's, parameter by parameter."""
+    sigs = re.findall(r"^[A-Za-z_][\w ]*?[\s*]+(osft_[a-z0-9_]+)\(([^)]*)\);", header_text(), re.M)
+    assert len(sigs) >= 44
+    for name, params in sigs:
+        params = [] if params.strip() in ("", "void") else [p.strip() for p in params.split(",")]
+        want = [c_to_ctypes(p) for p in params]
+        got = _lib._PROTOTYPES[name][1]
+        assert got == want, f"{name}: header {params} vs ctypes {got}"
