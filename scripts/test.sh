@@ -18,6 +18,9 @@ export OSFT_REQUIRE_NVRTC=1
 echo "== Rust: unit, integration and doc tests (release build) =="
 cargo test --release --no-fail-fast 2>&1
 
+# The shared and static libraries the C, C++ and Python suites load (never a stale one).
+cargo build --release 2>&1
+
 echo "== libosft.so links no CUDA library (they are loaded at run time) =="
 if ldd target/release/libosft.so | grep -Ei 'libcuda|cublas|cusolver|nvrtc'; then
     echo "FAIL: libosft.so links a CUDA library directly"
@@ -25,7 +28,13 @@ if ldd target/release/libosft.so | grep -Ei 'libcuda|cublas|cusolver|nvrtc'; the
 fi
 echo "ok: $(ldd target/release/libosft.so | wc -l) shared libraries, none from CUDA"
 
-if [ -f tests/c/run.sh ]; then
-    echo "== C and C++ against the committed header, shared and static =="
-    bash tests/c/run.sh
+echo "== Python binding (ctypes, numpy path) in bindings/python/.venv =="
+bash bindings/python/run_tests.sh
+
+if [ -x scripts/fuzz.sh ]; then
+    echo "== Bounded fuzzing of the C ABI =="
+    bash scripts/fuzz.sh
 fi
+
+echo "== C and C++ against the committed header, shared and static (valgrind) =="
+bash tests/c/run.sh

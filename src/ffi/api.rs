@@ -642,8 +642,9 @@ pub unsafe extern "C" fn osft_reconstruct_workspace_size(
 /// left `X - U_high (U_high^T X)`, right `X - (X V_high^T) V_high`, both sides
 /// `(I - U_h U_h^T) X (I - V_h^T V_h)`. `u_high` (`N x k`) is needed for LEFT and BOTH, `v_high`
 /// (`k x M`) for RIGHT and BOTH (the other may be NULL); bases must have `x`'s dtype and
-/// orthonormal columns / rows. The result goes to `out` (same shape and dtype as `x`, not
-/// overlapping it), or over `x` itself when `out` is NULL. `x` may be a gradient, an optimizer
+/// orthonormal columns / rows. The result goes to `out` (same shape and dtype as `x`; either
+/// not overlapping `x` at all, or exactly `x`'s descriptor, which is in place), or over `x`
+/// itself when `out` is NULL. `x` may be a gradient, an optimizer
 /// update or a trainable factor; a strided batch with one basis broadcast or a basis per entry.
 #[no_mangle]
 pub unsafe extern "C" fn osft_project(

@@ -260,11 +260,8 @@ fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize) -> Result<(
     }
     let ok = coef.dtype == x.dtype || (coef.dtype == DType::F32 && matches!(x.dtype, DType::F16 | DType::BF16));
     if !ok {
-        return Err(Error::DtypeUnsupported(format!(
-            "coef must be {} (or f32 for half-precision data), got {}",
-            x.dtype.name(),
-            coef.dtype.name()
-        )));
+        let allowed = if matches!(x.dtype, DType::F16 | DType::BF16) { format!("{} or f32", x.dtype.name()) } else { x.dtype.name().to_string() };
+        return Err(Error::DtypeUnsupported(format!("coef must be {allowed} for {} data, got {}", x.dtype.name(), coef.dtype.name())));
     }
     Ok(())
 }
