@@ -480,66 +480,14 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        if batch == 0 {
-            return Ok(vec![]);
-        }
-        let out = self.alloc(batch * 8)?;
-        {
-            let h = self.lock()?;
-            cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
-            if rows > 0 && cols > 0 {
-                let name = format!("osft_sum_squares_{}", sfx(x.dtype));
-                for b0 in (0..batch).step_by(65535) {
-                    let nb = (batch - b0).min(65535);
-                    let args: (i64, i64, u64, i64, i64, i64, u64) = (
-                        rows as i64, cols as i64, (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64, x.row_stride as i64,
-                        x.col_stride as i64, x.batch_stride as i64, (out.addr + b0 * 8) as u64,
-                    );
-                    let mut p: [*mut c_void; 7] = [
-                        &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-                        &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-                        &args.6 as *const _ as *mut c_void,
-                    ];
-                    launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
-                }
-            }
-        }
-        let mut bytes = vec![0u8; batch * 8];
-        self.read_to_host(out.addr, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
+        Ok(self.per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?.into_iter().map(f64::from_ne_bytes).collect())
     }
 
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
         if !x.dtype.is_compute() {
             return Err(Error::precondition("count_nonfinite", "f32/f64 data only"));
         }
-        if batch == 0 {
-            return Ok(vec![]);
-        }
-        let out = self.alloc(batch * 8)?;
-        {
-            let h = self.lock()?;
-            cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
-            if rows > 0 && cols > 0 {
-                let name = format!("osft_count_nonfinite_{}", sfx(x.dtype));
-                for b0 in (0..batch).step_by(65535) {
-                    let nb = (batch - b0).min(65535);
-                    let args: (i64, i64, u64, i64, i64, i64, u64) = (
-                        rows as i64, cols as i64, (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64, x.row_stride as i64,
-                        x.col_stride as i64, x.batch_stride as i64, (out.addr + b0 * 8) as u64,
-                    );
-                    let mut p: [*mut c_void; 7] = [
-                        &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-                        &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-                        &args.6 as *const _ as *mut c_void,
-                    ];
-                    launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
-                }
-            }
-        }
-        let mut bytes = vec![0u8; batch * 8];
-        self.read_to_host(out.addr, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).collect())
+        Ok(self.per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?.into_iter().map(u64::from_ne_bytes).collect())
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
@@ -577,6 +525,42 @@ impl Executor for CudaExecutor {
         let mut bytes = vec![0u8; count * 8];
         self.read_to_host(out.addr, &mut bytes)?;
         Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())
+    }
+}
+
+impl CudaExecutor {
+    /// Run a per-matrix reduction kernel `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` that
+    /// accumulates one 8-byte value per matrix into a zeroed device array (grid: blocks x
+    /// batch), and return the values' bytes. Synchronises.
+    unsafe fn per_matrix_reduce(&self, kernel: &str, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<[u8; 8]>> {
+        if batch == 0 {
+            return Ok(vec![]);
+        }
+        let out = self.alloc(batch * 8)?;
+        {
+            let h = self.lock()?;
+            cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
+            if rows > 0 && cols > 0 {
+                let name = format!("{kernel}_{}", sfx(x.dtype));
+                // gridDim.y is limited to 65535: larger batches go in slices.
+                for b0 in (0..batch).step_by(65535) {
+                    let nb = (batch - b0).min(65535);
+                    let args: (i64, i64, u64, i64, i64, i64, u64) = (
+                        rows as i64, cols as i64, (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64, x.row_stride as i64,
+                        x.col_stride as i64, x.batch_stride as i64, (out.addr + b0 * 8) as u64,
+                    );
+                    let mut p: [*mut c_void; 7] = [
+                        &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
+                        &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
+                        &args.6 as *const _ as *mut c_void,
+                    ];
+                    launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
+                }
+            }
+        }
+        let mut bytes = vec![0u8; batch * 8];
+        self.read_to_host(out.addr, &mut bytes)?;
+        Ok(bytes.chunks_exact(8).map(|c| c.try_into().unwrap()).collect())
     }
 }
 
