@@ -690,6 +690,37 @@ fn bug_in_place_projection_of_the_basis_itself() {
     assert_eq!(st, OSFT_STATUS_OVERLAP, "accepted; max error against U - U (U^T U): {err:.3e} (result {x:?})");
 }
 
+/// When every term has rank 0 (`k = 0` high part and nothing else, or both parts empty),
+/// reconstruction writes `W = 0` as `axpby(0, acc, 0, acc)` (src/ops/reconstruct.rs,
+/// `accumulate`), i.e. `0 * acc`, where `acc` is the caller's previous output or uninitialised
+/// workspace: NaN/Inf there gives NaN instead of 0 (valgrind reports the uninitialised read
+/// through osft_reconstruction_error). Write zeros instead (beta = 0 must not read C).
+#[test]
+#[ignore = "bug: a rank-0 reconstruction computes 0 * (old output / uninitialised scratch): NaN instead of 0"]
+fn bug_rank_zero_reconstruction_multiplies_garbage() {
+    let c = Ctx::cpu();
+    let (n, m) = (4i64, 3i64);
+    let z = mat(null::<f64>(), F64, n, 0, 0, 1);
+    let zs = mat(null::<f64>(), F64, 0, 1, 1, 1);
+    let zv = mat(null::<f64>(), F64, 0, m, m, 1);
+    // The caller's output held NaN: W must become 0.
+    let w = vec![f64::NAN; (n * m) as usize];
+    unsafe { expect(osft_reconstruct(c.0, &z, &zs, &zv, null(), null(), null(), &rm(&w, F64, n, m), F64), OSFT_STATUS_OK) };
+    let bad_out = w.iter().filter(|v| **v != 0.0).count();
+    // The reconstruction error of W by nothing is ||W|| / ||W|| = 1, with a workspace full of NaN.
+    let wv = Lcg(81).vec((n * m) as usize);
+    let mut r = [0f64; 1];
+    unsafe {
+        let mut need = 0usize;
+        expect(osft_reconstruction_error_workspace_size(c.0, &rm(&wv, F64, n, m), &z, &zs, &zv, null(), null(), null(), F64, &mut need), OSFT_STATUS_OK);
+        let mut ws = vec![f64::NAN; need.div_ceil(8) + 1];
+        expect(osft_context_set_workspace(c.0, ws.as_mut_ptr() as *mut c_void, need), OSFT_STATUS_OK);
+        expect(osft_reconstruction_error(c.0, &rm(&wv, F64, n, m), &z, &zs, &zv, null(), null(), null(), F64, r.as_mut_ptr(), 1), OSFT_STATUS_OK);
+        expect(osft_context_release_workspace(c.0), OSFT_STATUS_OK);
+    }
+    assert!(bad_out == 0 && (r[0] - 1.0).abs() < 1e-12, "W by rank-0 terms: {bad_out} non-zero elements {w:?}; error by nothing: {} (want 1)", r[0]);
+}
+
 /// `osft_svd_list` validates each problem on its own: outputs of different problems that share
 /// memory, or an output of one problem over the input `W` of a later one, are not reported
 /// (the docs: "Outputs must not share memory with each other or with inputs"). Problem 0 then
