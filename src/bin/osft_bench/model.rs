@@ -143,11 +143,20 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             if a.layers.is_none() && !a.quick { " — the CPU default; --layers N or --all-layers for more" } else { "" }
         )
     } else {
-        format!("all {} layers ({} target matrices)", total_layers_per_stack, model.count())
+        if a.shapes.is_empty() {
+            format!("all {} layers ({} target matrices)", total_layers_per_stack, model.count())
+        } else {
+            format!("custom shapes ({} target matrices)", model.count())
+        }
     };
     let quick_note = if a.quick { "quick smoke run: every dimension divided by 8, 1 layer, 1 warm-up, 2 timed runs" } else { "" };
     let reps = a.reps.unwrap_or(if a.quick { 2 } else { 3 });
-    let warmup = a.warmup.unwrap_or(1);
+    // Warm-up: `--warmup N` full steps; by default (full-size shapes) a light one — one
+    // projection of the smallest target group and one reference GEMM, which starts the thread
+    // pool and allocates the workspace — since a full step of a 7-8B layer takes seconds.
+    let light_warmup = a.warmup.is_none() && !a.quick;
+    let warmup = a.warmup.unwrap_or(if a.quick { 1 } else { 0 });
+    let warmup_note = if light_warmup { "light warm-up (one small projection and GEMM)".to_string() } else { format!("{warmup} warm-up step(s)") };
     let side = a.side;
     let size = T::DTYPE.size();
 
@@ -244,6 +253,25 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
     let mut sq_samples = vec![];
     let exec = ctx.executor();
     let sync = || exec.synchronize().map_err(e);
+    if light_warmup {
+        prog.set_label("warm-up");
+        if let Some(b) = groups.iter().zip(&bufs).min_by_key(|(g, _)| g.elems(side) / g.count.max(1)).map(|(_, b)| b) {
+            if let (Some(u), Some(du)) = (&b.u, &b.du) {
+                let one = |d: &DevMat| osft::MatDesc { batch: 1, ..d.desc };
+                // SAFETY: the first matrix of live executor buffers.
+                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&one(u)), v: None }, &one(du), None) }.map_err(e)?;
+            }
+            if let (Some(v), Some(dv)) = (&b.v, &b.dv) {
+                let one = |d: &DevMat| osft::MatDesc { batch: 1, ..d.desc };
+                // SAFETY: as above.
+                unsafe { ctx.project_raw(Side::Right, &Bases { u: None, v: Some(&one(v)) }, &one(dv), None) }.map_err(e)?;
+            }
+        }
+        if let Some((_, ga, gb, gc)) = gemm_bufs.iter().min_by_key(|x| x.3.desc.numel() * x.1.desc.cols) {
+            gemm_row_major(exec, ga, gb, gc)?;
+        }
+        sync()?;
+    }
     for rep in 0..warmup + reps {
         let timed = rep >= warmup;
         prog.set_label(&format!("{} {}/{}", if timed { "run" } else { "warm-up" }, if timed { rep - warmup + 1 } else { rep + 1 }, if timed { reps } else { warmup }));
@@ -436,6 +464,7 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             ("rank_ratio", Json::Num(a.rank_ratio)),
             ("side", Json::str(side_name(side))),
             ("warmup", Json::int(warmup)),
+            ("warmup_note", Json::str(warmup_note.clone())),
             ("reps", Json::int(reps)),
             ("targets", Json::Arr(target_rows)),
             (
@@ -474,7 +503,7 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
         println!("quick        {quick_note}");
     }
     println!(
-        "setup        {}, rank ratio {} (k = floor(ratio * min(N, M)) frozen per target), side {} ({}), {} warm-up + {} timed runs, medians",
+        "setup        {}, rank ratio {} (k = floor(ratio * min(N, M)) frozen per target), side {} ({}), {} + {} timed runs, medians",
         T::DTYPE.name(),
         a.rank_ratio,
         side_name(side),
@@ -483,7 +512,7 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             Side::Right => "dV_low against V_high",
             Side::Both => "dU_low against U_high and dV_low against V_high",
         },
-        warmup,
+        warmup_note,
         reps
     );
     println!();
