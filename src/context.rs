@@ -237,7 +237,7 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_apply_raw(&self, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
-        let need = project::apply_workspace_size(coef, x);
+        let need = project::apply_workspace_size(coef, x)?;
         self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x))
     }
 
@@ -274,7 +274,7 @@ impl Context {
     /// # Safety
     /// The descriptor must describe valid memory of the context's device.
     pub unsafe fn read_vector_raw(&self, v: &MatDesc) -> Result<Vec<Vec<f64>>> {
-        let need = rank::read_vector_workspace_size(v);
+        let need = rank::read_vector_workspace_size(v)?;
         self.with_ws(need, |e, ws| rank::read_vector(e, ws, v))
     }
 
@@ -441,7 +441,12 @@ impl<'b> Projector<'b> {
             if k > n {
                 return Err(Error::RankOutOfRange(format!("{name}: {k} basis vectors in dimension {n}")));
             }
-            let chosen = project::choose(strategy, b.dtype, n, k, max_bytes);
+            // AUTO takes the cached form only where it can: one basis, in a BLAS layout.
+            let cacheable = b.batch == 1 && crate::ops::is_blas(&b);
+            let chosen = match project::choose(strategy, b.dtype, n, k, max_bytes) {
+                Strategy::CachedProjector if strategy == Strategy::Auto && !cacheable => Strategy::Coefficient,
+                s => s,
+            };
             let cached = if chosen == Strategy::CachedProjector {
                 if !b.dtype.is_compute() {
                     return Err(Error::DtypeUnsupported(format!("a cached projector needs f32 or f64 bases, not {}", b.dtype.name())));
@@ -452,7 +457,10 @@ impl<'b> Projector<'b> {
                 if !crate::ops::is_blas(&b) {
                     return Err(Error::stride(name, "a cached projector needs a row- or column-major basis"));
                 }
-                let bytes = n * n * b.dtype.size();
+                let bytes = n
+                    .checked_mul(n)
+                    .and_then(|x| x.checked_mul(b.dtype.size()))
+                    .ok_or_else(|| Error::overflow(name, format!("a {n} x {n} {} projector", b.dtype.name())))?;
                 let buf = ctx.executor().alloc(bytes)?;
                 let p = MatDesc::col_major(buf.addr, b.dtype, n, n).with_device(ctx.executor().device());
                 project::build_projector(ctx.executor(), left, &b, &p)?;
@@ -484,13 +492,13 @@ impl<'b> Projector<'b> {
     /// on the context must hold this much).
     pub fn workspace_size(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
         let target = project::check_apply(ctx.executor(), self.side, &self.bases(), x, out)?;
-        let blas = crate::ops::is_blas(x) && crate::ops::is_blas(&target);
+        let blas = crate::ops::is_blas(x) && crate::ops::is_blas_out(&target);
         let mut need = 0;
         let mut src = *x;
         for plan in &self.plans {
             let dst = if target != src { Some(&target) } else { None };
             need = need.max(match (&plan.cached, blas) {
-                (Some((_, p)), true) => project::apply_projector_workspace_size(plan.left, p, &src, dst),
+                (Some((_, p)), true) => project::apply_projector_workspace_size(plan.left, p, &src, dst)?,
                 _ => {
                     let side = if plan.left { Side::Left } else { Side::Right };
                     project::workspace_size(ctx.executor(), side, &Bases { u: Some(&plan.basis), v: Some(&plan.basis) }, &src, dst)?
@@ -506,13 +514,13 @@ impl<'b> Projector<'b> {
     pub unsafe fn apply_raw(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
         let bases = self.bases();
         let target = project::check_apply(ctx.executor(), self.side, &bases, x, out)?;
-        let blas = crate::ops::is_blas(x) && crate::ops::is_blas(&target);
+        let blas = crate::ops::is_blas(x) && crate::ops::is_blas_out(&target);
         let mut src = *x;
         for plan in &self.plans {
             let dst = if target != src { Some(&target) } else { None };
             match (&plan.cached, blas) {
                 (Some((_, p)), true) => {
-                    let need = project::apply_projector_workspace_size(plan.left, p, &src, dst);
+                    let need = project::apply_projector_workspace_size(plan.left, p, &src, dst)?;
                     ctx.with_ws(need, |e, ws| project::apply_projector(e, ws, plan.left, p, &src, dst))?;
                 }
                 _ => {

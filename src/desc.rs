@@ -197,11 +197,21 @@ impl MatDesc {
     }
 }
 
-/// Arguments an op writes must not share memory with anything else it touches, except that an
-/// in-place op passes the very same descriptor twice. This is a conservative byte-range test:
-/// two interleaved views of one buffer (say `U[:, :k]` and `U[:, k:]` of a row-major `U`) are
-/// reported as overlapping; pass them as separate buffers.
+/// Arguments an op writes must not share memory with anything else it touches. This is a
+/// conservative byte-range test: two interleaved views of one buffer (say `U[:, :k]` and
+/// `U[:, k:]` of a row-major `U`) are reported as overlapping; pass them as separate buffers.
+/// (In-place ops pass the same descriptor as input and output and check the other arguments.)
 pub fn check_disjoint(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &MatDesc)]) -> Result<()> {
+    check_disjoint_impl(outputs, inputs, false)
+}
+
+/// As [`check_disjoint`], but an output may be the very descriptor of an input: for ops that
+/// copy every input into the workspace before writing any output (SVD, decompose).
+pub fn check_disjoint_staged(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &MatDesc)]) -> Result<()> {
+    check_disjoint_impl(outputs, inputs, true)
+}
+
+fn check_disjoint_impl(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &MatDesc)], identical_ok: bool) -> Result<()> {
     let overlaps = |a: &MatDesc, b: &MatDesc| match (a.byte_span(), b.byte_span()) {
         (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
         _ => false,
@@ -213,11 +223,8 @@ pub fn check_disjoint(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &MatDesc)])
             }
         }
         for (other, inp) in inputs {
-            if overlaps(out, inp) && *out != *inp {
-                return Err(Error::overlap(
-                    name,
-                    format!("output shares memory with input {other} (in-place use must pass the identical descriptor)"),
-                ));
+            if overlaps(out, inp) && !(identical_ok && *out == *inp) {
+                return Err(Error::overlap(name, format!("output shares memory with input {other}")));
             }
         }
     }

@@ -136,6 +136,7 @@ fn status_values_equal_the_rust_ones() {
         (OSFT_STATUS_BACKEND_UNAVAILABLE, Status::BackendUnavailable),
         (OSFT_STATUS_ALLOCATION_FAILED, Status::AllocationFailed),
         (OSFT_STATUS_INTERNAL, Status::Internal),
+        (OSFT_STATUS_NON_FINITE, Status::NonFinite),
     ];
     for (i, (c, r)) in all.iter().enumerate() {
         assert_eq!(*c as i32, *r as i32);
@@ -144,7 +145,7 @@ fn status_values_equal_the_rust_ones() {
         let s = unsafe { CStr::from_ptr(osft_status_string(*c as i32)) }.to_str().unwrap();
         assert!(!s.is_empty() && s != "unknown status", "{c:?}: {s:?}");
     }
-    for bad in [-1, 17, i32::MAX, i32::MIN] {
+    for bad in [-1, 18, i32::MAX, i32::MIN] {
         assert_eq!(unsafe { CStr::from_ptr(osft_status_string(bad)) }.to_str().unwrap(), "unknown status");
     }
     assert_eq!(osft_dtype::OSFT_DTYPE_BF16 as i32, osft::DType::BF16 as i32);

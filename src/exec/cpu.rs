@@ -130,12 +130,14 @@ impl CpuExecutor {
 
     /// Half-precision operands: convert `op(A)` once and `op(B)` / `C` by column panels to f32,
     /// multiply in f32, round the result once into `C`'s type.
-    unsafe fn gemm_half(&self, g: &GemmArgs) {
+    unsafe fn gemm_half(&self, g: &GemmArgs) -> Result<()> {
         let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
         let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
-        let mut a32 = vec![0f32; g.m * g.k];
-        let mut b32 = vec![0f32; g.k * HALF_PANEL.min(g.n)];
-        let mut c32 = vec![0f32; g.m * HALF_PANEL.min(g.n)];
+        let (mut a32, mut b32, mut c32) = (
+            zeroed_f32(g.m.checked_mul(g.k))?,
+            zeroed_f32(g.k.checked_mul(HALF_PANEL.min(g.n)))?,
+            zeroed_f32(g.m.checked_mul(HALF_PANEL.min(g.n)))?,
+        );
         for b in 0..g.batch {
             // op(A) -> a32 (m x k, column-major)
             let _ = (ar, ac, br, bc);
@@ -176,7 +178,17 @@ impl CpuExecutor {
                 j0 += p;
             }
         }
+        Ok(())
     }
+}
+
+/// A zeroed f32 buffer of `n` elements, or `AllocationFailed` (never an abort).
+fn zeroed_f32(n: Option<usize>) -> Result<Vec<f32>> {
+    let n = n.ok_or(Error::AllocationFailed { bytes: usize::MAX })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::AllocationFailed { bytes: n.saturating_mul(4) })?;
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -212,8 +224,8 @@ unsafe fn axpby_typed<S: Element, D: Element>(a: &AxpbyArgs) {
             let (r, c) = if rows_inner { (i, o) } else { (o, i) };
             let so = b * src.batch_stride + r * src.row_stride + c * src.col_stride;
             let d_o = b * dst.batch_stride + r * dst.row_stride + c * dst.col_stride;
-            let s = get::<S>(src.addr, so).to_f64();
-            let v = if a.beta == 0.0 { a.alpha * s } else { a.alpha * s + a.beta * get::<D>(dst.addr, d_o).to_f64() };
+            let s = if a.alpha == 0.0 { 0.0 } else { a.alpha * get::<S>(src.addr, so).to_f64() };
+            let v = if a.beta == 0.0 { s } else { s + a.beta * get::<D>(dst.addr, d_o).to_f64() };
             put::<D>(dst.addr, d_o, D::from_f64(v));
         }
     };
@@ -256,7 +268,7 @@ impl Executor for CpuExecutor {
         match g.c.dtype {
             DType::F64 => self.gemm_native::<f64>(g),
             DType::F32 if g.a.dtype == DType::F32 => self.gemm_native::<f32>(g),
-            _ => self.gemm_half(g),
+            _ => self.gemm_half(g)?,
         }
         Ok(())
     }

@@ -537,7 +537,7 @@ pub unsafe extern "C" fn osft_read_vector_workspace_size(ctx: *mut osft_context,
         let out = out_ptr(bytes, "bytes")?;
         let d = desc(v, "vector")?;
         d.validate("vector", true)?;
-        *out = rank::read_vector_workspace_size(&d);
+        *out = rank::read_vector_workspace_size(&d)?;
         Ok(())
     })
 }
@@ -748,7 +748,7 @@ pub unsafe extern "C" fn osft_project_apply_workspace_size(
         let x = desc(x, "X")?;
         k.validate("coef", true)?;
         x.validate("X", false)?;
-        let n = project::apply_workspace_size(&k, &x);
+        let n = project::apply_workspace_size(&k, &x)?;
         if n == usize::MAX {
             return Err(Error::overflow("coef", "workspace size"));
         }

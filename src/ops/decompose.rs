@@ -7,7 +7,7 @@
 
 use super::svd::{self, Factors};
 use super::*;
-use crate::desc::check_disjoint;
+use crate::desc::check_disjoint_staged;
 
 /// The six parts; any may be `None` when the caller does not want it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,7 +65,7 @@ pub(crate) fn check_parts(exec: &dyn Executor, w: &MatDesc, k: usize, p: &Parts)
         all.push(("S_low", d));
     }
     check_device(exec, &all)?;
-    check_disjoint(&all, &[("W", w)])?;
+    check_disjoint_staged(&all, &[("W", w)])?;
     Ok((s_high, s_low))
 }
 

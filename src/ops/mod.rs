@@ -65,8 +65,12 @@ impl Ws {
     }
     /// A column-major `rows x cols` scratch matrix (batch `batch`, packed) of `dtype`.
     pub fn mat(&mut self, dtype: DType, rows: usize, cols: usize, batch: usize) -> Result<MatDesc> {
-        let n = rows.checked_mul(cols).and_then(|x| x.checked_mul(batch)).ok_or(Error::AllocationFailed { bytes: usize::MAX })?;
-        let addr = self.take(n * dtype.size())?;
+        let bytes = rows
+            .checked_mul(cols)
+            .and_then(|x| x.checked_mul(batch))
+            .and_then(|x| x.checked_mul(dtype.size()))
+            .ok_or_else(|| Error::overflow("workspace", format!("a {batch} x {rows} x {cols} {} scratch matrix", dtype.name())))?;
+        let addr = self.take(bytes)?;
         Ok(MatDesc {
             addr,
             dtype,
@@ -101,9 +105,17 @@ pub fn blas_layout(d: &MatDesc) -> Option<(Op, usize)> {
     None
 }
 
-/// Whether `d` can be the output operand of a GEMM (column-major or row-major).
+/// Whether `d` can be read as a GEMM operand (column-major or row-major).
 pub fn is_blas(d: &MatDesc) -> bool {
     blas_layout(d).is_some()
+}
+
+/// Whether `d` can be the *output* of a strided-batched GEMM: a BLAS layout, and batch entries
+/// that do not interleave (cuBLAS needs `strideC >= ldc * (n - 1) + m`). Other outputs are
+/// staged through the workspace.
+pub fn is_blas_out(d: &MatDesc) -> bool {
+    let span = (d.rows.max(1) - 1) * d.row_stride + (d.cols.max(1) - 1) * d.col_stride; // within one matrix
+    is_blas(d) && (d.batch <= 1 || d.rows == 0 || d.cols == 0 || d.batch_stride > span)
 }
 
 pub fn strided2d(d: &MatDesc) -> Strided2d {

@@ -116,9 +116,10 @@ fn check(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDesc, out: Optio
     let mut all = ins.clone();
     all.push(("out", &target));
     check_device(exec, &all)?;
-    // The target may be X itself (in place) but must not touch the bases.
+    // The target may be X itself (in place: the identical descriptor) but must not touch the
+    // bases, which the GEMMs read while writing it.
     let bases_only: Vec<_> = ins.iter().filter(|(n, _)| *n != "X").cloned().collect();
-    check_disjoint(&[("out", &target)], &bases_only)?;
+    check_disjoint(&[("X (written)", &target)], &bases_only)?;
     if target != *x {
         check_disjoint(&[("out", &target)], &[("X", x)])?;
     }
@@ -135,7 +136,7 @@ struct Scratch {
 
 fn layout(ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, target: &MatDesc) -> Result<Scratch> {
     let (n, m, b) = (x.rows, x.cols, x.batch);
-    let stage = if is_blas(target) { None } else { Some(ws.mat(x.dtype, n, m, b)?) };
+    let stage = if is_blas_out(target) { None } else { Some(ws.mat(x.dtype, n, m, b)?) };
     let mut stage_basis = |d: Option<&MatDesc>| -> Result<Option<MatDesc>> {
         match d {
             Some(d) if !is_blas(d) => Ok(Some(ws.mat(d.dtype, d.rows, d.cols, d.batch)?)),
@@ -252,11 +253,12 @@ fn coef_shape(left: bool, basis: &MatDesc, x: &MatDesc) -> (usize, usize) {
     }
 }
 
-fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize) -> Result<()> {
+/// `written`: `coef` is the output (phase 1), so its batch entries must not interleave either.
+fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize, written: bool) -> Result<()> {
     coef.validate("coef", rows == 0 || cols == 0)?;
     check_shape("coef", coef, rows, cols)?;
-    if !is_blas(coef) {
-        return Err(Error::stride("coef", "the coefficient matrix must be row-major or column-major (one unit stride)"));
+    if !(if written { is_blas_out(coef) } else { is_blas(coef) }) {
+        return Err(Error::stride("coef", "the coefficient matrix must be row-major or column-major (one unit stride), batch entries not interleaved"));
     }
     let ok = coef.dtype == x.dtype || (coef.dtype == DType::F32 && matches!(x.dtype, DType::F16 | DType::BF16));
     if !ok {
@@ -266,13 +268,15 @@ fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize) -> Result<(
     Ok(())
 }
 
-fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc) -> Result<()> {
+/// `x_written`: phase 2 writes X, so its batch entries must not interleave either.
+fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc, x_written: bool) -> Result<()> {
     x.validate("X", false)?;
     check_basis(if left { "U_high" } else { "V_high" }, basis, x, left, false)?;
     check_batch(x.batch, &[("basis", basis)])?;
     check_device(exec, &[("X", x), ("basis", basis)])?;
-    if !is_blas(x) || !is_blas(basis) {
-        return Err(Error::stride("X", "two-phase projection needs row-major or column-major X and basis"));
+    let x_ok = if x_written { is_blas_out(x) } else { is_blas(x) };
+    if !x_ok || !is_blas(basis) {
+        return Err(Error::stride("X", "two-phase projection needs row-major or column-major X and basis (batch entries of X not interleaved)"));
     }
     Ok(())
 }
@@ -285,9 +289,9 @@ fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc) ->
 /// Every descriptor must describe valid memory of the executor's device.
 pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc) -> Result<()> {
     let left = one_side(side)?;
-    check_shard(exec, left, basis, x)?;
+    check_shard(exec, left, basis, x, false)?;
     let (r, c) = coef_shape(left, basis, x);
-    check_coef(x, coef, r, c)?;
+    check_coef(x, coef, r, c, true)?;
     check_out_batch("coef", coef, x.batch)?;
     check_device(exec, &[("coef", coef)])?;
     check_disjoint(&[("coef", coef)], &[("X", x), ("basis", basis)])?;
@@ -303,12 +307,13 @@ pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatD
 }
 
 /// Workspace bytes for [`apply`] (a cast copy of `coef` when its dtype differs from `X`'s).
-pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> usize {
+pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
     if coef.dtype == x.dtype {
-        0
+        Ok(0)
     } else {
         let mut ws = Ws::measure(x.device);
-        ws.mat(x.dtype, coef.rows, coef.cols, coef.batch).map(|_| ws.used()).unwrap_or(usize::MAX)
+        ws.mat(x.dtype, coef.rows, coef.cols, coef.batch)?;
+        Ok(ws.used())
     }
 }
 
@@ -319,9 +324,9 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> usize {
 /// Every descriptor must describe valid memory of the executor's device.
 pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
     let left = one_side(side)?;
-    check_shard(exec, left, basis, x)?;
+    check_shard(exec, left, basis, x, true)?;
     let (r, c) = coef_shape(left, basis, x);
-    check_coef(x, coef, r, c)?;
+    check_coef(x, coef, r, c, false)?;
     check_batch(x.batch, &[("coef", coef)])?;
     check_device(exec, &[("coef", coef)])?;
     check_disjoint(&[("X", x)], &[("coef", coef), ("basis", basis)])?;
@@ -398,14 +403,15 @@ fn panel(len: usize) -> usize {
 }
 
 /// Workspace for [`apply_projector`].
-pub fn apply_projector_workspace_size(left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>) -> usize {
+pub fn apply_projector_workspace_size(left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
     let in_place = out.is_none_or(|o| o == x);
     if !in_place {
-        return 0;
+        return Ok(0);
     }
     let mut ws = Ws::measure(x.device);
     let (r, c) = if left { (p.rows, panel(x.cols)) } else { (panel(x.rows), p.rows) };
-    ws.mat(x.dtype, r, c, x.batch).map(|_| ws.used()).unwrap_or(usize::MAX)
+    ws.mat(x.dtype, r, c, x.batch)?;
+    Ok(ws.used())
 }
 
 /// `X <- P X` (left) or `X <- X P` (right) with a cached projector; out of place in one GEMM,

@@ -197,7 +197,9 @@ pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Resu
     Ok(all.chunks(len).map(|c| c.to_vec()).collect())
 }
 
-pub fn read_vector_workspace_size(v: &MatDesc) -> usize {
+pub fn read_vector_workspace_size(v: &MatDesc) -> Result<usize> {
     let mut ws = Ws::measure(v.device);
-    ws.mat(DType::F64, v.rows * v.cols, 1, v.batch).map(|_| ws.used()).unwrap_or(usize::MAX)
+    let len = v.rows.checked_mul(v.cols).ok_or_else(|| Error::overflow("vector", "length"))?;
+    ws.mat(DType::F64, len, 1, v.batch)?;
+    Ok(ws.used())
 }

@@ -48,7 +48,7 @@ struct Scratch {
 
 fn layout(ws: &mut Ws, terms: &[Checked], out: &MatDesc, compute: DType) -> Result<Scratch> {
     let (n, m, b) = (out.rows, out.cols, out.batch);
-    let acc = if out.dtype == compute && is_blas(out) { *out } else { ws.mat(compute, n, m, b)? };
+    let acc = if out.dtype == compute && is_blas_out(out) { *out } else { ws.mat(compute, n, m, b)? };
     let (mut scaled, mut svec, mut other) = (vec![], vec![], vec![]);
     for t in terms {
         let scale_u = n <= m;

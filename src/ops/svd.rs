@@ -11,7 +11,7 @@
 //! the convention fixes signs, not the choice of basis within such a subspace.
 //!
 //! **Non-finite input**: a matrix with NaN or Inf is refused with `Error::NonFinite` (its batch
-//! index) before it is factored; outputs of earlier chunks of a batch may have been written.
+//! index) before anything is factored or written.
 //!
 //! Batches are processed in chunks that fit the workspace: the workspace-size query reports the
 //! size for the whole batch at once (capped at [`MAX_CHUNK_BYTES`]); any workspace that holds one
@@ -106,6 +106,8 @@ pub(crate) unsafe fn run(
     if ws.is_measuring() {
         return Ok(());
     }
+    // Non-finite input is refused before anything is factored or written (documented policy).
+    check_finite(exec, w, "W")?;
     let mut b0 = 0;
     while b0 < w.batch {
         let nb = nb_max.min(w.batch - b0);
@@ -114,11 +116,6 @@ pub(crate) unsafe fn run(
         let src = if transposed { wc.t() } else { wc };
         {
             copy(exec, &src, &a)?;
-            // Non-finite input is refused before factoring (documented policy; see Error::NonFinite).
-            let bad = exec.count_nonfinite(m, n, nb, &strided2d(&a))?;
-            if let Some(i) = bad.iter().position(|c| *c > 0) {
-                return Err(Error::NonFinite { arg: "W".into(), index: b0 + i });
-            }
             exec.gesvd_strided_batched(
                 &GesvdArgs {
                     m,
@@ -156,6 +153,15 @@ pub(crate) unsafe fn run(
     Ok(())
 }
 
+/// `Error::NonFinite` with the first batch index of `w` holding NaN or Inf.
+pub(crate) unsafe fn check_finite(exec: &dyn Executor, w: &MatDesc, arg: &str) -> Result<()> {
+    let bad = exec.count_nonfinite(w.rows, w.cols, w.batch, &strided2d(w))?;
+    match bad.iter().position(|c| *c > 0) {
+        Some(index) => Err(Error::NonFinite { arg: arg.to_string(), index }),
+        None => Ok(()),
+    }
+}
+
 /// Outputs of [`svd`]: `U` and `Vt` may be omitted (singular values only).
 #[derive(Clone, Copy, Debug)]
 pub struct SvdOut<'a> {
@@ -184,11 +190,12 @@ pub(crate) fn check_outputs(exec: &dyn Executor, w: &MatDesc, out: &SvdOut) -> R
         check_out_batch(name, d, w.batch)?;
     }
     check_device(exec, &outs)?;
-    check_disjoint(&outs, &[("W", w)])?;
+    // U may be exactly W: W is staged into the workspace before anything is written.
+    check_disjoint_staged(&outs, &[("W", w)])?;
     Ok(s)
 }
 
-use crate::desc::check_disjoint;
+use crate::desc::{check_disjoint, check_disjoint_staged};
 
 /// Thin SVD of `w` (one matrix or a strided batch) into the caller's `U`, `S`, `Vt`, each in any
 /// layout and dtype, computed in `compute` (f32 or f64).
@@ -218,13 +225,19 @@ pub struct SvdProblem<'a> {
     pub out: SvdOut<'a>,
 }
 
-/// SVD of a list of matrices of different shapes. All are validated before any output is
-/// written. Matrices are processed one strided batch per problem; on the CUDA executor the
-/// problems run on concurrent streams.
+/// SVD of a list of matrices of different shapes. All are validated — shapes, aliasing across
+/// problems, non-finite values — before any output is written. Problems are factored one after
+/// another, each as one strided batch.
 ///
 /// # Safety
 /// As for [`svd`].
-pub unsafe fn svd_list(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem], compute: DType) -> Result<()> {
+pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem<'a>], compute: DType) -> Result<()> {
+    fn cross(e: Error, i: usize, j: usize) -> Error {
+        match e {
+            Error::Overlap { arg, msg } => Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") },
+            e => e,
+        }
+    }
     for (i, p) in problems.iter().enumerate() {
         let ctx = |e: Error| match e {
             Error::InvalidShape { arg, msg } => Error::InvalidShape { arg: format!("problem {i}: {arg}"), msg },
@@ -232,6 +245,23 @@ pub unsafe fn svd_list(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem]
         };
         check_input(exec, p.w, compute).map_err(ctx)?;
         check_outputs(exec, p.w, &p.out).map_err(ctx)?;
+    }
+    // Problem i's outputs are written before problem j is read: no output may touch another
+    // problem's input or outputs.
+    let outs = |p: &SvdProblem<'a>| -> Vec<(&'static str, &'a MatDesc)> {
+        [("U", p.out.u), ("S", Some(p.out.s)), ("Vt", p.out.vt)].into_iter().filter_map(|(n, d)| d.map(|d| (n, d))).collect()
+    };
+    for (i, pi) in problems.iter().enumerate() {
+        for (j, pj) in problems.iter().enumerate().skip(i + 1) {
+            let (oi, oj) = (outs(pi), outs(pj));
+            let both: Vec<_> = oi.iter().chain(oj.iter()).cloned().collect();
+            check_disjoint(&both, &[]).map_err(|e| cross(e, i, j))?;
+            check_disjoint(&oi, &[("W", pj.w)]).map_err(|e| cross(e, i, j))?;
+            check_disjoint(&oj, &[("W", pi.w)]).map_err(|e| cross(e, j, i))?;
+        }
+    }
+    for (i, p) in problems.iter().enumerate() {
+        check_finite(exec, p.w, &format!("problem {i}: W"))?;
     }
     for p in problems {
         let mut sub = Ws::over(ws.base.unwrap_or(0), ws.bytes, ws.device);

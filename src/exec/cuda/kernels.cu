@@ -37,7 +37,7 @@ __device__ __forceinline__ void st_bf16(void* p, i64 i, double v) { ((u16*)p)[i]
             const void* src, i64 srs, i64 scs, i64 sbs, double beta, void* dst, i64 drs, i64 dcs, i64 dbs) { \
         GRID_STRIDE(t, rows * cols * batch) {                                                    \
             i64 i = t % rows, r = t / rows, j = r % cols, b = r / cols;                          \
-            double v = alpha * ld_##S(src, b * sbs + i * srs + j * scs);                         \
+            double v = alpha == 0.0 ? 0.0 : alpha * ld_##S(src, b * sbs + i * srs + j * scs);   \
             i64 o = b * dbs + i * drs + j * dcs;                                                 \
             if (beta != 0.0) v += beta * ld_##D(dst, o);                                         \
             st_##D(dst, o, v);                                                                   \
@@ -112,6 +112,8 @@ SUM_SQUARES(bf16)
     }
 COUNT_NONFINITE(f32)
 COUNT_NONFINITE(f64)
+COUNT_NONFINITE(f16)
+COUNT_NONFINITE(bf16)
 
 // cos(a_v, b_v) into out[v] (0 where either vector is zero); one block per vector pair.
 #define COSINE(T)                                                                                \

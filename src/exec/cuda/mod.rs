@@ -484,9 +484,6 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        if !x.dtype.is_compute() {
-            return Err(Error::precondition("count_nonfinite", "f32/f64 data only"));
-        }
         Ok(self.per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?.into_iter().map(u64::from_ne_bytes).collect())
     }
 

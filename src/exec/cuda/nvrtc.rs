@@ -19,9 +19,10 @@ pub fn kernel_names() -> Vec<String> {
             v.push(format!("osft_axpby_{s}_{d}"));
         }
         v.push(format!("osft_sum_squares_{s}"));
+        v.push(format!("osft_count_nonfinite_{s}"));
     }
     for t in ["f32", "f64"] {
-        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix", "count_nonfinite"] {
+        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix"] {
             v.push(format!("osft_{k}_{t}"));
         }
     }
