@@ -717,6 +717,39 @@ fn regression_rank_zero_reconstruction_multiplies_garbage() {
     assert!(bad_out == 0 && (r[0] - 1.0).abs() < 1e-12, "W by rank-0 terms: {bad_out} non-zero elements {w:?}; error by nothing: {} (want 1)", r[0]);
 }
 
+/// `osft_read_vector` of an empty vector (`0 x 1`, a valid descriptor: empty matrices need no
+/// memory) with a huge batch count: `need = rows * cols * batch = 0`, so `out = NULL`,
+/// `out_len = 0` pass, and then `read_vector` builds `vec![vec![]; batch]` (src/ops/rank.rs):
+/// for `batch = 2^62` a capacity-overflow panic (OSFT_STATUS_INTERNAL), for `batch = 2^40` a
+/// 24 TiB allocation whose failure aborts the process (SIGABRT). Found by the fuzzer
+/// (`diagnostics`). Expected: OK (nothing to read), or an error status — not a panic or abort.
+#[test]
+#[ignore = "bug: osft_read_vector of an empty vector with a huge batch panics (INTERNAL) or aborts the process"]
+fn bug_read_vector_empty_vector_huge_batch() {
+    if let Ok(b) = std::env::var("OSFT_HARDENING_CHILD_BATCH") {
+        let c = Ctx::cpu();
+        let v = batched(mat(null::<f64>(), F64, 0, 1, 1, 1), b.parse().unwrap(), 0);
+        let st = unsafe { osft_read_vector(c.0, &v, null_mut(), 0) };
+        println!("child status {st:?}: {}", msg());
+        assert!(st == OSFT_STATUS_OK || !matches!(st, OSFT_STATUS_INTERNAL | OSFT_STATUS_PRECONDITION), "{st:?}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut failures = vec![];
+    for batch in [1i64 << 62, 1i64 << 40] {
+        let out = std::process::Command::new(&exe)
+            .args(["--ignored", "--exact", "bug_read_vector_empty_vector_huge_batch", "--nocapture", "--test-threads=1"])
+            .env("OSFT_HARDENING_CHILD_BATCH", batch.to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !stdout.contains("child status") {
+            failures.push(format!("batch {batch}: child ended with {:?}: {}", out.status, stdout.lines().filter(|l| l.contains("child")).collect::<Vec<_>>().join(" ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `osft_svd_list` validates each problem on its own: outputs of different problems that share
 /// memory, or an output of one problem over the input `W` of a later one, are not reported
 /// (the docs: "Outputs must not share memory with each other or with inputs"). Problem 0 then
