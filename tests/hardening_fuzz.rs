@@ -3,7 +3,7 @@
 //! with no extra tools. It also replays the committed regression inputs in `fuzz/regressions/`
 //! and, when present, the local cargo-fuzz corpus in `fuzz/corpus/`.
 //!
-//! `OSFT_FUZZ_ITERS=N` sets the inputs per op (default 300); `OSFT_FUZZ_SEED=S` the first seed.
+//! `OSFT_FUZZ_ITERS=N` sets the inputs per op (default 2000); `OSFT_FUZZ_SEED=S` the first seed.
 
 #[path = "../fuzz/src/harness.rs"]
 #[allow(dead_code)]
@@ -41,7 +41,7 @@ fn replay_dir(op: usize, dir: &Path) -> usize {
 }
 
 fn fuzz(op: usize) {
-    let iters = env_u64("OSFT_FUZZ_ITERS", 300);
+    let iters = env_u64("OSFT_FUZZ_ITERS", 2000);
     let seed0 = env_u64("OSFT_FUZZ_SEED", 0);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let name = harness::OPS[op];
