@@ -158,7 +158,7 @@ fn two_phase_layout_shape_and_dtype_rules() {
     }
     untouched!(before, x, coef, coef32);
     // A shard may have fewer rows than basis vectors (FSDP's Shard(0)); a whole basis may not.
-    let xs = g.vec((1 * m) as usize);
+    let xs = g.vec(m as usize);
     let coefs = vec![0f64; (3 * m) as usize];
     let us = g.vec(3);
     unsafe {
@@ -293,7 +293,7 @@ fn projector_apply_rejections() {
             osft_projector_destroy(p);
         }
         // A misaligned projector handle.
-        expect(osft_projector_apply(3 as *mut osft_projector, &rm(&x, F64, n, m), null()), OSFT_STATUS_MISALIGNED);
+        expect(osft_projector_apply(std::ptr::without_provenance_mut::<osft_projector>(3), &rm(&x, F64, n, m), null()), OSFT_STATUS_MISALIGNED);
         // A cached projector needs f32/f64 bases of batch 1.
         let u16: Vec<osft::f16> = u.iter().map(|v| osft::f16::from_f64(*v)).collect();
         let mut p = 0x40 as *mut osft_projector;
