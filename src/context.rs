@@ -269,11 +269,12 @@ impl Context {
         self.with_ws(need, |e, ws| rank::layer_importance(e, ws, w, activations, compute))
     }
 
-    /// Read singular values (any dtype, any device) to the host as f64, one vector per batch entry.
+    /// Read singular values (any dtype, any device) to the host as f64; flat, batch entry after
+    /// batch entry (`rows * cols` values each).
     ///
     /// # Safety
     /// The descriptor must describe valid memory of the context's device.
-    pub unsafe fn read_vector_raw(&self, v: &MatDesc) -> Result<Vec<Vec<f64>>> {
+    pub unsafe fn read_vector_raw(&self, v: &MatDesc) -> Result<Vec<f64>> {
         let need = rank::read_vector_workspace_size(v)?;
         self.with_ws(need, |e, ws| rank::read_vector(e, ws, v))
     }

@@ -523,8 +523,7 @@ pub unsafe extern "C" fn osft_read_vector(ctx: *mut osft_context, v: *const osft
             msg: "rows * cols * batch".into(),
         })?;
         let dst = out_slice(out, out_len, need, "out")?;
-        let vs = c.ctx.read_vector_raw(&d)?;
-        let flat: Vec<f64> = vs.into_iter().flatten().collect();
+        let flat = c.ctx.read_vector_raw(&d)?;
         copy_out(dst, &flat)
     })
 }

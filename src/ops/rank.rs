@@ -176,25 +176,28 @@ pub unsafe fn layer_importance(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, x:
     Ok(out)
 }
 
-/// Read a vector (e.g. singular values) of `len` elements per batch entry from executor memory
-/// to the host as f64, through a small scratch.
+/// Read a vector (e.g. singular values) of `len = rows * cols` elements per batch entry from
+/// executor memory to the host as f64, through a small scratch. The result is flat: batch entry
+/// `b` is `[b * len, (b + 1) * len)`.
 ///
 /// # Safety
 /// `v` must describe valid memory of the executor's device.
-pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Result<Vec<Vec<f64>>> {
+pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Result<Vec<f64>> {
     v.validate("vector", true)?;
     check_device(exec, &[("vector", v)])?;
     let len = v.rows * v.cols;
     if len == 0 {
-        return Ok(vec![vec![]; v.batch]);
+        return Ok(vec![]);
     }
     let col = as_column(v, len, "vector")?;
     let st = ws.mat(DType::F64, len, 1, v.batch)?;
     copy(exec, &col, &st)?;
-    let mut bytes = vec![0u8; len * v.batch * 8];
+    let n = len * v.batch; // fits: the scratch of n doubles was carved above
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(n * 8).map_err(|_| Error::AllocationFailed { bytes: n * 8 })?;
+    bytes.resize(n * 8, 0u8);
     exec.read_to_host(st.addr, &mut bytes)?;
-    let all: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect();
-    Ok(all.chunks(len).map(|c| c.to_vec()).collect())
+    Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
 }
 
 pub fn read_vector_workspace_size(v: &MatDesc) -> Result<usize> {
