@@ -592,8 +592,8 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
 
 // =============================================================================================
 // Regressions: the bugs found while hardening (by the fuzzer, valgrind and review), each first
-// committed as an ignored failing test, fixed in src/ by 1320f44. The comments describe the
-// bug as it was.
+// committed as an ignored failing test, fixed in src/ by 1320f44 (the read_vector one by
+// f971f96). The comments describe the bug as it was.
 
 /// Reconstruction into an output whose batch entries interleave (batch innermost:
 /// `batch_stride = 1`, `col_stride = batch`, `row_stride = batch * cols` — a valid layout with
@@ -724,8 +724,7 @@ fn regression_rank_zero_reconstruction_multiplies_garbage() {
 /// 24 TiB allocation whose failure aborts the process (SIGABRT). Found by the fuzzer
 /// (`diagnostics`). Expected: OK (nothing to read), or an error status — not a panic or abort.
 #[test]
-#[ignore = "bug: osft_read_vector of an empty vector with a huge batch panics (INTERNAL) or aborts the process"]
-fn bug_read_vector_empty_vector_huge_batch() {
+fn regression_read_vector_empty_vector_huge_batch() {
     if let Ok(b) = std::env::var("OSFT_HARDENING_CHILD_BATCH") {
         let c = Ctx::cpu();
         let v = batched(mat(null::<f64>(), F64, 0, 1, 1, 1), b.parse().unwrap(), 0);
@@ -738,7 +737,7 @@ fn bug_read_vector_empty_vector_huge_batch() {
     let mut failures = vec![];
     for batch in [1i64 << 62, 1i64 << 40] {
         let out = std::process::Command::new(&exe)
-            .args(["--ignored", "--exact", "bug_read_vector_empty_vector_huge_batch", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "regression_read_vector_empty_vector_huge_batch", "--nocapture", "--test-threads=1"])
             .env("OSFT_HARDENING_CHILD_BATCH", batch.to_string())
             .output()
             .unwrap();
