@@ -31,10 +31,11 @@ echo "ok: $(ldd target/release/libosft.so | wc -l) shared libraries, none from C
 echo "== Python binding (ctypes, numpy path) in bindings/python/.venv =="
 bash bindings/python/run_tests.sh
 
-if [ -x scripts/fuzz.sh ]; then
-    echo "== Bounded fuzzing of the C ABI =="
-    bash scripts/fuzz.sh
-fi
+echo "== Bounded fuzzing of the C ABI (about a minute; RELIABILITY.md) =="
+bash scripts/fuzz.sh
+
+echo "== Rust C-ABI tests under valgrind memcheck =="
+bash scripts/hardening.sh
 
 echo "== C and C++ against the committed header, shared and static (valgrind) =="
 bash tests/c/run.sh
