@@ -129,13 +129,12 @@ impl Context {
     /// As `with_ws`, for ops that can stream through less than their preferred workspace: a
     /// caller's workspace must hold `min` bytes; the context's own grows to `preferred`.
     fn with_ws_range<R>(&self, min: usize, preferred: usize, f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>) -> Result<R> {
-        let need = min;
         let mut guard = self.lock();
         let dev = self.exec.device();
         let (addr, bytes) = match &mut *guard {
             Workspace::User { addr, bytes } => {
-                if *bytes < need {
-                    return Err(Error::WorkspaceTooSmall { needed: need, given: *bytes });
+                if *bytes < min {
+                    return Err(Error::WorkspaceTooSmall { needed: min, given: *bytes });
                 }
                 (*addr, *bytes)
             }

@@ -269,8 +269,3 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
     }
     Ok(())
 }
-
-/// Workspace for [`svd_list`]: the largest of its problems (they run one after another here).
-pub fn list_workspace_size(exec: &dyn Executor, problems: &[SvdProblem], compute: DType) -> Result<usize> {
-    problems.iter().try_fold(0, |acc, p| Ok(acc.max(workspace_size(exec, p.w, compute)?)))
-}
