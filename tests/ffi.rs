@@ -10,56 +10,11 @@ use osft::ffi::osft_status::*;
 use osft::Status;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers.
+// Helpers: descriptors, status checks, contexts, the test RNG (shared with the hardening tests).
 
-const F32: i32 = osft_dtype::OSFT_DTYPE_F32 as i32;
-const F64: i32 = osft_dtype::OSFT_DTYPE_F64 as i32;
-const LEFT: i32 = osft_side::OSFT_SIDE_LEFT as i32;
-const RIGHT: i32 = osft_side::OSFT_SIDE_RIGHT as i32;
-const BOTH: i32 = osft_side::OSFT_SIDE_BOTH as i32;
-
-fn msg() -> String {
-    unsafe { CStr::from_ptr(osft_last_error_message()) }.to_string_lossy().into_owned()
-}
-
-/// Assert `st` is `want` with a non-empty message (or OK with an empty one).
-#[track_caller]
-fn expect(st: osft_status, want: osft_status) -> String {
-    let m = msg();
-    assert_eq!(st, want, "status {st:?} (message: {m:?}), wanted {want:?}");
-    if want == OSFT_STATUS_OK {
-        assert!(m.is_empty(), "a successful call left a message: {m:?}");
-    } else {
-        assert!(!m.is_empty(), "{want:?} without a message");
-    }
-    m
-}
-
-fn mat<T>(data: *const T, dtype: i32, rows: i64, cols: i64, rs: i64, cs: i64) -> osft_matrix {
-    osft_matrix {
-        data: data as *mut c_void,
-        dtype,
-        device: 0,
-        device_ordinal: 0,
-        _reserved: 0,
-        rows,
-        cols,
-        row_stride: rs,
-        col_stride: cs,
-        batch: 1,
-        batch_stride: 0,
-    }
-}
-
-fn rm<T>(v: &[T], dtype: i32, rows: i64, cols: i64) -> osft_matrix {
-    assert!(v.len() as i64 >= rows * cols);
-    mat(v.as_ptr(), dtype, rows, cols, cols, 1)
-}
-
-fn cm<T>(v: &[T], dtype: i32, rows: i64, cols: i64) -> osft_matrix {
-    assert!(v.len() as i64 >= rows * cols);
-    mat(v.as_ptr(), dtype, rows, cols, 1, rows)
-}
+#[path = "hardening_support/mod.rs"]
+mod support;
+use support::*;
 
 /// Element (i, j) of a host descriptor, as f64.
 fn at(m: &osft_matrix, i: i64, j: i64) -> f64 {
@@ -71,37 +26,6 @@ fn at(m: &osft_matrix, i: i64, j: i64) -> f64 {
             _ => unreachable!(),
         }
     }
-}
-
-/// A deterministic pseudo-random stream in [-1, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
-
-struct Ctx(*mut osft_context);
-impl Ctx {
-    fn cpu() -> Self {
-        let mut c = null_mut();
-        expect(unsafe { osft_context_create(osft_backend::OSFT_BACKEND_CPU as i32, 0, &mut c) }, OSFT_STATUS_OK);
-        assert!(!c.is_null());
-        Ctx(c)
-    }
-}
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        unsafe { osft_context_destroy(self.0) }
-    }
-}
-
-fn bytes_of<T>(v: &[T]) -> Vec<u8> {
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }.to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
