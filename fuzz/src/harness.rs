@@ -241,7 +241,7 @@ fn elements(m: &osft_matrix) -> Vec<(usize, usize, usize, usize)> {
     }
     // Zero strides keep the extent small for any count: such a descriptor overlaps itself and
     // is rejected; do not enumerate billions of aliases.
-    if (m.rows as u128) * (m.cols as u128) * (m.batch as u128) > CAP {
+    if (m.rows as u128).saturating_mul(m.cols as u128).saturating_mul(m.batch as u128) > CAP {
         return v;
     }
     let s = esize(m.dtype);
@@ -1717,7 +1717,9 @@ pub fn model_statuses(m: &osft_matrix, addr: usize) -> Vec<osft_status> {
     if dims.iter().any(|(n, s)| *n > 1 && *s == 0) {
         return vec![OSFT_STATUS_OVERLAP];
     }
-    let count = (m.rows as u128) * (m.cols as u128) * (m.batch as u128);
+    // Saturating: three dimensions near 2^60 with unit strides pass the extent check above (for
+    // 2-byte dtypes) yet their product exceeds u128 (the fuzzer found this: overflow panic).
+    let count = (m.rows as u128).saturating_mul(m.cols as u128).saturating_mul(m.batch as u128);
     if count <= 4096 {
         let mut offs: Vec<u128> = vec![];
         for b in 0..m.batch as u128 {
@@ -1790,10 +1792,10 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
         return Err(format!("read_vector_workspace_size of {d1:?}: {st:?} ({}), the documented rules allow {allowed:?}", msg()));
     }
     if let Some(bytes) = q {
-        let len = (d1.rows as u128) * (d1.cols as u128) * (d1.batch as u128);
+        let len = (d1.rows as u128).saturating_mul(d1.cols as u128).saturating_mul(d1.batch as u128);
         if d1.rows > 1 && d1.cols > 1 {
             // Validation passes; the op itself would reject a non-vector. Nothing to check.
-        } else if (bytes as u128) < len * 8 {
+        } else if (bytes as u128) < len.saturating_mul(8) {
             return Err(format!("read_vector_workspace_size of {d1:?}: {bytes} bytes for {len} doubles"));
         }
     }
