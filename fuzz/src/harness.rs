@@ -335,7 +335,7 @@ impl Problem {
             let d = self.descs[i];
             let too_big = plausible(&d)
                 && match d.data {
-                    Data::Region { off, .. } => extent(&d.m).unwrap_or(0) + off as u128 > CAP,
+                    Data::Region { off, .. } => extent(&d.m).unwrap_or(0).saturating_add(off as u128) > CAP,
                     Data::Null => false,
                 };
             if too_big {
@@ -515,7 +515,7 @@ fn build(p: &Problem, src: &mut Src) -> Arena {
     let mut lens = vec![8usize; n];
     for d in &p.descs {
         if let (Data::Region { id, off }, Some(e)) = (d.data, extent(&d.m)) {
-            if e + off as u128 <= CAP {
+            if e.saturating_add(off as u128) <= CAP {
                 lens[id] = lens[id].max(off + e as usize);
             }
         }
