@@ -1,10 +1,14 @@
-"""PyTorch glue for osft: small, optional, and torch-free until a tensor shows up.
+"""PyTorch integration of osft: the tensor glue (always importable) and the model-level OSFT
+workflow (imported on first use, needs torch).
 
-This module never imports torch at module import time: it looks torch up in ``sys.modules``
-(a torch tensor can only exist if torch has been imported), so ``import osft`` works, and every
-function here is a no-op, on machines without torch.
+Importing ``osft`` (or this subpackage) never imports torch: the glue below looks torch up in
+``sys.modules`` (a torch tensor can only exist if torch has been imported), so ``import osft``
+works, and the glue functions are no-ops, on machines without torch. The workflow names
+(:class:`OSFT`, :class:`OSFTOptimizer`, ...) are loaded lazily from the submodules
+:mod:`osft.torch.targets`, :mod:`osft.torch.model`, :mod:`osft.torch.optim` and
+:mod:`osft.torch.distributed`; accessing one without torch installed raises ``ImportError``.
 
-What it does:
+The glue:
 
 * :func:`prepare` makes a tensor exportable through DLPack without a copy (``.detach()`` for
   tensors that require grad; the data is shared).
@@ -13,10 +17,17 @@ What it does:
   work on that stream without any host synchronisation. Every osft function that receives
   torch tensors calls it for you.
 
-What it does not do (not implemented yet): a model-level workflow (walking an ``nn.Module``,
-decomposing its weights into buffers and parameters, registering gradient hooks), DDP / FSDP2 /
-DeepSpeed integration. The functional API (:func:`osft.project`, :func:`osft.project_partial`,
-:func:`osft.project_apply` ...) is the seam such a workflow would call.
+The workflow (see ``bindings/python/README.md`` for a walk-through)::
+
+    import osft.torch as ot
+    o = ot.OSFT(model, frozen_ratio=0.5)            # pick targets, decompose (batched per shape)
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(o.parameters(), lr=1e-4), o)
+    for batch in data:
+        loss = model(batch).loss
+        loss.backward()                              # gradients projected in autograd hooks
+        opt.step(); opt.zero_grad()                  # update projected, U_low retracted
+    o.next_task(frozen_ratio=0.6)                    # merge, re-SVD, freeze more
+    o.merge()                                        # plain dense weights again (checkpoints)
 """
 
 from __future__ import annotations
@@ -64,3 +75,48 @@ def sync_stream(ctx: Any, objs: Iterable[Any]) -> None:
             if h != (ctx.stream or 0):
                 ctx.stream = h or None
             return
+
+
+# ---------------------------------------------------------------------------------------------
+# The model-level workflow, loaded lazily (PEP 562) so that this module stays torch-free.
+
+_LAZY = {
+    "DEFAULT_TARGETS": "targets",
+    "Target": "targets",
+    "default_patterns": "targets",
+    "find_targets": "targets",
+    "matches": "targets",
+    "model_type_of": "targets",
+    "OSFT": "model",
+    "OSFTGroup": "model",
+    "resolve_rank": "model",
+    "OSFTOptimizer": "optim",
+    "attach_deepspeed": "optim",
+    "decomposition_cost": "distributed",
+    "partition_by_cost": "distributed",
+    "project_sharded_": "distributed",
+    "project_dense_row_sharded_": "distributed",
+    "project_dtensor_": "distributed",
+}
+
+__all__ = ["is_tensor", "prepare", "current_stream_handle", "sync_stream"] + sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'osft.torch' has no attribute {name!r}")
+    import importlib
+
+    try:
+        value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    except ImportError as e:
+        if _torch() is None and "torch" in str(e):
+            raise ImportError(f"osft.torch.{name} needs PyTorch (pip install torch): {e}") from e
+        raise
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
