@@ -301,6 +301,92 @@ typedef int32_t osft_rank_rule;
 #endif // __cplusplus
 
 /**
+ * SVD algorithm of a context (`osft_context_set_svd_algorithm`). The values equal the Rust
+ * `osft::SvdAlgorithm`. Each names the cuSOLVER routine a CUDA context calls; a CPU context
+ * enforces the same routine's preconditions and computes an exact SVD.
+ */
+enum osft_svd_algorithm
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * `gesvdjBatched` for matrices up to 32 x 32, `Xgesvd` above; never an approximate method.
+     */
+    OSFT_SVD_AUTO = 0,
+    /**
+     * QR-based `cusolverDnXgesvd`, one matrix at a time (concurrent streams), any size.
+     */
+    OSFT_SVD_QR = 1,
+    /**
+     * Jacobi `cusolverDn<t>gesvdj`, one matrix at a time (concurrent streams), any size.
+     */
+    OSFT_SVD_JACOBI = 2,
+    /**
+     * `cusolverDn<t>gesvdjBatched`: the whole batch in one call; `N, M <= 32`, else
+     * `OSFT_STATUS_PRECONDITION`.
+     */
+    OSFT_SVD_JACOBI_BATCHED = 3,
+    /**
+     * `cusolverDn<t>gesvdaStridedBatched`: APPROXIMATE (works on the Gram matrix: small
+     * singular values, below ~sqrt(eps) times the largest, and their vectors are inaccurate);
+     * cuSOLVER's residual norm is checked.
+     */
+    OSFT_SVD_APPROX_BATCHED = 4,
+    /**
+     * Polar-decomposition `cusolverDnXgesvdp`, one matrix at a time; its `h_err_sigma` is
+     * checked.
+     */
+    OSFT_SVD_POLAR = 5,
+    /**
+     * Randomized `cusolverDnXgesvdr`: APPROXIMATE, top `k` only. Valid only for
+     * `osft_decompose` with `U_low`, `S_low` and `V_low` NULL and `k >= 1`; anything else is
+     * `OSFT_STATUS_INVALID_ARGUMENT`.
+     */
+    OSFT_SVD_RANDOMIZED = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum osft_svd_algorithm osft_svd_algorithm;
+#else
+typedef int32_t osft_svd_algorithm;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Math mode of a context's projection and reconstruction GEMMs on f32 data
+ * (`osft_context_set_math_mode`). The values equal the Rust `osft::MathMode`. f32 accumulation
+ * in every mode; f64 data is always exact; a CPU context computes exactly in every mode.
+ */
+enum osft_math_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * `CUBLAS_COMPUTE_32F`: full f32 products (~1e-7 relative).
+     */
+    OSFT_MATH_EXACT = 0,
+    /**
+     * `CUBLAS_COMPUTE_32F_FAST_TF32`: inputs rounded to TF32 (10-bit mantissa), ~1e-3 relative
+     * error per product.
+     */
+    OSFT_MATH_TF32 = 1,
+    /**
+     * `CUBLAS_COMPUTE_32F_FAST_16BF`: inputs rounded to bf16 (7-bit mantissa), ~1e-2 relative
+     * error per product.
+     */
+    OSFT_MATH_BF16 = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum osft_math_mode osft_math_mode;
+#else
+typedef int32_t osft_math_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An executor (CPU or CUDA) with its workspace and, for CUDA, the caller's stream.
  * Opaque: create with `osft_context_create`, free with `osft_context_destroy`. A context may
  * be used from several threads (its ops are serialised); use one per thread for parallelism.
@@ -475,7 +561,35 @@ osft_status osft_context_release_workspace(struct osft_context *ctx);
 osft_status osft_context_workspace_bytes(struct osft_context *ctx, size_t *bytes);
 
 /**
- * Workspace bytes `osft_svd` (and `osft_decompose`) need for `w` in `compute`.
+ * Choose the SVD algorithm of the context's later `osft_svd`, `osft_svd_list` and
+ * `osft_decompose` calls (an `osft_svd_algorithm` value; the default is `OSFT_SVD_AUTO`).
+ * An unknown value is `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was. An
+ * explicit algorithm that cannot serve a later call's shape or outputs fails that call
+ * (`OSFT_STATUS_PRECONDITION` or `OSFT_STATUS_INVALID_ARGUMENT`), never falls back silently.
+ */
+osft_status osft_context_set_svd_algorithm(struct osft_context *ctx, int32_t algorithm);
+
+/**
+ * The context's SVD algorithm (an `osft_svd_algorithm` value) in `*out`.
+ */
+osft_status osft_context_get_svd_algorithm(const struct osft_context *ctx, int32_t *out);
+
+/**
+ * Choose the math mode of the context's later projection and reconstruction GEMMs on f32 data
+ * (an `osft_math_mode` value; the default is `OSFT_MATH_EXACT`). An unknown value is
+ * `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was. A CPU context accepts every
+ * mode and computes exactly.
+ */
+osft_status osft_context_set_math_mode(struct osft_context *ctx, int32_t mode);
+
+/**
+ * The context's math mode (an `osft_math_mode` value) in `*out`.
+ */
+osft_status osft_context_get_math_mode(const struct osft_context *ctx, int32_t *out);
+
+/**
+ * Workspace bytes `osft_svd` needs for `w` in `compute` with the context's SVD algorithm (an
+ * algorithm that cannot serve `w` fails here already, with the status the SVD would return).
  */
 osft_status osft_svd_workspace_size(struct osft_context *ctx,
                                     const struct osft_matrix *w,
@@ -520,7 +634,9 @@ osft_status osft_svd_list(struct osft_context *ctx,
                           int32_t compute);
 
 /**
- * Workspace bytes `osft_decompose` needs (those of the SVD).
+ * Workspace bytes `osft_decompose` needs (those of the SVD, with the context's algorithm).
+ * For `OSFT_SVD_RANDOMIZED` the size depends on `k`, which this query does not take: it
+ * reports the size for the largest subspace, `k + p = min(N, M)`.
  */
 osft_status osft_decompose_workspace_size(struct osft_context *ctx,
                                           const struct osft_matrix *w,

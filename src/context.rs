@@ -10,19 +10,24 @@
 //!
 //! **Threads.** A context may be shared between threads; its ops are serialised by the workspace
 //! lock. For parallel work, use one context per thread.
+//!
+//! **Settings.** The SVD algorithm ([`Context::set_svd_algorithm`], default `Auto`) and the math
+//! mode of the data GEMMs ([`Context::set_math_mode`], default `Exact`) apply to the ops issued
+//! after they are set.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::desc::MatDesc;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::exec::cpu::CpuExecutor;
-use crate::exec::{Buffer, Executor};
+use crate::exec::{Buffer, Executor, MathMode, SvdAlgorithm, SvdReport};
 use crate::ops::decompose::{self, Parts};
 use crate::ops::project::{self, Bases, Side, Strategy};
 use crate::ops::rank;
 use crate::ops::reconstruct::{self, Term};
-use crate::ops::svd::{self, SvdOut};
+use crate::ops::svd::{self, SvdOut, SvdPlan};
 use crate::ops::{diagnostics, Ws};
 use crate::view::{MatMut, MatRef};
 
@@ -37,6 +42,8 @@ enum Workspace {
 pub struct Context {
     exec: Arc<dyn Executor>,
     ws: Mutex<Workspace>,
+    svd_algorithm: AtomicI32,
+    math_mode: AtomicI32,
 }
 
 impl std::fmt::Debug for Context {
@@ -84,7 +91,36 @@ impl Context {
     }
 
     pub fn with_executor(exec: Arc<dyn Executor>) -> Self {
-        Context { exec, ws: Mutex::new(Workspace::Cached(None)) }
+        Context { exec, ws: Mutex::new(Workspace::Cached(None)), svd_algorithm: AtomicI32::new(0), math_mode: AtomicI32::new(0) }
+    }
+
+    /// The SVD algorithm of subsequent `svd`, `svd_list` and `decompose` calls (see
+    /// [`SvdAlgorithm`]). `Auto` (the default) picks `JacobiBatched` up to 32 x 32 and `Qr`
+    /// above, never an approximate method. An explicit choice that cannot serve a call's shape
+    /// or outputs fails that call with `Precondition` / `InvalidArgument`; it never falls back.
+    pub fn set_svd_algorithm(&self, algorithm: SvdAlgorithm) {
+        self.svd_algorithm.store(algorithm as i32, Ordering::Relaxed);
+    }
+
+    pub fn svd_algorithm(&self) -> SvdAlgorithm {
+        SvdAlgorithm::from_raw(self.svd_algorithm.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// The math mode of subsequent projection and reconstruction GEMMs on f32 data (see
+    /// [`MathMode`] for the accuracy of each). Diagnostics, rank selection and the SVD stay exact;
+    /// the CPU executor computes exactly in every mode.
+    pub fn set_math_mode(&self, mode: MathMode) {
+        self.math_mode.store(mode as i32, Ordering::Relaxed);
+    }
+
+    pub fn math_mode(&self) -> MathMode {
+        MathMode::from_raw(self.math_mode.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// Convergence information of the last SVD (CUDA: residual, sweeps, `h_err_sigma` where
+    /// the routine reports them; `None` on the CPU, whose SVD is exact).
+    pub fn last_svd_report(&self) -> Option<SvdReport> {
+        self.exec.last_svd_report()
     }
 
     pub fn executor(&self) -> &dyn Executor {
@@ -156,7 +192,7 @@ impl Context {
 
     pub fn svd_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
         svd::check_input(&*self.exec, w, compute)?;
-        svd::workspace_size(&*self.exec, w, compute)
+        svd::workspace_size(&*self.exec, w, compute, SvdPlan::full(self.svd_algorithm()))
     }
 
     /// # Safety
@@ -164,20 +200,22 @@ impl Context {
     pub unsafe fn svd_raw(&self, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
         svd::check_input(&*self.exec, w, compute)?;
         svd::check_outputs(&*self.exec, w, out)?;
-        let (min, preferred) = svd_ws_range(&*self.exec, w, compute)?;
-        self.with_ws_range(min, preferred, |e, ws| svd::svd(e, ws, w, out, compute))
+        let alg = self.svd_algorithm();
+        let (min, preferred) = svd_ws_range(&*self.exec, w, compute, SvdPlan::full(alg))?;
+        self.with_ws_range(min, preferred, |e, ws| svd::svd(e, ws, w, out, compute, alg))
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_list_raw(&self, problems: &[svd::SvdProblem], compute: DType) -> Result<()> {
         let (mut min, mut preferred) = (0, 0);
+        let alg = self.svd_algorithm();
         for p in problems {
             svd::check_input(&*self.exec, p.w, compute)?;
-            let (a, b) = svd_ws_range(&*self.exec, p.w, compute)?;
+            let (a, b) = svd_ws_range(&*self.exec, p.w, compute, SvdPlan::full(alg))?;
             (min, preferred) = (min.max(a), preferred.max(b));
         }
-        self.with_ws_range(min, preferred, |e, ws| svd::svd_list(e, ws, problems, compute))
+        self.with_ws_range(min, preferred, |e, ws| svd::svd_list(e, ws, problems, compute, alg))
     }
 
     /// # Safety
@@ -186,15 +224,26 @@ impl Context {
         svd::check_input(&*self.exec, w, compute)?;
         decompose::check_k(w, k)?;
         decompose::check_parts(&*self.exec, w, k, parts)?;
-        let (min, preferred) = svd_ws_range(&*self.exec, w, compute)?;
-        self.with_ws_range(min, preferred, |e, ws| decompose::decompose(e, ws, w, k, parts, compute))
+        let alg = self.svd_algorithm();
+        let plan = decompose::plan(alg, k, parts)?;
+        let (min, preferred) = svd_ws_range(&*self.exec, w, compute, plan)?;
+        self.with_ws_range(min, preferred, |e, ws| decompose::decompose(e, ws, w, k, parts, compute, alg))
     }
 
     /// Workspace a decomposition of `w` prefers (the whole batch at once); any caller workspace
-    /// holding one matrix's share also works, streamed.
+    /// holding one matrix's share also works, streamed. With the randomized algorithm the size
+    /// depends on `k`; this query (which has no `k`) reports it for the largest subspace — use
+    /// [`Context::decompose_workspace_size_k`] for the exact figure.
     pub fn decompose_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
         svd::check_input(&*self.exec, w, compute)?;
-        decompose::workspace_size(&*self.exec, w, compute)
+        decompose::workspace_size(&*self.exec, w, compute, self.svd_algorithm(), None)
+    }
+
+    /// As [`Context::decompose_workspace_size`], for a split at `k`.
+    pub fn decompose_workspace_size_k(&self, w: &MatDesc, k: usize, compute: DType) -> Result<usize> {
+        svd::check_input(&*self.exec, w, compute)?;
+        decompose::check_k(w, k)?;
+        decompose::workspace_size(&*self.exec, w, compute, self.svd_algorithm(), Some(k))
     }
 
     pub fn leakage_workspace_size(&self, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<usize> {
@@ -213,7 +262,8 @@ impl Context {
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn reconstruct_raw(&self, terms: &[Term], out: &MatDesc, compute: DType) -> Result<()> {
         let need = reconstruct::workspace_size(&*self.exec, terms, out, compute)?;
-        self.with_ws(need, |e, ws| reconstruct::reconstruct(e, ws, terms, out, compute))
+        let math = self.math_mode();
+        self.with_ws(need, |e, ws| reconstruct::reconstruct(e, ws, terms, out, compute, math))
     }
 
     pub fn project_workspace_size(&self, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
@@ -224,20 +274,22 @@ impl Context {
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_raw(&self, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
         let need = project::workspace_size(&*self.exec, side, bases, x, out)?;
-        self.with_ws(need, |e, ws| project::project(e, ws, side, bases, x, out))
+        let math = self.math_mode();
+        self.with_ws(need, |e, ws| project::project(e, ws, side, bases, x, out, math))
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_partial_raw(&self, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc) -> Result<()> {
-        project::partial(&*self.exec, side, basis, x, coef)
+        project::partial(&*self.exec, side, basis, x, coef, self.math_mode())
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_apply_raw(&self, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
         let need = project::apply_workspace_size(coef, x)?;
-        self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x))
+        let math = self.math_mode();
+        self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x, math))
     }
 
     /// # Safety
@@ -379,9 +431,9 @@ impl Context {
 }
 
 /// Workspace an SVD of `w` can stream through (one matrix at a time) and the one it prefers.
-fn svd_ws_range(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<(usize, usize)> {
-    let one = svd::workspace_size(exec, &MatDesc { batch: 1, ..*w }, compute)?;
-    Ok((one, svd::workspace_size(exec, w, compute)?))
+fn svd_ws_range(exec: &dyn Executor, w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<(usize, usize)> {
+    let one = svd::workspace_size(exec, &MatDesc { batch: 1, ..*w }, compute, plan)?;
+    Ok((one, svd::workspace_size(exec, w, compute, plan)?))
 }
 
 /// Outputs of [`Context::decompose`].
@@ -521,13 +573,15 @@ impl<'b> Projector<'b> {
             match (&plan.cached, blas) {
                 (Some((_, p)), true) => {
                     let need = project::apply_projector_workspace_size(plan.left, p, &src, dst)?;
-                    ctx.with_ws(need, |e, ws| project::apply_projector(e, ws, plan.left, p, &src, dst))?;
+                    let math = ctx.math_mode();
+                    ctx.with_ws(need, |e, ws| project::apply_projector(e, ws, plan.left, p, &src, dst, math))?;
                 }
                 _ => {
                     let side = if plan.left { Side::Left } else { Side::Right };
                     let b = Bases { u: Some(&plan.basis), v: Some(&plan.basis) };
                     let need = project::workspace_size(ctx.executor(), side, &b, &src, dst)?;
-                    ctx.with_ws(need, |e, ws| project::project(e, ws, side, &b, &src, dst))?;
+                    let math = ctx.math_mode();
+                    ctx.with_ws(need, |e, ws| project::project(e, ws, side, &b, &src, dst, math))?;
                 }
             }
             src = target;

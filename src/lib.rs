@@ -45,6 +45,7 @@ pub use context::{Context, DecomposeOut, FactorsRef, Projector};
 pub use desc::{Device, MatDesc};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result, Status};
+pub use exec::{MathMode, SvdAlgorithm, SvdReport};
 pub use ops::project::{Side, Strategy};
 pub use ops::rank::{adaptive_ranks, select_rank, RankRule};
 pub use view::{MatMut, MatRef};

@@ -265,6 +265,8 @@ impl Executor for CpuExecutor {
         if g.m == 0 || g.n == 0 {
             return Ok(());
         }
+        // The reduced-precision compute types (TF32 / bf16 tensor cores on CUDA) are computed
+        // exactly in f32 here: the CPU ignores the math mode, its results are at least as accurate.
         match g.c.dtype {
             DType::F64 => self.gemm_native::<f64>(g),
             DType::F32 if g.a.dtype == DType::F32 => self.gemm_native::<f32>(g),
@@ -302,28 +304,52 @@ impl Executor for CpuExecutor {
         Ok(())
     }
 
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize) -> Result<usize> {
-        if m < n {
-            return Err(Error::precondition("gesvd", format!("gesvd needs m >= n, got m = {m} n = {n}")));
-        }
-        let per = match dtype {
-            DType::F32 => svd::svd_scratch::<f32>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
-            DType::F64 => svd::svd_scratch::<f64>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
-            _ => return Err(Error::precondition("gesvd", format!("gesvd computes in f32 or f64, not {}", dtype.name()))),
-        }
-        .unaligned_bytes_required();
-        Ok(per * lanes(batch))
+    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+        // The routine's own preconditions first (e.g. gesvdjBatched's 32 x 32), as on CUDA.
+        algorithm.check_problem(m, n, dtype)?;
+        Ok(faer_svd_scratch(m, n, dtype)? * lanes(batch))
     }
 
+    /// Every algorithm computes faer's exact thin SVD here, after the routine's preconditions
+    /// (`GesvdArgs::check`) have been enforced exactly as on CUDA.
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
         g.check()?;
-        let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch)?;
+        let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch, g.algorithm)?;
         if work_bytes < needed {
             return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
         }
         match g.a.dtype {
             DType::F32 => gesvd_typed::<f32>(g, work, needed),
             DType::F64 => gesvd_typed::<f64>(g, work, needed),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+        let _ = niters;
+        check_gesvdr_problem(m, n, k, p, dtype)?;
+        // Per lane: faer's scratch plus the full thin U (m x n), V (n x n) and S (n) it is
+        // truncated from.
+        let full = m
+            .checked_mul(n)
+            .and_then(|x| x.checked_add(n * n + n))
+            .and_then(|x| x.checked_mul(dtype.size()))
+            .and_then(|x| x.checked_add(faer_svd_scratch(m, n, dtype).ok()?.next_multiple_of(ALIGN)))
+            .ok_or_else(|| Error::overflow("workspace", format!("gesvdr scratch for {m} x {n}")))?;
+        full.next_multiple_of(ALIGN).checked_mul(lanes(batch)).ok_or_else(|| Error::overflow("workspace", "gesvdr scratch".to_string()))
+    }
+
+    /// The exact SVD truncated to the top `k` (the CPU result is exact, not randomized), after
+    /// `cusolverDnXgesvdr`'s preconditions (`GesvdrArgs::check`).
+    unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        g.check()?;
+        let needed = self.gesvdr_buffer_size(g.m, g.n, g.k, g.p, g.niters, g.a.dtype, g.batch)?;
+        if work_bytes < needed {
+            return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
+        }
+        match g.a.dtype {
+            DType::F32 => gesvdr_typed::<f32>(g, work, needed),
+            DType::F64 => gesvdr_typed::<f64>(g, work, needed),
             _ => unreachable!("checked above"),
         }
     }
@@ -436,27 +462,28 @@ fn lanes(batch: usize) -> usize {
     batch.min(rayon::current_num_threads()).max(1)
 }
 
-unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-    let nl = lanes(g.batch);
+fn faer_svd_scratch(m: usize, n: usize, dtype: DType) -> Result<usize> {
+    Ok(match dtype {
+        DType::F32 => svd::svd_scratch::<f32>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
+        DType::F64 => svd::svd_scratch::<f64>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
+        _ => return Err(Error::precondition("gesvd", format!("gesvd computes in f32 or f64, not {}", dtype.name()))),
+    }
+    .unaligned_bytes_required())
+}
+
+/// Run `one(b, lane_scratch)` for every batch entry, `lanes(batch)` lanes in parallel, each
+/// with its own `work_bytes / lanes` slice; report the lowest non-converged index.
+unsafe fn per_matrix(batch: usize, work: Addr, work_bytes: usize, one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync) -> Result<()> {
+    let nl = lanes(batch);
     let per = work_bytes / nl;
-    let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
-    let one = |b: usize, stack: &mut MemStack| -> Result<()> {
-        let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), g.m, g.n, 1, g.a.ld as isize);
-        let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
-        let u = MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
-        // faer returns V; VT stored column-major is V stored row-major.
-        let v = MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { index: b })
-    };
     let results: Vec<Result<()>> = (0..nl)
         .into_par_iter()
         .map(|lane| {
             let buf = std::slice::from_raw_parts_mut((work + lane * per) as *mut MaybeUninit<u8>, per);
-            let stack = MemStack::new(buf);
             // Lane `lane` takes batch entries lane, lane + nl, ...; report the first failure.
             let mut b = lane;
-            while b < g.batch {
-                one(b, stack)?;
+            while b < batch {
+                one(b, buf)?;
                 b += nl;
             }
             Ok(())
@@ -475,4 +502,46 @@ unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work:
         Some(index) => Err(Error::NotConverged { index }),
         None => Ok(()),
     }
+}
+
+unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
+    let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
+    per_matrix(g.batch, work, work_bytes, |b, buf| {
+        let stack = MemStack::new(buf);
+        let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), g.m, g.n, 1, g.a.ld as isize);
+        let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
+        let u = MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
+        // faer returns V; VT stored column-major is V stored row-major.
+        let v = MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { index: b })
+    })
+}
+
+unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+    let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
+    let (m, n, k) = (g.m, g.n, g.k);
+    per_matrix(g.batch, work, work_bytes, |b, buf| {
+        // Lane scratch: [U m x n | V n x n | S n | faer stack], each aligned by construction of
+        // the size query (ALIGN-rounded); split at element boundaries.
+        let base = buf.as_mut_ptr() as *mut T;
+        let (uf, vf, sf) = (base, base.add(m * n), base.add(m * n + n * n));
+        let used = ((m * n + n * n + n) * std::mem::size_of::<T>()).next_multiple_of(ALIGN);
+        let stack = MemStack::new(&mut buf[used..]);
+        let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), m, n, 1, g.a.ld as isize);
+        let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
+        let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
+        let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { index: b })?;
+        for j in 0..k {
+            put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
+            for i in 0..m {
+                put::<T>(g.u.addr, b * g.u.stride + i + j * g.u.ld, *uf.add(i + j * m));
+            }
+            // VT[j, i] = V[i, j]
+            for i in 0..n {
+                put::<T>(g.vt.addr, b * g.vt.stride + j + i * g.vt.ld, *vf.add(i + j * n));
+            }
+        }
+        Ok(())
+    })
 }

@@ -42,11 +42,168 @@ impl Op {
 }
 
 /// Accumulation type (`cublasComputeType_t`): `F32` is `CUBLAS_COMPUTE_32F`, `F64` is
-/// `CUBLAS_COMPUTE_64F`.
+/// `CUBLAS_COMPUTE_64F`; `F32FastTf32` and `F32FastBf16` are `CUBLAS_COMPUTE_32F_FAST_TF32` and
+/// `CUBLAS_COMPUTE_32F_FAST_16BF` (f32 data only, tensor cores with inputs rounded to TF32 / bf16,
+/// f32 accumulation; see [`MathMode`]). The CPU executor computes the fast types exactly in f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ComputeType {
     F32,
     F64,
+    F32FastTf32,
+    F32FastBf16,
+}
+
+impl ComputeType {
+    /// The GEMM compute type for data of `dtype` under `math`: the reduced-precision modes apply
+    /// to f32 data only (f64 stays `F64`; f16/bf16 data already runs on tensor cores with `F32`).
+    pub fn for_data(dtype: DType, math: MathMode) -> ComputeType {
+        match (dtype, math) {
+            (DType::F64, _) => ComputeType::F64,
+            (DType::F32, MathMode::Tf32) => ComputeType::F32FastTf32,
+            (DType::F32, MathMode::Bf16) => ComputeType::F32FastBf16,
+            _ => ComputeType::F32,
+        }
+    }
+    /// Whether this compute type accumulates in f32 (every type but `F64`).
+    pub fn is_f32(self) -> bool {
+        self != ComputeType::F64
+    }
+}
+
+/// Math mode of a context's data GEMMs (projection, reconstruction): `osft_math_mode`.
+///
+/// | mode | cuBLAS compute type (f32 data) | inputs rounded to | typical relative error per product |
+/// | --- | --- | --- | --- |
+/// | `Exact` | `CUBLAS_COMPUTE_32F` | f32 (24-bit significand) | ~1e-7 |
+/// | `Tf32` | `CUBLAS_COMPUTE_32F_FAST_TF32` | TF32 (10-bit mantissa) | ~1e-3 |
+/// | `Bf16` | `CUBLAS_COMPUTE_32F_FAST_16BF` | bf16 (7-bit mantissa) | ~1e-2 |
+///
+/// Accumulation is f32 in every mode; f64 data always computes exactly in f64, and f16/bf16 data
+/// is unaffected (it already multiplies on tensor cores with f32 accumulation). Diagnostics,
+/// rank selection and the SVD never use a reduced mode. The CPU executor ignores the reduced
+/// modes and computes exactly: its results are at least as accurate as the GPU's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MathMode {
+    #[default]
+    Exact = 0,
+    Tf32 = 1,
+    Bf16 = 2,
+}
+
+impl MathMode {
+    /// The mode with C value `v`, or `None` for a value outside the enum.
+    pub fn from_raw(v: i32) -> Option<MathMode> {
+        Some(match v {
+            0 => MathMode::Exact,
+            1 => MathMode::Tf32,
+            2 => MathMode::Bf16,
+            _ => return None,
+        })
+    }
+}
+
+/// SVD algorithm: `osft_svd_algorithm`. Each names the cuSOLVER routine the CUDA executor calls;
+/// the CPU executor enforces the same routine's preconditions and then computes an exact SVD
+/// with faer (so a CPU result is exact whatever the algorithm, including the approximate ones).
+///
+/// - `Auto`: `JacobiBatched` for matrices up to 32 x 32, else `Qr`. Never an approximate method.
+/// - `Qr`: `cusolverDnXgesvd` (QR-based bidiagonalisation), one matrix at a time, any size.
+/// - `Jacobi`: `cusolver<t>gesvdj`, one matrix at a time, any size; the residual and sweeps are
+///   read back with `cusolverDnXgesvdjGetResidual` / `GetSweeps`.
+/// - `JacobiBatched`: `cusolver<t>gesvdjBatched`, the whole packed batch in one call; `m, n <= 32`.
+/// - `ApproxBatched`: `cusolver<t>gesvdaStridedBatched`, **approximate**: it works on the Gram
+///   matrix `A^T A`, so singular values much smaller than the largest (relative to the square
+///   root of the working precision, e.g. `sigma_i / sigma_1 < ~3e-4` in f32) and their vectors are
+///   inaccurate; cuSOLVER returns the Frobenius residual `||A - U S V^T||` per matrix.
+/// - `Polar`: `cusolverDnXgesvdp` (polar decomposition), one matrix at a time; cuSOLVER reports
+///   `h_err_sigma`, a bound on the perturbation of the singular values.
+/// - `Randomized`: `cusolverDnXgesvdr`, **approximate**, only the top `k` singular triplets (a
+///   decomposition that requests only `U_high`, `S_high`, `V_high`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SvdAlgorithm {
+    #[default]
+    Auto = 0,
+    Qr = 1,
+    Jacobi = 2,
+    JacobiBatched = 3,
+    ApproxBatched = 4,
+    Polar = 5,
+    Randomized = 6,
+}
+
+/// Largest `m` and `n` `gesvdjBatched` accepts.
+pub const JACOBI_BATCHED_MAX: usize = 32;
+/// Default oversampling `p` of the randomized SVD (capped at `n - k`).
+pub const GESVDR_OVERSAMPLING: usize = 10;
+/// Default number of power iterations of the randomized SVD.
+pub const GESVDR_ITERATIONS: usize = 2;
+
+impl SvdAlgorithm {
+    /// The algorithm with C value `v`, or `None` for a value outside the enum.
+    pub fn from_raw(v: i32) -> Option<SvdAlgorithm> {
+        use SvdAlgorithm::*;
+        Some(match v {
+            0 => Auto,
+            1 => Qr,
+            2 => Jacobi,
+            3 => JacobiBatched,
+            4 => ApproxBatched,
+            5 => Polar,
+            6 => Randomized,
+            _ => return None,
+        })
+    }
+    /// The cuSOLVER routine's name, for messages.
+    pub fn routine(self) -> &'static str {
+        use SvdAlgorithm::*;
+        match self {
+            Auto => "auto",
+            Qr => "cusolverDnXgesvd",
+            Jacobi => "gesvdj",
+            JacobiBatched => "gesvdjBatched",
+            ApproxBatched => "gesvdaStridedBatched",
+            Polar => "cusolverDnXgesvdp",
+            Randomized => "cusolverDnXgesvdr",
+        }
+    }
+    /// Whether the routine computes an approximation (never chosen by `Auto`).
+    pub fn is_approximate(self) -> bool {
+        matches!(self, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Randomized)
+    }
+    /// `Auto`'s choice for an `m x n` problem (`m >= n`): `JacobiBatched` up to 32 x 32, else
+    /// `Qr`. Explicit choices are returned as they are.
+    pub fn resolve(self, m: usize, n: usize) -> SvdAlgorithm {
+        match self {
+            SvdAlgorithm::Auto if m <= JACOBI_BATCHED_MAX && n <= JACOBI_BATCHED_MAX => SvdAlgorithm::JacobiBatched,
+            SvdAlgorithm::Auto => SvdAlgorithm::Qr,
+            a => a,
+        }
+    }
+    /// The shape and type preconditions of the algorithm's routine for an `m x n` problem in
+    /// `dtype` (the full thin SVD primitive; `Randomized` has its own, see [`GesvdrArgs`]).
+    pub fn check_problem(self, m: usize, n: usize, dtype: DType) -> Result<()> {
+        let r = self.resolve(m, n).routine();
+        need(r, m >= n, || format!("{r} needs m >= n, got m = {m} n = {n}"))?;
+        need(r, n >= 1, || "n must be at least 1".into())?;
+        need(r, dtype.is_compute(), || format!("{r} computes in f32 or f64, not {}", dtype.name()))?;
+        match self.resolve(m, n) {
+            SvdAlgorithm::JacobiBatched => need(r, m <= JACOBI_BATCHED_MAX && n <= JACOBI_BATCHED_MAX, || {
+                format!("gesvdjBatched takes matrices up to {JACOBI_BATCHED_MAX} x {JACOBI_BATCHED_MAX}, got {m} x {n}; choose another SVD algorithm")
+            }),
+            SvdAlgorithm::Randomized => Err(Error::precondition(
+                r,
+                "the randomized SVD computes only the top k singular triplets: it serves a decomposition that requests only U_high, S_high and V_high",
+            )),
+            _ => {
+                let int_max = i32::MAX as usize;
+                need(r, !matches!(self, SvdAlgorithm::Jacobi | SvdAlgorithm::ApproxBatched) || m <= int_max, || {
+                    format!("{r} takes 32-bit sizes, got m = {m}")
+                })
+            }
+        }
+    }
 }
 
 /// A column-major operand of a strided batch: element `(i, j)` of batch entry `b` is at
@@ -105,7 +262,7 @@ impl GemmArgs {
         let ok = matches!(
             (self.compute, self.a.dtype, self.b.dtype, self.c.dtype),
             (ComputeType::F64, F64, F64, F64)
-                | (ComputeType::F32, F32, F32, F32)
+                | (ComputeType::F32 | ComputeType::F32FastTf32 | ComputeType::F32FastBf16, F32, F32, F32)
                 | (ComputeType::F32, F16, F16, F16 | F32)
                 | (ComputeType::F32, BF16, BF16, BF16 | F32)
         );
@@ -171,9 +328,9 @@ impl DgmmArgs {
 }
 
 /// Thin SVD of a strided batch of column-major `m x n` matrices with `m >= n`
-/// (`cusolverDnXgesvd` with `jobu = jobvt = 'S'`): `A = U diag(S) VT`, `U: m x n`, `S: n`
-/// descending, `VT: n x n`. `A` may be overwritten. Non-convergence of entry `i` is
-/// `Error::NotConverged { index: i }`.
+/// (`cusolverDnXgesvd` with `jobu = jobvt = 'S'`, or the routine `algorithm` names):
+/// `A = U diag(S) VT`, `U: m x n`, `S: n` descending, `VT: n x n`. `A` may be overwritten.
+/// Non-convergence of entry `i` is `Error::NotConverged { index: i }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GesvdArgs {
     pub m: usize,
@@ -184,20 +341,97 @@ pub struct GesvdArgs {
     pub u: Strided,
     pub vt: Strided,
     pub batch: usize,
+    /// The routine; `Auto` is resolved with [`SvdAlgorithm::resolve`]. `Randomized` is refused
+    /// (it is [`Executor::gesvdr_strided_batched`]).
+    pub algorithm: SvdAlgorithm,
 }
 
 impl GesvdArgs {
     pub fn check(&self) -> Result<()> {
-        const R: &str = "gesvd";
-        need(R, self.m >= self.n, || format!("gesvd needs m >= n, got m = {} n = {}", self.m, self.n))?;
-        need(R, self.n >= 1, || "n must be at least 1".into())?;
-        need(R, self.a.dtype.is_compute() && self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || {
-            "A, U and VT must share an f32/f64 type".into()
-        })?;
-        need(R, self.a.ld >= self.m && self.u.ld >= self.m && self.vt.ld >= self.n, || {
+        let alg = self.algorithm.resolve(self.m, self.n);
+        alg.check_problem(self.m, self.n, self.a.dtype)?;
+        let r = alg.routine();
+        need(r, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || "A, U and VT must share an f32/f64 type".into())?;
+        need(r, self.a.ld >= self.m && self.u.ld >= self.m && self.vt.ld >= self.n, || {
             format!("lda = {}, ldu = {}, ldvt = {} too small for {} x {}", self.a.ld, self.u.ld, self.vt.ld, self.m, self.n)
-        })
+        })?;
+        match alg {
+            // gesvdjBatched has no stride arguments: the batch is packed.
+            SvdAlgorithm::JacobiBatched => need(r, self.a.ld == self.m && self.a.stride == self.m * self.n && self.stride_s == self.n, || {
+                format!("gesvdjBatched needs a packed batch (lda = m, strideA = m * n, strideS = n), got lda = {}, strideA = {}, strideS = {}", self.a.ld, self.a.stride, self.stride_s)
+            }),
+            // The workspace query is made for the packed layout, so the call must use it.
+            SvdAlgorithm::ApproxBatched => need(
+                r,
+                self.a.ld == self.m
+                    && self.a.stride == self.m * self.n
+                    && self.u.ld == self.m
+                    && self.u.stride == self.m * self.n
+                    && self.stride_s == self.n
+                    && self.batch <= i32::MAX as usize,
+                || "gesvdaStridedBatched needs a packed batch (lda = ldu = m, strideA = strideU = m * n, strideS = n)".into(),
+            ),
+            _ => Ok(()),
+        }
     }
+}
+
+/// Randomized top-`k` SVD of a strided batch of column-major `m x n` matrices, `m >= n`
+/// (`cusolverDnXgesvdr` with `jobu = jobv = 'S'`, oversampling `p`, `niters` power iterations,
+/// one matrix at a time): `U: m x k`, `S` (the first `k` of `strideS >= n` entries are
+/// written; cuSOLVER's `Srand` holds `min(m, n)`), `VT: k x n`. `A` is overwritten. `U` is
+/// `m x k` but must have room for `min(m, n)` columns (`strideU >= ldu * n`; the first
+/// matrix's trailing columns too), which cuSOLVER's `Urand` may use.
+/// Preconditions: `1 <= k`, `k + p <= n`. The CPU executor computes the exact SVD and keeps
+/// the top `k` (so its result is exact, not randomized).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GesvdrArgs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub p: usize,
+    pub niters: usize,
+    pub a: Strided,
+    pub s: Addr,
+    pub stride_s: usize,
+    pub u: Strided,
+    pub vt: Strided,
+    pub batch: usize,
+}
+
+/// The preconditions of `cusolverDnXgesvdr` for an `m x n` problem (`m >= n` as everywhere here).
+pub fn check_gesvdr_problem(m: usize, n: usize, k: usize, p: usize, dtype: DType) -> Result<()> {
+    const R: &str = "cusolverDnXgesvdr";
+    need(R, m >= n, || format!("{R} needs m >= n, got m = {m} n = {n}"))?;
+    need(R, dtype.is_compute(), || format!("{R} computes in f32 or f64, not {}", dtype.name()))?;
+    need(R, k >= 1, || "the randomized SVD needs k >= 1 (nothing frozen: use another algorithm)".into())?;
+    need(R, k.checked_add(p).is_some_and(|kp| kp <= n), || format!("{R} needs k + p <= min(m, n), got k = {k}, p = {p}, min(m, n) = {n}"))
+}
+
+impl GesvdrArgs {
+    pub fn check(&self) -> Result<()> {
+        check_gesvdr_problem(self.m, self.n, self.k, self.p, self.a.dtype)?;
+        const R: &str = "cusolverDnXgesvdr";
+        need(R, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || "A, U and VT must share an f32/f64 type".into())?;
+        need(R, self.a.ld >= self.m && self.u.ld >= self.m && self.vt.ld >= self.k && self.stride_s >= self.n, || {
+            format!("lda = {}, ldu = {}, ldvt = {}, strideS = {} too small for {} x {} top {}", self.a.ld, self.u.ld, self.vt.ld, self.stride_s, self.m, self.n, self.k)
+        })?;
+        // cuSOLVER's Urand is written for up to min(m, n) columns: U must have room for them.
+        need(R, self.batch <= 1 || self.u.stride >= self.u.ld * self.n, || format!("strideU = {} < ldu * n = {}: U needs room for min(m, n) columns", self.u.stride, self.u.ld * self.n))
+    }
+}
+
+/// Convergence information of the last SVD an executor ran (CUDA only; the CPU's faer SVD has
+/// none to report): the largest over the batch of what the routine returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SvdReport {
+    pub algorithm: Option<SvdAlgorithm>,
+    /// `gesvdj`: `cusolverDnXgesvdjGetResidual`; `gesvdaStridedBatched`: `h_R_nrmF`.
+    pub residual: Option<f64>,
+    /// `gesvdj`: `cusolverDnXgesvdjGetSweeps`.
+    pub sweeps: Option<i32>,
+    /// `Xgesvdp`: `h_err_sigma`.
+    pub err_sigma: Option<f64>,
 }
 
 /// Sign convention of a thin SVD: for each of `count` singular triplets, if the entry of largest
@@ -281,9 +515,18 @@ pub trait Executor: Send + Sync {
     }
     unsafe fn axpby(&self, args: &AxpbyArgs) -> Result<()>;
     unsafe fn dgmm(&self, args: &DgmmArgs) -> Result<()>;
-    /// Workspace bytes `gesvd_strided_batched` needs for this problem (`*_bufferSize`).
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize) -> Result<usize>;
+    /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`
+    /// (`*_bufferSize`); refuses a problem the algorithm's routine cannot take.
+    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize>;
     unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()>;
+    /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
+    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize>;
+    /// Randomized top-`k` SVD (see [`GesvdrArgs`]).
+    unsafe fn gesvdr_strided_batched(&self, args: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()>;
+    /// Convergence information of the last SVD (`None` where the executor has none).
+    fn last_svd_report(&self) -> Option<SvdReport> {
+        None
+    }
     unsafe fn svd_sign_fix(&self, args: &SignFixArgs) -> Result<()>;
     /// Sum of squares of each matrix of a batch, accumulated in f64, returned to the host.
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>>;

@@ -2,7 +2,8 @@
 //!
 //! Tests use it to pin down the call sequence the algorithm layer issues — the same sequence the
 //! CUDA executor receives — e.g. that a batched projection is two strided-batched GEMMs and not a
-//! loop of small ones.
+//! loop of small ones, which SVD routine `Auto` picks per shape, and each GEMM's compute type
+//! (the context's math mode).
 
 use std::sync::Mutex;
 
@@ -17,7 +18,11 @@ pub enum Call {
     Gemm(GemmArgs),
     Axpby(AxpbyArgs),
     Dgmm(DgmmArgs),
+    /// With the algorithm the ops layer chose (`Auto` already resolved per shape).
     Gesvd(GesvdArgs),
+    Gesvdr(GesvdrArgs),
+    /// One `gemm_grouped` call: the groups, each recorded with its compute type.
+    GemmGrouped(Vec<GemmArgs>),
     SignFix(SignFixArgs),
     SumSquares { rows: usize, cols: usize, batch: usize },
     AddDiagonal { n: usize, batch: usize },
@@ -83,8 +88,22 @@ impl<E: Executor> Executor for Recording<E> {
         self.rec(Call::Dgmm(*a));
         self.inner.dgmm(a)
     }
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize) -> Result<usize> {
-        self.inner.gesvd_buffer_size(m, n, dtype, batch)
+    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+        self.inner.gesvd_buffer_size(m, n, dtype, batch, algorithm)
+    }
+    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+        self.inner.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
+    }
+    unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        self.rec(Call::Gesvdr(*a));
+        self.inner.gesvdr_strided_batched(a, work, work_bytes)
+    }
+    fn last_svd_report(&self) -> Option<SvdReport> {
+        self.inner.last_svd_report()
+    }
+    unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
+        self.rec(Call::GemmGrouped(groups.to_vec()));
+        self.inner.gemm_grouped(groups)
     }
     unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
         self.rec(Call::Gesvd(*a));

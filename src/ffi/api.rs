@@ -254,10 +254,62 @@ pub unsafe extern "C" fn osft_context_workspace_bytes(ctx: *mut osft_context, by
     })
 }
 
+/// Choose the SVD algorithm of the context's later `osft_svd`, `osft_svd_list` and
+/// `osft_decompose` calls (an `osft_svd_algorithm` value; the default is `OSFT_SVD_AUTO`).
+/// An unknown value is `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was. An
+/// explicit algorithm that cannot serve a later call's shape or outputs fails that call
+/// (`OSFT_STATUS_PRECONDITION` or `OSFT_STATUS_INVALID_ARGUMENT`), never falls back silently.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_set_svd_algorithm(ctx: *mut osft_context, algorithm: i32) -> osft_status {
+    guard(|| {
+        let c = context(ctx)?;
+        let a = svd_algorithm(algorithm)?;
+        c.ctx.set_svd_algorithm(a);
+        Ok(())
+    })
+}
+
+/// The context's SVD algorithm (an `osft_svd_algorithm` value) in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_get_svd_algorithm(ctx: *const osft_context, out: *mut i32) -> osft_status {
+    guard(|| {
+        let c = context(ctx)?;
+        let out = out_ptr(out, "out")?;
+        *out = c.ctx.svd_algorithm() as i32;
+        Ok(())
+    })
+}
+
+/// Choose the math mode of the context's later projection and reconstruction GEMMs on f32 data
+/// (an `osft_math_mode` value; the default is `OSFT_MATH_EXACT`). An unknown value is
+/// `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was. A CPU context accepts every
+/// mode and computes exactly.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_set_math_mode(ctx: *mut osft_context, mode: i32) -> osft_status {
+    guard(|| {
+        let c = context(ctx)?;
+        let m = math_mode(mode)?;
+        c.ctx.set_math_mode(m);
+        Ok(())
+    })
+}
+
+/// The context's math mode (an `osft_math_mode` value) in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, out: *mut i32) -> osft_status {
+    guard(|| {
+        let c = context(ctx)?;
+        let out = out_ptr(out, "out")?;
+        *out = c.ctx.math_mode() as i32;
+        Ok(())
+    })
+}
+
 // =============================================================================================
 // SVD and decomposition.
 
-/// Workspace bytes `osft_svd` (and `osft_decompose`) need for `w` in `compute`.
+/// Workspace bytes `osft_svd` needs for `w` in `compute` with the context's SVD algorithm (an
+/// algorithm that cannot serve `w` fails here already, with the status the SVD would return).
 #[no_mangle]
 pub unsafe extern "C" fn osft_svd_workspace_size(ctx: *mut osft_context, w: *const osft_matrix, compute: i32, bytes: *mut usize) -> osft_status {
     guard(|| {
@@ -357,10 +409,19 @@ pub unsafe extern "C" fn osft_svd_list(
     })
 }
 
-/// Workspace bytes `osft_decompose` needs (those of the SVD).
+/// Workspace bytes `osft_decompose` needs (those of the SVD, with the context's algorithm).
+/// For `OSFT_SVD_RANDOMIZED` the size depends on `k`, which this query does not take: it
+/// reports the size for the largest subspace, `k + p = min(N, M)`.
 #[no_mangle]
 pub unsafe extern "C" fn osft_decompose_workspace_size(ctx: *mut osft_context, w: *const osft_matrix, compute: i32, bytes: *mut usize) -> osft_status {
-    osft_svd_workspace_size(ctx, w, compute, bytes)
+    guard(|| {
+        let c = context(ctx)?;
+        let out = out_ptr(bytes, "bytes")?;
+        let w = desc(w, "W")?;
+        let n = c.ctx.decompose_workspace_size(&w, super::boundary::compute(compute)?)?;
+        *out = n;
+        Ok(())
+    })
 }
 
 /// Decompose `W` (`N x M`, one matrix or a strided batch, any dtype) and split at rank `k`

@@ -196,6 +196,19 @@ pub(crate) fn strategy(v: i32) -> Result<Strategy> {
     })
 }
 
+pub(crate) fn svd_algorithm(v: i32) -> Result<crate::SvdAlgorithm> {
+    crate::SvdAlgorithm::from_raw(v).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "svd algorithm: unknown value {v} (OSFT_SVD_AUTO = 0, QR = 1, JACOBI = 2, JACOBI_BATCHED = 3, APPROX_BATCHED = 4, POLAR = 5, RANDOMIZED = 6)"
+        ))
+    })
+}
+
+pub(crate) fn math_mode(v: i32) -> Result<crate::MathMode> {
+    crate::MathMode::from_raw(v)
+        .ok_or_else(|| Error::InvalidArgument(format!("math mode: unknown value {v} (OSFT_MATH_EXACT = 0, TF32 = 1, BF16 = 2)")))
+}
+
 pub(crate) fn backend(v: i32) -> Result<osft_backend> {
     Ok(match v {
         0 => osft_backend::OSFT_BACKEND_CPU,

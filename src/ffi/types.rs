@@ -196,6 +196,50 @@ pub enum osft_rank_rule {
     OSFT_RANK_ENTROPY_EFFECTIVE = 3,
 }
 
+/// SVD algorithm of a context (`osft_context_set_svd_algorithm`). The values equal the Rust
+/// `osft::SvdAlgorithm`. Each names the cuSOLVER routine a CUDA context calls; a CPU context
+/// enforces the same routine's preconditions and computes an exact SVD.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum osft_svd_algorithm {
+    /// `gesvdjBatched` for matrices up to 32 x 32, `Xgesvd` above; never an approximate method.
+    OSFT_SVD_AUTO = 0,
+    /// QR-based `cusolverDnXgesvd`, one matrix at a time (concurrent streams), any size.
+    OSFT_SVD_QR = 1,
+    /// Jacobi `cusolverDn<t>gesvdj`, one matrix at a time (concurrent streams), any size.
+    OSFT_SVD_JACOBI = 2,
+    /// `cusolverDn<t>gesvdjBatched`: the whole batch in one call; `N, M <= 32`, else
+    /// `OSFT_STATUS_PRECONDITION`.
+    OSFT_SVD_JACOBI_BATCHED = 3,
+    /// `cusolverDn<t>gesvdaStridedBatched`: APPROXIMATE (works on the Gram matrix: small
+    /// singular values, below ~sqrt(eps) times the largest, and their vectors are inaccurate);
+    /// cuSOLVER's residual norm is checked.
+    OSFT_SVD_APPROX_BATCHED = 4,
+    /// Polar-decomposition `cusolverDnXgesvdp`, one matrix at a time; its `h_err_sigma` is
+    /// checked.
+    OSFT_SVD_POLAR = 5,
+    /// Randomized `cusolverDnXgesvdr`: APPROXIMATE, top `k` only. Valid only for
+    /// `osft_decompose` with `U_low`, `S_low` and `V_low` NULL and `k >= 1`; anything else is
+    /// `OSFT_STATUS_INVALID_ARGUMENT`.
+    OSFT_SVD_RANDOMIZED = 6,
+}
+
+/// Math mode of a context's projection and reconstruction GEMMs on f32 data
+/// (`osft_context_set_math_mode`). The values equal the Rust `osft::MathMode`. f32 accumulation
+/// in every mode; f64 data is always exact; a CPU context computes exactly in every mode.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum osft_math_mode {
+    /// `CUBLAS_COMPUTE_32F`: full f32 products (~1e-7 relative).
+    OSFT_MATH_EXACT = 0,
+    /// `CUBLAS_COMPUTE_32F_FAST_TF32`: inputs rounded to TF32 (10-bit mantissa), ~1e-3 relative
+    /// error per product.
+    OSFT_MATH_TF32 = 1,
+    /// `CUBLAS_COMPUTE_32F_FAST_16BF`: inputs rounded to bf16 (7-bit mantissa), ~1e-2 relative
+    /// error per product.
+    OSFT_MATH_BF16 = 2,
+}
+
 /// A (batched) strided matrix in caller memory: the plain-C face of the Rust `osft::MatDesc`,
 /// shaped so that a DLPack `DLTensor` maps onto it without a copy.
 ///

@@ -5,9 +5,10 @@
 //! `k = 0` (nothing frozen) and `k = R` (everything frozen) are valid; the empty parts may then
 //! be passed as `0`-column / `0`-row descriptors or omitted.
 
-use super::svd::{self, Factors};
+use super::svd::{self, Factors, SvdPlan};
 use super::*;
 use crate::desc::check_disjoint_staged;
+use crate::exec::SvdAlgorithm;
 
 /// The six parts; any may be `None` when the caller does not want it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,21 +70,52 @@ pub(crate) fn check_parts(exec: &dyn Executor, w: &MatDesc, k: usize, p: &Parts)
     Ok((s_high, s_low))
 }
 
-/// Workspace bytes for [`decompose`]: that of the SVD.
-pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<usize> {
-    svd::workspace_size(exec, w, compute)
+/// Whether any trainable (low) part is requested: a non-empty descriptor.
+pub fn wants_low(parts: &Parts) -> bool {
+    [parts.u_low, parts.s_low, parts.v_low].into_iter().flatten().any(|d| d.rows > 0 && d.cols > 0)
+}
+
+/// The SVD a decomposition runs: the full thin SVD, or — for the randomized algorithm, which
+/// serves only the frozen top-`k` part — the top `k`. Requesting a low part with the randomized
+/// algorithm is `InvalidArgument` (never a silent fallback).
+pub fn plan(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdPlan> {
+    if algorithm != SvdAlgorithm::Randomized {
+        return Ok(SvdPlan::full(algorithm));
+    }
+    if wants_low(parts) {
+        return Err(Error::InvalidArgument(
+            "the randomized SVD (OSFT_SVD_RANDOMIZED) computes only the top k: pass NULL for U_low, S_low and V_low, or choose another algorithm".into(),
+        ));
+    }
+    Ok(SvdPlan { algorithm, top_k: Some(k) })
+}
+
+/// Workspace bytes for [`decompose`]: that of the SVD. `k` is needed by the randomized
+/// algorithm only; without it (`None`, the C query has no `k`) its size is reported for the
+/// largest subspace, `k + p = min(N, M)` (cuSOLVER's `Xgesvdr` workspace grows with `k + p`).
+pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, algorithm: SvdAlgorithm, k: Option<usize>) -> Result<usize> {
+    let plan = match (algorithm, k) {
+        (SvdAlgorithm::Randomized, k) => {
+            let n = w.rows.min(w.cols);
+            let k = k.unwrap_or_else(|| n.saturating_sub(crate::exec::GESVDR_OVERSAMPLING).max(1));
+            SvdPlan { algorithm, top_k: Some(k) }
+        }
+        _ => SvdPlan::full(algorithm),
+    };
+    svd::workspace_size(exec, w, compute, plan)
 }
 
 /// Decompose `w` (one matrix or a strided batch, any layout, any dtype) and split at `k`.
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn decompose(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, k: usize, parts: &Parts, compute: DType) -> Result<()> {
+pub unsafe fn decompose(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, k: usize, parts: &Parts, compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
     svd::check_input(exec, w, compute)?;
     check_k(w, k)?;
     let (s_high, s_low) = check_parts(exec, w, k, parts)?;
+    let plan = plan(algorithm, k, parts)?;
     let r = w.rows.min(w.cols);
-    svd::run(exec, ws, w, compute, &mut |f: &Factors| {
+    svd::run(exec, ws, w, compute, plan, &mut |f: &Factors| {
         let put = |src: MatDesc, dst: Option<&MatDesc>| -> Result<()> {
             match dst {
                 Some(d) if !src.is_empty() => copy(exec, &src, &d.batch_range(f.b0, f.nb)),
@@ -91,11 +123,13 @@ pub unsafe fn decompose(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, k: usize,
             }
         };
         put(f.u.cols_range(0, k), parts.u_high)?;
-        put(f.u.cols_range(k, r - k), parts.u_low)?;
         put(f.vt.rows_range(0, k), parts.v_high)?;
-        put(f.vt.rows_range(k, r - k), parts.v_low)?;
         put(f.s.rows_range(0, k), s_high.as_ref())?;
-        put(f.s.rows_range(k, r - k), s_low.as_ref())?;
+        if plan.top_k.is_none() {
+            put(f.u.cols_range(k, r - k), parts.u_low)?;
+            put(f.vt.rows_range(k, r - k), parts.v_low)?;
+            put(f.s.rows_range(k, r - k), s_low.as_ref())?;
+        }
         Ok(())
     })
 }

@@ -140,6 +140,9 @@ pub unsafe fn gemm(exec: &dyn Executor, c: &MatDesc, alpha: f64, a: &MatDesc, b:
     let (aop, lda) = blas_layout(a).ok_or_else(|| Error::Internal("gemm operand A is not BLAS-compatible".into()))?;
     let (bop, ldb) = blas_layout(b).ok_or_else(|| Error::Internal("gemm operand B is not BLAS-compatible".into()))?;
     debug_assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows);
+    // The reduced-precision compute types (the math mode) exist for all-f32 operands only.
+    let all_f32 = a.dtype == DType::F32 && b.dtype == DType::F32 && c.dtype == DType::F32;
+    let compute = if compute.is_f32() && !all_f32 { ComputeType::F32 } else { compute };
     exec.gemm_strided_batched(&GemmArgs {
         transa: aop,
         transb: bop,

@@ -28,6 +28,7 @@
 //! subtracts `U_r C` (or `C V_r`) locally.
 
 use super::*;
+use crate::exec::MathMode;
 use crate::desc::{check_batch, check_disjoint};
 
 /// Which side(s) to project. Values are part of the C ABI.
@@ -165,10 +166,10 @@ pub fn workspace_size(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDes
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device; `ws` must be valid
 /// workspace memory of the size it was created with.
-pub unsafe fn project(exec: &dyn Executor, ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
+pub unsafe fn project(exec: &dyn Executor, ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>, math: MathMode) -> Result<()> {
     let target = check(exec, side, bases, x, out)?;
     let s = layout(ws, side, bases, x, &target)?;
-    let compute = compute_for(x.dtype);
+    let compute = ComputeType::for_data(x.dtype, math);
     // Bring X to where the GEMMs can write it.
     let t = match s.stage {
         Some(st) => {
@@ -298,7 +299,7 @@ fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc, x_
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc) -> Result<()> {
+pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc, math: MathMode) -> Result<()> {
     let left = one_side(side)?;
     check_shard(exec, left, basis, x, false)?;
     let (r, c) = coef_shape(left, basis, x);
@@ -309,7 +310,7 @@ pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatD
     if r == 0 || c == 0 {
         return Ok(());
     }
-    let compute = compute_for(x.dtype);
+    let compute = ComputeType::for_data(x.dtype, math);
     if left {
         gemm(exec, coef, 1.0, &basis.t(), x, 0.0, compute)
     } else {
@@ -333,7 +334,7 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
+pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc, math: MathMode) -> Result<()> {
     let left = one_side(side)?;
     check_shard(exec, left, basis, x, true)?;
     let (r, c) = coef_shape(left, basis, x);
@@ -351,7 +352,7 @@ pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDes
     } else {
         *coef
     };
-    let compute = compute_for(x.dtype);
+    let compute = ComputeType::for_data(x.dtype, math);
     if left {
         gemm(exec, x, -1.0, basis, &coef, 1.0, compute)
     } else {
@@ -431,8 +432,8 @@ pub fn apply_projector_workspace_size(left: bool, p: &MatDesc, x: &MatDesc, out:
 ///
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
-pub(crate) unsafe fn apply_projector(exec: &dyn Executor, ws: &mut Ws, left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
-    let compute = compute_for(x.dtype);
+pub(crate) unsafe fn apply_projector(exec: &dyn Executor, ws: &mut Ws, left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>, math: MathMode) -> Result<()> {
+    let compute = ComputeType::for_data(x.dtype, math);
     match out {
         Some(o) if o != x => {
             if left {

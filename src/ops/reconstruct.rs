@@ -7,6 +7,7 @@
 //! omitted or have rank 0.
 
 use super::*;
+use crate::exec::MathMode;
 use crate::desc::{check_batch, check_disjoint};
 use crate::exec::DgmmArgs;
 
@@ -94,19 +95,19 @@ pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, comput
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out: &MatDesc, compute: DType) -> Result<()> {
+pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out: &MatDesc, compute: DType, math: MathMode) -> Result<()> {
     let checked = check_all(exec, terms, out, compute, true)?;
     let s = layout(ws, &checked, out, compute)?;
-    accumulate(exec, &checked, &s, out, compute)?;
+    accumulate(exec, &checked, &s, out, compute, math)?;
     if s.acc != *out {
         copy(exec, &s.acc, out)?;
     }
     Ok(())
 }
 
-unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &MatDesc, compute: DType) -> Result<()> {
+unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &MatDesc, compute: DType, math: MathMode) -> Result<()> {
     let (n, m) = (out.rows, out.cols);
-    let gc = compute_for(compute);
+    let gc = ComputeType::for_data(compute, math);
     let mut beta = 0.0;
     for (i, t) in terms.iter().enumerate() {
         if t.r == 0 {
@@ -155,7 +156,7 @@ pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms
     let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
     let checked = check_all(exec, terms, &target, compute, false)?;
     let s = layout(ws, &checked, &target, compute)?;
-    accumulate(exec, &checked, &s, &target, compute)?;
+    accumulate(exec, &checked, &s, &target, compute, MathMode::Exact)?; // diagnostics measure: always exact
     Ok(target)
 }
 

@@ -18,7 +18,28 @@
 //! matrix's scratch works, more is faster.
 
 use super::*;
-use crate::exec::{GesvdArgs, SignFixArgs, Vectors};
+use crate::exec::{GesvdArgs, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING};
+
+/// What an SVD computes: the algorithm (`Auto` resolved per shape by
+/// [`SvdAlgorithm::resolve`]) and, for the randomized SVD only, the top `k` to keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvdPlan {
+    pub algorithm: SvdAlgorithm,
+    /// `Some(k)`: only the top `k` triplets are wanted (the randomized SVD's use; required for
+    /// it). `None`: the full thin SVD.
+    pub top_k: Option<usize>,
+}
+
+impl SvdPlan {
+    pub fn full(algorithm: SvdAlgorithm) -> Self {
+        SvdPlan { algorithm, top_k: None }
+    }
+}
+
+/// Oversampling of the randomized SVD for the top `k` of `n`: `min(GESVDR_OVERSAMPLING, n - k)`.
+pub fn gesvdr_oversampling(n: usize, k: usize) -> usize {
+    GESVDR_OVERSAMPLING.min(n.saturating_sub(k))
+}
 
 /// Upper bound on the workspace an SVD asks for: larger batches are streamed in chunks.
 pub const MAX_CHUNK_BYTES: usize = 1 << 30;
@@ -43,22 +64,27 @@ struct Layout {
     work_bytes: usize,
 }
 
-fn layout(exec: &dyn Executor, ws: &mut Ws, m: usize, n: usize, nb: usize, compute: DType) -> Result<Layout> {
+/// The scratch does not depend on `k` (U and VT are laid out `m x n` and `n x n` for the
+/// randomized SVD too); only the routine's own workspace does.
+fn layout(exec: &dyn Executor, ws: &mut Ws, m: usize, n: usize, nb: usize, compute: DType, plan: SvdPlan) -> Result<Layout> {
     let a = ws.mat(compute, m, n, nb)?;
     let s = ws.mat(compute, n, 1, nb)?;
     let u = ws.mat(compute, m, n, nb)?;
     let vt = ws.mat(compute, n, n, nb)?;
-    let work_bytes = exec.gesvd_buffer_size(m, n, compute, nb)?;
+    let work_bytes = match plan.top_k {
+        Some(k) => exec.gesvdr_buffer_size(m, n, k, gesvdr_oversampling(n, k), GESVDR_ITERATIONS, compute, nb)?,
+        None => exec.gesvd_buffer_size(m, n, compute, nb, plan.algorithm.resolve(m, n))?,
+    };
     let work = ws.take(work_bytes)?;
     Ok(Layout { a, s, u, vt, work, work_bytes })
 }
 
 /// The largest chunk of a batch of `batch` that fits `avail` bytes (at least 1, which may then
 /// fail with `WorkspaceTooSmall`).
-fn chunk(exec: &dyn Executor, ws: &Ws, m: usize, n: usize, batch: usize, compute: DType) -> Result<usize> {
+fn chunk(exec: &dyn Executor, ws: &Ws, m: usize, n: usize, batch: usize, compute: DType, plan: SvdPlan) -> Result<usize> {
     let need = |nb: usize| -> Result<usize> {
         let mut w = Ws::measure(exec.device());
-        layout(exec, &mut w, m, n, nb, compute)?;
+        layout(exec, &mut w, m, n, nb, compute, plan)?;
         Ok(w.used())
     };
     let avail = if ws.is_measuring() { MAX_CHUNK_BYTES } else { ws.available() };
@@ -82,27 +108,48 @@ pub(crate) fn check_input(exec: &dyn Executor, w: &MatDesc, compute: DType) -> R
 }
 
 /// Workspace bytes for the SVD of `w` (shape and batch matter, not the address).
-pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType) -> Result<usize> {
+pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<usize> {
     let mut ws = Ws::measure(exec.device());
     // SAFETY: a measuring workspace only lays out scratch; no primitive runs.
-    unsafe { run(exec, &mut ws, w, compute, &mut |_| Ok(())) }?;
+    unsafe { run(exec, &mut ws, w, compute, plan, &mut |_| Ok(())) }?;
     Ok(ws.used())
 }
 
-/// Run the factorisation chunk by chunk, handing each chunk's compute-type factors to `emit`.
+/// Check that `plan` can serve an SVD of `w`: the randomized SVD only with a top `k`, and its
+/// `k` within `cusolverDnXgesvdr`'s range. The routines' other preconditions are the
+/// executor's (reported by the workspace query, before anything runs).
+pub fn check_plan(w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<()> {
+    let (m, n) = (w.rows.max(w.cols), w.rows.min(w.cols));
+    match (plan.algorithm, plan.top_k) {
+        (SvdAlgorithm::Randomized, None) => Err(Error::InvalidArgument(
+            "the randomized SVD (OSFT_SVD_RANDOMIZED, cusolverDnXgesvdr) computes only the top k singular triplets: use it for a decomposition that requests only U_high, S_high and V_high (the low parts NULL), or choose another algorithm".into(),
+        )),
+        (SvdAlgorithm::Randomized, Some(k)) => crate::exec::check_gesvdr_problem(m, n, k, gesvdr_oversampling(n, k), compute),
+        (_, Some(_)) => Err(Error::Internal("a top-k SVD is only planned for the randomized algorithm".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Run the factorisation chunk by chunk, handing each chunk's compute-type factors to `emit`
+/// (with `plan.top_k = Some(k)`, only the top `k` triplets: `U` has `k` columns, `Vt` `k` rows).
 /// With a measuring `ws`, only lays out scratch and calls nothing.
 pub(crate) unsafe fn run(
     exec: &dyn Executor,
     ws: &mut Ws,
     w: &MatDesc,
     compute: DType,
+    plan: SvdPlan,
     emit: &mut dyn FnMut(&Factors) -> Result<()>,
 ) -> Result<()> {
+    check_plan(w, compute, plan)?;
     let (big, small) = (w.rows.max(w.cols), w.rows.min(w.cols));
     let transposed = w.rows < w.cols;
     let (m, n) = (big, small);
-    let nb_max = chunk(exec, ws, m, n, w.batch, compute)?;
-    let l = layout(exec, ws, m, n, nb_max, compute)?;
+    let nb_max = chunk(exec, ws, m, n, w.batch, compute, plan)?;
+    let l = layout(exec, ws, m, n, nb_max, compute, plan)?;
+    let algorithm = plan.algorithm.resolve(m, n);
+    // Triplets computed: all n, or the top k.
+    let r = plan.top_k.unwrap_or(n);
     if ws.is_measuring() {
         return Ok(());
     }
@@ -116,37 +163,41 @@ pub(crate) unsafe fn run(
         let src = if transposed { wc.t() } else { wc };
         {
             copy(exec, &src, &a)?;
-            exec.gesvd_strided_batched(
-                &GesvdArgs {
-                    m,
-                    n,
-                    a: Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n },
-                    s: l.s.addr,
-                    stride_s: n,
-                    u: Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n },
-                    vt: Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n },
-                    batch: nb,
-                },
-                l.work,
-                l.work_bytes,
-            )
+            let a_s = Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n };
+            let u_s = Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n };
+            let vt_s = Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n };
+            match plan.top_k {
+                Some(k) => exec.gesvdr_strided_batched(
+                    &GesvdrArgs { m, n, k, p: gesvdr_oversampling(n, k), niters: GESVDR_ITERATIONS, a: a_s, s: l.s.addr, stride_s: n, u: u_s, vt: vt_s, batch: nb },
+                    l.work,
+                    l.work_bytes,
+                ),
+                None => exec.gesvd_strided_batched(
+                    &GesvdArgs { m, n, a: a_s, s: l.s.addr, stride_s: n, u: u_s, vt: vt_s, batch: nb, algorithm },
+                    l.work,
+                    l.work_bytes,
+                ),
+            }
             .map_err(|e| match e {
                 Error::NotConverged { index } => Error::NotConverged { index: b0 + index },
                 e => e,
             })?;
+            // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
+            let u_r = MatDesc { batch: nb, cols: r, ..l.u };
+            let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
             let (u, vt) = if transposed {
                 // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
-                (MatDesc { batch: nb, ..l.vt }.t(), MatDesc { batch: nb, ..l.u }.t())
+                (vt_r.t(), u_r.t())
             } else {
-                (MatDesc { batch: nb, ..l.u }, MatDesc { batch: nb, ..l.vt })
+                (u_r, vt_r)
             };
             exec.svd_sign_fix(&SignFixArgs {
-                count: n,
+                count: r,
                 batch: nb,
                 left: Vectors { addr: u.addr, dtype: compute, len: u.rows, elem_stride: u.row_stride, vec_stride: u.col_stride, batch_stride: u.batch_stride },
                 right: Vectors { addr: vt.addr, dtype: compute, len: vt.cols, elem_stride: vt.col_stride, vec_stride: vt.row_stride, batch_stride: vt.batch_stride },
             })?;
-            emit(&Factors { b0, nb, u, s: MatDesc { batch: nb, ..l.s }, vt })?;
+            emit(&Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })?;
         }
         b0 += nb;
     }
@@ -203,10 +254,10 @@ use crate::desc::{check_disjoint, check_disjoint_staged};
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device, and `ws` valid
 /// workspace memory of at least the bytes it was created with.
-pub unsafe fn svd(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
+pub unsafe fn svd(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, out: &SvdOut, compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
     check_input(exec, w, compute)?;
     let s_out = check_outputs(exec, w, out)?;
-    run(exec, ws, w, compute, &mut |f| {
+    run(exec, ws, w, compute, SvdPlan::full(algorithm), &mut |f| {
         if let Some(u) = out.u {
             copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
         }
@@ -231,7 +282,7 @@ pub struct SvdProblem<'a> {
 ///
 /// # Safety
 /// As for [`svd`].
-pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem<'a>], compute: DType) -> Result<()> {
+pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem<'a>], compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
     fn cross(e: Error, i: usize, j: usize) -> Error {
         match e {
             Error::Overlap { arg, msg } => Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") },
@@ -245,6 +296,7 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
         };
         check_input(exec, p.w, compute).map_err(ctx)?;
         check_outputs(exec, p.w, &p.out).map_err(ctx)?;
+        check_plan(p.w, compute, SvdPlan::full(algorithm))?;
     }
     // Problem i's outputs are written before problem j is read: no output may touch another
     // problem's input or outputs.
@@ -265,7 +317,7 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
     }
     for p in problems {
         let mut sub = Ws::over(ws.base.unwrap_or(0), ws.bytes, ws.device);
-        svd(exec, &mut sub, p.w, &p.out, compute)?;
+        svd(exec, &mut sub, p.w, &p.out, compute, algorithm)?;
     }
     Ok(())
 }

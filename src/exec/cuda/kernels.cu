@@ -167,3 +167,15 @@ COSINE(f64)
     }
 SIGN_FIX(f32)
 SIGN_FIX(f64)
+
+// Pointer arrays of one group of a grouped batched GEMM (cublasGemmGroupedBatchedEx takes device
+// arrays of device pointers): entry i of each array is base + i * stride (bytes).
+extern "C" __global__ void osft_fill_ptrs(i64 count, unsigned long long a, i64 sa, unsigned long long b, i64 sb,
+                                          unsigned long long c, i64 sc, unsigned long long* pa, unsigned long long* pb,
+                                          unsigned long long* pc) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < count; i += (i64)gridDim.x * blockDim.x) {
+        pa[i] = a + (unsigned long long)(i * sa);
+        pb[i] = b + (unsigned long long)(i * sb);
+        pc[i] = c + (unsigned long long)(i * sc);
+    }
+}

@@ -1,7 +1,7 @@
 //! The CUDA executor: the primitives on device memory, on the caller's stream.
 //!
-//! Thin argument marshalling onto cuBLAS (`cublasGemmStridedBatchedEx_64`), cuSOLVER
-//! (`gesvdjBatched` for matrices up to 32 x 32, `Xgesvd` otherwise) and the NVRTC kernels of
+//! Thin argument marshalling onto cuBLAS (`cublasGemmStridedBatchedEx_64`,
+//! `cublasGemmGroupedBatchedEx_64`), cuSOLVER (the routine of each [`SvdAlgorithm`]) and the NVRTC kernels of
 //! `kernels.cu` (strided copy/cast, dgmm, sign fix, reductions). All libraries are loaded at run
 //! time through cudarc's `sys` layer: the crate builds and links without a CUDA toolkit, and a
 //! missing driver, library or device is `Error::BackendUnavailable`, never a panic (presence is
@@ -68,6 +68,17 @@ fn solver_type(d: DType) -> cs::cudaDataType {
         cs::cudaDataType::CUDA_R_32F
     }
 }
+/// The math mode reaches cuBLAS as the compute type (the handle's math mode stays
+/// `CUBLAS_DEFAULT_MATH`): TF32 / bf16 tensor cores only where the `FAST` type asks for them.
+fn cublas_compute(c: ComputeType) -> cb::cublasComputeType_t {
+    match c {
+        ComputeType::F64 => cb::cublasComputeType_t::CUBLAS_COMPUTE_64F,
+        ComputeType::F32 => cb::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        ComputeType::F32FastTf32 => cb::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+        ComputeType::F32FastBf16 => cb::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF,
+    }
+}
+
 fn op(o: Op) -> cb::cublasOperation_t {
     match o {
         Op::N => cb::cublasOperation_t::CUBLAS_OP_N,
@@ -76,6 +87,19 @@ fn op(o: Op) -> cb::cublasOperation_t {
 }
 fn sfx(d: DType) -> &'static str {
     d.name()
+}
+
+/// Streams in the pool that per-matrix SVD loops are spread over.
+pub const SVD_STREAMS: usize = 4;
+
+/// One stream of the pool with its own cuSOLVER handle (bound to it once), parameters, Jacobi
+/// info and the event that joins it back to the caller's stream.
+struct Lane {
+    stream: cu::CUstream,
+    solver: cs::cusolverDnHandle_t,
+    params: cs::cusolverDnParams_t,
+    gesvdj: cs::gesvdjInfo_t,
+    done: cu::CUevent,
 }
 
 /// Raw handles. Used only with `lock` held and the context current.
@@ -89,6 +113,12 @@ struct Handles {
     gesvdj: cs::gesvdjInfo_t,
     module: cu::CUmodule,
     funcs: HashMap<String, cu::CUfunction>,
+    /// The SVD stream pool (created once per executor) and the fork event.
+    lanes: Vec<Lane>,
+    fork: cu::CUevent,
+    /// Device pointer arrays of `gemm_grouped`: address and capacity in pointers (per array).
+    ptrs: Option<(cu::CUdeviceptr, usize)>,
+    report: Option<SvdReport>,
 }
 
 /// The CUDA executor for one device.
@@ -189,7 +219,41 @@ impl CudaExecutor {
             cs_check(cs::cusolverDnCreateParams(&mut params), "cusolverDnCreateParams")?;
             let mut gesvdj = std::ptr::null_mut();
             cs_check(cs::cusolverDnCreateGesvdjInfo(&mut gesvdj), "cusolverDnCreateGesvdjInfo")?;
-            let h = Handles { ctx, dev, stream: std::ptr::null_mut(), cublas, solver, params, gesvdj, module, funcs };
+            let no_timing = cu::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32;
+            let mut fork = std::ptr::null_mut();
+            cu_check(cu::cuEventCreate(&mut fork, no_timing), "cuEventCreate")?;
+            let mut lanes = Vec::with_capacity(SVD_STREAMS);
+            for _ in 0..SVD_STREAMS {
+                // Non-blocking: no implicit ordering with the legacy default stream; the fork and
+                // join events order the pool against the caller's stream explicitly.
+                let mut stream = std::ptr::null_mut();
+                cu_check(cu::cuStreamCreate(&mut stream, cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32), "cuStreamCreate")?;
+                let mut solver = std::ptr::null_mut();
+                cs_check(cs::cusolverDnCreate(&mut solver), "cusolverDnCreate")?;
+                cs_check(cs::cusolverDnSetStream(solver, stream as cs::cudaStream_t), "cusolverDnSetStream")?;
+                let mut params = std::ptr::null_mut();
+                cs_check(cs::cusolverDnCreateParams(&mut params), "cusolverDnCreateParams")?;
+                let mut gesvdj = std::ptr::null_mut();
+                cs_check(cs::cusolverDnCreateGesvdjInfo(&mut gesvdj), "cusolverDnCreateGesvdjInfo")?;
+                let mut done = std::ptr::null_mut();
+                cu_check(cu::cuEventCreate(&mut done, no_timing), "cuEventCreate")?;
+                lanes.push(Lane { stream, solver, params, gesvdj, done });
+            }
+            let h = Handles {
+                ctx,
+                dev,
+                stream: std::ptr::null_mut(),
+                cublas,
+                solver,
+                params,
+                gesvdj,
+                module,
+                funcs,
+                lanes,
+                fork,
+                ptrs: None,
+                report: None,
+            };
             Ok(CudaExecutor { ordinal, h: Mutex::new(h) })
         }
     }
@@ -208,6 +272,18 @@ impl Drop for CudaExecutor {
         // SAFETY: handles created in `open`, destroyed once.
         unsafe {
             cu::cuCtxSetCurrent(h.ctx);
+            for l in h.lanes.drain(..) {
+                cu::cuStreamSynchronize(l.stream);
+                cs::cusolverDnDestroyGesvdjInfo(l.gesvdj);
+                cs::cusolverDnDestroyParams(l.params);
+                cs::cusolverDnDestroy(l.solver);
+                cu::cuEventDestroy_v2(l.done);
+                cu::cuStreamDestroy_v2(l.stream);
+            }
+            cu::cuEventDestroy_v2(h.fork);
+            if let Some((p, _)) = h.ptrs.take() {
+                cu::cuMemFree_v2(p);
+            }
             cs::cusolverDnDestroyGesvdjInfo(h.gesvdj);
             cs::cusolverDnDestroyParams(h.params);
             cs::cusolverDnDestroy(h.solver);
@@ -291,7 +367,7 @@ impl Executor for CudaExecutor {
         } else {
             (&a32 as *const f32 as *const c_void, &b32 as *const f32 as *const c_void)
         };
-        let compute = if g.compute == ComputeType::F64 { cb::cublasComputeType_t::CUBLAS_COMPUTE_64F } else { cb::cublasComputeType_t::CUBLAS_COMPUTE_32F };
+        let compute = cublas_compute(g.compute);
         cb_check(
             cb::cublasGemmStridedBatchedEx_64(
                 h.cublas,
@@ -319,6 +395,101 @@ impl Executor for CudaExecutor {
                 cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             ),
             "cublasGemmStridedBatchedEx",
+        )
+    }
+
+    /// `cublasGemmGroupedBatchedEx_64` (cuBLAS 12.5+) where every group shares one type
+    /// combination it supports — (f32, f32, f32) with `CUBLAS_COMPUTE_32F` or
+    /// `_FAST_TF32`, (f16|bf16 in and out) with `CUBLAS_COMPUTE_32F`, (f64) with
+    /// `CUBLAS_COMPUTE_64F`; otherwise (e.g. bf16 in with f32 out, or the bf16 fast mode) the
+    /// groups run as back-to-back strided-batched GEMMs on the same stream.
+    ///
+    /// The routine takes device arrays of device pointers. They live in a per-executor buffer of
+    /// `3 x capacity` pointers, grown (after a stream synchronisation, so no in-flight call reads
+    /// the old one) only when a call has more problems than any before; a small NVRTC kernel
+    /// fills them on the stream, one launch per group, so a call allocates nothing once the
+    /// buffer is large enough, never synchronises the host then, and can be captured in a graph.
+    /// Stream-ordering makes reuse safe on one stream; after switching streams with
+    /// `set_stream`, order the old stream's work before the new one's (as with cuBLAS's own
+    /// workspace).
+    unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
+        for g in groups {
+            g.check()?;
+        }
+        let live: Vec<&GemmArgs> = groups.iter().filter(|g| g.m > 0 && g.n > 0).collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let g0 = live[0];
+        let uniform = live.iter().all(|g| g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute);
+        use DType::*;
+        let supported = matches!(
+            (g0.compute, g0.a.dtype, g0.b.dtype, g0.c.dtype),
+            (ComputeType::F32 | ComputeType::F32FastTf32, F32, F32, F32)
+                | (ComputeType::F32, F16, F16, F16)
+                | (ComputeType::F32, BF16, BF16, BF16)
+                | (ComputeType::F64, F64, F64, F64)
+        );
+        if !uniform || !supported || live.len() == 1 {
+            for g in live {
+                self.gemm_strided_batched(g)?;
+            }
+            return Ok(());
+        }
+        let total: usize = live.iter().map(|g| g.batch).sum();
+        let mut h = self.lock()?;
+        if h.ptrs.is_none_or(|(_, cap)| cap < total) {
+            if let Some((old, _)) = h.ptrs.take() {
+                cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
+                cu::cuMemFree_v2(old);
+            }
+            let cap = total.next_power_of_two().max(256);
+            let mut p = 0;
+            if cu::cuMemAlloc_v2(&mut p, 3 * cap * 8) != cu::CUresult::CUDA_SUCCESS {
+                return Err(Error::AllocationFailed { bytes: 3 * cap * 8 });
+            }
+            h.ptrs = Some((p, cap));
+        }
+        let (base, cap) = h.ptrs.unwrap();
+        let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
+        let mut off = 0usize;
+        for g in &live {
+            let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
+            let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
+                g.batch as i64, g.a.addr as u64, (g.a.stride * sa) as i64, g.b.addr as u64, (g.b.stride * sb) as i64, g.c.addr as u64,
+                (g.c.stride * scc) as i64, pa + (off * 8) as u64, pb + (off * 8) as u64, pc + (off * 8) as u64,
+            );
+            let mut p: [*mut c_void; 10] = [
+                &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void, &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
+            off += g.batch;
+        }
+        // Host arrays, one entry per group (read by cuBLAS during the call).
+        let ta: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transa)).collect();
+        let tb: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transb)).collect();
+        let dims = |f: &dyn Fn(&GemmArgs) -> usize| -> Vec<i64> { live.iter().map(|g| f(g) as i64).collect() };
+        let (mm, nn, kk) = (dims(&|g| g.m), dims(&|g| g.n), dims(&|g| g.k));
+        let (lda, ldb, ldc, size) = (dims(&|g| g.a.ld), dims(&|g| g.b.ld), dims(&|g| g.c.ld), dims(&|g| g.batch));
+        let (al64, be64): (Vec<f64>, Vec<f64>) = (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
+        let (al32, be32): (Vec<f32>, Vec<f32>) = (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
+        let (alpha, beta): (*const c_void, *const c_void) = if g0.compute == ComputeType::F64 {
+            (al64.as_ptr() as *const c_void, be64.as_ptr() as *const c_void)
+        } else {
+            (al32.as_ptr() as *const c_void, be32.as_ptr() as *const c_void)
+        };
+        cb_check(
+            cb::cublasGemmGroupedBatchedEx_64(
+                h.cublas, ta.as_ptr(), tb.as_ptr(), mm.as_ptr(), nn.as_ptr(), kk.as_ptr(), alpha,
+                pa as *const *const c_void, cublas_type(g0.a.dtype), lda.as_ptr(),
+                pb as *const *const c_void, cublas_type(g0.b.dtype), ldb.as_ptr(), beta,
+                pc as *const *mut c_void, cublas_type(g0.c.dtype), ldc.as_ptr(),
+                live.len() as i64, size.as_ptr(), cublas_compute(g0.compute),
+            ),
+            "cublasGemmGroupedBatchedEx",
         )
     }
 
@@ -369,81 +540,197 @@ impl Executor for CudaExecutor {
         launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
     }
 
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize) -> Result<usize> {
-        if m < n || !dtype.is_compute() {
-            return Err(Error::precondition("gesvd", format!("gesvd needs m >= n and f32/f64, got {m} x {n} {}", dtype.name())));
-        }
+    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+        algorithm.check_problem(m, n, dtype)?;
         let h = self.lock()?;
         // SAFETY: size queries with null data pointers, as cuSOLVER allows.
-        unsafe { gesvd_layout(&h, m, n, dtype, batch).map(|l| l.total) }
+        unsafe { svd_layout(&h, algorithm.resolve(m, n), m, n, dtype, batch, None).map(|l| l.total) }
+    }
+
+    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+        check_gesvdr_problem(m, n, k, p, dtype)?;
+        let h = self.lock()?;
+        // SAFETY: as above.
+        unsafe { svd_layout(&h, SvdAlgorithm::Randomized, m, n, dtype, batch, Some((k, p, niters))).map(|l| l.total) }
+    }
+
+    fn last_svd_report(&self) -> Option<SvdReport> {
+        self.h.lock().ok().and_then(|h| h.report)
     }
 
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
         g.check()?;
-        let h = self.lock()?;
-        let l = gesvd_layout(&h, g.m, g.n, g.a.dtype, g.batch)?;
+        let alg = g.algorithm.resolve(g.m, g.n);
+        let mut h = self.lock()?;
+        h.report = None;
+        let l = svd_layout(&h, alg, g.m, g.n, g.a.dtype, g.batch, None)?;
         if work_bytes < l.total {
             return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
         }
         let info = work + l.info;
-        let (m, n, sz) = (g.m, g.n, g.a.dtype.size());
-        if l.jacobi {
-            // gesvdjBatched writes full U (m x m) and V (n x n); then thin U and VT = V^T by copy.
-            let (uf, vf) = (work + l.u_full, work + l.v_full);
-            let lwork = l.lwork as i32;
-            let dev = work + l.dev;
-            macro_rules! call {
-                ($f:ident, $t:ty) => {
-                    cs::$f(
-                        h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32,
-                        g.a.addr as *mut $t, g.a.ld as i32, g.s as *mut $t, uf as *mut $t, m as i32, vf as *mut $t, n as i32,
-                        dev as *mut $t, lwork, info as *mut i32, h.gesvdj, g.batch as i32,
-                    )
-                };
+        let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+        let f64t = dt == DType::F64;
+        let mut report = SvdReport { algorithm: Some(alg), ..Default::default() };
+        // Where V (not VT) was written, packed n x n per matrix, to be transposed into VT.
+        let mut v_scratch: Option<Addr> = None;
+        let mut host_residuals: Vec<f64> = vec![];
+        match alg {
+            SvdAlgorithm::JacobiBatched => {
+                // gesvdjBatched writes full U (m x m) and V (n x n); then thin U and VT = V^T by copy.
+                let (uf, vf) = (work + l.u_full, work + l.v_full);
+                let lwork = l.lwork as i32;
+                let dev = work + l.dev;
+                macro_rules! call {
+                    ($f:ident, $t:ty) => {
+                        cs::$f(
+                            h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32,
+                            g.a.addr as *mut $t, g.a.ld as i32, g.s as *mut $t, uf as *mut $t, m as i32, vf as *mut $t, n as i32,
+                            dev as *mut $t, lwork, info as *mut i32, h.gesvdj, g.batch as i32,
+                        )
+                    };
+                }
+                let r = if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) };
+                cs_check(r, "gesvdjBatched")?;
+                drop(h);
+                let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+                self.axpby(&AxpbyArgs { rows: m, cols: n, batch: g.batch, alpha: 1.0, src: s2(uf, 1, m, m * m), beta: 0.0, dst: s2(g.u.addr, 1, g.u.ld, g.u.stride) })?;
+                v_scratch = Some(vf);
             }
-            // gesvdjBatched needs packed batches (stride lda * n, stride n for S).
-            if g.a.stride != g.a.ld * n || g.stride_s != n {
-                return Err(Error::precondition("gesvd", "gesvdjBatched needs packed A and S batches"));
+            SvdAlgorithm::ApproxBatched => {
+                // One call for the batch; rank = n (all pairs). U is written in place (packed,
+                // checked), V into scratch. h_R_nrmF: one residual per matrix, on the host (the
+                // call therefore blocks until it is known).
+                host_residuals = vec![f64::NAN; g.batch];
+                let (dev, vf) = (work + l.dev, work + l.v);
+                macro_rules! call {
+                    ($f:ident, $t:ty) => {
+                        cs::$f(
+                            h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32,
+                            g.a.addr as *const $t, g.a.ld as i32, g.a.stride as i64, g.s as *mut $t, g.stride_s as i64,
+                            g.u.addr as *mut $t, g.u.ld as i32, g.u.stride as i64, vf as *mut $t, n as i32, (n * n) as i64,
+                            dev as *mut $t, l.lwork as i32, info as *mut i32, host_residuals.as_mut_ptr(), g.batch as i32,
+                        )
+                    };
+                }
+                let r = if f64t { call!(cusolverDnDgesvdaStridedBatched, f64) } else { call!(cusolverDnSgesvdaStridedBatched, f32) };
+                cs_check(r, "gesvdaStridedBatched")?;
+                drop(h);
+                v_scratch = Some(vf);
             }
-            let r = if g.a.dtype == DType::F64 { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) };
-            cs_check(r, "gesvdjBatched")?;
-            drop(h);
-            let dt = g.a.dtype;
+            SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar => {
+                let sdt = solver_type(dt);
+                let vf = work + l.v;
+                let mut err_sigma = vec![0f64; g.batch];
+                let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
+                    let a = (g.a.addr + b * g.a.stride * sz) as *mut c_void;
+                    let s = (g.s + b * g.stride_s * sz) as *mut c_void;
+                    let u = (g.u.addr + b * g.u.stride * sz) as *mut c_void;
+                    let v = (vf + b * n * n * sz) as *mut c_void;
+                    let inf = (info + b * 4) as *mut i32;
+                    match alg {
+                        SvdAlgorithm::Qr => cs_check(
+                            cs::cusolverDnXgesvd(
+                                lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, sdt, a, g.a.ld as i64, sdt, s, sdt, u,
+                                g.u.ld as i64, sdt, (g.vt.addr + b * g.vt.stride * sz) as *mut c_void, g.vt.ld as i64, sdt, dev as *mut c_void,
+                                l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, inf,
+                            ),
+                            "cusolverDnXgesvd",
+                        ),
+                        SvdAlgorithm::Jacobi => {
+                            macro_rules! call {
+                                ($f:ident, $t:ty) => {
+                                    cs::$f(
+                                        lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, a as *mut $t,
+                                        g.a.ld as i32, s as *mut $t, u as *mut $t, g.u.ld as i32, v as *mut $t, n as i32, dev as *mut $t,
+                                        l.lwork as i32, inf, lane.gesvdj,
+                                    )
+                                };
+                            }
+                            cs_check(if f64t { call!(cusolverDnDgesvdj, f64) } else { call!(cusolverDnSgesvdj, f32) }, "gesvdj")
+                        }
+                        _ => cs_check(
+                            cs::cusolverDnXgesvdp(
+                                lane.solver, lane.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, sdt, a,
+                                g.a.ld as i64, sdt, s, sdt, u, g.u.ld as i64, sdt, v, n as i64, sdt, dev as *mut c_void, l.lwork,
+                                host.as_mut_ptr() as *mut c_void, l.host_bytes, inf, &mut err_sigma[b],
+                            ),
+                            "cusolverDnXgesvdp",
+                        ),
+                    }
+                });
+                if alg == SvdAlgorithm::Jacobi {
+                    // Residual and sweeps of the last matrix each stream factored (gesvdjInfo
+                    // holds the latest call's); per-matrix convergence is `info` below.
+                    let (mut res_max, mut sweeps_max) = (0f64, 0i32);
+                    for lane in &h.lanes[..l.lanes] {
+                        let (mut r, mut sw) = (0f64, 0i32);
+                        if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                            res_max = res_max.max(r);
+                        }
+                        if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                            sweeps_max = sweeps_max.max(sw);
+                        }
+                    }
+                    report.residual = Some(res_max);
+                    report.sweeps = Some(sweeps_max);
+                }
+                if alg == SvdAlgorithm::Polar {
+                    report.err_sigma = Some(err_sigma.iter().cloned().fold(0.0, f64::max));
+                    host_residuals = err_sigma;
+                }
+                drop(h);
+                res?;
+                if alg != SvdAlgorithm::Qr {
+                    v_scratch = Some(vf);
+                }
+            }
+            SvdAlgorithm::Auto | SvdAlgorithm::Randomized => unreachable!("resolved and refused by GesvdArgs::check"),
+        }
+        if let Some(vf) = v_scratch {
+            // VT = V^T: read V (n x n, packed) with swapped strides.
             let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-            self.axpby(&AxpbyArgs { rows: m, cols: n, batch: g.batch, alpha: 1.0, src: s2(uf, 1, m, m * m), beta: 0.0, dst: s2(g.u.addr, 1, g.u.ld, g.u.stride) })?;
             self.axpby(&AxpbyArgs { rows: n, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
-        } else {
-            let dt = solver_type(g.a.dtype);
-            let mut host = vec![0u8; l.host_bytes.max(1)];
-            for b in 0..g.batch {
-                cs_check(
-                    cs::cusolverDnXgesvd(
-                        h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64,
-                        dt, (g.a.addr + b * g.a.stride * sz) as *mut c_void, g.a.ld as i64,
-                        dt, (g.s + b * g.stride_s * sz) as *mut c_void,
-                        dt, (g.u.addr + b * g.u.stride * sz) as *mut c_void, g.u.ld as i64,
-                        dt, (g.vt.addr + b * g.vt.stride * sz) as *mut c_void, g.vt.ld as i64,
-                        dt, (work + l.dev) as *mut c_void, l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes,
-                        (info + b * 4) as *mut i32,
-                    ),
-                    "cusolverDnXgesvd",
-                )?;
-            }
-            drop(h);
         }
-        // Convergence: one int per matrix (0 ok, > 0 not converged, < 0 bad argument).
-        let mut bytes = vec![0u8; g.batch * 4];
-        self.read_to_host(info, &mut bytes)?;
-        for (i, c) in bytes.chunks_exact(4).enumerate() {
-            let v = i32::from_ne_bytes(c.try_into().unwrap());
-            if v > 0 {
-                return Err(Error::NotConverged { index: i });
-            }
-            if v < 0 {
-                return Err(Error::precondition("gesvd", format!("cuSOLVER reports parameter {} invalid for matrix {i}", -v)));
-            }
+        if alg == SvdAlgorithm::ApproxBatched {
+            report.residual = Some(host_residuals.iter().cloned().fold(0.0, f64::max));
         }
-        Ok(())
+        let checked = self.check_info(info, g.batch, alg.routine(), &host_residuals);
+        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
+        checked
+    }
+
+    unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        g.check()?;
+        let mut h = self.lock()?;
+        h.report = None;
+        let l = svd_layout(&h, SvdAlgorithm::Randomized, g.m, g.n, g.a.dtype, g.batch, Some((g.k, g.p, g.niters)))?;
+        if work_bytes < l.total {
+            return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
+        }
+        let (info, vf) = (work + l.info, work + l.v);
+        let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+        let sdt = solver_type(dt);
+        let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
+            cs_check(
+                cs::cusolverDnXgesvdr(
+                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, g.p as i64, g.niters as i64,
+                    sdt, (g.a.addr + b * g.a.stride * sz) as *mut c_void, g.a.ld as i64,
+                    sdt, (g.s + b * g.stride_s * sz) as *mut c_void,
+                    sdt, (g.u.addr + b * g.u.stride * sz) as *mut c_void, g.u.ld as i64,
+                    sdt, (vf + b * n * n * sz) as *mut c_void, n as i64,
+                    sdt, dev as *mut c_void, l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, (info + b * 4) as *mut i32,
+                ),
+                "cusolverDnXgesvdr",
+            )
+        });
+        drop(h);
+        res?;
+        // VT (k x n) = the first k columns of V, transposed.
+        let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+        self.axpby(&AxpbyArgs { rows: g.k, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
+        let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
+        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
+        checked
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
@@ -526,6 +813,25 @@ impl Executor for CudaExecutor {
 }
 
 impl CudaExecutor {
+    /// Read the `batch` convergence flags at `info` (stream-ordered, then synchronised) and map
+    /// them: 0 converged; > 0 not converged (`NotConverged` with the first such index; the
+    /// routine's report says by how much); < 0 a parameter cuSOLVER rejected (`Precondition`).
+    /// `host` (gesvda's `h_R_nrmF`, gesvdp's `h_err_sigma`), where given, must be finite.
+    unsafe fn check_info(&self, info: Addr, batch: usize, routine: &'static str, host: &[f64]) -> Result<()> {
+        let mut bytes = vec![0u8; batch * 4];
+        self.read_to_host(info, &mut bytes)?;
+        for (i, c) in bytes.chunks_exact(4).enumerate() {
+            let v = i32::from_ne_bytes(c.try_into().unwrap());
+            if v < 0 {
+                return Err(Error::precondition(routine, format!("cuSOLVER reports parameter {} invalid for matrix {i}", -v)));
+            }
+            if v > 0 || host.get(i).is_some_and(|x| !x.is_finite()) {
+                return Err(Error::NotConverged { index: i });
+            }
+        }
+        Ok(())
+    }
+
     /// Run a per-matrix reduction kernel `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` that
     /// accumulates one 8-byte value per matrix into a zeroed device array (grid: blocks x
     /// batch), and return the values' bytes. Synchronises.
@@ -566,13 +872,25 @@ unsafe fn launch_named(h: &Handles, name: &str, grid: (u32, u32), params: &mut [
     launch_impl(h, f, grid, 256, params)
 }
 
-/// Workspace layout of one batched SVD call.
-struct GesvdLayout {
-    jacobi: bool,
+/// Workspace layout of one SVD call. Offsets are from the start of the workspace.
+///
+/// - `gesvdjBatched`: `[work (lwork elements) | U full m x m x batch | V full n x n x batch | info]`
+/// - `gesvdaStridedBatched`: `[work (lwork elements) | V n x n x batch | info]`
+/// - per-matrix routines (`Xgesvd`, `gesvdj`, `Xgesvdp`, `Xgesvdr`), spread over
+///   `lanes = min(batch, SVD_STREAMS)` streams: `[lanes x work slice | V n x n x batch (not for
+///   Xgesvd) | info]`, each stream's slice `align(lwork)` bytes.
+///
+/// Each region is 256-byte aligned; the total is what the `*_buffer_size` queries report.
+struct SvdLayout {
     dev: usize,
+    /// Elements of the routine's type for the 32-bit APIs, bytes for the 64-bit (`X*`) ones.
     lwork: usize,
     u_full: usize,
     v_full: usize,
+    /// V scratch (packed n x n per matrix).
+    v: usize,
+    lanes: usize,
+    lane_bytes: usize,
     info: usize,
     host_bytes: usize,
     total: usize,
@@ -582,34 +900,129 @@ fn align(x: usize) -> usize {
     x.div_ceil(256) * 256
 }
 
-unsafe fn gesvd_layout(h: &Handles, m: usize, n: usize, dtype: DType, batch: usize) -> Result<GesvdLayout> {
+/// Layout for `alg` (resolved, never `Auto`); `kpn = Some((k, p, niters))` for `Randomized`.
+unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: DType, batch: usize, kpn: Option<(usize, usize, usize)>) -> Result<SvdLayout> {
     let sz = dtype.size();
-    if m <= 32 && n <= 32 {
-        let mut lwork = 0i32;
-        macro_rules! q {
-            ($f:ident, $t:ty) => {
-                cs::$f(h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(),
-                    std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, h.gesvdj, batch as i32)
-            };
+    let f64t = dtype == DType::F64;
+    let dt = solver_type(dtype);
+    let v_bytes = align(n * n * batch * sz);
+    let mut l = SvdLayout { dev: 0, lwork: 0, u_full: 0, v_full: 0, v: 0, lanes: 1, lane_bytes: 0, info: 0, host_bytes: 0, total: 0 };
+    match alg {
+        SvdAlgorithm::JacobiBatched => {
+            let mut lwork = 0i32;
+            macro_rules! q {
+                ($f:ident) => {
+                    cs::$f(h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, h.gesvdj, batch as i32)
+                };
+            }
+            let r = if f64t { q!(cusolverDnDgesvdjBatched_bufferSize) } else { q!(cusolverDnSgesvdjBatched_bufferSize) };
+            cs_check(r, "gesvdjBatched_bufferSize")?;
+            l.lwork = lwork as usize;
+            l.u_full = align(l.lwork * sz);
+            l.v_full = l.u_full + align(m * m * batch * sz);
+            l.info = l.v_full + v_bytes;
         }
-        let r = if dtype == DType::F64 { q!(cusolverDnDgesvdjBatched_bufferSize, f64) } else { q!(cusolverDnSgesvdjBatched_bufferSize, f32) };
-        cs_check(r, "gesvdjBatched_bufferSize")?;
-        let dev = 0;
-        let u_full = align(lwork as usize * sz);
-        let v_full = u_full + align(m * m * batch * sz);
-        let info = v_full + align(n * n * batch * sz);
-        Ok(GesvdLayout { jacobi: true, dev, lwork: lwork as usize, u_full, v_full, info, host_bytes: 0, total: info + align(batch * 4) })
-    } else {
-        let dt = solver_type(dtype);
-        let (mut d, mut hb) = (0usize, 0usize);
-        cs_check(
-            cs::cusolverDnXgesvd_bufferSize(
-                h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(),
-                dt, std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
-            ),
-            "cusolverDnXgesvd_bufferSize",
-        )?;
-        let info = align(d);
-        Ok(GesvdLayout { jacobi: false, dev: 0, lwork: d, u_full: 0, v_full: 0, info, host_bytes: hb, total: info + align(batch * 4) })
+        SvdAlgorithm::ApproxBatched => {
+            let mut lwork = 0i32;
+            macro_rules! q {
+                ($f:ident) => {
+                    cs::$f(
+                        h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32, std::ptr::null(), m as i32, (m * n) as i64, std::ptr::null(),
+                        n as i64, std::ptr::null(), m as i32, (m * n) as i64, std::ptr::null(), n as i32, (n * n) as i64, &mut lwork, batch as i32,
+                    )
+                };
+            }
+            let r = if f64t { q!(cusolverDnDgesvdaStridedBatched_bufferSize) } else { q!(cusolverDnSgesvdaStridedBatched_bufferSize) };
+            cs_check(r, "gesvdaStridedBatched_bufferSize")?;
+            l.lwork = lwork as usize;
+            l.v = align(l.lwork * sz);
+            l.info = l.v + v_bytes;
+        }
+        SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar | SvdAlgorithm::Randomized => {
+            let (mut d, mut hb) = (0usize, 0usize);
+            match alg {
+                SvdAlgorithm::Qr => cs_check(
+                    cs::cusolverDnXgesvd_bufferSize(
+                        h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64,
+                        dt, &mut d, &mut hb,
+                    ),
+                    "cusolverDnXgesvd_bufferSize",
+                )?,
+                SvdAlgorithm::Jacobi => {
+                    let mut lwork = 0i32;
+                    macro_rules! q {
+                        ($f:ident) => {
+                            cs::$f(h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, h.gesvdj)
+                        };
+                    }
+                    cs_check(if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) }, "gesvdj_bufferSize")?;
+                    // gesvdj takes lwork in elements; the slice holds that many.
+                    d = lwork as usize * sz;
+                }
+                SvdAlgorithm::Polar => cs_check(
+                    cs::cusolverDnXgesvdp_bufferSize(
+                        h.solver, h.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(),
+                        m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
+                    ),
+                    "cusolverDnXgesvdp_bufferSize",
+                )?,
+                _ => {
+                    let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
+                    cs_check(
+                        cs::cusolverDnXgesvdr_bufferSize(
+                            h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
+                            std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
+                        ),
+                        "cusolverDnXgesvdr_bufferSize",
+                    )?
+                }
+            }
+            l.lanes = batch.clamp(1, SVD_STREAMS);
+            l.lane_bytes = align(d);
+            l.lwork = if alg == SvdAlgorithm::Jacobi { d / sz } else { d };
+            l.host_bytes = hb;
+            l.v = l.lanes * l.lane_bytes;
+            l.info = if alg == SvdAlgorithm::Qr { l.v } else { l.v + v_bytes };
+        }
+        SvdAlgorithm::Auto => return Err(Error::Internal("svd_layout needs a resolved algorithm".into())),
     }
+    l.total = l.info + align(batch * 4);
+    Ok(l)
+}
+
+/// Run `one(lane, b, lane_work, lane_host)` for every matrix `b` of a batch, matrix `b` on pool
+/// stream `b % lanes`, each stream with its own slice of the device workspace and its own host
+/// workspace. The pool streams first wait on an event recorded on the caller's stream (fork);
+/// afterwards the caller's stream waits on an event recorded on each pool stream (join), so
+/// the caller's stream order is preserved: work it issued before runs first, work it issues
+/// after sees the results. The join is made even when a call fails; the host then waits for
+/// the caller's stream, so the host workspaces outlive their use.
+unsafe fn fan_out(
+    h: &mut Handles,
+    l: &SvdLayout,
+    batch: usize,
+    work: Addr,
+    mut one: impl FnMut(&Lane, usize, Addr, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let nl = l.lanes.min(h.lanes.len());
+    cu_check(cu::cuEventRecord(h.fork, h.stream), "cuEventRecord")?;
+    for lane in &h.lanes[..nl] {
+        cu_check(cu::cuStreamWaitEvent(lane.stream, h.fork, 0), "cuStreamWaitEvent")?;
+    }
+    let mut hosts: Vec<Vec<u8>> = (0..nl).map(|_| vec![0u8; l.host_bytes.max(1)]).collect();
+    let mut res = Ok(());
+    for b in 0..batch {
+        let i = b % nl;
+        res = one(&h.lanes[i], b, work + i * l.lane_bytes, &mut hosts[i]);
+        if res.is_err() {
+            break;
+        }
+    }
+    for lane in &h.lanes[..nl] {
+        cu_check(cu::cuEventRecord(lane.done, lane.stream), "cuEventRecord")?;
+        cu_check(cu::cuStreamWaitEvent(h.stream, lane.done, 0), "cuStreamWaitEvent")?;
+    }
+    cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
+    drop(hosts);
+    res
 }

@@ -26,6 +26,7 @@ pub fn kernel_names() -> Vec<String> {
             v.push(format!("osft_{k}_{t}"));
         }
     }
+    v.push("osft_fill_ptrs".into());
     v
 }
 

@@ -1,0 +1,285 @@
+//! The SVD algorithm setting and the math mode on the CPU executor.
+//!
+//! Every explicit algorithm is checked against the f64 certificate of a thin SVD (orthonormal
+//! factors, descending non-negative `S`, reconstruction) and against an f64 reference's singular
+//! values, over shapes; each routine's preconditions are refused with the right status before
+//! anything is written; recorded call sequences show which routine `Auto` picks per shape, that
+//! an explicit choice is honoured, that the randomized SVD receives `k`, and that the math mode
+//! reaches every data GEMM as its compute type (and no diagnostic GEMM).
+
+mod common;
+use common::*;
+use osft::exec::cpu::CpuExecutor;
+use osft::exec::trace::{Call, Recording};
+use osft::exec::{ComputeType, GESVDR_ITERATIONS};
+use osft::ops::decompose::Parts;
+use osft::ops::project::Bases;
+use osft::ops::svd::SvdOut;
+use osft::{Context, DType, Element, Error, MathMode, Side, Status, SvdAlgorithm};
+use std::sync::Arc;
+
+const EXPLICIT: [SvdAlgorithm; 5] = [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar];
+
+fn tol(n: usize, m: usize, compute: DType) -> f64 {
+    10.0 * n.max(m) as f64 * u(compute) + 4.0 * (n.min(m) as f64).sqrt() * u(compute)
+}
+
+/// `(U, S, Vt)` of every batch entry of `ws`, computed with `alg` in `T`.
+fn svd_with<T: Element>(ctx: &Context, ws: &[M], alg: SvdAlgorithm) -> Result<Vec<(M, Vec<f64>, M)>, Error> {
+    ctx.set_svd_algorithm(alg);
+    let (n, m, b) = (ws[0].r, ws[0].c, ws.len());
+    let r = n.min(m);
+    let mut wb = Buf::<T>::from_batch(ws, Layout::RowMajor);
+    let mut ub = Buf::<T>::poisoned(n, r, b, Layout::ColMajor);
+    let mut sb = Buf::<T>::poisoned(r, 1, b, Layout::ColMajor);
+    let mut vb = Buf::<T>::poisoned(r, m, b, Layout::RowMajor);
+    let (ub0, sb0, vb0) = (ub.bits(), sb.bits(), vb.bits());
+    let (ud, sd, vd) = (ub.desc(), sb.desc(), vb.desc());
+    let res = unsafe { ctx.svd_raw(&wb.desc(), &SvdOut { u: Some(&ud), s: &sd, vt: Some(&vd) }, T::DTYPE) };
+    if let Err(e) = res {
+        assert!(ub0 == ub.bits() && sb0 == sb.bits() && vb0 == vb.bits(), "a rejected SVD ({e}) wrote an output");
+        return Err(e);
+    }
+    assert!(ub.padding_untouched() && vb.padding_untouched() && sb.padding_untouched());
+    Ok((0..b).map(|i| (ub.get(i), sb.get(i).d, vb.get(i))).collect())
+}
+
+fn certify(w: &M, (u, s, vt): &(M, Vec<f64>, M), t: f64, what: &str) {
+    assert!(ortho_err_cols(u) <= t && ortho_err_cols(&vt.t()) <= t, "{what}: factors not orthonormal");
+    assert!(s.iter().all(|x| *x >= 0.0) && s.windows(2).all(|p| p[0] >= p[1]), "{what}: S {s:?}");
+    let e = u.mul(&vt.scale_rows(s)).sub(w).fro() / w.fro();
+    assert!(e <= t, "{what}: reconstruction {e:e} > {t:e}");
+}
+
+#[test]
+fn every_explicit_algorithm_matches_the_f64_reference_over_shapes() {
+    let ctx = Context::cpu();
+    let reference = Context::cpu(); // Auto, f64
+    let mut rng = rng();
+    for (n, m) in [(1, 1), (5, 3), (3, 5), (16, 16), (32, 32), (40, 13), (13, 40), (64, 48)] {
+        let ws: Vec<M> = (0..3).map(|_| randn(&mut rng, n, m)).collect();
+        let refs = svd_with::<f64>(&reference, &ws, SvdAlgorithm::Auto).unwrap();
+        for alg in EXPLICIT {
+            if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
+                continue; // refused: see the precondition test
+            }
+            for (got, what_t) in [(svd_with::<f32>(&ctx, &ws, alg).unwrap(), DType::F32), (svd_with::<f64>(&ctx, &ws, alg).unwrap(), DType::F64)] {
+                for (i, g) in got.iter().enumerate() {
+                    let what = format!("{alg:?} {n}x{m} {} #{i}", what_t.name());
+                    let t = tol(n, m, what_t);
+                    certify(&ws[i], g, t, &what);
+                    let smax = refs[i].1[0];
+                    for (a, b) in g.1.iter().zip(&refs[i].1) {
+                        assert!((a - b).abs() <= t * smax, "{what}: S {a} vs f64 reference {b}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn jacobi_batched_refuses_matrices_above_32_before_writing() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    for (n, m) in [(33, 5), (5, 33), (40, 40)] {
+        let e = svd_with::<f32>(&ctx, &[randn(&mut rng, n, m)], SvdAlgorithm::JacobiBatched).unwrap_err();
+        assert_eq!(e.status(), Status::Precondition, "{e}");
+        assert!(e.to_string().contains("gesvdjBatched") && e.to_string().contains("32"), "{e}");
+    }
+    // The workspace query refuses it too.
+    ctx.set_svd_algorithm(SvdAlgorithm::JacobiBatched);
+    let mut w = Buf::<f32>::from(&randn(&mut rng, 40, 13), Layout::ColMajor);
+    assert_eq!(ctx.svd_workspace_size(&w.desc(), DType::F32).unwrap_err().status(), Status::Precondition);
+    // At the limit it is served.
+    svd_with::<f32>(&ctx, &[randn(&mut rng, 32, 32)], SvdAlgorithm::JacobiBatched).unwrap();
+}
+
+#[test]
+fn randomized_serves_only_a_top_k_decomposition() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let (n, m, k) = (24, 40, 5);
+    // Singular values 2^-i: a well separated top k.
+    let s: Vec<f64> = (0..n).map(|i| 0.5f64.powi(i as i32)).collect();
+    let w = orthonormal(&mut rng, n, n).mul(&orthonormal(&mut rng, m, n).t().scale_rows(&s));
+    // A plain SVD is refused.
+    let e = svd_with::<f64>(&ctx, std::slice::from_ref(&w), SvdAlgorithm::Randomized).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("top k"), "{e}");
+    let mut wb = Buf::<f64>::from(&w, Layout::RowMajor);
+    let wd = wb.desc();
+    assert_eq!(ctx.svd_workspace_size(&wd, DType::F64).unwrap_err().status(), Status::InvalidArgument);
+    // A decomposition that asks for a low part is refused before anything is written.
+    let mut uh = Buf::<f64>::poisoned(n, k, 1, Layout::ColMajor);
+    let mut sh = Buf::<f64>::poisoned(k, 1, 1, Layout::ColMajor);
+    let mut vh = Buf::<f64>::poisoned(k, m, 1, Layout::RowMajor);
+    let mut sl = Buf::<f64>::poisoned(n - k, 1, 1, Layout::ColMajor);
+    let (uhd, shd, vhd, sld) = (uh.desc(), sh.desc(), vh.desc(), sl.desc());
+    let before = (uh.bits(), sh.bits(), vh.bits(), sl.bits());
+    let with_low = Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), s_low: Some(&sld), ..Default::default() };
+    let e = unsafe { ctx.decompose_raw(&wd, k, &with_low, DType::F64) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    assert_eq!(before, (uh.bits(), sh.bits(), vh.bits(), sl.bits()));
+    // k = 0 cannot be served (cusolverDnXgesvdr needs k >= 1).
+    let e = unsafe { ctx.decompose_raw(&wd, 0, &Parts::default(), DType::F64) }.unwrap_err();
+    assert_eq!(e.status(), Status::Precondition, "{e}");
+    // Only the high parts: served, and (on the CPU, exactly) equal to the full decomposition's.
+    let high = Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), ..Default::default() };
+    assert!(ctx.decompose_workspace_size_k(&wd, k, DType::F64).unwrap() > 0);
+    assert!(ctx.decompose_workspace_size(&wd, DType::F64).unwrap() > 0);
+    unsafe { ctx.decompose_raw(&wd, k, &high, DType::F64) }.unwrap();
+    let reference = Context::cpu();
+    let mut ru = Buf::<f64>::poisoned(n, k, 1, Layout::ColMajor);
+    let mut rs = Buf::<f64>::poisoned(k, 1, 1, Layout::ColMajor);
+    let mut rv = Buf::<f64>::poisoned(k, m, 1, Layout::RowMajor);
+    let (rud, rsd, rvd) = (ru.desc(), rs.desc(), rv.desc());
+    unsafe { reference.decompose_raw(&wd, k, &Parts { u_high: Some(&rud), s_high: Some(&rsd), v_high: Some(&rvd), ..Default::default() }, DType::F64) }.unwrap();
+    let t = 1e-10;
+    assert!(uh.get(0).max_abs_diff(&ru.get(0)) <= t && vh.get(0).max_abs_diff(&rv.get(0)) <= t && sh.get(0).max_abs_diff(&rs.get(0)) <= t);
+    for i in 0..k {
+        assert!((sh.get(0).d[i] - s[i]).abs() <= t, "S_high[{i}]");
+    }
+}
+
+#[test]
+fn settings_round_trip_and_default() {
+    let ctx = Context::cpu();
+    assert_eq!((ctx.svd_algorithm(), ctx.math_mode()), (SvdAlgorithm::Auto, MathMode::Exact));
+    for v in 0..7 {
+        let a = SvdAlgorithm::from_raw(v).unwrap();
+        assert_eq!(a as i32, v);
+        ctx.set_svd_algorithm(a);
+        assert_eq!(ctx.svd_algorithm(), a);
+    }
+    assert!(SvdAlgorithm::from_raw(7).is_none() && SvdAlgorithm::from_raw(-1).is_none());
+    for v in 0..3 {
+        ctx.set_math_mode(MathMode::from_raw(v).unwrap());
+        assert_eq!(ctx.math_mode() as i32, v);
+    }
+    assert!(MathMode::from_raw(3).is_none());
+    // Auto never resolves to an approximate method.
+    for (m, n) in [(1, 1), (32, 32), (33, 1), (4096, 4096)] {
+        assert!(!SvdAlgorithm::Auto.resolve(m, n).is_approximate());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Call sequences.
+
+fn recorded() -> (Arc<Recording<CpuExecutor>>, Context) {
+    let rec = Arc::new(Recording::new(CpuExecutor));
+    (rec.clone(), Context::with_executor(rec))
+}
+
+fn gesvds(calls: &[Call]) -> Vec<osft::exec::GesvdArgs> {
+    calls.iter().filter_map(|c| if let Call::Gesvd(g) = c { Some(*g) } else { None }).collect()
+}
+
+#[test]
+fn auto_picks_gesvdj_batched_for_small_and_qr_for_large_and_overrides_are_honoured() {
+    let (rec, ctx) = recorded();
+    let mut rng = rng();
+    for ((n, m), b, want) in [((20, 12), 6, SvdAlgorithm::JacobiBatched), ((32, 32), 2, SvdAlgorithm::JacobiBatched), ((40, 13), 3, SvdAlgorithm::Qr), ((13, 40), 1, SvdAlgorithm::Qr)] {
+        let ws: Vec<M> = (0..b).map(|_| randn(&mut rng, n, m)).collect();
+        svd_with::<f32>(&ctx, &ws, SvdAlgorithm::Auto).unwrap();
+        let g = gesvds(&rec.take());
+        assert_eq!(g.len(), 1, "one batched call for {n}x{m} x{b}");
+        assert_eq!((g[0].algorithm, g[0].batch, g[0].m, g[0].n), (want, b, n.max(m), n.min(m)), "{n}x{m}");
+    }
+    for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar, SvdAlgorithm::JacobiBatched] {
+        let ws: Vec<M> = (0..4).map(|_| randn(&mut rng, 9, 7)).collect();
+        svd_with::<f64>(&ctx, &ws, alg).unwrap();
+        let g = gesvds(&rec.take());
+        assert_eq!(g.iter().map(|g| g.algorithm).collect::<Vec<_>>(), vec![alg], "{alg:?} honoured");
+        // Packed batch, as gesvdjBatched and gesvdaStridedBatched require.
+        assert_eq!((g[0].a.ld, g[0].a.stride, g[0].stride_s, g[0].u.stride), (9, 63, 7, 63));
+    }
+    // A refused explicit choice issues no SVD at all (the query refuses it first).
+    let _ = svd_with::<f32>(&ctx, &[randn(&mut rng, 50, 40)], SvdAlgorithm::JacobiBatched).unwrap_err();
+    assert!(gesvds(&rec.take()).is_empty());
+}
+
+#[test]
+fn randomized_decomposition_is_one_gesvdr_with_k() {
+    let (rec, ctx) = recorded();
+    ctx.set_svd_algorithm(SvdAlgorithm::Randomized);
+    let mut rng = rng();
+    let (n, m, k, b) = (30, 18, 4, 3);
+    let ws: Vec<M> = (0..b).map(|_| randn(&mut rng, n, m)).collect();
+    let mut wb = Buf::<f32>::from_batch(&ws, Layout::RowMajor);
+    let mut uh = Buf::<f32>::poisoned(n, k, b, Layout::ColMajor);
+    let mut vh = Buf::<f32>::poisoned(k, m, b, Layout::RowMajor);
+    let (uhd, vhd) = (uh.desc(), vh.desc());
+    unsafe { ctx.decompose_raw(&wb.desc(), k, &Parts { u_high: Some(&uhd), v_high: Some(&vhd), ..Default::default() }, DType::F32) }.unwrap();
+    let calls = rec.take();
+    let r: Vec<_> = calls.iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(*g) } else { None }).collect();
+    assert_eq!(r.len(), 1, "{calls:?}");
+    assert_eq!((r[0].m, r[0].n, r[0].k, r[0].p, r[0].niters, r[0].batch), (n, m, k, 10, GESVDR_ITERATIONS, b));
+    assert!(gesvds(&calls).is_empty());
+    // Near the top: the oversampling shrinks to fit k + p <= min(m, n).
+    unsafe { ctx.decompose_raw(&wb.desc(), m - 2, &Parts::default(), DType::F32) }.unwrap();
+    let r: Vec<_> = rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
+    assert_eq!((r[0].k, r[0].p), (m - 2, 2));
+}
+
+fn gemm_computes(calls: &[Call]) -> Vec<ComputeType> {
+    calls.iter().filter_map(|c| if let Call::Gemm(g) = c { Some(g.compute) } else { None }).collect()
+}
+
+#[test]
+fn math_mode_reaches_every_data_gemm_and_no_diagnostic() {
+    let (rec, ctx) = recorded();
+    let mut rng = rng();
+    let (n, m, k) = (12, 9, 3);
+    let x0 = randn(&mut rng, n, m);
+    let project = |ctx: &Context, dt: DType| -> Vec<f64> {
+        macro_rules! run {
+            ($t:ty) => {{
+                let mut u = Buf::<$t>::from(&orthonormal(&mut rng_for(1), n, k), Layout::ColMajor);
+                let mut x = Buf::<$t>::from(&x0, Layout::RowMajor);
+                let (ud, xd) = (u.desc(), x.desc());
+                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &xd, None) }.unwrap();
+                x.get(0).d
+            }};
+        }
+        match dt {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            _ => run!(osft::bf16),
+        }
+    };
+    let exact = project(&ctx, DType::F32);
+    rec.take();
+    for (mode, want) in [(MathMode::Tf32, ComputeType::F32FastTf32), (MathMode::Bf16, ComputeType::F32FastBf16), (MathMode::Exact, ComputeType::F32)] {
+        ctx.set_math_mode(mode);
+        let got = project(&ctx, DType::F32);
+        assert_eq!(gemm_computes(&rec.take()), vec![want, want], "{mode:?}");
+        // The CPU computes every mode exactly: bit-identical results.
+        assert_eq!(got, exact, "{mode:?} on the CPU is exact");
+        // f64 stays exact; half data keeps CUBLAS_COMPUTE_32F.
+        project(&ctx, DType::F64);
+        assert_eq!(gemm_computes(&rec.take()), vec![ComputeType::F64; 2]);
+        project(&ctx, DType::BF16);
+        assert_eq!(gemm_computes(&rec.take()), vec![ComputeType::F32; 2]);
+    }
+    // Reconstruction follows the mode; diagnostics (leakage) never do.
+    ctx.set_math_mode(MathMode::Tf32);
+    let mut uu = Buf::<f32>::from(&orthonormal(&mut rng, n, k), Layout::ColMajor);
+    let mut ss = Buf::<f32>::from(&M { r: k, c: 1, d: vec![3.0, 2.0, 1.0] }, Layout::ColMajor);
+    let mut vv = Buf::<f32>::from(&orthonormal(&mut rng, m, k).t(), Layout::RowMajor);
+    let mut out = Buf::<f32>::poisoned(n, m, 1, Layout::RowMajor);
+    let term = osft::ops::reconstruct::Term { u: &uu.desc(), s: &ss.desc(), v: &vv.desc() };
+    unsafe { ctx.reconstruct_raw(&[term], &out.desc(), DType::F32) }.unwrap();
+    let c = gemm_computes(&rec.take());
+    assert!(!c.is_empty() && c.iter().all(|c| *c == ComputeType::F32FastTf32), "{c:?}");
+    let mut x = Buf::<f32>::from(&x0, Layout::RowMajor);
+    unsafe { ctx.leakage_raw(Side::Left, &uu.desc(), &x.desc()) }.unwrap();
+    let c = gemm_computes(&rec.take());
+    assert!(!c.is_empty() && c.iter().all(|c| *c == ComputeType::F32), "diagnostics stay exact: {c:?}");
+}
+
+fn rng_for(seed: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
