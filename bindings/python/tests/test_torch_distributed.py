@@ -1,0 +1,224 @@
+"""osft.torch under torch.distributed: two CPU processes on the gloo backend (spawned), each
+check against the unsharded / single-process result. Skipped without torch (or gloo)."""
+
+import datetime
+import os
+import tempfile
+import traceback
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not (dist.is_available() and dist.is_gloo_available()):  # pragma: no cover
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+import torch.multiprocessing as mp  # noqa: E402
+
+WORLD = 2
+
+
+def _worker(rank, world, init_file, result_dir, check):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        globals()[check](rank, world)
+        msg = "ok"
+    except BaseException:  # report to the parent, which asserts
+        msg = traceback.format_exc()
+    try:  # let the other rank finish its collectives before tearing the group down
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+    except BaseException:
+        msg += "\n(barrier: the other rank failed or hung)"
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(result_dir, f"rank{rank}"), "w") as f:
+        f.write(msg)
+
+
+def run(check):
+    with tempfile.TemporaryDirectory() as d:
+        init = os.path.join(d, "init")
+        mp.spawn(_worker, args=(WORLD, init, d, check), nprocs=WORLD, join=True)
+        for r in range(WORLD):
+            with open(os.path.join(d, f"rank{r}")) as f:
+                msg = f.read()
+            assert msg == "ok", f"rank {r}:\n{msg}"
+
+
+def _basis(g, n, k, batch=()):
+    q, _ = torch.linalg.qr(torch.randn(*batch, n, k, generator=g, dtype=torch.float64))
+    return q
+
+
+# --------------------------------------------------------------------------------------------
+# Two-phase projection of row / column shards against the unsharded result.
+
+def check_sharded_projection(rank, world):
+    import osft
+    from osft.torch import project_dense_row_sharded_, project_sharded_
+
+    g = torch.Generator().manual_seed(0)            # same data on every rank
+    n, m, k = 10, 7, 3
+    u, v = _basis(g, n, k), _basis(g, m, k).T.contiguous()
+    x = torch.randn(n, m, generator=g, dtype=torch.float64)
+    xb = torch.randn(3, n, m, generator=g, dtype=torch.float64)
+    ub = _basis(g, n, k, (3,))
+    rows = torch.tensor_split(torch.arange(n), world)[rank]     # uneven split: 5/5, fine
+    cols = torch.tensor_split(torch.arange(m), world)[rank]     # 4/3
+    with osft.Context() as ctx:
+        # Left: rows of X and U_high.
+        want = x - u @ (u.T @ x)
+        xl = x[rows].clone()
+        project_sharded_("left", u[rows].contiguous(), xl, ctx=ctx)
+        torch.testing.assert_close(xl, want[rows], atol=1e-12, rtol=0)
+        # Right: columns of X and V_high.
+        want = x - (x @ v.T) @ v
+        xr = x[:, cols].clone()
+        project_sharded_("right", v[:, cols].contiguous(), xr, ctx=ctx)
+        torch.testing.assert_close(xr, want[:, cols], atol=1e-12, rtol=0)
+        # A batch with one basis per entry.
+        want = xb - ub @ (ub.transpose(1, 2) @ xb)
+        xl = xb[:, rows].clone()
+        project_sharded_("left", ub[:, rows].contiguous(), xl, ctx=ctx)
+        torch.testing.assert_close(xl, want[:, rows], atol=1e-12, rtol=0)
+        # float32 data, float32 coefficient all-reduce.
+        x32 = x.float()
+        xl = x32[rows].clone()
+        project_sharded_("left", u.float()[rows].contiguous(), xl, ctx=ctx)
+        torch.testing.assert_close(xl.double(), (x - u @ (u.T @ x))[rows], atol=1e-5, rtol=0)
+        # Dense row-sharded gradient, both sides.
+        want = (torch.eye(n, dtype=torch.float64) - u @ u.T) @ x @ (
+            torch.eye(m, dtype=torch.float64) - v.T @ v)
+        gl = x[rows].clone()
+        project_dense_row_sharded_(gl, u[rows].contiguous(), v, ctx=ctx)
+        torch.testing.assert_close(gl, want[rows], atol=1e-12, rtol=0)
+
+
+def test_sharded_projection_matches_unsharded():
+    run("check_sharded_projection")
+
+
+def check_dtensor_projection(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    from osft.torch import project_dtensor_
+
+    mesh = init_device_mesh("cpu", (world,))
+    g = torch.Generator().manual_seed(1)
+    n, m, k = 8, 6, 2
+    u, v = _basis(g, n, k), _basis(g, m, k).T.contiguous()
+    x = torch.randn(n, m, generator=g, dtype=torch.float64)
+    want_l = x - u @ (u.T @ x)
+    want_r = x - (x @ v.T) @ v
+    # Left, rows sharded (FSDP2's Shard(0)): two-phase.
+    xd = distribute_tensor(x.clone(), mesh, [Shard(0)])
+    project_dtensor_(xd, distribute_tensor(u, mesh, [Shard(0)]), "left")
+    torch.testing.assert_close(xd.full_tensor(), want_l, atol=1e-12, rtol=0)
+    # Right side of a Shard(0) tensor: rows independent, replicated basis, local.
+    xd = distribute_tensor(x.clone(), mesh, [Shard(0)])
+    project_dtensor_(xd, distribute_tensor(v, mesh, [Replicate()]), "right")
+    torch.testing.assert_close(xd.full_tensor(), want_r, atol=1e-12, rtol=0)
+    # Right, columns sharded: two-phase.
+    xd = distribute_tensor(x.clone(), mesh, [Shard(1)])
+    project_dtensor_(xd, distribute_tensor(v, mesh, [Shard(1)]), "right")
+    torch.testing.assert_close(xd.full_tensor(), want_r, atol=1e-12, rtol=0)
+    # Inconsistent placements are refused.
+    xd = distribute_tensor(x.clone(), mesh, [Shard(0)])
+    try:
+        project_dtensor_(xd, distribute_tensor(u, mesh, [Replicate()]), "left")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("row-sharded x with a replicated U_high was accepted")
+
+
+def test_dtensor_projection_matches_unsharded():
+    pytest.importorskip("torch.distributed.tensor")
+    run("check_dtensor_projection")
+
+
+# --------------------------------------------------------------------------------------------
+# Decomposition partitioned across ranks by cost equals the single-process decomposition.
+
+def _model(seed=0):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_torch_osft import tiny
+
+    return tiny(seed)
+
+
+def check_distributed_decomposition(rank, world):
+    import osft.torch as ot
+    import osft
+
+    calls = {"n": 0}
+    real = osft._lib.lib.osft_decompose
+
+    def counting(*a):
+        calls["n"] += 1
+        return real(*a)
+
+    osft._lib.lib.osft_decompose = counting
+    try:
+        m = _model()
+        o = ot.OSFT(m, frozen_ratio=0.5)                   # distributed (2 ranks)
+    finally:
+        osft._lib.lib.osft_decompose = real
+    ref = _model()
+    o_ref = ot.OSFT(ref, frozen_ratio=0.5, distribute=False)
+    assert o.partition["world_size"] == world
+    owners = o.partition["owners"]
+    assert set(owners) == set(range(world)), owners       # both ranks did work
+    assert calls["n"] <= len(o.groups)                   # at most one call per group it owns
+    for (name, g), gr in zip(o.groups.items(), o_ref.groups.values()):
+        for a in ("u_high", "s_high", "v_high", "u_low", "s_low", "v_low"):
+            torch.testing.assert_close(getattr(g, a), getattr(gr, a), atol=0, rtol=0)
+
+
+def test_distributed_decomposition_matches_single_process():
+    run("check_distributed_decomposition")
+
+
+# --------------------------------------------------------------------------------------------
+# DDP: local gradients projected in the hooks, then all-reduced, equal the single-process run.
+
+def check_ddp_equivalence(rank, world):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import osft.torch as ot
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(8, 5, 12, generator=g, dtype=torch.float64)
+    target = torch.randn(8, 5, 7, generator=g, dtype=torch.float64)
+
+    def train(model, o, xs, ts, steps=5):
+        opt = ot.OSFTOptimizer(torch.optim.Adam(o.parameters(), lr=1e-2), o)
+        for _ in range(steps):
+            opt.zero_grad()
+            (model(xs) - ts).pow(2).mean().backward()
+            opt.step()
+
+    # Reference: one process, the whole batch.
+    ref = _model()
+    o_ref = ot.OSFT(ref, frozen_ratio=0.5, distribute=False, freeze_others=True)
+    train(ref, o_ref, x, target)
+    # DDP: each rank half of the batch (the mean of the two half-batch means is the full mean).
+    m = _model()
+    o = ot.OSFT(m, frozen_ratio=0.5, freeze_others=True)
+    ddp = DDP(m)
+    half = slice(rank * 4, rank * 4 + 4)
+    train(ddp, o, x[half], target[half])
+    for gr, gd in zip(o_ref.groups.values(), o.groups.values()):
+        for a in ("u_low", "s_low", "v_low"):
+            torch.testing.assert_close(getattr(gd, a), getattr(gr, a), atol=1e-10, rtol=0)
+    assert max(o.leakage().values()) < 1e-12
+
+
+def test_ddp_equivalence():
+    run("check_ddp_equivalence")
