@@ -54,6 +54,18 @@ enum class Strategy : int32_t {
     Coefficient = OSFT_STRATEGY_COEFFICIENT,
     CachedProjector = OSFT_STRATEGY_CACHED_PROJECTOR,
 };
+/// SVD algorithm of a context (see osft_svd_algorithm): each names the cuSOLVER routine.
+enum class SvdAlgorithm : int32_t {
+    Auto = OSFT_SVD_AUTO,
+    Qr = OSFT_SVD_QR,
+    Jacobi = OSFT_SVD_JACOBI,
+    JacobiBatched = OSFT_SVD_JACOBI_BATCHED,
+    ApproxBatched = OSFT_SVD_APPROX_BATCHED,  // approximate
+    Polar = OSFT_SVD_POLAR,
+    Randomized = OSFT_SVD_RANDOMIZED,  // approximate, top-k decompose only
+};
+/// Math mode of projection/reconstruction GEMMs on f32 data (see osft_math_mode).
+enum class MathMode : int32_t { Exact = OSFT_MATH_EXACT, Tf32 = OSFT_MATH_TF32, Bf16 = OSFT_MATH_BF16 };
 enum class RankRule : int32_t {
     Fixed = OSFT_RANK_FIXED,
     Fraction = OSFT_RANK_FRACTION,
@@ -250,6 +262,20 @@ public:
         void* s = nullptr;
         check(osft_context_get_stream(h_, &s));
         return s;
+    }
+    /// The SVD algorithm of later svd/svd_list/decompose calls (see osft_context_set_svd_algorithm).
+    void set_svd_algorithm(SvdAlgorithm a) { check(osft_context_set_svd_algorithm(h_, static_cast<int32_t>(a))); }
+    SvdAlgorithm svd_algorithm() const {
+        int32_t a = -1;
+        check(osft_context_get_svd_algorithm(h_, &a));
+        return static_cast<SvdAlgorithm>(a);
+    }
+    /// The math mode of later projection/reconstruction GEMMs (see osft_context_set_math_mode).
+    void set_math_mode(MathMode m) { check(osft_context_set_math_mode(h_, static_cast<int32_t>(m))); }
+    MathMode math_mode() const {
+        int32_t m = -1;
+        check(osft_context_get_math_mode(h_, &m));
+        return static_cast<MathMode>(m);
     }
     /// Use caller memory as the workspace (see osft_context_set_workspace).
     void set_workspace(void* ptr, size_t bytes) { check(osft_context_set_workspace(h_, ptr, bytes)); }

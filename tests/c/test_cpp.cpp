@@ -69,6 +69,15 @@ void handles() {
     EXPECT_THROW_STATUS(c.set_stream(&rng), OSFT_STATUS_INVALID_ARGUMENT);
     EXPECT_THROW_STATUS(osft::Context(osft::Backend::Cuda, 1000), OSFT_STATUS_BACKEND_UNAVAILABLE);
     EXPECT_THROW_STATUS(osft::Context(static_cast<osft::Backend>(9)), OSFT_STATUS_INVALID_ARGUMENT);
+    CHECK(c.svd_algorithm() == osft::SvdAlgorithm::Auto && c.math_mode() == osft::MathMode::Exact);
+    c.set_svd_algorithm(osft::SvdAlgorithm::Jacobi);
+    c.set_math_mode(osft::MathMode::Tf32);
+    CHECK(c.svd_algorithm() == osft::SvdAlgorithm::Jacobi && c.math_mode() == osft::MathMode::Tf32);
+    EXPECT_THROW_STATUS(c.set_svd_algorithm(static_cast<osft::SvdAlgorithm>(7)), OSFT_STATUS_INVALID_ARGUMENT);
+    EXPECT_THROW_STATUS(c.set_math_mode(static_cast<osft::MathMode>(-1)), OSFT_STATUS_INVALID_ARGUMENT);
+    CHECK(c.svd_algorithm() == osft::SvdAlgorithm::Jacobi && c.math_mode() == osft::MathMode::Tf32);
+    c.set_svd_algorithm(osft::SvdAlgorithm::Auto);
+    c.set_math_mode(osft::MathMode::Exact);
     try {
         osft::Context cuda(osft::Backend::Cuda, 1000);
         CHECK(false);

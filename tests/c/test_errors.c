@@ -80,6 +80,17 @@ static void bad_inputs(osft_context *ctx) {
     REJECTED(osft_svd_workspace_size(NULL, &W, OSFT_DTYPE_F32, &bytes), OSFT_STATUS_NULL_POINTER);
     REJECTED(osft_context_backend(NULL, &backend), OSFT_STATUS_NULL_POINTER);
     REJECTED(osft_context_backend(ctx, NULL), OSFT_STATUS_NULL_POINTER);
+    {
+        int32_t alg = -7, mode = -7;
+        REJECTED(osft_context_set_svd_algorithm(ctx, 7), OSFT_STATUS_INVALID_ARGUMENT);
+        REJECTED(osft_context_set_svd_algorithm(NULL, OSFT_SVD_QR), OSFT_STATUS_NULL_POINTER);
+        REJECTED(osft_context_set_math_mode(ctx, -1), OSFT_STATUS_INVALID_ARGUMENT);
+        REJECTED(osft_context_get_svd_algorithm(ctx, NULL), OSFT_STATUS_NULL_POINTER);
+        REJECTED(osft_context_get_math_mode(NULL, &mode), OSFT_STATUS_NULL_POINTER);
+        CHECK(mode == -7);
+        CHECK(osft_context_get_svd_algorithm(ctx, &alg) == OSFT_STATUS_OK && alg == OSFT_SVD_AUTO);
+        CHECK(osft_context_get_math_mode(ctx, &mode) == OSFT_STATUS_OK && mode == OSFT_MATH_EXACT);
+    }
     REJECTED(osft_context_get_stream(NULL, &stream), OSFT_STATUS_NULL_POINTER);
     REJECTED(osft_projector_apply(NULL, &W, NULL), OSFT_STATUS_NULL_POINTER);
     REJECTED(osft_project(ctx, OSFT_SIDE_RIGHT, &Uh, NULL, &Ul, NULL), OSFT_STATUS_NULL_POINTER);

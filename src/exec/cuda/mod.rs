@@ -600,7 +600,7 @@ impl Executor for CudaExecutor {
                 // One call for the batch; rank = n (all pairs). U is written in place (packed,
                 // checked), V into scratch. h_R_nrmF: one residual per matrix, on the host (the
                 // call therefore blocks until it is known).
-                host_residuals = vec![f64::NAN; g.batch];
+                host_residuals = vec![0f64; g.batch];
                 let (dev, vf) = (work + l.dev, work + l.v);
                 macro_rules! call {
                     ($f:ident, $t:ty) => {
