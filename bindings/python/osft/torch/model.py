@@ -164,14 +164,80 @@ class OSFTGroup(nn.Module):
             return []
         return [(self.u_low, "left"), (self.v_low, "right")]
 
-    def project_(self, x: torch.Tensor, side: str, out: Optional[torch.Tensor] = None):
-        """Project a ``B x ...`` tensor shaped like the parameter of ``side``: one osft call."""
-        ctx = context_for(x.device)
-        if any(s == 0 and n > 1 for s, n in zip(x.stride(), x.shape)):
-            x = x.contiguous()  # an expanded gradient: osft refuses overlapping outputs
-        u = self.u_high if side in ("left", "both") else None
-        v = self.v_high if side in ("right", "both") else None
-        return _osft.project(ctx, side, x, u, v, out)
+    def project_(self, x: Any, side: str, out: Optional[torch.Tensor] = None):
+        """Project a ``B x ...`` tensor shaped like the parameter of ``side``: one osft call.
+
+        ``x`` may be a ``DTensor`` sharded along the batch axis (FSDP2's ``Shard(0)`` of the
+        stacked parameter: each rank holds whole matrices ``start:start+len``) or replicated; its
+        local shard is projected against the matching slice of the bases, with no collective.
+        Returns ``out`` (or ``x``)."""
+        local, start = local_batch(x, self.batch)
+        if out is not None:
+            out_local, _ = local_batch(out, self.batch)
+        else:
+            out_local = None
+        n = local.shape[0]
+        if n == 0:
+            return x if out is None else out
+        ctx = context_for(local.device)
+        if any(st == 0 and sz > 1 for st, sz in zip(local.stride(), local.shape)):
+            if out_local is None:
+                raise ValueError("cannot project an expanded (zero-stride) tensor in place")
+            local = local.contiguous()  # an expanded gradient: osft refuses overlapping inputs
+        sl = slice(start, start + n)
+        u = self.u_high[sl] if side in ("left", "both") else None
+        v = self.v_high[sl] if side in ("right", "both") else None
+        _osft.project(ctx, side, local, u, v, out_local)
+        return x if out is None else out
+
+    def project_local_(self, local: torch.Tensor, side: str, start: int) -> torch.Tensor:
+        """In-place projection of entries ``start:start+len`` given as a plain local tensor."""
+        n = local.shape[0]
+        if n:
+            sl = slice(start, start + n)
+            _osft.project(context_for(local.device), side, local,
+                          self.u_high[sl] if side in ("left", "both") else None,
+                          self.v_high[sl] if side in ("right", "both") else None)
+        return local
+
+
+def _is_dtensor(t: Any) -> bool:
+    return hasattr(t, "to_local") and hasattr(t, "placements") and hasattr(t, "device_mesh")
+
+
+def local_batch(t: Any, batch: int) -> Tuple[torch.Tensor, int]:
+    """``(local tensor, first batch index)`` of a stacked ``B x ...`` tensor: ``(t, 0)`` for a
+    plain tensor; for a ``DTensor`` on a 1-D mesh, its local shard and offset — ``Shard(0)`` uses
+    ``torch.chunk`` semantics (chunks of ``ceil(B / world)``), ``Replicate()`` holds everything.
+    Other placements raise ``ValueError``."""
+    if not _is_dtensor(t):
+        return t, 0
+    pl = t.placements
+    if len(pl) != 1:
+        raise ValueError("OSFT supports DTensors on 1-D device meshes only")
+    local = t.to_local()
+    p = pl[0]
+    if p.is_replicate():
+        return local, 0
+    if p.is_shard() and getattr(p, "dim", None) in (0, -t.dim()):
+        world = t.device_mesh.size()
+        chunk = -(-batch // world)
+        start = min(batch, t.device_mesh.get_local_rank() * chunk)
+        if local.shape[0] != min(chunk, batch - start):
+            raise ValueError(f"unexpected Shard(0) layout: local {local.shape[0]} rows at {start} "
+                             f"of {batch}")
+        return local, start
+    raise ValueError(f"OSFT projects stacked parameters sharded along the batch axis (Shard(0)) "
+                     f"or replicated, not {p}")
+
+
+def _local(t: Any) -> torch.Tensor:
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _full(t: Any) -> torch.Tensor:
+    """The whole tensor (``full_tensor()`` of a DTensor: a collective)."""
+    return t.full_tensor() if _is_dtensor(t) else t
 
 
 _SUBCLASSES: Dict[Tuple[type, str], type] = {}
@@ -236,6 +302,12 @@ class OSFT:
         distribute: split decomposition work across ``torch.distributed`` ranks when initialised
             with ``world_size > 1`` (``process_group``: the group, default WORLD).
         freeze_others: set ``requires_grad=False`` on every non-target parameter.
+        group_by: an extra grouping key per :class:`~osft.torch.targets.Target` (default: one
+            group per shape and rank across the whole model). FSDP2 with one ``fully_shard`` per
+            transformer block needs the groups inside the blocks, e.g.
+            ``group_by=lambda t: t.name.split(".")[2]`` for ``model.layers.<i>....``: a group
+            is registered on its first member's module and must be unsharded whenever any
+            member runs.
 
     Raises ``ValueError`` / ``TypeError`` for invalid arguments (before modifying the model).
     """
@@ -252,7 +324,8 @@ class OSFT:
                  min_ratio: float = 0.1, max_ratio: float = 0.9, max_samples: int = 256,
                  mode: str = "factored", project_in_backward: bool = True,
                  distribute: bool = True, process_group: Optional[Any] = None,
-                 freeze_others: bool = False):
+                 freeze_others: bool = False,
+                 group_by: Optional[Callable[[Target], Any]] = None):
         if mode not in ("factored", "dense"):
             raise ValueError(f"mode must be 'factored' or 'dense', got {mode!r}")
         if ranks not in ("ratio", "adaptive"):
@@ -265,11 +338,13 @@ class OSFT:
         self.distribute = bool(distribute)
         self.process_group = process_group
         self._target_args = dict(targets=targets, exclude=exclude, model_type=model_type)
+        self.group_by = group_by
         self.groups: "OrderedDict[str, OSFTGroup]" = OrderedDict()
         self.targets: List[Target] = []
         self.ranks: Dict[str, int] = {}
         self.task = 0
         self._handles: List[Any] = []
+        self._hooked: set = set()
         self._owners: List[Tuple[nn.Module, str]] = []
         if freeze_others:
             self._freeze_others = True
@@ -416,7 +491,9 @@ class OSFT:
         keyed: "OrderedDict[tuple, List[Target]]" = OrderedDict()
         for t in targets:
             w = getattr(t.module, t.attr)
-            keyed.setdefault((t.matrix_shape, kmap[t.name], w.dtype, w.device), []).append(t)
+            extra = self.group_by(t) if self.group_by is not None else None
+            keyed.setdefault((t.matrix_shape, kmap[t.name], w.dtype, w.device, extra),
+                             []).append(t)
         rank, world = self._world()
         # Cost partition over every matrix of every group (deterministic on every rank).
         items = [(gi, j) for gi, (key, ts) in enumerate(keyed.items())
@@ -430,7 +507,7 @@ class OSFT:
                 own.setdefault(gi, []).append(j)
         self.partition = {"world_size": world, "owners": owners, "items": items}
         groups: "OrderedDict[str, OSFTGroup]" = OrderedDict()
-        for gi, ((shape, k, dtype, device), ts) in enumerate(keyed.items()):
+        for gi, ((shape, k, dtype, device, _), ts) in enumerate(keyed.items()):
             n, m = shape
             batch = sum(t.count for t in ts)
             g = OSFTGroup(self.mode, batch, n, m, k, dtype, device)
@@ -468,10 +545,12 @@ class OSFT:
             owner = next(t.module for t in targets if t.name == g.members[0][0])
             owner.add_module(f"osft_{name}", g)
             self._owners.append((owner, f"osft_{name}"))
+        self._hooked = set()
         if self.project_in_backward:
             for g in groups.values():
                 for p, side in g.projected():
                     self._handles.append(p.register_hook(self._grad_hook(g, side)))
+                    self._hooked.add(id(p))
 
     def _decompose(self, g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]]) -> None:
         """One osft.decompose of the stacked ``w`` into the group (or of this rank's share, then
@@ -535,6 +614,20 @@ class OSFT:
         return calls
 
     @torch.no_grad()
+    def project_unhooked_gradients(self) -> int:
+        """Project the ``.grad`` of projected parameters that no backward hook covers: all of
+        them with ``project_in_backward=False``, and parameters a wrapper replaced after OSFT
+        installed its hooks (FSDP2's ``fully_shard`` swaps in new ``DTensor`` parameters; the
+        hooks stay on the old ones). :class:`OSFTOptimizer` calls this before every step, so a
+        gradient is never left unprojected. Returns the number of osft calls."""
+        calls = 0
+        for p, side, g in self.projected_parameters():
+            if id(p) not in self._hooked and p.grad is not None:
+                g.project_(p.grad, side)
+                calls += 1
+        return calls
+
+    @torch.no_grad()
     def retract(self) -> int:
         """Project the trainable factors themselves: ``U_low <- U_low - U_high U_high^T U_low``
         and ``V_low <- V_low - V_low V_high^T V_high`` (one call each per group), removing any
@@ -550,7 +643,7 @@ class OSFT:
     @torch.no_grad()
     def snapshot(self, only: Optional[set] = None) -> Dict[int, torch.Tensor]:
         """Copies of the projected parameters (by ``id``), for :meth:`project_update`."""
-        return {id(p): p.detach().clone() for p, _, _ in self.projected_parameters()
+        return {id(p): _local(p.detach()).clone() for p, _, _ in self.projected_parameters()
                 if only is None or id(p) in only}
 
     @torch.no_grad()
@@ -562,23 +655,31 @@ class OSFT:
             old = before.get(id(p))
             if old is None:
                 continue
-            delta = p.data - old
-            g.project_(delta, side)
-            p.data.copy_(old.add_(delta))
+            cur = _local(p.detach())
+            delta = cur - old
+            _, start = local_batch(p.detach(), g.batch)
+            g.project_local_(delta, side, start)
+            cur.copy_(old.add_(delta))
             calls += 1
         return calls
 
     @torch.no_grad()
     def leakage(self) -> Dict[str, float]:
         """Largest relative leakage per group, ``max_b ||U_high^T U_low||/||U_low||`` and
-        ``max_b ||V_low V_high^T||/||V_low||`` (factored groups), by osft.leakage."""
+        ``max_b ||V_low V_high^T||/||V_low||`` (factored groups), by osft.leakage. Under FSDP2
+        each rank reports the matrices of its own shard."""
         out = {}
         for name, g in self.groups.items():
             if g.mode != "factored" or g.k == 0 or g.r == g.k:
                 continue
             ctx = context_for(g.u_high.device)
-            lu = np.atleast_1d(_osft.leakage(ctx, "left", g.u_high, g.u_low))
-            lv = np.atleast_1d(_osft.leakage(ctx, "right", g.v_high, g.v_low))
+            ul, start = local_batch(g.u_low.detach(), g.batch)
+            vl, _ = local_batch(g.v_low.detach(), g.batch)
+            if ul.shape[0] == 0:
+                continue
+            sl = slice(start, start + ul.shape[0])
+            lu = np.atleast_1d(_osft.leakage(ctx, "left", g.u_high[sl], ul))
+            lv = np.atleast_1d(_osft.leakage(ctx, "right", g.v_high[sl], vl))
             out[name] = float(max(lu.max(), lv.max()))
         return out
 
@@ -587,16 +688,18 @@ class OSFT:
     @torch.no_grad()
     def dense_weights(self) -> Dict[str, torch.Tensor]:
         """The current dense weight of every target (its original shape and dtype), rebuilt with
-        one :func:`osft.reconstruct` call per factored group."""
+        one :func:`osft.reconstruct` call per factored group. Under FSDP2 the sharded factors are
+        gathered first (``full_tensor()``, a collective: call it on every rank)."""
         out: Dict[str, torch.Tensor] = {}
         shapes = {t.name: t.shape for t in self.targets}
         for g in self.groups.values():
             if g.mode == "dense":
-                w = g.weight.detach()
+                w = _full(g.weight.detach())
             else:
                 w = torch.empty(g.batch, g.n, g.m, dtype=g.u_high.dtype, device=g.u_high.device)
                 parts = [g.u_high, g.s_high, g.v_high] if g.k > 0 else [None] * 3
-                parts += [g.u_low, g.s_low, g.v_low] if g.r > g.k else [None] * 3
+                parts += ([_full(g.u_low.detach()), _full(g.s_low.detach()),
+                           _full(g.v_low.detach())] if g.r > g.k else [None] * 3)
                 if g.k == 0 and g.r == g.k:  # an empty matrix
                     w.zero_()
                 else:
@@ -617,6 +720,7 @@ class OSFT:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._hooked = set()
         for t in self.targets:
             mod = t.module
             mod.__dict__.pop("_osft_slot", None)

@@ -5,7 +5,9 @@ Why: gradient projection makes ``dU_low`` orthogonal to ``U_high``, but Adam(W) 
 element by its own ``sqrt(v)``; that element-wise rescaling re-introduces components in the frozen
 subspace, step after step (mini_trainer issue #90). :class:`OSFTOptimizer` wraps any optimizer:
 
-1. before ``step()``, it snapshots the projected parameters (one copy of the trainable factors);
+0. before ``step()``, it projects any gradient OSFT's backward hooks did not cover
+   (``project_in_backward=False``, or parameters FSDP2 replaced with ``DTensor`` shards);
+1. it snapshots the projected parameters (one copy of the trainable factors);
 2. after the inner ``step()``, it projects the actual update ``delta = new - old`` (one osft call
    per group and factor) and sets ``param = old + P(delta)``;
 3. then it *retracts*: ``U_low <- U_low - U_high U_high^T U_low`` (and ``V_low`` on the right),
@@ -60,8 +62,16 @@ class OSFTOptimizer(torch.optim.Optimizer):
                           stacklevel=2)
 
     def step(self, closure: Optional[Callable[[], Any]] = None):  # type: ignore[override]
+        self.osft.project_unhooked_gradients()
+        inner_closure = None
+        if closure is not None:
+            def inner_closure():
+                with torch.enable_grad():
+                    loss = closure()
+                self.osft.project_unhooked_gradients()   # gradients the closure recomputed
+                return loss
         before = self.osft.snapshot(self._mine) if self.project_update else None
-        loss = self.optimizer.step(closure)
+        loss = self.optimizer.step(inner_closure) if inner_closure else self.optimizer.step()
         if before:
             self.osft.project_update(before)
         if self.retract:
@@ -132,8 +142,7 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
     original = engine.step
 
     def osft_step(*args, **kwargs):
-        if not osft.project_in_backward:
-            osft.project_gradients()
+        osft.project_unhooked_gradients()
         out = original(*args, **kwargs)
         if do_retract:
             osft.retract()
