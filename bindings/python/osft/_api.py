@@ -25,7 +25,7 @@ import numpy as np
 
 from . import torch as _torch_glue
 from ._errors import check, error
-from ._lib import lib, osft_matrix
+from ._lib import has, lib, osft_matrix
 from ._tensor import (CUDA, F32, F64, HOST, Mat, as_mat, dtype_code, numpy_dtype)
 
 ArrayLike = Any
@@ -35,6 +35,11 @@ _BACKEND_NAMES = {0: "cpu", 1: "cuda"}
 _SIDES = {"left": 0, "u": 0, "right": 1, "v": 1, "both": 2}
 _STRATEGIES = {"auto": 0, "coefficient": 1, "cached_projector": 2, "cached": 2}
 _STRATEGY_NAMES = {1: "coefficient", 2: "cached_projector"}
+_SVD_ALGORITHMS = {"auto": 0, "qr": 1, "jacobi": 2, "jacobi_batched": 3, "approx_batched": 4,
+                   "polar": 5, "randomized": 6}
+_SVD_ALGORITHM_NAMES = {v: k for k, v in _SVD_ALGORITHMS.items()}
+_MATH_MODES = {"exact": 0, "tf32": 1, "bf16": 2}
+_MATH_MODE_NAMES = {v: k for k, v in _MATH_MODES.items()}
 _RULES = {"fixed": 0, "fraction": 1, "energy": 2, "entropy": 3, "entropy_effective": 3}
 
 
@@ -160,6 +165,51 @@ class Context:
         v = int(value) if value else None
         check(lib.osft_context_set_stream(self.handle, v), "osft_context_set_stream")
         self._stream = v
+
+    # -- SVD algorithm and math mode --
+    def _optional(self, name: str):
+        if not has(name):
+            raise error("INVALID_ARGUMENT", f"the loaded libosft ({__import__('osft').library_path})"
+                        f" has no {name}: it predates SVD algorithm / math mode settings",
+                        "osft.Context")
+        return getattr(lib, name)
+
+    @property
+    def svd_algorithm(self) -> str:
+        """The SVD algorithm of later :func:`svd`, :func:`svd_list` and :func:`decompose` calls:
+        ``"auto"`` (default), ``"qr"``, ``"jacobi"``, ``"jacobi_batched"`` (``N, M <= 32``),
+        ``"approx_batched"`` (approximate), ``"polar"``, ``"randomized"`` (approximate, top-``k``
+        only: :func:`decompose` with the low parts None). Each names the cuSOLVER routine a CUDA
+        context calls; a CPU context enforces its preconditions and computes an exact SVD. An
+        algorithm that cannot serve a call fails it, never falls back silently. Set it with a name
+        or the ``osft_svd_algorithm`` int; unknown values raise and keep the old setting."""
+        out = ctypes.c_int32(-1)
+        check(self._optional("osft_context_get_svd_algorithm")(self.handle, ctypes.byref(out)),
+              "osft_context_get_svd_algorithm")
+        return _SVD_ALGORITHM_NAMES.get(out.value, str(out.value))
+
+    @svd_algorithm.setter
+    def svd_algorithm(self, value: Union[str, int]) -> None:
+        code = _enum(value, _SVD_ALGORITHMS, "SVD algorithm")
+        check(self._optional("osft_context_set_svd_algorithm")(self.handle, code),
+              "osft_context_set_svd_algorithm")
+
+    @property
+    def math_mode(self) -> str:
+        """The math mode of later projection and reconstruction GEMMs on float32 data:
+        ``"exact"`` (default), ``"tf32"`` or ``"bf16"`` (inputs rounded, float32 accumulation;
+        CUDA only — a CPU context accepts every mode and computes exactly; float64 data is always
+        exact). Set it with a name or the ``osft_math_mode`` int."""
+        out = ctypes.c_int32(-1)
+        check(self._optional("osft_context_get_math_mode")(self.handle, ctypes.byref(out)),
+              "osft_context_get_math_mode")
+        return _MATH_MODE_NAMES.get(out.value, str(out.value))
+
+    @math_mode.setter
+    def math_mode(self, value: Union[str, int]) -> None:
+        code = _enum(value, _MATH_MODES, "math mode")
+        check(self._optional("osft_context_set_math_mode")(self.handle, code),
+              "osft_context_set_math_mode")
 
     # -- workspace --
     def set_workspace(self, buffer: ArrayLike) -> None:

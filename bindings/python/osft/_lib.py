@@ -64,6 +64,10 @@ _PROTOTYPES = {
     "osft_context_set_workspace": (_i32, [_vp, _vp, _sz]),
     "osft_context_release_workspace": (_i32, [_vp]),
     "osft_context_workspace_bytes": (_i32, [_vp, _szp]),
+    "osft_context_set_svd_algorithm": (_i32, [_vp, _i32]),
+    "osft_context_get_svd_algorithm": (_i32, [_vp, _P(_i32)]),
+    "osft_context_set_math_mode": (_i32, [_vp, _i32]),
+    "osft_context_get_math_mode": (_i32, [_vp, _P(_i32)]),
     "osft_svd_workspace_size": (_i32, [_vp, _M, _i32, _szp]),
     "osft_svd": (_i32, [_vp, _M, _M, _M, _M, _i32]),
     "osft_svd_list_workspace_size": (_i32, [_vp, _sz, _M, _i32, _szp]),
@@ -123,8 +127,18 @@ def _candidates():
     yield "find_library('osft')", ctypes.util.find_library("osft")
 
 
+#: Functions added to ABI 1 after its first release: a libosft without them still loads, and
+#: the Python calls that need them raise :class:`osft.OsftError` (see :func:`has`).
+_OPTIONAL = frozenset({
+    "osft_context_set_svd_algorithm", "osft_context_get_svd_algorithm",
+    "osft_context_set_math_mode", "osft_context_get_math_mode",
+})
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     for name, (res, args) in _PROTOTYPES.items():
+        if name in _OPTIONAL and not hasattr(lib, name):
+            continue
         fn = getattr(lib, name)  # AttributeError when the library lacks a symbol
         fn.restype = res
         fn.argtypes = args
@@ -165,3 +179,8 @@ def load() -> Tuple[ctypes.CDLL, str]:
 
 
 lib, library_path = load()
+
+
+def has(name: str) -> bool:
+    """Whether the loaded libosft exports ``name`` (for the optional functions)."""
+    return hasattr(lib, name)

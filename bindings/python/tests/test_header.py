@@ -44,6 +44,8 @@ def test_other_enums():
     assert enum_values("OSFT_STRATEGY_") == {"AUTO": 0, "COEFFICIENT": 1, "CACHED_PROJECTOR": 2}
     assert enum_values("OSFT_STRATEGY_") == {k.upper(): v for k, v in _api._STRATEGIES.items()
                                              if k != "cached"}
+    assert enum_values("OSFT_SVD_") == {k.upper(): v for k, v in _api._SVD_ALGORITHMS.items()}
+    assert enum_values("OSFT_MATH_") == {k.upper(): v for k, v in _api._MATH_MODES.items()}
     rules = enum_values("OSFT_RANK_")
     assert rules == {"FIXED": 0, "FRACTION": 1, "ENERGY": 2, "ENTROPY_EFFECTIVE": 3}
     assert all(_api._RULES[k.lower()] == v for k, v in rules.items())
