@@ -4,6 +4,11 @@
 //! then the projection step captured in a CUDA graph and replayed. Prints one line per case and
 //! a closing `N passed, M failed`; exits non-zero on any failure.
 //!
+//! Also: every explicit SVD algorithm (certificate and S against the f64 construction, the
+//! routines' preconditions, the randomized top-k decomposition against the optimal rank-k
+//! residual), projection in each math mode against f64 with a tolerance per mode, and
+//! `gemm_grouped` (grouped and fallback) against the CPU executor.
+//!
 //! `device_check [--quick]` (`--quick`: a small subset, for compute-sanitizer).
 
 #[path = "../tests/common/mod.rs"]
@@ -18,7 +23,8 @@ use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
 use osft::ops::svd::SvdOut;
-use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, Side};
+use osft::exec::{ComputeType, GemmArgs, Op, Strided};
+use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, MathMode, Side, Status, SvdAlgorithm};
 
 /// A host buffer mirrored in device memory.
 struct Dev<T: Element> {
@@ -277,6 +283,204 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
     }
 }
 
+/// One explicit SVD algorithm on the GPU against the f64 certificate and the singular values the
+/// matrix was built with. `W = Q1 diag(s) Q2^T` with `s` in `[1, 10]` (condition 10), so
+/// the approximate `gesvdaStridedBatched` is held to a tolerance that reflects its Gram-matrix
+/// error (`eps * cond^2`), the exact routines to the usual backward-error bound.
+fn algorithm_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, alg: SvdAlgorithm, n: usize, m: usize, batch: usize, compute: DType) {
+    let r = n.min(m);
+    let s_true: Vec<f64> = (0..r).map(|i| 10.0 - 9.0 * i as f64 / (r.max(2) - 1) as f64).collect();
+    let ws: Vec<M> = (0..batch).map(|_| orthonormal(rng, n, r).mul(&orthonormal(rng, m, r).t().scale_rows(&s_true))).collect();
+    let name = format!("svd algorithm {alg:?} {} {n}x{m} batch={batch}", compute.name());
+    gpu.set_svd_algorithm(alg);
+    let dw = Dev::up(gpu, Buf::<f64>::from_batch(&ws, Layout::RowMajor));
+    macro_rules! outs {
+        ($t:ty) => {{
+            let (du, ds, dv) = (
+                Dev::up(gpu, Buf::<$t>::poisoned(n, r, batch, Layout::ColMajor)),
+                Dev::up(gpu, Buf::<$t>::poisoned(r, 1, batch, Layout::ColMajor)),
+                Dev::up(gpu, Buf::<$t>::poisoned(r, m, batch, Layout::RowMajor)),
+            );
+            let (ud, sd, vd) = (du.desc(), ds.desc(), dv.desc());
+            let t = Instant::now();
+            let res = unsafe { gpu.svd_raw(&dw.desc(), &SvdOut { u: Some(&ud), s: &sd, vt: Some(&vd) }, compute) };
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            res.map(|_| {
+                let (hu, hs, hv) = (du.down(gpu), ds.down(gpu), dv.down(gpu));
+                ((0..batch).map(|b| (hu.get(b), hs.get(b).d, hv.get(b))).collect::<Vec<_>>(), ms)
+            })
+        }};
+    }
+    let got = if compute == DType::F64 { outs!(f64) } else { outs!(f32) };
+    gpu.set_svd_algorithm(SvdAlgorithm::Auto);
+    let (got, ms) = match got {
+        Ok(g) => g,
+        Err(e) => return rep.case(&name, false, format!("error {e}")),
+    };
+    let eps = u_of(compute);
+    // gesvda's Gram-matrix error grows with cond^2 = 100.
+    let tol = 10.0 * n.max(m) as f64 * eps * if alg == SvdAlgorithm::ApproxBatched { 100.0 } else { 1.0 };
+    let mut worst = 0.0f64;
+    let mut ok = true;
+    for (b, (u, s, vt)) in got.iter().enumerate() {
+        ok &= s.windows(2).all(|p| p[0] >= p[1] * (1.0 - tol)) && s.iter().all(|x| *x >= 0.0);
+        let rec = u.mul(&vt.scale_rows(s)).sub(&ws[b]).fro() / ws[b].fro();
+        worst = worst.max(rec).max(ortho_err_cols(u)).max(ortho_err_cols(&vt.t()));
+        for (a, t) in s.iter().zip(&s_true) {
+            worst = worst.max((a - t).abs() / 10.0);
+        }
+    }
+    let report = gpu.last_svd_report();
+    rep.case(&name, ok && worst <= tol, format!("certificate and S vs f64 {worst:.2e} (tol {tol:.1e}), {ms:.2} ms, report {report:?}"));
+}
+
+/// Preconditions refused on the GPU exactly as on the CPU, before anything runs.
+fn algorithm_refusals_case(gpu: &Context, rep: &mut Report) {
+    let w = Dev::up(gpu, Buf::<f32>::from(&M::zeros(40, 40).add(&M::eye(40)), Layout::RowMajor));
+    let mut ok = true;
+    let mut detail = String::new();
+    for (alg, want) in [(SvdAlgorithm::JacobiBatched, Status::Precondition), (SvdAlgorithm::Randomized, Status::InvalidArgument)] {
+        gpu.set_svd_algorithm(alg);
+        let got = gpu.svd_workspace_size(&w.desc(), DType::F32).map_err(|e| e.status());
+        ok &= got == Err(want);
+        detail += &format!("{alg:?}: {got:?}; ");
+    }
+    gpu.set_svd_algorithm(SvdAlgorithm::Auto);
+    rep.case("svd algorithm preconditions on the GPU", ok, detail);
+}
+
+/// Randomized top-k decomposition on the GPU against the exact top k of a matrix with singular
+/// values 2^-i (well separated: the randomized range finder is accurate to ~eps here).
+fn randomized_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, k: usize, compute: DType) {
+    let r = n.min(m);
+    let s_true: Vec<f64> = (0..r).map(|i| 0.5f64.powi(i as i32)).collect();
+    let w = orthonormal(rng, n, r).mul(&orthonormal(rng, m, r).t().scale_rows(&s_true));
+    let name = format!("decompose RANDOMIZED top k={k} {} {n}x{m}", compute.name());
+    gpu.set_svd_algorithm(SvdAlgorithm::Randomized);
+    let dw = Dev::up(gpu, Buf::<f64>::from(&w, Layout::RowMajor));
+    let (du, ds, dv) = (
+        Dev::up(gpu, Buf::<f64>::poisoned(n, k, 1, Layout::ColMajor)),
+        Dev::up(gpu, Buf::<f64>::poisoned(k, 1, 1, Layout::ColMajor)),
+        Dev::up(gpu, Buf::<f64>::poisoned(k, m, 1, Layout::RowMajor)),
+    );
+    let (ud, sd, vd) = (du.desc(), ds.desc(), dv.desc());
+    let res = unsafe { gpu.decompose_raw(&dw.desc(), k, &Parts { u_high: Some(&ud), s_high: Some(&sd), v_high: Some(&vd), ..Default::default() }, compute) };
+    gpu.set_svd_algorithm(SvdAlgorithm::Auto);
+    if let Err(e) = res {
+        return rep.case(&name, false, format!("error {e}"));
+    }
+    let (u, s, vt) = (du.down(gpu).get(0), ds.down(gpu).get(0).d, dv.down(gpu).get(0));
+    // The top-k part reproduces the best rank-k approximation: W_k = U_k S_k V_k.
+    // The top-k part is the best rank-k approximation: ||W - U_k S_k V_k|| reaches its optimum
+    // sqrt(sum_{i>=k} s_i^2).
+    let rec = u.mul(&vt.scale_rows(&s));
+    let resid = w.sub(&rec).fro();
+    let opt = s_true[k..].iter().map(|x| x * x).sum::<f64>().sqrt();
+    let tol = 1e3 * u_of(compute);
+    let s_err = s.iter().zip(&s_true).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let ok = s_err <= tol && resid <= opt * (1.0 + tol) + tol && ortho_err_cols(&u) <= tol && ortho_err_cols(&vt.t()) <= tol;
+    rep.case(&name, ok, format!("S error {s_err:.2e}, residual {resid:.3e} vs optimal {opt:.3e}, tol {tol:.1e}"));
+}
+
+/// Projection of f32 data in a reduced math mode against the f64 reference: TF32 rounds inputs
+/// to 10 mantissa bits (unit roundoff 2^-11), bf16 to 7 (2^-8); the error bound used is
+/// `2 u_mode sqrt(n + k)` relative to `||X||`. The exact mode is held to f32's bound.
+fn math_mode_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, mode: MathMode, n: usize, m: usize, k: usize) {
+    let u = orthonormal(rng, n, k).round::<f32>();
+    let x = randn(rng, n, m).round::<f32>();
+    let name = format!("project f32 Left math mode {mode:?} {n}x{m} k={k}");
+    gpu.set_math_mode(mode);
+    let (du, dx) = (Dev::up(gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
+    let ud = du.desc();
+    let res = unsafe { gpu.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &dx.desc(), None) };
+    gpu.set_math_mode(MathMode::Exact);
+    if let Err(e) = res {
+        return rep.case(&name, false, format!("error {e}"));
+    }
+    let got = dx.down(gpu).get(0);
+    let want = x.sub(&u.mul(&u.t().mul(&x)));
+    let err = got.sub(&want).fro() / x.fro();
+    let unit = match mode {
+        MathMode::Exact => u_of(DType::F32),
+        MathMode::Tf32 => 2f64.powi(-11),
+        MathMode::Bf16 => 2f64.powi(-8),
+    };
+    let tol = 2.0 * unit * ((n + k) as f64).sqrt() * if mode == MathMode::Exact { 4.0 } else { 1.0 };
+    rep.case(&name, err <= tol, format!("vs f64 {err:.2e} (tol {tol:.1e})"));
+}
+
+/// `gemm_grouped` straight on the executors: three f32 groups of different shapes (one
+/// cublasGemmGroupedBatchedEx) and a bf16-in/f32-out set (the strided-batched fallback), against
+/// the CPU executor.
+fn grouped_gemm_case(gpu: &Context, cpu: &Context, rep: &mut Report) {
+    for (name, tin) in [("gemm_grouped f32 (cublasGemmGroupedBatchedEx)", DType::F32), ("gemm_grouped bf16->f32 (strided-batched fallback)", DType::BF16)] {
+        let shapes = [(7usize, 5usize, 3usize, 4usize), (33, 17, 9, 2), (64, 64, 64, 3)];
+        let mut results = vec![];
+        for ctx in [gpu, cpu] {
+            // The same operands on both executors.
+            let mut rng2: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(42);
+            let mut keep = vec![];
+            let mut groups = vec![];
+            for &(m, n, k, b) in &shapes {
+                let a: Vec<M> = (0..b).map(|_| randn(&mut rng2, m, k)).collect();
+                let bb: Vec<M> = (0..b).map(|_| randn(&mut rng2, k, n)).collect();
+                macro_rules! up {
+                    ($t:ty, $ms:expr) => {{
+                        let host = Buf::<$t>::from_batch($ms, Layout::ColMajor);
+                        if ctx.executor().device() == Device::Host {
+                            (host.desc.addr, host.desc.batch_stride, Box::new(host) as Box<dyn std::any::Any>)
+                        } else {
+                            let d = Dev::up(ctx, host);
+                            (d.buf.addr, d.host.desc.batch_stride, Box::new(d) as Box<dyn std::any::Any>)
+                        }
+                    }};
+                }
+                let (pa, sa, ka) = if tin == DType::F32 { up!(f32, &a) } else { up!(bf16, &a) };
+                let (pb, sb, kb) = if tin == DType::F32 { up!(f32, &bb) } else { up!(bf16, &bb) };
+                let zeros: Vec<M> = (0..b).map(|_| M::zeros(m, n)).collect();
+                let (pc, sc, kc) = up!(f32, &zeros);
+                groups.push(GemmArgs {
+                    transa: Op::N,
+                    transb: Op::N,
+                    m,
+                    n,
+                    k,
+                    alpha: 1.0,
+                    a: Strided { addr: pa, dtype: tin, ld: m, stride: sa },
+                    b: Strided { addr: pb, dtype: tin, ld: k, stride: sb },
+                    beta: 0.0,
+                    c: Strided { addr: pc, dtype: DType::F32, ld: m, stride: sc },
+                    batch: b,
+                    compute: ComputeType::F32,
+                });
+                keep.push((ka, kb, kc, b));
+            }
+            if let Err(e) = unsafe { ctx.executor().gemm_grouped(&groups) } {
+                rep.case(name, false, format!("error {e}"));
+                return;
+            }
+            // Read back each group's C.
+            let mut cs = vec![];
+            for (_, _, kc, b) in keep {
+                let c: Buf<f32> = match kc.downcast::<Dev<f32>>() {
+                    Ok(d) => d.down(ctx),
+                    Err(other) => *other.downcast::<Buf<f32>>().unwrap(),
+                };
+                cs.push((0..b).map(|i| c.get(i)).collect::<Vec<M>>());
+            }
+            results.push(cs);
+        }
+        let mut worst = 0.0f64;
+        for (g, c) in results[0].iter().zip(&results[1]) {
+            for (x, y) in g.iter().zip(c) {
+                worst = worst.max(x.sub(y).fro() / y.fro().max(1e-30));
+            }
+        }
+        let tol = 1e-5;
+        rep.case(name, worst <= tol, format!("vs cpu {worst:.2e} (tol {tol:.0e})"));
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let gpu = match Context::cuda(0) {
@@ -313,7 +517,27 @@ fn main() {
         }
     }
     decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 96, 64, 24);
+    // Every explicit SVD algorithm, the reduced math modes, the grouped GEMM.
+    let alg_shapes: &[(usize, usize, usize)] = if quick { &[(24, 16, 3)] } else { &[(24, 16, 5), (16, 24, 3), (32, 32, 8), (200, 120, 3), (120, 200, 2), (1024, 512, 1)] };
+    for &(n, m, b) in alg_shapes {
+        for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar] {
+            if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
+                continue;
+            }
+            algorithm_case(&gpu, &mut rng, &mut rep, alg, n, m, b, DType::F32);
+            if !quick {
+                algorithm_case(&gpu, &mut rng, &mut rep, alg, n, m, b, DType::F64);
+            }
+        }
+    }
+    algorithm_refusals_case(&gpu, &mut rep);
+    randomized_case(&gpu, &mut rng, &mut rep, 300, 200, 8, DType::F32);
+    for mode in [MathMode::Exact, MathMode::Tf32, MathMode::Bf16] {
+        math_mode_case(&gpu, &mut rng, &mut rep, mode, 1024, 512, 64);
+    }
+    grouped_gemm_case(&gpu, &cpu, &mut rep);
     if !quick {
+        randomized_case(&gpu, &mut rng, &mut rep, 1024, 2048, 32, DType::F64);
         decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 300, 700, 150);
         shard_case(&gpu, &mut rng, &mut rep);
         diagnostics_case(&gpu, &mut rng, &mut rep);

@@ -1,21 +1,70 @@
 //! The CUDA executor: the primitives on device memory, on the caller's stream.
 //!
 //! Thin argument marshalling onto cuBLAS (`cublasGemmStridedBatchedEx_64`,
-//! `cublasGemmGroupedBatchedEx_64`), cuSOLVER (the routine of each [`SvdAlgorithm`]) and the NVRTC kernels of
-//! `kernels.cu` (strided copy/cast, dgmm, sign fix, reductions). All libraries are loaded at run
-//! time through cudarc's `sys` layer: the crate builds and links without a CUDA toolkit, and a
-//! missing driver, library or device is `Error::BackendUnavailable`, never a panic (presence is
-//! checked first, and construction runs behind `catch_unwind`).
+//! `cublasGemmGroupedBatchedEx_64`), cuSOLVER (the routine of each [`SvdAlgorithm`]) and the
+//! NVRTC kernels of `kernels.cu` (strided copy/cast, dgmm, sign fix, reductions, pointer arrays).
+//! All libraries are loaded at run time through cudarc's `sys` layer: the crate builds and links
+//! without a CUDA toolkit, and a missing driver, library or device is
+//! `Error::BackendUnavailable`, never a panic (presence is checked first, and construction runs
+//! behind `catch_unwind`).
 //!
-//! Stream semantics: every primitive is enqueued on the context's stream (the caller's, set with
-//! `set_stream`; the legacy default stream until then). GEMM, copy/cast and dgmm never synchronise
-//! the host nor allocate, so the projection path can be captured in a CUDA graph. SVD,
-//! reductions and `read_to_host` synchronise (they return results or convergence flags to the
-//! host). cuBLAS runs in its default math mode: exact f32, no TF32.
+//! **Streams.** Every primitive is enqueued on the context's stream (the caller's, set with
+//! `set_stream`; the legacy default stream until then). GEMM, copy/cast and dgmm never
+//! synchronise the host nor allocate, so the projection path can be captured in a CUDA graph.
+//! SVD, reductions and `read_to_host` synchronise (they return results or convergence flags to
+//! the host). The SVD routines that take one matrix per call (`Xgesvd`, `gesvdj`, `Xgesvdp`,
+//! `Xgesvdr`) run a batch concurrently on a pool of [`SVD_STREAMS`] non-blocking streams created
+//! once per executor, each with its own cuSOLVER handle bound to it and its own slice of the
+//! workspace: an event recorded on the caller's stream is waited on by each pool stream (fork);
+//! matrix `b` runs on stream `b % lanes`; an event recorded on each pool stream is waited on by
+//! the caller's stream (join). Work the caller issued before runs first, and work issued after
+//! sees the results: the caller's stream order is preserved. Batches that fit `gesvdjBatched`
+//! or `gesvdaStridedBatched` are one call on the caller's stream.
 //!
-//! CUDA 12 libraries: cudarc's loader also finds `libcublas.so.12`, `libcusolver.so.11`-era names
-//! are not searched; the functions used here have the same signatures in CUDA 12.x and 13.x.
-//! Untested on 12.x.
+//! **Math mode.** The cuBLAS handle stays in `CUBLAS_DEFAULT_MATH`; the mode reaches each GEMM
+//! as its compute type (`CUBLAS_COMPUTE_32F`, `_32F_FAST_TF32`, `_32F_FAST_16BF`; f64 data
+//! `CUBLAS_COMPUTE_64F`), see [`MathMode`].
+//!
+//! **CUDA 12 and 13 libraries.** osft uses cudarc's CUDA 13.0 bindings (`cuda-13000`). cudarc's
+//! loader tries, for each library, `lib<name>.so`, then versioned names down to
+//! `lib<name>.so.13`, `.12`, `.11`, `.10`, `.9`, `.1` (and a few Windows-style names). So the
+//! driver is `libcuda.so.1`; cuBLAS is `libcublas.so.13` (CUDA 13) or `libcublas.so.12` (CUDA
+//! 12); cuSOLVER, whose soname runs one major behind, is `libcusolver.so.12` (CUDA 13) or
+//! `libcusolver.so.11` (CUDA 12); NVRTC `libnvrtc.so.13` / `.12`. Every function called here has
+//! the same C signature in CUDA 12.x and 13.x, and all exist since CUDA 11 except
+//! `cublasGemmGroupedBatchedEx` (cuBLAS 12.5+: on an older cuBLAS, read with `cublasGetVersion`,
+//! `gemm_grouped` takes its strided-batched fallback). Put one toolkit's libraries on the path:
+//! the loader takes the first name that loads, so a CUDA 12 cuBLAS next to a CUDA 13 cuSOLVER
+//! would be mixed. NVRTC must not be newer than the driver (its PTX version is refused). Only
+//! CUDA 13.0 with the 580 driver is the target; CUDA 12.x is untested.
+//!
+//! **Device memory beyond the caller's buffers.** A context allocates its workspace (cached,
+//! grown to the largest need, freed by `release_workspace`; none at all when the caller sets
+//! one), small per-call arrays for reductions (`8 x batch` bytes), the `gemm_grouped` pointer
+//! buffer (`3 x 8 x` the largest problem count, only if used), cached projectors (`n^2`
+//! elements, only on request), and the handles (one cuBLAS, `1 + SVD_STREAMS` cuSOLVER). For an
+//! SVD or a decomposition of a batch of `B` matrices `N x M` computed in a type of `c` bytes
+//! (`m = max(N, M)`, `n = min(N, M)`), the workspace for a chunk of `b` matrices is
+//!
+//! ```text
+//! ws(b) = b c (2 m n + n^2 + n)                 staged A, U, VT, S (ops::svd)
+//!       + W_routine(b) + 4 b                    the routine's workspace, info flags
+//! W_routine(b) = L align(lwork)                  Xgesvd        (L = min(b, SVD_STREAMS))
+//!              = L align(lwork) + b c n^2        gesvdj, Xgesvdp, Xgesvdr (V scratch)
+//!              = lwork c + b c (m^2 + n^2)       gesvdjBatched (full U and V)
+//!              = lwork c + b c n^2               gesvdaStridedBatched
+//! ```
+//!
+//! plus 256-byte alignment per region; `lwork` is the routine's `*_bufferSize` (cuSOLVER's
+//! figure, `O(m n)` for the QR-based and polar routines). The context asks for `ws(b)` with the
+//! largest `b <= B` whose `ws(b) <= 1 GiB` (`ops::svd::MAX_CHUNK_BYTES`), at least one matrix;
+//! a caller workspace need only hold `ws(1)`. Chunks are factored one after another through the
+//! same workspace and each chunk's factors are copied to the caller's outputs before the next
+//! (`ops::svd::run`, `ops::decompose`); `svd_list` runs problem after problem through it. So
+//! decomposing a whole model, matrix by matrix or group by group, holds at most
+//! `max over its shapes of max(ws(1), min(ws(B), 1 GiB))` of workspace at once, not every
+//! intermediate. Example: the largest Llama-3.1-8B target, `14336 x 4096` in f32, needs
+//! `ws(1) = 4 (2 * 14336 * 4096 + 4096^2 + 4096) ~ 537 MB` plus `Xgesvd`'s `lwork`.
 
 #![allow(clippy::type_complexity)] // kernel argument tuples mirror the kernels' signatures
 
@@ -119,6 +168,8 @@ struct Handles {
     /// Device pointer arrays of `gemm_grouped`: address and capacity in pointers (per array).
     ptrs: Option<(cu::CUdeviceptr, usize)>,
     report: Option<SvdReport>,
+    /// `cublasGetVersion` (e.g. 120502 for 12.5.2): `cublasGemmGroupedBatchedEx` needs 12.5+.
+    cublas_version: i32,
 }
 
 /// The CUDA executor for one device.
@@ -219,6 +270,8 @@ impl CudaExecutor {
             cs_check(cs::cusolverDnCreateParams(&mut params), "cusolverDnCreateParams")?;
             let mut gesvdj = std::ptr::null_mut();
             cs_check(cs::cusolverDnCreateGesvdjInfo(&mut gesvdj), "cusolverDnCreateGesvdjInfo")?;
+            let mut cublas_version = 0;
+            cb_check(cb::cublasGetVersion_v2(cublas, &mut cublas_version), "cublasGetVersion")?;
             let no_timing = cu::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32;
             let mut fork = std::ptr::null_mut();
             cu_check(cu::cuEventCreate(&mut fork, no_timing), "cuEventCreate")?;
@@ -253,6 +306,7 @@ impl CudaExecutor {
                 fork,
                 ptrs: None,
                 report: None,
+                cublas_version,
             };
             Ok(CudaExecutor { ordinal, h: Mutex::new(h) })
         }
@@ -404,7 +458,8 @@ impl Executor for CudaExecutor {
     /// `CUBLAS_COMPUTE_64F`; otherwise (e.g. bf16 in with f32 out, or the bf16 fast mode) the
     /// groups run as back-to-back strided-batched GEMMs on the same stream.
     ///
-    /// The routine takes device arrays of device pointers. They live in a per-executor buffer of
+    /// Before cuBLAS 12.5 (`cublasGetVersion < 120500`, the routine does not exist) every call
+    /// takes the fallback. The routine takes device arrays of device pointers. They live in a per-executor buffer of
     /// `3 x capacity` pointers, grown (after a stream synchronisation, so no in-flight call reads
     /// the old one) only when a call has more problems than any before; a small NVRTC kernel
     /// fills them on the stream, one launch per group, so a call allocates nothing once the
@@ -430,7 +485,8 @@ impl Executor for CudaExecutor {
                 | (ComputeType::F32, BF16, BF16, BF16)
                 | (ComputeType::F64, F64, F64, F64)
         );
-        if !uniform || !supported || live.len() == 1 {
+        let grouped_available = self.h.lock().map(|h| h.cublas_version >= 120500).unwrap_or(false);
+        if !uniform || !supported || live.len() == 1 || !grouped_available {
             for g in live {
                 self.gemm_strided_batched(g)?;
             }
