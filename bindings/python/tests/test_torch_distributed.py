@@ -305,3 +305,39 @@ def check_fsdp2_per_block(rank, world):
 def test_fsdp2_training_matches_single_process(check):
     pytest.importorskip("torch.distributed.fsdp")
     run(check)
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive ranks with per-rank calibration data: importances are averaged, so every rank picks
+# the same ranks — those of one process calibrating on all the data.
+
+def check_adaptive_ranks_agree(rank, world):
+    import osft.torch as ot
+
+    def model():
+        # Weights near scaled identities, so importances cos(x, W x) are positive and differ.
+        mod = _model()
+        with torch.no_grad():
+            for i, (name, p) in enumerate(mod.named_parameters()):
+                if p.dim() == 2 and "proj" in name:
+                    p.mul_(0.3).add_(torch.eye(*p.shape, dtype=p.dtype) * (0.2 + 0.15 * (i % 7)))
+        return mod
+
+    from test_torch_osft import data
+
+    batches = [data(seed=20 + r, n=3) for r in range(world)]          # 15 rows each
+    m = model()
+    o = ot.OSFT(m, ranks="adaptive", calibration=[batches[rank]], max_samples=15,
+                min_ratio=0.2, max_ratio=0.8)
+    everyone = [None] * world
+    dist.all_gather_object(everyone, o.ranks)
+    assert all(r == everyone[0] for r in everyone)
+    ref = model()
+    o_ref = ot.OSFT(ref, ranks="adaptive", calibration=batches, max_samples=15 * world,
+                    min_ratio=0.2, max_ratio=0.8, distribute=False)
+    assert o.ranks == o_ref.ranks
+    assert len(set(o.ranks.values())) > 1
+
+
+def test_adaptive_ranks_agree_across_ranks():
+    run("check_adaptive_ranks_agree")

@@ -661,3 +661,50 @@ def test_partition_by_cost_balanced():
     with pytest.raises(ValueError):
         partition_by_cost([-1.0], 2)
     assert decomposition_cost(4096, 11008) == 4096 * 11008 * 4096
+
+
+def test_merged_state_dict_matches_plain_model():
+    m = tiny()
+    plain = m.state_dict()
+    plain = {k: v.clone() for k, v in plain.items()}
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    assert any(".osft_g" in k for k in m.state_dict())
+    sd = o.merged_state_dict()
+    assert set(sd) == set(plain)
+    for k, v in plain.items():
+        np.testing.assert_allclose(sd[k].numpy(), v.numpy(), atol=1e-11)
+    # Loads into a fresh plain model.
+    fresh = tiny(seed=5)
+    fresh.load_state_dict(sd)
+    x = data()
+    np.testing.assert_allclose(fresh(x).detach().numpy(), m(x).detach().numpy(), atol=1e-10)
+
+
+def test_cuda_model_workflow():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    try:
+        osft.Context("cuda").close()
+    except osft.BackendUnavailableError as e:
+        pytest.skip(f"osft CUDA backend unavailable: {e.message}")
+    torch.manual_seed(0)
+    m = TinyLlama().cuda()
+    x = data().float().cuda()
+    y0 = m(x).detach()
+    w0 = {n: f64(p).cpu() for n, p in m.named_parameters()}
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    assert all(g.u_high.is_cuda for g in o.groups.values())
+    torch.testing.assert_close(m(x).detach(), y0, atol=1e-4, rtol=1e-4)
+    for name, w in o.dense_weights().items():
+        assert (f64(w).cpu() - w0[name]).norm() / w0[name].norm() < 1e-5
+    opt = ot.OSFTOptimizer(torch.optim.Adam(o.parameters(), lr=1e-2), o)
+    for _ in range(20):
+        opt.zero_grad()
+        (m(x) - 1).pow(2).mean().backward()
+        opt.step()
+    torch.cuda.synchronize()
+    assert max(o.leakage().values()) < 1e-5
+    for p, side, g in o.projected_parameters():
+        b, gr = f64(g.u_high if side == "left" else g.v_high), f64(p.grad)
+        leak = b.transpose(1, 2) @ gr if side == "left" else gr @ b.transpose(1, 2)
+        assert leak.abs().max() < 1e-5 * max(1.0, gr.abs().max().item())

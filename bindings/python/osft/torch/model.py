@@ -479,6 +479,17 @@ class OSFT:
             vals = _osft.layer_importance(context_for(device), op, a, compute)
             for t, v in zip(ts, np.atleast_1d(vals)):
                 out[t.name] = float(v)
+        rank, world = self._world()
+        if world > 1:
+            # Each rank saw its own calibration batches: average the importances so that every
+            # rank picks the same ranks (and so the same groups).
+            vec = torch.tensor([out[t.name] for t in targets], dtype=torch.float64)
+            backend = dist.get_backend(self.process_group)
+            if backend == "nccl":
+                vec = vec.cuda()
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM, group=self.process_group)
+            for t, v in zip(targets, (vec / world).tolist()):
+                out[t.name] = v
         return out
 
     def _world(self) -> Tuple[int, int]:
@@ -708,6 +719,22 @@ class OSFT:
             for name, off, cnt in g.members:
                 out[name] = w[off:off + cnt].reshape(shapes[name]).clone()
         return out
+
+    @torch.no_grad()
+    def merged_state_dict(self) -> Dict[str, torch.Tensor]:
+        """``model.state_dict()`` as the plain model would have it: the groups' entries replaced
+        by every target's dense weight under its original name (for ``save_pretrained`` /
+        ``torch.save`` without unwrapping). Keys of modules wrapped by DDP-style containers keep
+        whatever prefix ``model`` itself has."""
+        prefixes = []
+        names = {id(mod): name for name, mod in self.model.named_modules()}
+        for owner, attr in self._owners:
+            base = names.get(id(owner), "")
+            prefixes.append(f"{base}.{attr}." if base else f"{attr}.")
+        sd = {k: v for k, v in self.model.state_dict().items()
+              if not any(k.startswith(p) for p in prefixes)}
+        sd.update(self.dense_weights())
+        return sd
 
     @torch.no_grad()
     def merge(self) -> nn.Module:
