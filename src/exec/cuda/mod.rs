@@ -996,10 +996,14 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
         }
         SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar | SvdAlgorithm::Randomized => {
             let (mut d, mut hb) = (0usize, 0usize);
+            // Queried on a pool stream's handle, parameters and Jacobi info: the kind that runs
+            // the routine (every pool handle is configured alike).
+            let lane = h.lanes.first().ok_or_else(|| Error::Internal("no SVD stream pool".into()))?;
+            let (solver, params, gesvdj) = (lane.solver, lane.params, lane.gesvdj);
             match alg {
                 SvdAlgorithm::Qr => cs_check(
                     cs::cusolverDnXgesvd_bufferSize(
-                        h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64,
+                        solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64,
                         dt, &mut d, &mut hb,
                     ),
                     "cusolverDnXgesvd_bufferSize",
@@ -1008,7 +1012,7 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                     let mut lwork = 0i32;
                     macro_rules! q {
                         ($f:ident) => {
-                            cs::$f(h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, h.gesvdj)
+                            cs::$f(solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, gesvdj)
                         };
                     }
                     cs_check(if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) }, "gesvdj_bufferSize")?;
@@ -1017,7 +1021,7 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                 }
                 SvdAlgorithm::Polar => cs_check(
                     cs::cusolverDnXgesvdp_bufferSize(
-                        h.solver, h.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(),
+                        solver, params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(),
                         m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
                     ),
                     "cusolverDnXgesvdp_bufferSize",
@@ -1026,7 +1030,7 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                     let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
                     cs_check(
                         cs::cusolverDnXgesvdr_bufferSize(
-                            h.solver, h.params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
+                            solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
                             std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
                         ),
                         "cusolverDnXgesvdr_bufferSize",
