@@ -27,6 +27,12 @@ numpy arrays (float32, float64, float16, and ``ml_dtypes.bfloat16``), any object
 transposed views, padded slices); negative strides (``a[::-1]``) are rejected with
 :class:`InvalidStrideError` — osft never copies implicitly. See :mod:`osft._tensor`.
 
+PyTorch
+-------
+:mod:`osft.torch` is the model-level workflow (targets by name, batched decomposition, gradient
+and update projection, task sequence, DDP / FSDP2 / DeepSpeed); it is imported on first use and
+needs torch. ``import osft`` itself never imports torch.
+
 Errors
 ------
 Every failure raises :class:`OsftError` (``.status`` name, ``.code``, ``.message`` — the

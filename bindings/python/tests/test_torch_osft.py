@@ -708,3 +708,36 @@ def test_cuda_model_workflow():
         b, gr = f64(g.u_high if side == "left" else g.v_high), f64(p.grad)
         leak = b.transpose(1, 2) @ gr if side == "left" else gr @ b.transpose(1, 2)
         assert leak.abs().max() < 1e-5 * max(1.0, gr.abs().max().item())
+
+
+def test_optimizer_closure_and_unhooked_gradients():
+    # project_in_backward=False: the wrapper projects .grad itself, also inside a closure.
+    m = tiny()
+    o = ot.OSFT(m, project_in_backward=False)
+    x = data()
+    inner = torch.optim.SGD(o.parameters(), lr=0.1)
+    opt = ot.OSFTOptimizer(inner, o, project_update=False, retract=False)
+    seen = []
+    orig_step = inner.step
+
+    def spy(closure=None):
+        out = orig_step(closure)
+        # The gradients SGD used (after the closure ran) were projected.
+        for p, side, g in o.projected_parameters():
+            b, gr = f64(g.u_high if side == "left" else g.v_high), f64(p.grad)
+            leak = b.transpose(1, 2) @ gr if side == "left" else gr @ b.transpose(1, 2)
+            seen.append(float(leak.abs().max()))
+        return out
+
+    inner.step = spy
+
+    def closure():
+        opt.zero_grad()
+        loss = m(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert torch.is_tensor(loss) and seen and max(seen) < 1e-12
+    # SGD on projected gradients never leaves the subspace, even without update projection.
+    assert max(o.leakage().values()) < 1e-12
