@@ -741,3 +741,16 @@ def test_optimizer_closure_and_unhooked_gradients():
     assert torch.is_tensor(loss) and seen and max(seen) < 1e-12
     # SGD on projected gradients never leaves the subspace, even without update projection.
     assert max(o.leakage().values()) < 1e-12
+
+
+def test_freeze_others():
+    m = tiny()
+    o = ot.OSFT(m, freeze_others=True)
+    trainable = {id(p) for p in m.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in o.parameters()}
+    assert not m.lm_head.weight.requires_grad and not m.model.layers[0].self_attn.q_proj.bias.requires_grad
+    # Invalid arguments freeze nothing.
+    m2 = tiny()
+    with pytest.raises(ValueError):
+        ot.OSFT(m2, freeze_others=True, rank_pattern={"q_proj": 99})
+    assert all(p.requires_grad for p in m2.parameters())

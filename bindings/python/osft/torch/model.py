@@ -10,8 +10,9 @@ What it does to a model
    ``unfreeze_rank_ratio``, or, with ``ranks="adaptive"``, from layer importance on calibration
    batches. A rank spec is an ``int`` (``k`` itself) or a ``float`` in ``[0, 1]``: the **frozen
    fraction** ``k = floor(f * R)`` (PEFT OSF's float ``effective_rank``; osft's ``"fraction"``
-   rule). mini_trainer's ``unfreeze_rank_ratio = u`` is the *trainable* fraction: passing it here
-   gives ``k = R - floor(u * R)`` (``floor(u * R)`` trainable directions). Note ``1`` is ``k = 1``
+   rule). ``unfreeze_rank_ratio = u`` has mini_trainer's meaning, the *trainable* fraction; here
+   ``k = R - floor(u * R)`` (``floor(u * R)`` trainable directions; mini_trainer's own rounding
+   may differ by one). Note ``1`` is ``k = 1``
    while ``1.0`` freezes everything.
 3. **Decomposition, batched** — targets with the same matrix shape, ``k``, dtype and device form a
    *group*; the group's weights are stacked into one contiguous ``B x N x M`` tensor on their
@@ -407,12 +408,12 @@ class OSFT:
             for name, k_old in previous.items():
                 if name in kmap:
                     kmap[name] = max(kmap[name], k_old)
-        if self._freeze_others:
-            tset = {id(getattr(t.module, t.attr)) for t in targets}
-            for p in self.model.parameters():
-                if id(p) not in tset:
-                    p.requires_grad_(False)
         self._build(targets, kmap)
+        if self._freeze_others:  # after a successful build: invalid input leaves the model as is
+            mine = {id(p) for g in self.groups.values() for p in g.parameters()}
+            for p in self.model.parameters():
+                if id(p) not in mine:
+                    p.requires_grad_(False)
 
     def _importance(self, targets: List[Target], batches, forward_fn, max_samples: int
                     ) -> Dict[str, float]:
