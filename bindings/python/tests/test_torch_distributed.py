@@ -6,7 +6,6 @@ import os
 import tempfile
 import traceback
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

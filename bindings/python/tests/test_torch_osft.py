@@ -2,7 +2,6 @@
 against float64 references computed here with torch / numpy. Skipped without torch."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ import osft
 torch = pytest.importorskip("torch")
 nn = torch.nn
 ot = pytest.importorskip("osft.torch")
-from osft.torch import targets as ot_targets  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,7 +59,6 @@ Parameters that are not targets (biases, norms, embeddings, heads) are left as t
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 

@@ -63,13 +63,14 @@ class OSFTOptimizer(torch.optim.Optimizer):
 
     def step(self, closure: Optional[Callable[[], Any]] = None):  # type: ignore[override]
         self.osft.project_unhooked_gradients()
-        inner_closure = None
+        inner_closure: Optional[Callable[[], Any]] = None
         if closure is not None:
-            def inner_closure():
+            def projected_closure():
                 with torch.enable_grad():
                     loss = closure()
                 self.osft.project_unhooked_gradients()   # gradients the closure recomputed
                 return loss
+            inner_closure = projected_closure
         before = self.osft.snapshot(self._mine) if self.project_update else None
         loss = self.optimizer.step(inner_closure) if inner_closure else self.optimizer.step()
         if before:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Pattern, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Pattern, Sequence, Tuple, Union
 
 import torch
 from torch import nn
