@@ -752,3 +752,16 @@ def test_freeze_others():
     with pytest.raises(ValueError):
         ot.OSFT(m2, freeze_others=True, rank_pattern={"q_proj": 99})
     assert all(p.requires_grad for p in m2.parameters())
+
+
+def test_next_task_invalid_arguments_keep_the_current_task():
+    m = tiny()
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    groups = list(o.groups)
+    for kw in (dict(frozen_ratio=2.0), dict(rank_pattern={"q_proj": -1}), dict(ranks="adaptive"),
+               dict(frozen_ratio=0.5, unfreeze_rank_ratio=0.5), dict(ranks="x")):
+        with pytest.raises((ValueError, TypeError)):
+            o.next_task(**kw)
+    assert list(o.groups) == groups and o.task == 0
+    m(data()).sum().backward()                 # still the OSFT'd model
+    assert all(p.grad is not None for p in o.parameters())

@@ -346,10 +346,7 @@ class OSFT:
         self._handles: List[Any] = []
         self._hooked: set = set()
         self._owners: List[Tuple[nn.Module, str]] = []
-        if freeze_others:
-            self._freeze_others = True
-        else:
-            self._freeze_others = False
+        self._freeze_others = bool(freeze_others)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                     forward_fn, min_ratio, max_ratio, max_samples, previous=None)
 
@@ -376,10 +373,29 @@ class OSFT:
             return R - min(R, int(math.floor(v * R + 1e-9)))
         return resolve_rank(v, R, t.name)
 
+    def _check_args(self, frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
+                    min_ratio, max_ratio, max_samples, targets: List[Target]):
+        """Validate everything that does not need a forward pass; returns the default spec."""
+        if ranks not in ("ratio", "adaptive"):
+            raise ValueError(f"ranks must be 'ratio' or 'adaptive', got {ranks!r}")
+        default = self._default_spec(frozen_ratio, unfreeze_rank_ratio)
+        for t in targets:
+            self._rank_of(t, default, rank_pattern)
+        if ranks == "adaptive":
+            if calibration is None:
+                raise ValueError("ranks='adaptive' needs calibration batches")
+            if not 0.0 <= min_ratio <= max_ratio <= 1.0:
+                raise ValueError(f"need 0 <= min_ratio <= max_ratio <= 1, got {min_ratio}, "
+                                 f"{max_ratio}")
+            if int(max_samples) < 1:
+                raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+        return default
+
     def _setup(self, frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                forward_fn, min_ratio, max_ratio, max_samples, previous):
-        default = self._default_spec(frozen_ratio, unfreeze_rank_ratio)
         targets = find_targets(self.model, **self._target_args)
+        default = self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks,
+                                   calibration, min_ratio, max_ratio, max_samples, targets)
         for t in targets:
             p = getattr(t.module, t.attr)
             if p.device.type not in ("cpu", "cuda"):
@@ -388,11 +404,6 @@ class OSFT:
                 raise ValueError(f"{t.name}: dtype {p.dtype} is not supported")
         kmap = {t.name: self._rank_of(t, default, rank_pattern) for t in targets}
         if ranks == "adaptive":
-            if calibration is None:
-                raise ValueError("ranks='adaptive' needs calibration batches")
-            if not 0.0 <= min_ratio <= max_ratio <= 1.0:
-                raise ValueError(f"need 0 <= min_ratio <= max_ratio <= 1, got {min_ratio}, "
-                                 f"{max_ratio}")
             pinned = {t.name for t in targets
                       if any(matches(t.name, p) or matches(t.module_name, p)
                              for p in (rank_pattern or {}))}
@@ -779,6 +790,9 @@ class OSFT:
         them with new ranks (arguments as for the constructor) and freeze the new top-``k``.
         With ``grow_only`` (default) each target's ``k`` is at least its previous one. Returns the
         new ranks. Recreate the optimizer (and any DDP / DeepSpeed wrapper) afterwards."""
+        # Validate before merging, so that a bad argument leaves the current task in place.
+        self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
+                         min_ratio, max_ratio, max_samples, self.targets)
         previous = dict(self.ranks) if grow_only else None
         self.merge()
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
