@@ -287,6 +287,7 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
 /// matrix was built with. `W = Q1 diag(s) Q2^T` with `s` in `[1, 10]` (condition 10), so
 /// the approximate `gesvdaStridedBatched` is held to a tolerance that reflects its Gram-matrix
 /// error (`eps * cond^2`), the exact routines to the usual backward-error bound.
+#[allow(clippy::too_many_arguments)]
 fn algorithm_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, alg: SvdAlgorithm, n: usize, m: usize, batch: usize, compute: DType) {
     let r = n.min(m);
     let s_true: Vec<f64> = (0..r).map(|i| 10.0 - 9.0 * i as f64 / (r.max(2) - 1) as f64).collect();

@@ -137,8 +137,8 @@ fn randomized_serves_only_a_top_k_decomposition() {
     unsafe { reference.decompose_raw(&wd, k, &Parts { u_high: Some(&rud), s_high: Some(&rsd), v_high: Some(&rvd), ..Default::default() }, DType::F64) }.unwrap();
     let t = 1e-10;
     assert!(uh.get(0).max_abs_diff(&ru.get(0)) <= t && vh.get(0).max_abs_diff(&rv.get(0)) <= t && sh.get(0).max_abs_diff(&rs.get(0)) <= t);
-    for i in 0..k {
-        assert!((sh.get(0).d[i] - s[i]).abs() <= t, "S_high[{i}]");
+    for (i, (got, want)) in sh.get(0).d.iter().zip(&s).enumerate() {
+        assert!((got - want).abs() <= t, "S_high[{i}]");
     }
 }
 

@@ -520,6 +520,7 @@ pub trait Executor: Send + Sync {
     fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize>;
     unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()>;
     /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
+    #[allow(clippy::too_many_arguments)] // the routine's own problem parameters
     fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize>;
     /// Randomized top-`k` SVD (see [`GesvdrArgs`]).
     unsafe fn gesvdr_strided_batched(&self, args: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()>;
