@@ -11,6 +11,7 @@ import osft
 torch = pytest.importorskip("torch")
 nn = torch.nn
 ot = pytest.importorskip("osft.torch")
+torch.set_num_threads(1)   # tiny matrices: threads only add contention
 
 
 # --------------------------------------------------------------------------------------------
