@@ -283,3 +283,53 @@ fn rng_for(seed: u64) -> rand::rngs::StdRng {
     use rand::SeedableRng;
     rand::rngs::StdRng::seed_from_u64(seed)
 }
+
+#[test]
+fn the_cpu_executor_enforces_each_routines_preconditions() {
+    use osft::exec::{Executor, GesvdArgs, GesvdrArgs, Strided};
+    let cpu = CpuExecutor;
+    let (m, n, b) = (8usize, 6usize, 2usize);
+    let mut a = vec![0f64; 2 * m * n * b];
+    let mut s = vec![0f64; 2 * n * b];
+    let mut u = vec![0f64; 2 * m * n * b];
+    let mut vt = vec![0f64; 2 * n * n * b];
+    let mut work = vec![0u8; 1 << 20];
+    let st = |p: &mut Vec<f64>, ld: usize, stride: usize| Strided { addr: p.as_mut_ptr() as usize, dtype: DType::F64, ld, stride };
+    let packed = GesvdArgs {
+        m,
+        n,
+        a: st(&mut a, m, m * n),
+        s: s.as_mut_ptr() as usize,
+        stride_s: n,
+        u: st(&mut u, m, m * n),
+        vt: st(&mut vt, n, n * n),
+        batch: b,
+        algorithm: SvdAlgorithm::JacobiBatched,
+    };
+    let (wa, wl) = (work.as_mut_ptr() as usize, work.len());
+    let run = |g: &GesvdArgs| unsafe { cpu.gesvd_strided_batched(g, wa, wl) };
+    for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar, SvdAlgorithm::Auto] {
+        run(&GesvdArgs { algorithm: alg, ..packed }).unwrap();
+    }
+    let precondition = |r: osft::Result<()>| assert_eq!(r.unwrap_err().status(), Status::Precondition);
+    // gesvdjBatched and gesvdaStridedBatched need packed batches; the per-matrix routines do not.
+    let padded = GesvdArgs { a: st(&mut a, m + 1, (m + 1) * n), ..packed };
+    precondition(run(&padded));
+    precondition(run(&GesvdArgs { algorithm: SvdAlgorithm::ApproxBatched, ..padded }));
+    precondition(run(&GesvdArgs { stride_s: n + 1, ..packed }));
+    run(&GesvdArgs { algorithm: SvdAlgorithm::Qr, ..padded }).unwrap();
+    run(&GesvdArgs { algorithm: SvdAlgorithm::Jacobi, stride_s: n + 1, ..padded }).unwrap();
+    // m >= n for every routine; the randomized SVD is not the full-SVD primitive.
+    precondition(run(&GesvdArgs { m: n - 1, n, algorithm: SvdAlgorithm::Polar, ..packed }));
+    precondition(run(&GesvdArgs { algorithm: SvdAlgorithm::Randomized, ..packed }));
+    precondition(cpu.gesvd_buffer_size(33, 4, DType::F32, 1, SvdAlgorithm::JacobiBatched).map(|_| ()));
+    precondition(cpu.gesvd_buffer_size(4, 4, DType::BF16, 1, SvdAlgorithm::Qr).map(|_| ()));
+    // gesvdr: 1 <= k, k + p <= min(m, n), room for min(m, n) columns of U.
+    let r = GesvdrArgs { m, n, k: 2, p: 4, niters: 2, a: packed.a, s: packed.s, stride_s: n, u: packed.u, vt: st(&mut vt, 2, 2 * n), batch: b };
+    let runr = |g: &GesvdrArgs| unsafe { cpu.gesvdr_strided_batched(g, wa, wl) };
+    runr(&r).unwrap();
+    precondition(runr(&GesvdrArgs { k: 0, ..r }));
+    precondition(runr(&GesvdrArgs { p: 5, ..r }));
+    precondition(runr(&GesvdrArgs { u: Strided { stride: m * 2, ..r.u }, ..r }));
+    precondition(cpu.gesvdr_buffer_size(m, n, 7, 0, 2, DType::F64, 1).map(|_| ()));
+}
