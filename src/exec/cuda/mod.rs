@@ -1050,9 +1050,9 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
     Ok(l)
 }
 
-/// Run `one(lane, b, lane_work, lane_host)` for every matrix `b` of a batch, matrix `b` on pool
-/// stream `b % lanes`, each stream with its own slice of the device workspace and its own host
-/// workspace. The pool streams first wait on an event recorded on the caller's stream (fork);
+/// Run `one(lane, b, lane_work, host_work)` for every matrix `b` of a batch, matrix `b` on pool
+/// stream `b % lanes`, each stream with its own slice of the device workspace (matrices on one
+/// stream run in order, so they share it safely), each matrix with its own host workspace. The pool streams first wait on an event recorded on the caller's stream (fork);
 /// afterwards the caller's stream waits on an event recorded on each pool stream (join), so
 /// the caller's stream order is preserved: work it issued before runs first, work it issues
 /// after sees the results. The join is made even when a call fails; the host then waits for
@@ -1069,11 +1069,13 @@ unsafe fn fan_out(
     for lane in &h.lanes[..nl] {
         cu_check(cu::cuStreamWaitEvent(lane.stream, h.fork, 0), "cuStreamWaitEvent")?;
     }
-    let mut hosts: Vec<Vec<u8>> = (0..nl).map(|_| vec![0u8; l.host_bytes.max(1)]).collect();
+    // One host workspace per matrix: cuSOLVER may still use one after the call returns (it is
+    // stream-ordered), so none is reused before the join below.
+    let mut hosts: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; l.host_bytes.max(1)]).collect();
     let mut res = Ok(());
     for b in 0..batch {
         let i = b % nl;
-        res = one(&h.lanes[i], b, work + i * l.lane_bytes, &mut hosts[i]);
+        res = one(&h.lanes[i], b, work + i * l.lane_bytes, &mut hosts[b]);
         if res.is_err() {
             break;
         }
