@@ -766,3 +766,36 @@ def test_next_task_invalid_arguments_keep_the_current_task():
     assert list(o.groups) == groups and o.task == 0
     m(data()).sum().backward()                 # still the OSFT'd model
     assert all(p.grad is not None for p in o.parameters())
+
+
+class TwoExperts(nn.Module):
+    """An MoE experts module with two 3-D targets (as transformers' Mixtral/Qwen MoE)."""
+
+    def __init__(self, e=2, h=6, i=4):
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(e, 2 * i, h, dtype=torch.float64))
+        self.down_proj = nn.Parameter(torch.randn(e, h, i, dtype=torch.float64))
+
+    def forward(self, x):                       # x: (e, t, h)
+        gate, up = torch.einsum("eih,eth->eti", self.gate_up_proj, x).chunk(2, dim=-1)
+        return torch.einsum("ehi,eti->eth", self.down_proj, torch.tanh(gate) * up)
+
+
+def test_module_with_two_targets():
+    torch.manual_seed(6)
+    root = nn.Module()
+    root.experts = TwoExperts()
+    x = torch.randn(2, 3, 6, dtype=torch.float64)
+    y0 = root.experts(x).detach()
+    w0 = {n: f64(p) for n, p in root.named_parameters()}
+    o = ot.OSFT(root, targets=["experts.gate_up_proj", "experts.down_proj"], frozen_ratio=0.5)
+    assert len(o.groups) == 2
+    np.testing.assert_allclose(root.experts(x).detach().numpy(), y0.numpy(), atol=1e-12)
+    for n in ("gate_up_proj", "down_proj"):
+        np.testing.assert_allclose(f64(getattr(root.experts, n)).numpy(),
+                                   w0[f"experts.{n}"].numpy(), atol=1e-12)
+    root.experts(x).sum().backward()
+    assert all(p.grad is not None for p in o.parameters())
+    o.merge()
+    assert [n for n, _ in root.named_parameters()] == list(w0)
+    assert type(root.experts) is TwoExperts

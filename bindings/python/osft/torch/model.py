@@ -240,36 +240,41 @@ def _full(t: Any) -> torch.Tensor:
     return t.full_tensor() if _is_dtensor(t) else t
 
 
-_SUBCLASSES: Dict[Tuple[type, str], type] = {}
+_SUBCLASSES: Dict[Tuple[type, Tuple[str, ...]], type] = {}
 
 
-def _osft_subclass(cls: type, attr: str) -> type:
-    """A subclass of ``cls`` whose ``attr`` is a property reading the module's OSFT group."""
-    key = (cls, attr)
+def _osft_subclass(cls: type, attrs: Tuple[str, ...]) -> type:
+    """A subclass of ``cls`` whose ``attrs`` are properties reading the module's OSFT groups
+    (a module may hold several targets, e.g. an MoE experts module's ``gate_up_proj`` and
+    ``down_proj``)."""
+    key = (cls, attrs)
     sub = _SUBCLASSES.get(key)
     if sub is None:
-        def getter(self):
-            cached = self.__dict__.get("_osft_cache")
-            if cached is not None:
-                return cached
-            return _slot_matrix(self)
+        def make(attr):
+            def getter(self):
+                cached = self.__dict__.get("_osft_cache")
+                if cached is not None and attr in cached:
+                    return cached[attr]
+                return _slot_matrix(self, attr)
+            return property(getter, doc=f"{attr} rebuilt from the module's OSFT group")
 
-        sub = type(f"OSFT{cls.__name__}", (cls,), {
-            attr: property(getter, doc=f"{attr} rebuilt from the module's OSFT group"),
-            "_osft_original_class": cls,
-        })
+        ns = {attr: make(attr) for attr in attrs}
+        ns["_osft_original_class"] = cls
+        sub = type(f"OSFT{cls.__name__}", (cls,), ns)
         _SUBCLASSES[key] = sub
     return sub
 
 
-def _slot_matrix(module) -> torch.Tensor:
-    group, offset, count, squeeze = module.__dict__["_osft_slot"]
+def _slot_matrix(module, attr: str) -> torch.Tensor:
+    group, offset, count, squeeze = module.__dict__["_osft_slots"][attr]
     w = group.matrices(offset, count)
     return w[0] if squeeze else w
 
 
 def _pre_forward(module, args):
-    module.__dict__["_osft_cache"] = _slot_matrix(module)
+    # Rebuild each weight once per forward call (the property returns the cached tensor).
+    module.__dict__["_osft_cache"] = {a: _slot_matrix(module, a)
+                                      for a in module.__dict__["_osft_slots"]}
 
 
 def _post_forward(module, args, output):
@@ -330,7 +335,7 @@ class OSFT:
             raise ValueError(f"mode must be 'factored' or 'dense', got {mode!r}")
         if ranks not in ("ratio", "adaptive"):
             raise ValueError(f"ranks must be 'ratio' or 'adaptive', got {ranks!r}")
-        if any("_osft_slot" in mod.__dict__ for mod in model.modules()):
+        if any("_osft_slots" in mod.__dict__ for mod in model.modules()):
             raise ValueError("OSFT is already applied to this model")
         self.model = model
         self.mode = mode
@@ -550,16 +555,23 @@ class OSFT:
         for g in groups.values():
             for name, off, cnt in g.members:
                 by_name[name] = (g, off, cnt)
+        modules: "OrderedDict[int, Tuple[nn.Module, List[Target]]]" = OrderedDict()
         for t in targets:
-            g, off, cnt = by_name[t.name]
-            t._order = list(t.module._parameters)  # type: ignore[attr-defined]
-            param = t.module._parameters.pop(t.attr)
-            t._requires_grad = param.requires_grad  # type: ignore[attr-defined]
-            del param
-            t.module.__class__ = _osft_subclass(type(t.module), t.attr)
-            t.module.__dict__["_osft_slot"] = (g, off, cnt, len(t.shape) == 2)
-            self._handles.append(t.module.register_forward_pre_hook(_pre_forward))
-            self._handles.append(t.module.register_forward_hook(_post_forward))
+            modules.setdefault(id(t.module), (t.module, []))[1].append(t)
+        for mod, ts in modules.values():
+            slots = {}
+            order = list(mod._parameters)
+            for t in ts:
+                g, off, cnt = by_name[t.name]
+                t._order = order  # type: ignore[attr-defined]
+                param = mod._parameters.pop(t.attr)
+                t._requires_grad = param.requires_grad  # type: ignore[attr-defined]
+                del param
+                slots[t.attr] = (g, off, cnt, len(t.shape) == 2)
+            mod.__class__ = _osft_subclass(type(mod), tuple(sorted(slots)))
+            mod.__dict__["_osft_slots"] = slots
+            self._handles.append(mod.register_forward_pre_hook(_pre_forward))
+            self._handles.append(mod.register_forward_hook(_post_forward))
         for name, g in groups.items():
             # Registered on the module of the group's first member (a leaf layer, which does not
             # iterate its children), so that model.parameters(), state_dict(), .to() and DDP see
@@ -761,9 +773,10 @@ class OSFT:
         self._hooked = set()
         for t in self.targets:
             mod = t.module
-            mod.__dict__.pop("_osft_slot", None)
-            mod.__dict__.pop("_osft_cache", None)
-            mod.__class__ = mod._osft_original_class
+            if "_osft_slots" in mod.__dict__:  # once per module (it may hold several targets)
+                del mod.__dict__["_osft_slots"]
+                mod.__dict__.pop("_osft_cache", None)
+                mod.__class__ = mod._osft_original_class
             mod._parameters[t.attr] = nn.Parameter(
                 dense[t.name], requires_grad=getattr(t, "_requires_grad", True))
             order = getattr(t, "_order", None)

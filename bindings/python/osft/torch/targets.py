@@ -51,7 +51,8 @@ _LLAMA = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn
           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 _MOE = ["block_sparse_moe.experts.*.w1", "block_sparse_moe.experts.*.w2",
         "block_sparse_moe.experts.*.w3", "mlp.experts.*.gate_proj", "mlp.experts.*.up_proj",
-        "mlp.experts.*.down_proj", "experts.gate_up_proj", "experts.down_proj"]
+        "mlp.experts.*.down_proj", "experts.gate_up_proj", "experts.down_proj",
+        "shared_expert.gate_proj", "shared_expert.up_proj", "shared_expert.down_proj"]
 
 #: Default target patterns per Hugging Face ``config.model_type``.
 DEFAULT_TARGETS: Dict[str, List[str]] = {
@@ -66,6 +67,7 @@ DEFAULT_TARGETS: Dict[str, List[str]] = {
     "mixtral": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
     + _MOE,
     "qwen2_moe": _LLAMA + _MOE,
+    "qwen3_moe": _LLAMA + _MOE,
     "granitemoe": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                    "block_sparse_moe.input_linear", "block_sparse_moe.output_linear"],
     "phi3": ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],

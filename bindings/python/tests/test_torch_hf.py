@@ -1,0 +1,111 @@
+"""osft.torch on real Hugging Face architectures (tiny random configs, nothing downloaded):
+default targets, exact forward after decomposition, a training step, merged checkpoints that
+load into a fresh model, and merge() restoring the plain model. Skipped without torch and
+transformers."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+ot = pytest.importorskip("osft.torch")
+torch.set_num_threads(1)
+
+V = 50
+_DENSE = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+              num_attention_heads=2, num_key_value_heads=1)
+_MOE = dict(_DENSE, num_local_experts=3, num_experts_per_tok=2)
+
+# name: (config factory, expected targets per layer (suffixes), dtype)
+_LLAMA = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+          "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+          "mlp.down_proj.weight"]
+CASES = {
+    "llama": (lambda: T.LlamaConfig(**_DENSE), _LLAMA, torch.float64),
+    "mistral": (lambda: T.MistralConfig(**_DENSE), _LLAMA, torch.float64),
+    "qwen2": (lambda: T.Qwen2Config(**_DENSE), _LLAMA, torch.float64),
+    "gemma": (lambda: T.GemmaConfig(**_DENSE, head_dim=8), _LLAMA, torch.float64),
+    "granite": (lambda: T.GraniteConfig(**_DENSE), _LLAMA, torch.float64),
+    "phi3": (lambda: T.Phi3Config(**dict(_DENSE, num_key_value_heads=2), pad_token_id=0),
+             ["self_attn.o_proj.weight", "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight",
+              "mlp.down_proj.weight"], torch.float64),
+    "gpt2": (lambda: T.GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_positions=32),
+             ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"],
+             torch.float64),
+    "opt": (lambda: T.OPTConfig(vocab_size=V, hidden_size=16, ffn_dim=24, num_hidden_layers=2,
+                                num_attention_heads=2, word_embed_proj_dim=16,
+                                max_position_embeddings=32),
+            ["self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.q_proj.weight",
+             "self_attn.out_proj.weight", "fc1.weight", "fc2.weight"], torch.float64),
+    "gptj": (lambda: T.GPTJConfig(vocab_size=V, n_embd=16, n_layer=2, n_head=2, rotary_dim=4,
+                                  n_positions=32),
+             ["attn.k_proj.weight", "attn.v_proj.weight", "attn.q_proj.weight",
+              "attn.out_proj.weight", "mlp.fc_in.weight", "mlp.fc_out.weight"], torch.float64),
+    "t5": (lambda: T.T5Config(vocab_size=V, d_model=16, d_kv=8, d_ff=24, num_layers=2,
+                              num_heads=2, decoder_start_token_id=0, pad_token_id=0),
+           None, torch.float64),
+    "mixtral": (lambda: T.MixtralConfig(**_MOE),
+                ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                 "self_attn.o_proj.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+                torch.float32),
+}
+
+
+def _make(name, cfg):
+    if name == "t5":
+        return T.T5ForConditionalGeneration(cfg)
+    return T.AutoModelForCausalLM.from_config(cfg)
+
+
+def _batch(name):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, V, (2, 6), generator=g)
+    if name == "t5":
+        return dict(input_ids=ids, labels=torch.randint(0, V, (2, 5), generator=g))
+    return dict(input_ids=ids, labels=ids)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hf_architecture(name):
+    make_cfg, per_layer, dtype = CASES[name]
+    torch.manual_seed(0)
+    cfg = make_cfg()
+    m = _make(name, cfg).to(dtype).eval()
+    kw = _batch(name)
+    loss0 = m(**kw).loss.item()
+    names0 = [n for n, _ in m.named_parameters()]
+    sd0 = {k: v.clone() for k, v in m.state_dict().items()}
+
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    got = [t.name for t in o.targets]
+    if per_layer is not None:
+        assert len(got) == 2 * len(per_layer), got            # two layers
+        assert sorted(got) == sorted(n for n in names0 for s in per_layer if n.endswith(s)), got
+    else:  # T5: q, k, v, o of every attention, wi / wo of every FFN
+        assert len(got) == 2 * 6 + 2 * 10 and all(n.split(".")[-2] in {"q", "k", "v", "o", "wi", "wo"}
+                                                  for n in got)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert abs(m(**kw).loss.item() - loss0) <= tol * max(1.0, abs(loss0))
+    if name == "gpt2":
+        assert {t.kind for t in o.targets} == {"conv1d"}
+    if name == "mixtral":
+        assert "experts" in {t.kind for t in o.targets}
+
+    m.train()
+    opt = ot.OSFTOptimizer(torch.optim.Adam(o.parameters(), lr=1e-3), o)
+    for _ in range(2):
+        opt.zero_grad()
+        m(**kw).loss.backward()
+        opt.step()
+    assert max(o.leakage().values()) < (1e-12 if dtype == torch.float64 else 1e-5)
+    m.eval()
+    loss1 = m(**kw).loss.item()
+    assert loss1 != loss0                        # it trained
+
+    sd = o.merged_state_dict()
+    assert set(sd) == set(sd0)
+    fresh = _make(name, cfg).to(dtype).eval()
+    fresh.load_state_dict(sd)
+    assert abs(fresh(**kw).loss.item() - loss1) <= tol * max(1.0, abs(loss1))
+    o.merge()
+    assert [n for n, _ in m.named_parameters()] == names0
+    assert abs(m(**kw).loss.item() - loss1) <= tol * max(1.0, abs(loss1))
