@@ -821,3 +821,13 @@ def test_update_projection_low_precision(dtype, bound):
         leaks[wrap] = max(o.leakage().values())
     assert leaks[True] < bound, leaks
     assert leaks[False] > 0.05, leaks
+
+
+def test_attach_deepspeed_mixed_precision_warns():
+    m = tiny()
+    o = ot.OSFT(m)
+    eng = FakeEngine(m, torch.optim.SGD(o.parameters(), lr=0.1))
+    eng.bfloat16_enabled = lambda: True
+    eng.fp16_enabled = lambda: False
+    with pytest.warns(UserWarning, match="bfloat16 mixed precision"):
+        ot.attach_deepspeed(eng, o)

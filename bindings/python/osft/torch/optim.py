@@ -115,12 +115,13 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
       Otherwise the hook calls :meth:`OSFT.project_gradients` before each ``engine.step()``,
       which only sees gradients at ZeRO stage 0 (at stages >= 1 DeepSpeed moves them into
       partitioned buffers: use ``project_in_backward=True``).
-    * Update projection / retraction: at ZeRO stage 0 the engine steps the module's own
+    * Update projection / retraction: at ZeRO stage 0 in fp32 the engine steps the module's own
       parameters, so either pass an :class:`OSFTOptimizer` to ``deepspeed.initialize(optimizer=
       ...)`` or let this hook retract after each ``engine.step()`` (``retract=True``). At stages
-      >= 1 the optimizer steps fp32 master partitions that DeepSpeed copies over the module's
-      parameters, so neither can be applied from outside: this function warns, and only the
-      gradient projection is in effect (Adam may then leak slowly into the frozen subspace;
+      >= 1, or with fp16 / bf16 enabled (``engine.fp16_enabled()``, ``engine.bfloat16_enabled()``),
+      the optimizer steps fp32 master weights that DeepSpeed copies over the module's parameters,
+      so neither can be applied from outside: this function warns, and only the gradient
+      projection is in effect (Adam may then leak slowly into the frozen subspace;
       :meth:`OSFT.leakage` measures it).
     """
     module = getattr(engine, "module", None)
@@ -131,14 +132,17 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
         raise ValueError("attach_deepspeed: the OSFT model is not inside engine.module")
     stage_fn = getattr(engine, "zero_optimization_stage", None)
     stage = int(stage_fn()) if callable(stage_fn) else 0
-    do_retract = retract and stage == 0
+    mixed = [name for name in ("fp16_enabled", "bfloat16_enabled")
+             if callable(getattr(engine, name, None)) and getattr(engine, name)()]
+    do_retract = retract and stage == 0 and not mixed
     if stage > 0 and not osft.project_in_backward:
         raise ValueError(f"attach_deepspeed: at ZeRO stage {stage} gradients must be projected "
                          "in backward hooks (OSFT(project_in_backward=True))")
-    if retract and stage > 0:
-        warnings.warn(f"attach_deepspeed: ZeRO stage {stage} steps fp32 master partitions; "
-                      "update projection and retraction are not applied (gradient projection "
-                      "is)", stacklevel=2)
+    if retract and (stage > 0 or mixed):
+        why = f"ZeRO stage {stage}" if stage > 0 else f"{mixed[0].replace('_enabled', '')} mixed precision"
+        warnings.warn(f"attach_deepspeed: with {why} DeepSpeed steps fp32 master weights that it "
+                      "copies over the module's parameters; update projection and retraction "
+                      "are not applied (gradient projection is)", stacklevel=2)
 
     original = engine.step
 
