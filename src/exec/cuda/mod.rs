@@ -747,10 +747,13 @@ impl Executor for CudaExecutor {
             let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
             self.axpby(&AxpbyArgs { rows: n, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
         }
+        // check_info synchronises the stream first; h_R_nrmF (gesvdaStridedBatched's host
+        // output) is read only after it, like the CUDALibrarySamples gesvdaStridedBatched example
+        // (cudaStreamSynchronize before printing RnrmF).
+        let checked = self.check_info(info, g.batch, alg.routine(), &host_residuals);
         if alg == SvdAlgorithm::ApproxBatched {
             report.residual = Some(host_residuals.iter().cloned().fold(0.0, f64::max));
         }
-        let checked = self.check_info(info, g.batch, alg.routine(), &host_residuals);
         self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
         checked
     }
@@ -769,7 +772,7 @@ impl Executor for CudaExecutor {
         let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
             cs_check(
                 cs::cusolverDnXgesvdr(
-                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, g.p as i64, g.niters as i64,
+                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, gesvdr_p(n, g.k, g.p) as i64, g.niters as i64,
                     sdt, (g.a.addr + b * g.a.stride * sz) as *mut c_void, g.a.ld as i64,
                     sdt, (g.s + b * g.stride_s * sz) as *mut c_void,
                     sdt, (g.u.addr + b * g.u.stride * sz) as *mut c_void, g.u.ld as i64,
@@ -956,6 +959,15 @@ fn align(x: usize) -> usize {
     x.div_ceil(256) * 256
 }
 
+/// The oversampling passed to `cusolverDnXgesvdr` (query and call alike): the cuSOLVER docs'
+/// parameter table says "rank is less than min(m,n)" and "(k+p) is less than min(m,n)",
+/// strictly (RAFT's `randomized_svd` wrapper enforces the same), while `check_gesvdr_problem`
+/// admits `k + p == n` (`gesvdr_oversampling` caps `p` at `n - k`); so `p` is capped at
+/// `n - k - 1` here. `k == n` itself still reaches cuSOLVER, which may refuse it.
+fn gesvdr_p(n: usize, k: usize, p: usize) -> usize {
+    p.min(n.saturating_sub(k + 1))
+}
+
 /// Layout for `alg` (resolved, never `Auto`); `kpn = Some((k, p, niters))` for `Randomized`.
 unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: DType, batch: usize, kpn: Option<(usize, usize, usize)>) -> Result<SvdLayout> {
     let sz = dtype.size();
@@ -1028,6 +1040,7 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                 )?,
                 _ => {
                     let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
+                    let p = gesvdr_p(n, k, p);
                     cs_check(
                         cs::cusolverDnXgesvdr_bufferSize(
                             solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
@@ -1080,11 +1093,22 @@ unsafe fn fan_out(
             break;
         }
     }
+    // Join. A failed record/wait must not return before the pool streams are done: the X-API
+    // routines take `bufferOnHost` with a stream-ordered call, and the cuSOLVER docs do not say
+    // it is free when the call returns, so on any join error the pool streams are synchronised
+    // directly before the host workspaces are dropped (previously an early `?` dropped them).
+    let mut joined = Ok(());
     for lane in &h.lanes[..nl] {
-        cu_check(cu::cuEventRecord(lane.done, lane.stream), "cuEventRecord")?;
-        cu_check(cu::cuStreamWaitEvent(h.stream, lane.done, 0), "cuStreamWaitEvent")?;
+        joined = joined
+            .and_then(|_| cu_check(cu::cuEventRecord(lane.done, lane.stream), "cuEventRecord"))
+            .and_then(|_| cu_check(cu::cuStreamWaitEvent(h.stream, lane.done, 0), "cuStreamWaitEvent"));
     }
-    cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
+    let synced = joined.and_then(|_| cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize"));
+    if synced.is_err() {
+        for lane in &h.lanes[..nl] {
+            cu::cuStreamSynchronize(lane.stream);
+        }
+    }
     drop(hosts);
-    res
+    res.and(synced)
 }
