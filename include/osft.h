@@ -636,7 +636,7 @@ osft_status osft_svd_list(struct osft_context *ctx,
 /**
  * Workspace bytes `osft_decompose` needs (those of the SVD, with the context's algorithm).
  * For `OSFT_SVD_RANDOMIZED` the size depends on `k`, which this query does not take: it
- * reports the size for the largest subspace, `k + p = min(N, M)`.
+ * reports the size for the largest subspace, `k + p = min(N, M) - 1` (cuSOLVER wants `k + p < min(N, M)`).
  */
 osft_status osft_decompose_workspace_size(struct osft_context *ctx,
                                           const struct osft_matrix *w,

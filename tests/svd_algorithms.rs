@@ -217,10 +217,20 @@ fn randomized_decomposition_is_one_gesvdr_with_k() {
     assert_eq!(r.len(), 1, "{calls:?}");
     assert_eq!((r[0].m, r[0].n, r[0].k, r[0].p, r[0].niters, r[0].batch), (n, m, k, 10, GESVDR_ITERATIONS, b));
     assert!(gesvds(&calls).is_empty());
-    // Near the top: the oversampling shrinks to fit k + p <= min(m, n).
-    unsafe { ctx.decompose_raw(&wb.desc(), m - 2, &Parts::default(), DType::F32) }.unwrap();
+    // Near the top: the oversampling shrinks to keep k + p < min(m, n), as cuSOLVER requires.
+    unsafe { ctx.decompose_raw(&wb.desc(), m - 3, &Parts::default(), DType::F32) }.unwrap();
     let r: Vec<_> = rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
-    assert_eq!((r[0].k, r[0].p), (m - 2, 2));
+    assert_eq!((r[0].k, r[0].p), (m - 3, 2));
+    // k = min(m, n) - 1 leaves no room for oversampling: p = 0 is still served.
+    unsafe { ctx.decompose_raw(&wb.desc(), m - 1, &Parts::default(), DType::F32) }.unwrap();
+    let r: Vec<_> = rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
+    assert_eq!((r[0].k, r[0].p), (m - 1, 0));
+    // k = min(m, n) (nothing trainable) cannot be served by Xgesvdr: a precondition error,
+    // before any gesvdr call.
+    let e = unsafe { ctx.decompose_raw(&wb.desc(), m, &Parts::default(), DType::F32) }.unwrap_err();
+    assert_eq!(e.status(), Status::Precondition, "{e}");
+    assert!(e.to_string().contains("k < min(m, n)"), "{e}");
+    assert!(rec.take().iter().all(|c| !matches!(c, Call::Gesvdr(_))));
 }
 
 fn gemm_computes(calls: &[Call]) -> Vec<ComputeType> {
@@ -324,12 +334,15 @@ fn the_cpu_executor_enforces_each_routines_preconditions() {
     precondition(run(&GesvdArgs { algorithm: SvdAlgorithm::Randomized, ..packed }));
     precondition(cpu.gesvd_buffer_size(33, 4, DType::F32, 1, SvdAlgorithm::JacobiBatched).map(|_| ()));
     precondition(cpu.gesvd_buffer_size(4, 4, DType::BF16, 1, SvdAlgorithm::Qr).map(|_| ()));
-    // gesvdr: 1 <= k, k + p <= min(m, n), room for min(m, n) columns of U.
-    let r = GesvdrArgs { m, n, k: 2, p: 4, niters: 2, a: packed.a, s: packed.s, stride_s: n, u: packed.u, vt: st(&mut vt, 2, 2 * n), batch: b };
+    // gesvdr: 1 <= k < min(m, n), k + p < min(m, n) (strictly, as cuSOLVER's table says), room
+    // for min(m, n) columns of U.
+    let r = GesvdrArgs { m, n, k: 2, p: 3, niters: 2, a: packed.a, s: packed.s, stride_s: n, u: packed.u, vt: st(&mut vt, 2, 2 * n), batch: b };
     let runr = |g: &GesvdrArgs| unsafe { cpu.gesvdr_strided_batched(g, wa, wl) };
     runr(&r).unwrap();
     precondition(runr(&GesvdrArgs { k: 0, ..r }));
-    precondition(runr(&GesvdrArgs { p: 5, ..r }));
+    precondition(runr(&GesvdrArgs { p: 4, ..r }));
     precondition(runr(&GesvdrArgs { u: Strided { stride: m * 2, ..r.u }, ..r }));
     precondition(cpu.gesvdr_buffer_size(m, n, 7, 0, 2, DType::F64, 1).map(|_| ()));
+    precondition(cpu.gesvdr_buffer_size(m, n, n, 0, 2, DType::F64, 1).map(|_| ()));
+    cpu.gesvdr_buffer_size(m, n, n - 1, 0, 2, DType::F64, 1).unwrap();
 }

@@ -382,7 +382,7 @@ impl GesvdArgs {
 /// written; cuSOLVER's `Srand` holds `min(m, n)`), `VT: k x n`. `A` is overwritten. `U` is
 /// `m x k` but must have room for `min(m, n)` columns (`strideU >= ldu * n`; the first
 /// matrix's trailing columns too), which cuSOLVER's `Urand` may use.
-/// Preconditions: `1 <= k`, `k + p <= n`. The CPU executor computes the exact SVD and keeps
+/// Preconditions: `1 <= k < n`, `k + p < n`. The CPU executor computes the exact SVD and keeps
 /// the top `k` (so its result is exact, not randomized).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GesvdrArgs {
@@ -405,7 +405,9 @@ pub fn check_gesvdr_problem(m: usize, n: usize, k: usize, p: usize, dtype: DType
     need(R, m >= n, || format!("{R} needs m >= n, got m = {m} n = {n}"))?;
     need(R, dtype.is_compute(), || format!("{R} computes in f32 or f64, not {}", dtype.name()))?;
     need(R, k >= 1, || "the randomized SVD needs k >= 1 (nothing frozen: use another algorithm)".into())?;
-    need(R, k.checked_add(p).is_some_and(|kp| kp <= n), || format!("{R} needs k + p <= min(m, n), got k = {k}, p = {p}, min(m, n) = {n}"))
+    // The cuSOLVER parameter table: "rank is less than min(m,n)", "(k+p) is less than min(m,n)".
+    need(R, k < n, || format!("{R} needs k < min(m, n), got k = {k}, min(m, n) = {n} (nothing trainable: use an exact algorithm)"))?;
+    need(R, k.checked_add(p).is_some_and(|kp| kp < n), || format!("{R} needs k + p < min(m, n), got k = {k}, p = {p}, min(m, n) = {n}"))
 }
 
 impl GesvdrArgs {

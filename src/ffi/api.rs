@@ -411,7 +411,7 @@ pub unsafe extern "C" fn osft_svd_list(
 
 /// Workspace bytes `osft_decompose` needs (those of the SVD, with the context's algorithm).
 /// For `OSFT_SVD_RANDOMIZED` the size depends on `k`, which this query does not take: it
-/// reports the size for the largest subspace, `k + p = min(N, M)`.
+/// reports the size for the largest subspace, `k + p = min(N, M) - 1` (cuSOLVER wants `k + p < min(N, M)`).
 #[no_mangle]
 pub unsafe extern "C" fn osft_decompose_workspace_size(ctx: *mut osft_context, w: *const osft_matrix, compute: i32, bytes: *mut usize) -> osft_status {
     guard(|| {

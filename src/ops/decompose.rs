@@ -92,12 +92,13 @@ pub fn plan(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdPlan>
 
 /// Workspace bytes for [`decompose`]: that of the SVD. `k` is needed by the randomized
 /// algorithm only; without it (`None`, the C query has no `k`) its size is reported for the
-/// largest subspace, `k + p = min(N, M)` (cuSOLVER's `Xgesvdr` workspace grows with `k + p`).
+/// largest subspace it allows, `k + p = min(N, M) - 1` (cuSOLVER's `Xgesvdr` workspace grows
+/// with `k + p`; `decompose` itself sizes exactly and refuses a workspace that is too small).
 pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, algorithm: SvdAlgorithm, k: Option<usize>) -> Result<usize> {
     let plan = match (algorithm, k) {
         (SvdAlgorithm::Randomized, k) => {
             let n = w.rows.min(w.cols);
-            let k = k.unwrap_or_else(|| n.saturating_sub(crate::exec::GESVDR_OVERSAMPLING).max(1));
+            let k = k.unwrap_or_else(|| n.saturating_sub(1 + crate::exec::GESVDR_OVERSAMPLING).max(1));
             SvdPlan { algorithm, top_k: Some(k) }
         }
         _ => SvdPlan::full(algorithm),

@@ -36,9 +36,10 @@ impl SvdPlan {
     }
 }
 
-/// Oversampling of the randomized SVD for the top `k` of `n`: `min(GESVDR_OVERSAMPLING, n - k)`.
+/// Oversampling of the randomized SVD for the top `k` of `n`: `min(GESVDR_OVERSAMPLING, n - k - 1)`
+/// (cuSOLVER's `Xgesvdr` wants `k + p < min(m, n)`, strictly).
 pub fn gesvdr_oversampling(n: usize, k: usize) -> usize {
-    GESVDR_OVERSAMPLING.min(n.saturating_sub(k))
+    GESVDR_OVERSAMPLING.min(n.saturating_sub(k + 1))
 }
 
 /// Upper bound on the workspace an SVD asks for: larger batches are streamed in chunks.

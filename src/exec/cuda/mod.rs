@@ -772,7 +772,7 @@ impl Executor for CudaExecutor {
         let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
             cs_check(
                 cs::cusolverDnXgesvdr(
-                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, gesvdr_p(n, g.k, g.p) as i64, g.niters as i64,
+                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, g.p as i64, g.niters as i64,
                     sdt, (g.a.addr + b * g.a.stride * sz) as *mut c_void, g.a.ld as i64,
                     sdt, (g.s + b * g.stride_s * sz) as *mut c_void,
                     sdt, (g.u.addr + b * g.u.stride * sz) as *mut c_void, g.u.ld as i64,
@@ -959,15 +959,6 @@ fn align(x: usize) -> usize {
     x.div_ceil(256) * 256
 }
 
-/// The oversampling passed to `cusolverDnXgesvdr` (query and call alike): the cuSOLVER docs'
-/// parameter table says "rank is less than min(m,n)" and "(k+p) is less than min(m,n)",
-/// strictly (RAFT's `randomized_svd` wrapper enforces the same), while `check_gesvdr_problem`
-/// admits `k + p == n` (`gesvdr_oversampling` caps `p` at `n - k`); so `p` is capped at
-/// `n - k - 1` here. `k == n` itself still reaches cuSOLVER, which may refuse it.
-fn gesvdr_p(n: usize, k: usize, p: usize) -> usize {
-    p.min(n.saturating_sub(k + 1))
-}
-
 /// Layout for `alg` (resolved, never `Auto`); `kpn = Some((k, p, niters))` for `Randomized`.
 unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: DType, batch: usize, kpn: Option<(usize, usize, usize)>) -> Result<SvdLayout> {
     let sz = dtype.size();
@@ -1040,7 +1031,6 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                 )?,
                 _ => {
                     let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
-                    let p = gesvdr_p(n, k, p);
                     cs_check(
                         cs::cusolverDnXgesvdr_bufferSize(
                             solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
