@@ -59,6 +59,7 @@ Parameters that are not targets (biases, norms, embeddings, heads) are left as t
 from __future__ import annotations
 
 import math
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -349,7 +350,9 @@ class OSFT:
         self.ranks: Dict[str, int] = {}
         self.task = 0
         self._handles: List[Any] = []
-        self._hooked: set = set()
+        # id(parameter) -> weakref to it: ids are only compared with a live referent (a freed
+        # parameter's id may be reused by the one a wrapper such as fully_shard puts in its place)
+        self._hooked: Dict[int, Any] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
@@ -579,12 +582,12 @@ class OSFT:
             owner = next(t.module for t in targets if t.name == g.members[0][0])
             owner.add_module(f"osft_{name}", g)
             self._owners.append((owner, f"osft_{name}"))
-        self._hooked = set()
+        self._hooked = {}
         if self.project_in_backward:
             for g in groups.values():
                 for p, side in g.projected():
                     self._handles.append(p.register_hook(self._grad_hook(g, side)))
-                    self._hooked.add(id(p))
+                    self._hooked[id(p)] = weakref.ref(p)
 
     def _decompose(self, g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]]) -> None:
         """One osft.decompose of the stacked ``w`` into the group (or of this rank's share, then
@@ -656,7 +659,8 @@ class OSFT:
         gradient is never left unprojected. Returns the number of osft calls."""
         calls = 0
         for p, side, g in self.projected_parameters():
-            if id(p) not in self._hooked and p.grad is not None:
+            ref = self._hooked.get(id(p))
+            if (ref is None or ref() is not p) and p.grad is not None:
                 g.project_(p.grad, side)
                 calls += 1
         return calls
@@ -770,7 +774,7 @@ class OSFT:
         for h in self._handles:
             h.remove()
         self._handles = []
-        self._hooked = set()
+        self._hooked = {}
         for t in self.targets:
             mod = t.module
             if "_osft_slots" in mod.__dict__:  # once per module (it may hold several targets)
