@@ -9,6 +9,11 @@
 //! residual), projection in each math mode against f64 with a tolerance per mode, and
 //! `gemm_grouped` (grouped and fallback) against the CPU executor.
 //!
+//! And `svd_list` over three shapes (one above 32 x 32, two within `gesvdjBatched`'s range) on
+//! the grouped path (`gesvd_grouped`: one fork/join over the stream pool per wave), once with the
+//! context's own workspace (one wave) and once with a caller workspace of exactly the queried
+//! size (several waves), against the CPU executor.
+//!
 //! `device_check [--quick]` (`--quick`: a small subset, for compute-sanitizer).
 
 #[path = "../tests/common/mod.rs"]
@@ -22,7 +27,7 @@ use osft::exec::Buffer;
 use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
-use osft::ops::svd::SvdOut;
+use osft::ops::svd::{SvdOut, SvdProblem};
 use osft::exec::{ComputeType, GemmArgs, Op, Strided};
 use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, MathMode, Side, Status, SvdAlgorithm};
 
@@ -482,6 +487,78 @@ fn grouped_gemm_case(gpu: &Context, cpu: &Context, rep: &mut Report) {
     }
 }
 
+/// `svd_list` over three shapes on the GPU against the CPU executor: one wave (the context's own
+/// workspace) or, with `waves`, a caller workspace of exactly `svd_list_workspace_size`.
+fn svd_list_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, alg: SvdAlgorithm, waves: bool) {
+    let shapes = [(70usize, 40usize, 2usize), (12, 20, 3), (24, 16, 1)];
+    let name = format!("svd_list {} {alg:?} {shapes:?} {}", T::DTYPE.name(), if waves { "caller workspace of the queried size (waves)" } else { "own workspace (one wave)" });
+    let ws: Vec<Vec<M>> = shapes.iter().map(|&(n, m, b)| (0..b).map(|_| randn(rng, n, m).round::<T>()).collect()).collect();
+    type Factors<T> = Vec<(Buf<T>, Buf<T>, Buf<T>)>;
+    let mut results: Vec<Factors<T>> = vec![];
+    let mut ms = 0.0;
+    for ctx in [gpu, cpu] {
+        ctx.set_svd_algorithm(alg);
+        let on_gpu = ctx.executor().device() != Device::Host;
+        let mut bufs = vec![];
+        for (w, &(n, m, b)) in ws.iter().zip(&shapes) {
+            let r = n.min(m);
+            let hosts = (Buf::<T>::from_batch(w, Layout::RowMajor), Buf::<T>::poisoned(n, r, b, Layout::ColMajor), Buf::<T>::poisoned(r, 1, b, Layout::ColMajor), Buf::<T>::poisoned(r, m, b, Layout::PaddedCol(1)));
+            bufs.push((Dev::up(ctx, hosts.0), Dev::up(ctx, hosts.1), Dev::up(ctx, hosts.2), Dev::up(ctx, hosts.3)));
+        }
+        let descs: Vec<(MatDesc, MatDesc, MatDesc, MatDesc)> = bufs
+            .iter()
+            .map(|(w, u, s, v)| {
+                let d = |x: &MatDesc| if on_gpu { *x } else { MatDesc { device: Device::Host, ..*x } };
+                (d(&w.desc()), d(&u.desc()), d(&s.desc()), d(&v.desc()))
+            })
+            .collect();
+        let problems: Vec<SvdProblem> = descs.iter().map(|(w, u, s, v)| SvdProblem { w, out: SvdOut { u: Some(u), s, vt: Some(v) } }).collect();
+        let mut space = None;
+        if waves {
+            let need = match ctx.svd_list_workspace_size(&descs.iter().map(|d| &d.0).collect::<Vec<_>>(), T::DTYPE) {
+                Ok(x) => x,
+                Err(e) => return rep.case(&name, false, format!("workspace query: {e}")),
+            };
+            let buf = ctx.executor().alloc(need).expect("workspace alloc");
+            unsafe { ctx.set_workspace(buf.addr, need) }.expect("set_workspace");
+            space = Some(buf);
+        }
+        let t = Instant::now();
+        let res = unsafe { ctx.svd_list_raw(&problems, T::DTYPE) };
+        if on_gpu {
+            ms = t.elapsed().as_secs_f64() * 1e3;
+        }
+        ctx.release_workspace();
+        drop(space);
+        ctx.set_svd_algorithm(SvdAlgorithm::Auto);
+        if let Err(e) = res {
+            return rep.case(&name, false, format!("error on {}: {e}", ctx.executor().name()));
+        }
+        results.push(bufs.iter().map(|(_, u, s, v)| (u.down(ctx), s.down(ctx), v.down(ctx))).collect());
+    }
+    let (mut ok, mut worst_cert, mut worst_cpu, mut tol_max) = (true, 0.0f64, 0.0f64, 0.0f64);
+    for (i, &(n, m, _)) in shapes.iter().enumerate() {
+        let ((gu, gs, gv), (cu, cs, cv)) = (&results[0][i], &results[1][i]);
+        ok &= gu.padding_untouched() && gs.padding_untouched() && gv.padding_untouched();
+        let tol = 10.0 * n.max(m) as f64 * u_of(T::DTYPE) + 4.0 * (n.min(m) as f64).sqrt() * u_of(T::DTYPE);
+        tol_max = tol_max.max(tol);
+        for (k, wk) in ws[i].iter().enumerate() {
+            let (u, s, vt) = (gu.get(k), gs.get(k).d, gv.get(k));
+            ok &= s.windows(2).all(|p| p[0] >= p[1]) && s.iter().all(|x| *x >= 0.0);
+            let cert = (u.mul(&vt.scale_rows(&s)).sub(wk).fro() / wk.fro()).max(ortho_err_cols(&u)).max(ortho_err_cols(&vt.t()));
+            ok &= cert <= tol;
+            worst_cert = worst_cert.max(cert / tol);
+            // The sign convention makes the factors comparable entrywise (well-separated random
+            // spectra; vectors allowed 100x the certificate tolerance for their gap sensitivity).
+            let ds = s.iter().zip(&cs.get(k).d).map(|(a, c)| (a - c).abs()).fold(0.0, f64::max) / s[0].max(1e-30);
+            let dv = u.max_abs_diff(&cu.get(k)).max(vt.max_abs_diff(&cv.get(k)));
+            ok &= ds <= tol && dv <= 100.0 * tol;
+            worst_cpu = worst_cpu.max((ds / tol).max(dv / (100.0 * tol)));
+        }
+    }
+    rep.case(&name, ok, format!("certificate {worst_cert:.2} x tol, vs cpu {worst_cpu:.2} x tol (tol up to {tol_max:.1e}), padding untouched, {ms:.2} ms"));
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let gpu = match Context::cuda(0) {
@@ -537,6 +614,15 @@ fn main() {
         math_mode_case(&gpu, &mut rng, &mut rep, mode, 1024, 512, 64);
     }
     grouped_gemm_case(&gpu, &cpu, &mut rep);
+    // Lists of shapes on the grouped path: Auto mixes Xgesvd and gesvdjBatched in one wave.
+    for waves in [false, true] {
+        svd_list_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Auto, waves);
+        if !quick {
+            svd_list_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Auto, waves);
+            svd_list_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Jacobi, waves);
+            svd_list_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Polar, waves);
+        }
+    }
     if !quick {
         randomized_case(&gpu, &mut rng, &mut rep, 1024, 2048, 32, DType::F64);
         decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 300, 700, 150);

@@ -611,7 +611,12 @@ osft_status osft_svd(struct osft_context *ctx,
                      int32_t compute);
 
 /**
- * Workspace bytes for `osft_svd_list` over the `count` matrices `w[0..count)`.
+ * Workspace bytes for `osft_svd_list` over the `count` matrices `w[0..count)`: the largest
+ * single problem's (its whole batch at once, capped at 1 GiB), which is enough for the list.
+ * The list runs in waves: consecutive problems that fit the workspace side by side are factored
+ * together (concurrently on a CUDA context), so a workspace of exactly this size may take
+ * several waves, a larger one fewer. A context that allocates its own workspace grows it to fit
+ * the whole list in one wave (every problem's size side by side, capped at 1 GiB).
  */
 osft_status osft_svd_list_workspace_size(struct osft_context *ctx,
                                          size_t count,

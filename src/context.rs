@@ -205,16 +205,33 @@ impl Context {
         self.with_ws_range(min, preferred, |e, ws| svd::svd(e, ws, w, out, compute, alg))
     }
 
+    /// Workspace bytes for [`Context::svd_list_raw`] over `ws`: the largest single problem's
+    /// (its whole batch, capped at `MAX_CHUNK_BYTES`), enough for the list to run. The list runs
+    /// in waves of problems that fit the workspace side by side, each wave one concurrent
+    /// grouped SVD; a caller workspace of this size may need several waves. A context
+    /// allocating its own workspace grows it to fit the whole list in one wave (every problem's
+    /// share side by side, capped at `MAX_CHUNK_BYTES`; [`svd::list_workspace_preferred`]).
+    pub fn svd_list_workspace_size(&self, ws: &[&MatDesc], compute: DType) -> Result<usize> {
+        for w in ws {
+            svd::check_input(&*self.exec, w, compute)?;
+        }
+        svd::list_workspace_size(&*self.exec, ws, compute, self.svd_algorithm())
+    }
+
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_list_raw(&self, problems: &[svd::SvdProblem], compute: DType) -> Result<()> {
-        let (mut min, mut preferred) = (0, 0);
+        let mut min = 0;
         let alg = self.svd_algorithm();
         for p in problems {
             svd::check_input(&*self.exec, p.w, compute)?;
-            let (a, b) = svd_ws_range(&*self.exec, p.w, compute, SvdPlan::full(alg))?;
-            (min, preferred) = (min.max(a), preferred.max(b));
+            let (a, _) = svd_ws_range(&*self.exec, p.w, compute, SvdPlan::full(alg))?;
+            min = min.max(a);
         }
+        // The context's own workspace grows to run the list as one wave (capped); a caller's
+        // need only hold the largest problem's one-matrix share.
+        let ws: Vec<&MatDesc> = problems.iter().map(|p| p.w).collect();
+        let preferred = svd::list_workspace_preferred(&*self.exec, &ws, compute, alg)?.max(min);
         self.with_ws_range(min, preferred, |e, ws| svd::svd_list(e, ws, problems, compute, alg))
     }
 

@@ -52,8 +52,11 @@ pub enum Error {
     /// rules such as `gesvd`'s `m >= n` or `lda >= max(1, m)`). Seeing this is a bug in osft.
     #[error("precondition of {routine} violated: {msg}")]
     Precondition { routine: &'static str, msg: String },
-    #[error("SVD did not converge for matrix {index} of the batch")]
-    NotConverged { index: usize },
+    /// Matrix `index` of a strided batch did not converge; `problem` names the problem of a
+    /// list (`svd_list`) or the group of a grouped call (`Executor::gesvd_grouped`), `None` for
+    /// a single SVD.
+    #[error("SVD did not converge for matrix {index} of the batch{}", .problem.map(|p| format!(" of problem {p}")).unwrap_or_default())]
+    NotConverged { problem: Option<usize>, index: usize },
     #[error("workspace too small: {needed} bytes needed, {given} given")]
     WorkspaceTooSmall { needed: usize, given: usize },
     #[error("{0}")]

@@ -494,12 +494,12 @@ unsafe fn per_matrix(batch: usize, work: Addr, work_bytes: usize, one: impl Fn(u
     for r in results {
         match r {
             Ok(()) => {}
-            Err(Error::NotConverged { index }) => first = Some(first.map_or(index, |f: usize| f.min(index))),
+            Err(Error::NotConverged { index, .. }) => first = Some(first.map_or(index, |f: usize| f.min(index))),
             Err(e) => return Err(e),
         }
     }
     match first {
-        Some(index) => Err(Error::NotConverged { index }),
+        Some(index) => Err(Error::NotConverged { problem: None, index }),
         None => Ok(()),
     }
 }
@@ -513,7 +513,7 @@ unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work:
         let u = MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
         // faer returns V; VT stored column-major is V stored row-major.
         let v = MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { index: b })
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { problem: None, index: b })
     })
 }
 
@@ -531,7 +531,7 @@ unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(g: &GesvdrArgs, wor
         let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
         let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
         let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { index: b })?;
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { problem: None, index: b })?;
         for j in 0..k {
             put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
             for i in 0..m {

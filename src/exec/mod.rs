@@ -330,7 +330,7 @@ impl DgmmArgs {
 /// Thin SVD of a strided batch of column-major `m x n` matrices with `m >= n`
 /// (`cusolverDnXgesvd` with `jobu = jobvt = 'S'`, or the routine `algorithm` names):
 /// `A = U diag(S) VT`, `U: m x n`, `S: n` descending, `VT: n x n`. `A` may be overwritten.
-/// Non-convergence of entry `i` is `Error::NotConverged { index: i }`.
+/// Non-convergence of entry `i` is `Error::NotConverged { problem: None, index: i }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GesvdArgs {
     pub m: usize,
@@ -373,6 +373,47 @@ impl GesvdArgs {
             ),
             _ => Ok(()),
         }
+    }
+}
+
+/// One group of [`Executor::gesvd_grouped`]: a strided-batched thin SVD with its own slice of
+/// device workspace (`work_bytes` at `work`, at least what `gesvd_buffer_size` reports for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GesvdCall {
+    pub args: GesvdArgs,
+    pub work: Addr,
+    pub work_bytes: usize,
+}
+
+/// Check every group of a grouped SVD before anything runs: each routine's preconditions
+/// ([`GesvdArgs::check`]), each workspace slice against `exec`'s `gesvd_buffer_size`, and that no
+/// two groups' workspace slices overlap (the groups may run concurrently). A failure in group
+/// `g` is reported as it is, with `problem {g}` prefixed to the message where it has one.
+pub fn check_gesvd_calls(exec: &(impl Executor + ?Sized), calls: &[GesvdCall]) -> Result<()> {
+    for (g, c) in calls.iter().enumerate() {
+        c.args.check().map_err(|e| in_group(e, g))?;
+        let a = &c.args;
+        let needed = exec.gesvd_buffer_size(a.m, a.n, a.a.dtype, a.batch, a.algorithm).map_err(|e| in_group(e, g))?;
+        if c.work_bytes < needed {
+            return Err(Error::WorkspaceTooSmall { needed, given: c.work_bytes });
+        }
+    }
+    let mut slices: Vec<(Addr, usize, usize)> = calls.iter().enumerate().filter(|(_, c)| c.work_bytes > 0).map(|(g, c)| (c.work, c.work_bytes, g)).collect();
+    slices.sort_unstable();
+    for p in slices.windows(2) {
+        let ((a, la, ga), (b, _, gb)) = (p[0], p[1]);
+        need("gesvd_grouped", a.checked_add(la).is_some_and(|end| end <= b), || format!("the workspaces of groups {ga} and {gb} overlap"))?;
+    }
+    Ok(())
+}
+
+/// Tag an error of group `g` of a grouped call: `NotConverged` gets `problem: Some(g)`;
+/// a precondition names the group.
+pub fn in_group(e: Error, g: usize) -> Error {
+    match e {
+        Error::NotConverged { problem: None, index } => Error::NotConverged { problem: Some(g), index },
+        Error::Precondition { routine, msg } => Error::Precondition { routine, msg: format!("group {g}: {msg}") },
+        e => e,
     }
 }
 
@@ -427,6 +468,8 @@ impl GesvdrArgs {
 /// none to report): the largest over the batch of what the routine returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SvdReport {
+    /// The routine; `None` after a grouped SVD whose groups used different routines (the other
+    /// fields are then the largest over the groups that report them).
     pub algorithm: Option<SvdAlgorithm>,
     /// `gesvdj`: `cusolverDnXgesvdjGetResidual`; `gesvdaStridedBatched`: `h_R_nrmF`.
     pub residual: Option<f64>,
@@ -521,6 +564,19 @@ pub trait Executor: Send + Sync {
     /// (`*_bufferSize`); refuses a problem the algorithm's routine cannot take.
     fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize>;
     unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()>;
+    /// Several independent strided-batched thin SVDs (a list of shapes), each group with its own
+    /// workspace slice. Every group is checked first ([`check_gesvd_calls`]), nothing runs if
+    /// one fails. Non-convergence of matrix `i` of group `g` is
+    /// `Error::NotConverged { problem: Some(g), index: i }` (the first such group, then matrix).
+    /// The default runs the groups one after another; the CUDA executor runs all of them
+    /// concurrently on its stream pool, joined back to the caller's stream once.
+    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
+        check_gesvd_calls(self, calls)?;
+        for (g, c) in calls.iter().enumerate() {
+            self.gesvd_strided_batched(&c.args, c.work, c.work_bytes).map_err(|e| in_group(e, g))?;
+        }
+        Ok(())
+    }
     /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
     #[allow(clippy::too_many_arguments)] // the routine's own problem parameters
     fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize>;

@@ -21,6 +21,9 @@ pub enum Call {
     /// With the algorithm the ops layer chose (`Auto` already resolved per shape).
     Gesvd(GesvdArgs),
     Gesvdr(GesvdrArgs),
+    /// One `gesvd_grouped` call: its groups (algorithm already resolved by the ops layer where
+    /// `Auto` was asked for).
+    GesvdGrouped(Vec<GesvdCall>),
     /// One `gemm_grouped` call: the groups, each recorded with its compute type.
     GemmGrouped(Vec<GemmArgs>),
     SignFix(SignFixArgs),
@@ -108,6 +111,10 @@ impl<E: Executor> Executor for Recording<E> {
     unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
         self.rec(Call::Gesvd(*a));
         self.inner.gesvd_strided_batched(a, work, work_bytes)
+    }
+    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
+        self.rec(Call::GesvdGrouped(calls.to_vec()));
+        self.inner.gesvd_grouped(calls)
     }
     unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> Result<()> {
         self.rec(Call::SignFix(*a));

@@ -347,7 +347,12 @@ pub unsafe extern "C" fn osft_svd(
     })
 }
 
-/// Workspace bytes for `osft_svd_list` over the `count` matrices `w[0..count)`.
+/// Workspace bytes for `osft_svd_list` over the `count` matrices `w[0..count)`: the largest
+/// single problem's (its whole batch at once, capped at 1 GiB), which is enough for the list.
+/// The list runs in waves: consecutive problems that fit the workspace side by side are factored
+/// together (concurrently on a CUDA context), so a workspace of exactly this size may take
+/// several waves, a larger one fewer. A context that allocates its own workspace grows it to fit
+/// the whole list in one wave (every problem's size side by side, capped at 1 GiB).
 #[no_mangle]
 pub unsafe extern "C" fn osft_svd_list_workspace_size(
     ctx: *mut osft_context,
@@ -361,11 +366,8 @@ pub unsafe extern "C" fn osft_svd_list_workspace_size(
         let out = out_ptr(bytes, "bytes")?;
         let ws = desc_array(w, count, "W")?;
         let compute = super::boundary::compute(compute)?;
-        let mut need = 0;
-        for w in &ws {
-            need = need.max(c.ctx.svd_workspace_size(w, compute)?);
-        }
-        *out = need;
+        let refs: Vec<&MatDesc> = ws.iter().collect();
+        *out = c.ctx.svd_list_workspace_size(&refs, compute)?;
         Ok(())
     })
 }

@@ -23,6 +23,7 @@ use crate::exec::{Addr, AxpbyArgs, ComputeType, Executor, GemmArgs, Op, Strided,
 const WS_ALIGN: usize = 256;
 
 /// A bump allocator over a workspace, or a measurement of one (`base == None`).
+#[derive(Clone)]
 pub struct Ws {
     device: crate::desc::Device,
     base: Option<Addr>,

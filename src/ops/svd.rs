@@ -15,10 +15,11 @@
 //!
 //! Batches are processed in chunks that fit the workspace: the workspace-size query reports the
 //! size for the whole batch at once (capped at [`MAX_CHUNK_BYTES`]); any workspace that holds one
-//! matrix's scratch works, more is faster.
+//! matrix's scratch works, more is faster. A list of shapes ([`svd_list`]) runs in waves of
+//! problems that fit the workspace side by side, each wave one [`Executor::gesvd_grouped`].
 
 use super::*;
-use crate::exec::{GesvdArgs, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING};
+use crate::exec::{GesvdArgs, GesvdCall, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING};
 
 /// What an SVD computes: the algorithm (`Auto` resolved per shape by
 /// [`SvdAlgorithm::resolve`]) and, for the randomized SVD only, the top `k` to keep.
@@ -160,49 +161,67 @@ pub(crate) unsafe fn run(
     while b0 < w.batch {
         let nb = nb_max.min(w.batch - b0);
         let wc = w.batch_range(b0, nb);
-        let a = MatDesc { batch: nb, ..l.a };
-        let src = if transposed { wc.t() } else { wc };
-        {
-            copy(exec, &src, &a)?;
-            let a_s = Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n };
-            let u_s = Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n };
-            let vt_s = Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n };
-            match plan.top_k {
-                Some(k) => exec.gesvdr_strided_batched(
-                    &GesvdrArgs { m, n, k, p: gesvdr_oversampling(n, k), niters: GESVDR_ITERATIONS, a: a_s, s: l.s.addr, stride_s: n, u: u_s, vt: vt_s, batch: nb },
-                    l.work,
-                    l.work_bytes,
-                ),
-                None => exec.gesvd_strided_batched(
-                    &GesvdArgs { m, n, a: a_s, s: l.s.addr, stride_s: n, u: u_s, vt: vt_s, batch: nb, algorithm },
-                    l.work,
-                    l.work_bytes,
-                ),
+        match plan.top_k {
+            Some(k) => {
+                let a = stage(exec, &l, &wc, compute)?;
+                let args = GesvdrArgs { m, n, k, p: gesvdr_oversampling(n, k), niters: GESVDR_ITERATIONS, a: a.a, s: a.s, stride_s: n, u: a.u, vt: a.vt, batch: nb };
+                exec.gesvdr_strided_batched(&args, l.work, l.work_bytes)
             }
-            .map_err(|e| match e {
-                Error::NotConverged { index } => Error::NotConverged { index: b0 + index },
-                e => e,
-            })?;
-            // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
-            let u_r = MatDesc { batch: nb, cols: r, ..l.u };
-            let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
-            let (u, vt) = if transposed {
-                // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
-                (vt_r.t(), u_r.t())
-            } else {
-                (u_r, vt_r)
-            };
-            exec.svd_sign_fix(&SignFixArgs {
-                count: r,
-                batch: nb,
-                left: Vectors { addr: u.addr, dtype: compute, len: u.rows, elem_stride: u.row_stride, vec_stride: u.col_stride, batch_stride: u.batch_stride },
-                right: Vectors { addr: vt.addr, dtype: compute, len: vt.cols, elem_stride: vt.col_stride, vec_stride: vt.row_stride, batch_stride: vt.batch_stride },
-            })?;
-            emit(&Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })?;
+            None => {
+                let a = GesvdArgs { algorithm, ..stage(exec, &l, &wc, compute)? };
+                exec.gesvd_strided_batched(&a, l.work, l.work_bytes)
+            }
         }
+        .map_err(|e| match e {
+            Error::NotConverged { problem, index } => Error::NotConverged { problem, index: b0 + index },
+            e => e,
+        })?;
+        emit(&finish(exec, &l, b0, nb, r, transposed, compute)?)?;
         b0 += nb;
     }
     Ok(())
+}
+
+/// Copy the chunk `wc` (as `W`, or `W^T` when it is wide) into the scratch `A` of `l`, and
+/// return the thin-SVD arguments over `l` (algorithm `Auto`: the caller sets it).
+unsafe fn stage(exec: &dyn Executor, l: &Layout, wc: &MatDesc, compute: DType) -> Result<GesvdArgs> {
+    let transposed = wc.rows < wc.cols;
+    let (m, n) = (wc.rows.max(wc.cols), wc.rows.min(wc.cols));
+    let nb = wc.batch;
+    let a = MatDesc { batch: nb, ..l.a };
+    copy(exec, &if transposed { wc.t() } else { *wc }, &a)?;
+    Ok(GesvdArgs {
+        m,
+        n,
+        a: Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n },
+        s: l.s.addr,
+        stride_s: n,
+        u: Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n },
+        vt: Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n },
+        batch: nb,
+        algorithm: SvdAlgorithm::Auto,
+    })
+}
+
+/// After the routine: fix the signs of the `r` computed triplets of a chunk of `nb` matrices
+/// in `l` and return their views (`U`, `Vt` of `W`, undoing the transposition).
+unsafe fn finish(exec: &dyn Executor, l: &Layout, b0: usize, nb: usize, r: usize, transposed: bool, compute: DType) -> Result<Factors> {
+    // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
+    let u_r = MatDesc { batch: nb, cols: r, ..l.u };
+    let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
+    let (u, vt) = if transposed {
+        // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
+        (vt_r.t(), u_r.t())
+    } else {
+        (u_r, vt_r)
+    };
+    exec.svd_sign_fix(&SignFixArgs {
+        count: r,
+        batch: nb,
+        left: Vectors { addr: u.addr, dtype: compute, len: u.rows, elem_stride: u.row_stride, vec_stride: u.col_stride, batch_stride: u.batch_stride },
+        right: Vectors { addr: vt.addr, dtype: compute, len: vt.cols, elem_stride: vt.col_stride, vec_stride: vt.row_stride, batch_stride: vt.batch_stride },
+    })?;
+    Ok(Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })
 }
 
 /// `Error::NonFinite` with the first batch index of `w` holding NaN or Inf.
@@ -258,16 +277,19 @@ use crate::desc::{check_disjoint, check_disjoint_staged};
 pub unsafe fn svd(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, out: &SvdOut, compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
     check_input(exec, w, compute)?;
     let s_out = check_outputs(exec, w, out)?;
-    run(exec, ws, w, compute, SvdPlan::full(algorithm), &mut |f| {
-        if let Some(u) = out.u {
-            copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
-        }
-        copy(exec, &f.s, &s_out.batch_range(f.b0, f.nb))?;
-        if let Some(vt) = out.vt {
-            copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
-        }
-        Ok(())
-    })
+    run(exec, ws, w, compute, SvdPlan::full(algorithm), &mut |f| write_out(exec, f, out, &s_out))
+}
+
+/// Copy a chunk's factors to the caller's outputs (`s_out`: `S` as a column).
+unsafe fn write_out(exec: &dyn Executor, f: &Factors, out: &SvdOut, s_out: &MatDesc) -> Result<()> {
+    if let Some(u) = out.u {
+        copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
+    }
+    copy(exec, &f.s, &s_out.batch_range(f.b0, f.nb))?;
+    if let Some(vt) = out.vt {
+        copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
+    }
+    Ok(())
 }
 
 /// One problem of a list of differently shaped SVDs.
@@ -278,11 +300,21 @@ pub struct SvdProblem<'a> {
 }
 
 /// SVD of a list of matrices of different shapes. All are validated — shapes, aliasing across
-/// problems, non-finite values — before any output is written. Problems are factored one after
-/// another, each as one strided batch.
+/// problems, non-finite values — before any output is written.
+///
+/// **Waves.** Consecutive problems whose whole batches fit the workspace side by side (each its
+/// own scratch and routine workspace, laid out as [`svd()`] would) form a wave: every problem of the
+/// wave is staged, then one [`Executor::gesvd_grouped`] factors them all (concurrently on the
+/// CUDA executor's stream pool, one fork/join and one convergence read-back), then each gets its
+/// sign fix and is copied out. A problem whose batch does not fit on its own is streamed in
+/// chunks as by [`svd()`], in a wave of its own. So a workspace that holds only the largest single
+/// problem's need ([`list_workspace_size`]) still works, as waves of fewer problems; a larger one
+/// ([`list_workspace_preferred`]) runs the list in fewer waves. Non-convergence is
+/// `Error::NotConverged { problem: Some(i), index }` with `i` the problem and `index` the
+/// matrix of its batch.
 ///
 /// # Safety
-/// As for [`svd`].
+/// As for [`svd()`].
 pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem<'a>], compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
     fn cross(e: Error, i: usize, j: usize) -> Error {
         match e {
@@ -316,9 +348,98 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
     for (i, p) in problems.iter().enumerate() {
         check_finite(exec, p.w, &format!("problem {i}: W"))?;
     }
-    for p in problems {
-        let mut sub = Ws::over(ws.base.unwrap_or(0), ws.bytes, ws.device);
-        svd(exec, &mut sub, p.w, &p.out, compute, algorithm)?;
+    if ws.is_measuring() {
+        // Lay out what the largest problem needs (the list's required size); nothing runs.
+        for p in problems {
+            let mut sub = Ws::measure(ws.device);
+            run(exec, &mut sub, p.w, compute, SvdPlan::full(algorithm), &mut |_| Ok(()))?;
+            ws.used = ws.used.max(sub.used());
+        }
+        return Ok(());
+    }
+    let base = ws.base.unwrap_or(0);
+    let in_problem = |e: Error, i: usize| match e {
+        Error::NotConverged { index, .. } => Error::NotConverged { problem: Some(i), index },
+        e => e,
+    };
+    let mut i = 0;
+    while i < problems.len() {
+        // Plan a wave: problems i.. whose whole batches fit side by side.
+        let mut wave = Ws::over(base, ws.bytes, ws.device);
+        let mut members: Vec<(usize, Layout)> = vec![];
+        // One past the last problem of the wave (empty batches join any wave: nothing to do).
+        let mut end = i;
+        for (j, p) in problems.iter().enumerate().skip(i) {
+            if p.w.batch == 0 {
+                end = j + 1;
+                continue;
+            }
+            let (m, n) = (p.w.rows.max(p.w.cols), p.w.rows.min(p.w.cols));
+            let mut trial = wave.clone();
+            match layout(exec, &mut trial, m, n, p.w.batch, compute, SvdPlan::full(algorithm)) {
+                Ok(l) => {
+                    wave = trial;
+                    members.push((j, l));
+                    end = j + 1;
+                }
+                Err(Error::WorkspaceTooSmall { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if members.is_empty() && end < problems.len() {
+            // Problem i's batch does not fit whole: streamed in chunks, on its own.
+            let p = &problems[end];
+            let mut sub = Ws::over(base, ws.bytes, ws.device);
+            svd(exec, &mut sub, p.w, &p.out, compute, algorithm).map_err(|e| in_problem(e, end))?;
+            i = end + 1;
+            continue;
+        }
+        if members.is_empty() {
+            break; // only empty batches were left
+        }
+        let mut calls = Vec::with_capacity(members.len());
+        for (j, l) in &members {
+            let w = problems[*j].w;
+            let args = stage(exec, l, w, compute)?;
+            calls.push(GesvdCall { args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args }, work: l.work, work_bytes: l.work_bytes });
+        }
+        exec.gesvd_grouped(&calls).map_err(|e| match e {
+            Error::NotConverged { problem: Some(g), index } => Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index },
+            e => e,
+        })?;
+        for (j, l) in &members {
+            let p = &problems[*j];
+            let n = p.w.rows.min(p.w.cols);
+            let f = finish(exec, l, 0, p.w.batch, n, p.w.rows < p.w.cols, compute)?;
+            let s_out = as_column(p.out.s, n, "S")?;
+            write_out(exec, &f, &p.out, &s_out)?;
+        }
+        i = end;
     }
     Ok(())
+}
+
+/// Workspace bytes an [`svd_list`] requires: the largest single problem's (its whole batch at
+/// once, capped at [`MAX_CHUNK_BYTES`], as [`workspace_size`] reports it). Any workspace of at
+/// least the largest problem's one-matrix share works (problems then run in more waves or
+/// chunks).
+pub fn list_workspace_size(exec: &dyn Executor, ws: &[&MatDesc], compute: DType, algorithm: SvdAlgorithm) -> Result<usize> {
+    let mut need = 0;
+    for w in ws {
+        need = need.max(workspace_size(exec, w, compute, SvdPlan::full(algorithm))?);
+    }
+    Ok(need)
+}
+
+/// Workspace bytes that let an [`svd_list`] run as one wave: every problem's
+/// [`workspace_size`] side by side, capped at [`MAX_CHUNK_BYTES`], and never less than
+/// [`list_workspace_size`]. What a context allocating its own workspace grows it to.
+pub fn list_workspace_preferred(exec: &dyn Executor, ws: &[&MatDesc], compute: DType, algorithm: SvdAlgorithm) -> Result<usize> {
+    let (mut max, mut sum) = (0usize, 0usize);
+    for w in ws {
+        let one = workspace_size(exec, w, compute, SvdPlan::full(algorithm))?;
+        max = max.max(one);
+        sum = sum.saturating_add(one);
+    }
+    Ok(max.max(sum.min(MAX_CHUNK_BYTES)))
 }

@@ -12,14 +12,22 @@
 //! `set_stream`; the legacy default stream until then). GEMM, copy/cast and dgmm never
 //! synchronise the host nor allocate, so the projection path can be captured in a CUDA graph.
 //! SVD, reductions and `read_to_host` synchronise (they return results or convergence flags to
-//! the host). The SVD routines that take one matrix per call (`Xgesvd`, `gesvdj`, `Xgesvdp`,
-//! `Xgesvdr`) run a batch concurrently on a pool of [`SVD_STREAMS`] non-blocking streams created
-//! once per executor, each with its own cuSOLVER handle bound to it and its own slice of the
-//! workspace: an event recorded on the caller's stream is waited on by each pool stream (fork);
-//! matrix `b` runs on stream `b % lanes`; an event recorded on each pool stream is waited on by
-//! the caller's stream (join). Work the caller issued before runs first, and work issued after
-//! sees the results: the caller's stream order is preserved. Batches that fit `gesvdjBatched`
-//! or `gesvdaStridedBatched` are one call on the caller's stream.
+//! the host). Every SVD runs on a pool of [`SVD_STREAMS`] non-blocking streams created once per
+//! executor, each with its own cuSOLVER handle bound to it: an event recorded on the caller's
+//! stream is waited on by each pool stream (fork); the routines' calls are spread over the pool;
+//! an event recorded on each pool stream is waited on by the caller's stream (join). Work the
+//! caller issued before runs first, and work issued after sees the results: the caller's stream
+//! order is preserved. A routine that takes one matrix per call (`Xgesvd`, `gesvdj`, `Xgesvdp`,
+//! `Xgesvdr`) runs a batch's matrices concurrently, matrix `b` in workspace slice `b % lanes`;
+//! a batched routine (`gesvdjBatched`, `gesvdaStridedBatched`) is one call on one pool stream.
+//! **Lists of shapes** (`ops::svd::svd_list`) reach the executor as `gesvd_grouped`: all
+//! groups of a wave behind ONE fork and ONE join — each group's units take the next pool streams
+//! round-robin (so a list of single matrices spreads over every stream, and the matrices that
+//! share a workspace slice share a stream), each group in its own workspace slice (no scratch is
+//! shared across streams) — then the thin-U / `VT` copies on the caller's stream and one
+//! read-back of every group's convergence flags. A strided batch is the one-group case of the
+//! same path. After the join the host waits for the caller's stream before the per-matrix host
+//! workspaces of the `X` routines are dropped; the flags' read-back synchronises once more.
 //!
 //! **Math mode.** The cuBLAS handle stays in `CUBLAS_DEFAULT_MATH`; the mode reaches each GEMM
 //! as its compute type (`CUBLAS_COMPUTE_32F`, `_32F_FAST_TF32`, `_32F_FAST_16BF`; f64 data
@@ -60,10 +68,14 @@
 //! largest `b <= B` whose `ws(b) <= 1 GiB` (`ops::svd::MAX_CHUNK_BYTES`), at least one matrix;
 //! a caller workspace need only hold `ws(1)`. Chunks are factored one after another through the
 //! same workspace and each chunk's factors are copied to the caller's outputs before the next
-//! (`ops::svd::run`, `ops::decompose`); `svd_list` runs problem after problem through it. So
-//! decomposing a whole model, matrix by matrix or group by group, holds at most
-//! `max over its shapes of max(ws(1), min(ws(B), 1 GiB))` of workspace at once, not every
-//! intermediate. Example: the largest Llama-3.1-8B target, `14336 x 4096` in f32, needs
+//! (`ops::svd::run`, `ops::decompose`). `svd_list` lays consecutive problems' `ws(B_i)` side by
+//! side and factors each such wave with one `gesvd_grouped`; its workspace query reports the
+//! largest single problem's `min(ws(B), 1 GiB)` (enough: waves of fewer problems, or one problem
+//! in chunks), while a context allocating its own workspace grows it to
+//! `max(largest, min(sum_i ws(B_i), 1 GiB))` to run the list as one wave. So decomposing a
+//! whole model, matrix by matrix or group by group, holds at most
+//! `max over its shapes of max(ws(1), min(ws(B), 1 GiB))` of workspace at once (1 GiB for a
+//! list in the context's own workspace), not every intermediate. Example: the largest Llama-3.1-8B target, `14336 x 4096` in f32, needs
 //! `ws(1) = 4 (2 * 14336 * 4096 + 4096^2 + 4096) ~ 537 MB` plus `Xgesvd`'s `lwork`.
 
 #![allow(clippy::type_complexity)] // kernel argument tuples mirror the kernels' signatures
@@ -616,146 +628,13 @@ impl Executor for CudaExecutor {
 
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
         g.check()?;
-        let alg = g.algorithm.resolve(g.m, g.n);
-        let mut h = self.lock()?;
-        h.report = None;
-        let l = svd_layout(&h, alg, g.m, g.n, g.a.dtype, g.batch, None)?;
-        if work_bytes < l.total {
-            return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
-        }
-        let info = work + l.info;
-        let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
-        let f64t = dt == DType::F64;
-        let mut report = SvdReport { algorithm: Some(alg), ..Default::default() };
-        // Where V (not VT) was written, packed n x n per matrix, to be transposed into VT.
-        let mut v_scratch: Option<Addr> = None;
-        let mut host_residuals: Vec<f64> = vec![];
-        match alg {
-            SvdAlgorithm::JacobiBatched => {
-                // gesvdjBatched writes full U (m x m) and V (n x n); then thin U and VT = V^T by copy.
-                let (uf, vf) = (work + l.u_full, work + l.v_full);
-                let lwork = l.lwork as i32;
-                let dev = work + l.dev;
-                macro_rules! call {
-                    ($f:ident, $t:ty) => {
-                        cs::$f(
-                            h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32,
-                            g.a.addr as *mut $t, g.a.ld as i32, g.s as *mut $t, uf as *mut $t, m as i32, vf as *mut $t, n as i32,
-                            dev as *mut $t, lwork, info as *mut i32, h.gesvdj, g.batch as i32,
-                        )
-                    };
-                }
-                let r = if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) };
-                cs_check(r, "gesvdjBatched")?;
-                drop(h);
-                let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-                self.axpby(&AxpbyArgs { rows: m, cols: n, batch: g.batch, alpha: 1.0, src: s2(uf, 1, m, m * m), beta: 0.0, dst: s2(g.u.addr, 1, g.u.ld, g.u.stride) })?;
-                v_scratch = Some(vf);
-            }
-            SvdAlgorithm::ApproxBatched => {
-                // One call for the batch; rank = n (all pairs). U is written in place (packed,
-                // checked), V into scratch. h_R_nrmF: one residual per matrix, on the host (the
-                // call therefore blocks until it is known).
-                host_residuals = vec![0f64; g.batch];
-                let (dev, vf) = (work + l.dev, work + l.v);
-                macro_rules! call {
-                    ($f:ident, $t:ty) => {
-                        cs::$f(
-                            h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32,
-                            g.a.addr as *const $t, g.a.ld as i32, g.a.stride as i64, g.s as *mut $t, g.stride_s as i64,
-                            g.u.addr as *mut $t, g.u.ld as i32, g.u.stride as i64, vf as *mut $t, n as i32, (n * n) as i64,
-                            dev as *mut $t, l.lwork as i32, info as *mut i32, host_residuals.as_mut_ptr(), g.batch as i32,
-                        )
-                    };
-                }
-                let r = if f64t { call!(cusolverDnDgesvdaStridedBatched, f64) } else { call!(cusolverDnSgesvdaStridedBatched, f32) };
-                cs_check(r, "gesvdaStridedBatched")?;
-                drop(h);
-                v_scratch = Some(vf);
-            }
-            SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar => {
-                let sdt = solver_type(dt);
-                let vf = work + l.v;
-                let mut err_sigma = vec![0f64; g.batch];
-                let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
-                    let a = (g.a.addr + b * g.a.stride * sz) as *mut c_void;
-                    let s = (g.s + b * g.stride_s * sz) as *mut c_void;
-                    let u = (g.u.addr + b * g.u.stride * sz) as *mut c_void;
-                    let v = (vf + b * n * n * sz) as *mut c_void;
-                    let inf = (info + b * 4) as *mut i32;
-                    match alg {
-                        SvdAlgorithm::Qr => cs_check(
-                            cs::cusolverDnXgesvd(
-                                lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, sdt, a, g.a.ld as i64, sdt, s, sdt, u,
-                                g.u.ld as i64, sdt, (g.vt.addr + b * g.vt.stride * sz) as *mut c_void, g.vt.ld as i64, sdt, dev as *mut c_void,
-                                l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, inf,
-                            ),
-                            "cusolverDnXgesvd",
-                        ),
-                        SvdAlgorithm::Jacobi => {
-                            macro_rules! call {
-                                ($f:ident, $t:ty) => {
-                                    cs::$f(
-                                        lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, a as *mut $t,
-                                        g.a.ld as i32, s as *mut $t, u as *mut $t, g.u.ld as i32, v as *mut $t, n as i32, dev as *mut $t,
-                                        l.lwork as i32, inf, lane.gesvdj,
-                                    )
-                                };
-                            }
-                            cs_check(if f64t { call!(cusolverDnDgesvdj, f64) } else { call!(cusolverDnSgesvdj, f32) }, "gesvdj")
-                        }
-                        _ => cs_check(
-                            cs::cusolverDnXgesvdp(
-                                lane.solver, lane.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, sdt, a,
-                                g.a.ld as i64, sdt, s, sdt, u, g.u.ld as i64, sdt, v, n as i64, sdt, dev as *mut c_void, l.lwork,
-                                host.as_mut_ptr() as *mut c_void, l.host_bytes, inf, &mut err_sigma[b],
-                            ),
-                            "cusolverDnXgesvdp",
-                        ),
-                    }
-                });
-                if alg == SvdAlgorithm::Jacobi {
-                    // Residual and sweeps of the last matrix each stream factored (gesvdjInfo
-                    // holds the latest call's); per-matrix convergence is `info` below.
-                    let (mut res_max, mut sweeps_max) = (0f64, 0i32);
-                    for lane in &h.lanes[..l.lanes] {
-                        let (mut r, mut sw) = (0f64, 0i32);
-                        if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
-                            res_max = res_max.max(r);
-                        }
-                        if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
-                            sweeps_max = sweeps_max.max(sw);
-                        }
-                    }
-                    report.residual = Some(res_max);
-                    report.sweeps = Some(sweeps_max);
-                }
-                if alg == SvdAlgorithm::Polar {
-                    report.err_sigma = Some(err_sigma.iter().cloned().fold(0.0, f64::max));
-                    host_residuals = err_sigma;
-                }
-                drop(h);
-                res?;
-                if alg != SvdAlgorithm::Qr {
-                    v_scratch = Some(vf);
-                }
-            }
-            SvdAlgorithm::Auto | SvdAlgorithm::Randomized => unreachable!("resolved and refused by GesvdArgs::check"),
-        }
-        if let Some(vf) = v_scratch {
-            // VT = V^T: read V (n x n, packed) with swapped strides.
-            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-            self.axpby(&AxpbyArgs { rows: n, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
-        }
-        // check_info synchronises the stream first; h_R_nrmF (gesvdaStridedBatched's host
-        // output) is read only after it, like the CUDALibrarySamples gesvdaStridedBatched example
-        // (cudaStreamSynchronize before printing RnrmF).
-        let checked = self.check_info(info, g.batch, alg.routine(), &host_residuals);
-        if alg == SvdAlgorithm::ApproxBatched {
-            report.residual = Some(host_residuals.iter().cloned().fold(0.0, f64::max));
-        }
-        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
-        checked
+        // One group: the same path as a list (the routine's calls on the stream pool, joined).
+        self.run_grouped(&[GesvdCall { args: *g, work, work_bytes }], false)
+    }
+
+    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
+        check_gesvd_calls(self, calls)?;
+        self.run_grouped(calls, true)
     }
 
     unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
@@ -769,7 +648,9 @@ impl Executor for CudaExecutor {
         let (info, vf) = (work + l.info, work + l.v);
         let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
         let sdt = solver_type(dt);
-        let res = fan_out(&mut h, &l, g.batch, work, |lane, b, dev, host| {
+        let units: Vec<(usize, usize)> = (0..g.batch).map(|b| (b % l.lanes, l.host_bytes)).collect();
+        let res = fan_out(&mut h, &units, |lane, b, host| {
+            let dev = work + (b % l.lanes) * l.lane_bytes;
             cs_check(
                 cs::cusolverDnXgesvdr(
                     lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, g.p as i64, g.niters as i64,
@@ -879,17 +760,234 @@ impl CudaExecutor {
     unsafe fn check_info(&self, info: Addr, batch: usize, routine: &'static str, host: &[f64]) -> Result<()> {
         let mut bytes = vec![0u8; batch * 4];
         self.read_to_host(info, &mut bytes)?;
+        info_status(&bytes, routine, host)
+    }
+
+    /// The groups of a grouped SVD (checked by the caller), all at once: one fork from the
+    /// caller's stream onto the pool; every group's work spread over it (a batched routine,
+    /// `gesvdjBatched` / `gesvdaStridedBatched`, as one unit on one pool stream; a per-matrix
+    /// routine's matrices over the streams, those sharing a workspace slice on one stream);
+    /// one join back (`fan_out`, which also keeps the host workspaces alive until the caller's
+    /// stream has passed the join); then the thin-U / VT copies on the caller's stream and one
+    /// read-back of every group's info flags. Each group uses only its own workspace slice, so
+    /// groups on different streams never share scratch. `grouped`: errors name the group
+    /// (`NotConverged { problem: Some(g) }`); otherwise (a single strided batch) they do not.
+    unsafe fn run_grouped(&self, calls: &[GesvdCall], grouped: bool) -> Result<()> {
+        let tag = |e: Error, g: usize| if grouped { in_group(e, g) } else { e };
+        let mut h = self.lock()?;
+        h.report = None;
+        // Groups with matrices in them, with their routine and workspace layout.
+        let mut groups: Vec<(usize, SvdAlgorithm, SvdLayout)> = Vec::with_capacity(calls.len());
+        for (gi, c) in calls.iter().enumerate() {
+            let g = &c.args;
+            if g.batch == 0 {
+                continue;
+            }
+            let alg = g.algorithm.resolve(g.m, g.n);
+            let l = svd_layout(&h, alg, g.m, g.n, g.a.dtype, g.batch, None)?;
+            if c.work_bytes < l.total {
+                return Err(Error::WorkspaceTooSmall { needed: l.total, given: c.work_bytes });
+            }
+            groups.push((gi, alg, l));
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        // The units of work, each with its pool stream and host workspace bytes: groups take
+        // the pool round-robin, so a list of single matrices spreads over every stream.
+        // `b % l.lanes` is matrix b's workspace slice; all matrices of one slice map to one
+        // stream (l.lanes <= the pool size), which runs them in order.
+        let np = h.lanes.len();
+        let (mut units, mut kinds) = (vec![], vec![]);
+        let mut next = 0;
+        for (k, (_, alg, l)) in groups.iter().enumerate() {
+            if matches!(alg, SvdAlgorithm::JacobiBatched | SvdAlgorithm::ApproxBatched) {
+                units.push((next % np, 0));
+                kinds.push((k, None));
+                next += 1;
+            } else {
+                for b in 0..calls[groups[k].0].args.batch {
+                    units.push(((next + b % l.lanes) % np, l.host_bytes));
+                    kinds.push((k, Some(b)));
+                }
+                next += l.lanes;
+            }
+        }
+        // Host outputs, one per matrix, written by the routine (gesvda's h_R_nrmF, gesvdp's
+        // h_err_sigma); allocated before the fan-out and not resized, read after the join.
+        let mut host_vals: Vec<Vec<f64>> = groups
+            .iter()
+            .map(|(gi, alg, _)| if matches!(alg, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Polar) { vec![0f64; calls[*gi].args.batch] } else { vec![] })
+            .collect();
+        let mut jacobi_lanes = vec![false; np];
+        let res = fan_out(&mut h, &units, |lane, unit, host| {
+            let (k, b) = kinds[unit];
+            let (gi, alg, ref l) = groups[k];
+            let (g, work) = (&calls[gi].args, calls[gi].work);
+            let info = work + l.info;
+            let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+            let f64t = dt == DType::F64;
+            let Some(b) = b else {
+                // A batched routine: the whole group in one call on this stream.
+                let dev = work + l.dev;
+                return if alg == SvdAlgorithm::JacobiBatched {
+                    // Full U (m x m) and V (n x n) into scratch; thin U and VT copied after the join.
+                    let (uf, vf) = (work + l.u_full, work + l.v_full);
+                    macro_rules! call {
+                        ($f:ident, $t:ty) => {
+                            cs::$f(
+                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32,
+                                g.a.addr as *mut $t, g.a.ld as i32, g.s as *mut $t, uf as *mut $t, m as i32, vf as *mut $t, n as i32,
+                                dev as *mut $t, l.lwork as i32, info as *mut i32, lane.gesvdj, g.batch as i32,
+                            )
+                        };
+                    }
+                    cs_check(if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) }, "gesvdjBatched")
+                } else {
+                    // rank = n (all pairs); U in place (packed, checked), V into scratch; one
+                    // residual per matrix on the host (read after the join).
+                    let (vf, res) = (work + l.v, host_vals[k].as_mut_ptr());
+                    macro_rules! call {
+                        ($f:ident, $t:ty) => {
+                            cs::$f(
+                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32,
+                                g.a.addr as *const $t, g.a.ld as i32, g.a.stride as i64, g.s as *mut $t, g.stride_s as i64,
+                                g.u.addr as *mut $t, g.u.ld as i32, g.u.stride as i64, vf as *mut $t, n as i32, (n * n) as i64,
+                                dev as *mut $t, l.lwork as i32, info as *mut i32, res, g.batch as i32,
+                            )
+                        };
+                    }
+                    cs_check(if f64t { call!(cusolverDnDgesvdaStridedBatched, f64) } else { call!(cusolverDnSgesvdaStridedBatched, f32) }, "gesvdaStridedBatched")
+                };
+            };
+            // Matrix b of a per-matrix routine, in its group's workspace slice b % lanes.
+            let dev = work + (b % l.lanes) * l.lane_bytes;
+            let sdt = solver_type(dt);
+            let a = (g.a.addr + b * g.a.stride * sz) as *mut c_void;
+            let s = (g.s + b * g.stride_s * sz) as *mut c_void;
+            let u = (g.u.addr + b * g.u.stride * sz) as *mut c_void;
+            let v = (work + l.v + b * n * n * sz) as *mut c_void;
+            let inf = (info + b * 4) as *mut i32;
+            match alg {
+                SvdAlgorithm::Qr => cs_check(
+                    cs::cusolverDnXgesvd(
+                        lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, sdt, a, g.a.ld as i64, sdt, s, sdt, u,
+                        g.u.ld as i64, sdt, (g.vt.addr + b * g.vt.stride * sz) as *mut c_void, g.vt.ld as i64, sdt, dev as *mut c_void,
+                        l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, inf,
+                    ),
+                    "cusolverDnXgesvd",
+                ),
+                SvdAlgorithm::Jacobi => {
+                    jacobi_lanes[units[unit].0] = true;
+                    macro_rules! call {
+                        ($f:ident, $t:ty) => {
+                            cs::$f(
+                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, a as *mut $t,
+                                g.a.ld as i32, s as *mut $t, u as *mut $t, g.u.ld as i32, v as *mut $t, n as i32, dev as *mut $t,
+                                l.lwork as i32, inf, lane.gesvdj,
+                            )
+                        };
+                    }
+                    cs_check(if f64t { call!(cusolverDnDgesvdj, f64) } else { call!(cusolverDnSgesvdj, f32) }, "gesvdj")
+                }
+                _ => cs_check(
+                    cs::cusolverDnXgesvdp(
+                        lane.solver, lane.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, sdt, a,
+                        g.a.ld as i64, sdt, s, sdt, u, g.u.ld as i64, sdt, v, n as i64, sdt, dev as *mut c_void, l.lwork,
+                        host.as_mut_ptr() as *mut c_void, l.host_bytes, inf, &mut host_vals[k][b],
+                    ),
+                    "cusolverDnXgesvdp",
+                ),
+            }
+        });
+        // The algorithm of the report: the groups' common routine (None when they differ).
+        let common = groups.iter().all(|(_, a, _)| *a == groups[0].1).then_some(groups[0].1);
+        let mut report = SvdReport { algorithm: common, ..Default::default() };
+        if jacobi_lanes.iter().any(|x| *x) {
+            // Residual and sweeps of the last gesvdj each stream ran (gesvdjInfo holds the
+            // latest call's); per-matrix convergence is the info flags below.
+            let (mut res_max, mut sweeps_max) = (0f64, 0i32);
+            for (lane, _) in h.lanes.iter().zip(&jacobi_lanes).filter(|(_, j)| **j) {
+                let (mut r, mut sw) = (0f64, 0i32);
+                if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                    res_max = res_max.max(r);
+                }
+                if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                    sweeps_max = sweeps_max.max(sw);
+                }
+            }
+            report.residual = Some(res_max);
+            report.sweeps = Some(sweeps_max);
+        }
+        drop(h);
+        res?;
+        // After the join, on the caller's stream: thin U of gesvdjBatched, VT = V^T where V
+        // (packed n x n) was written.
+        for (gi, alg, l) in &groups {
+            let (g, work) = (&calls[*gi].args, calls[*gi].work);
+            let (m, n, dt) = (g.m, g.n, g.a.dtype);
+            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+            let v = match alg {
+                SvdAlgorithm::JacobiBatched => {
+                    let uf = work + l.u_full;
+                    self.axpby(&AxpbyArgs { rows: m, cols: n, batch: g.batch, alpha: 1.0, src: s2(uf, 1, m, m * m), beta: 0.0, dst: s2(g.u.addr, 1, g.u.ld, g.u.stride) })?;
+                    Some(work + l.v_full)
+                }
+                SvdAlgorithm::Qr => None,
+                _ => Some(work + l.v),
+            };
+            if let Some(vf) = v {
+                self.axpby(&AxpbyArgs { rows: n, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
+            }
+        }
+        // One read-back of every group's info flags (stream-ordered copies, one synchronise).
+        let mut infos: Vec<Vec<u8>> = groups.iter().map(|(gi, _, _)| vec![0u8; calls[*gi].args.batch * 4]).collect();
+        {
+            let h = self.lock()?;
+            let mut copied = Ok(());
+            for ((gi, _, l), bytes) in groups.iter().zip(infos.iter_mut()) {
+                copied = copied.and_then(|_| {
+                    cu_check(cu::cuMemcpyDtoHAsync_v2(bytes.as_mut_ptr() as *mut c_void, (calls[*gi].work + l.info) as cu::CUdeviceptr, bytes.len(), h.stream), "cuMemcpyDtoHAsync")
+                });
+            }
+            // Synchronised even when a copy failed to enqueue: the host buffers outlive the copies.
+            let synced = cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize");
+            copied.and(synced)?;
+        }
+        // h_R_nrmF and h_err_sigma are read only now, after the stream synchronisation.
+        for ((_, alg, _), vals) in groups.iter().zip(&host_vals) {
+            let worst = vals.iter().cloned().fold(0.0, f64::max);
+            match alg {
+                SvdAlgorithm::ApproxBatched => report.residual = Some(report.residual.map_or(worst, |r| r.max(worst))),
+                SvdAlgorithm::Polar => report.err_sigma = Some(report.err_sigma.map_or(worst, |r| r.max(worst))),
+                _ => {}
+            }
+        }
+        let checked = groups.iter().zip(infos.iter().zip(&host_vals)).try_for_each(|((gi, alg, _), (bytes, vals))| info_status(bytes, alg.routine(), vals).map_err(|e| tag(e, *gi)));
+        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
+        checked
+    }
+}
+
+/// Map the info flags of a batch: 0 converged; > 0 not converged (`NotConverged` with the first
+/// such index); < 0 a parameter cuSOLVER rejected (`Precondition`). `host` (gesvda's
+/// `h_R_nrmF`, gesvdp's `h_err_sigma`), where given, must be finite.
+fn info_status(bytes: &[u8], routine: &'static str, host: &[f64]) -> Result<()> {
+    {
         for (i, c) in bytes.chunks_exact(4).enumerate() {
             let v = i32::from_ne_bytes(c.try_into().unwrap());
             if v < 0 {
                 return Err(Error::precondition(routine, format!("cuSOLVER reports parameter {} invalid for matrix {i}", -v)));
             }
             if v > 0 || host.get(i).is_some_and(|x| !x.is_finite()) {
-                return Err(Error::NotConverged { index: i });
+                return Err(Error::NotConverged { problem: None, index: i });
             }
         }
         Ok(())
     }
+}
+
+impl CudaExecutor {
 
     /// Run a per-matrix reduction kernel `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` that
     /// accumulates one 8-byte value per matrix into a zeroed device array (grid: blocks x
@@ -1053,32 +1151,29 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
     Ok(l)
 }
 
-/// Run `one(lane, b, lane_work, host_work)` for every matrix `b` of a batch, matrix `b` on pool
-/// stream `b % lanes`, each stream with its own slice of the device workspace (matrices on one
-/// stream run in order, so they share it safely), each matrix with its own host workspace. The pool streams first wait on an event recorded on the caller's stream (fork);
-/// afterwards the caller's stream waits on an event recorded on each pool stream (join), so
-/// the caller's stream order is preserved: work it issued before runs first, work it issues
-/// after sees the results. The join is made even when a call fails; the host then waits for
-/// the caller's stream, so the host workspaces outlive their use.
-unsafe fn fan_out(
-    h: &mut Handles,
-    l: &SvdLayout,
-    batch: usize,
-    work: Addr,
-    mut one: impl FnMut(&Lane, usize, Addr, &mut [u8]) -> Result<()>,
-) -> Result<()> {
-    let nl = l.lanes.min(h.lanes.len());
+/// Run `one(lane, u, host_work)` for every unit `u` of `units` (`(stream, host_bytes)`: the pool
+/// stream it runs on and the bytes of its own host workspace). Units on one stream run in order,
+/// so units that share a device workspace slice must share a stream (the caller's assignment).
+/// The pool streams first wait on an event recorded on the caller's stream (fork); afterwards
+/// the caller's stream waits on an event recorded on each pool stream (join), so the caller's
+/// stream order is preserved: work it issued before runs first, work it issues after sees the
+/// results. The join is made even when a call fails; the host then waits for the caller's
+/// stream, so the host workspaces outlive their use.
+unsafe fn fan_out(h: &mut Handles, units: &[(usize, usize)], mut one: impl FnMut(&Lane, usize, &mut [u8]) -> Result<()>) -> Result<()> {
+    let nl = units.iter().map(|(i, _)| i + 1).max().unwrap_or(0).min(h.lanes.len());
+    if units.iter().any(|(i, _)| *i >= nl) {
+        return Err(Error::Internal("SVD unit assigned beyond the stream pool".into()));
+    }
     cu_check(cu::cuEventRecord(h.fork, h.stream), "cuEventRecord")?;
     for lane in &h.lanes[..nl] {
         cu_check(cu::cuStreamWaitEvent(lane.stream, h.fork, 0), "cuStreamWaitEvent")?;
     }
-    // One host workspace per matrix: cuSOLVER may still use one after the call returns (it is
+    // One host workspace per unit: cuSOLVER may still use one after the call returns (it is
     // stream-ordered), so none is reused before the join below.
-    let mut hosts: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; l.host_bytes.max(1)]).collect();
+    let mut hosts: Vec<Vec<u8>> = units.iter().map(|(_, hb)| vec![0u8; (*hb).max(1)]).collect();
     let mut res = Ok(());
-    for b in 0..batch {
-        let i = b % nl;
-        res = one(&h.lanes[i], b, work + i * l.lane_bytes, &mut hosts[b]);
+    for (u, (i, _)) in units.iter().enumerate() {
+        res = one(&h.lanes[*i], u, &mut hosts[u]);
         if res.is_err() {
             break;
         }
