@@ -842,13 +842,32 @@ def test_replaced_parameter_with_reused_id_is_still_projected():
     o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5)
     g = next(iter(o.groups.values()))
     old_id = id(g.u_low)
-    data_ = g.u_low.detach().clone()
+    datas = [g.u_low.detach().clone() for _ in range(256)]
     g.u_low = None                              # the old parameter is freed here
-    new = nn.Parameter(data_)
-    g.u_low = new
-    if id(new) != old_id:                       # pragma: no cover (allocator-dependent)
+    held = []
+    for d in datas:                             # new parameters until one reuses the old id
+        new = nn.Parameter(d)
+        if id(new) == old_id:
+            break
+        held.append(new)
+    else:                                       # pragma: no cover (allocator-dependent)
         pytest.skip("the allocator did not reuse the freed parameter's id")
+    g.u_low = new
     m(torch.randn(4, 6, dtype=torch.float64)).pow(2).sum().backward()
     assert o.project_unhooked_gradients() == 1  # u_low (replaced); v_low keeps its hook
     uh = f64(g.u_high)
     assert (uh.transpose(1, 2) @ f64(g.u_low.grad)).abs().max() < 1e-12
+
+
+def test_hooked_parameters_can_be_swapped():
+    """OSFT keeps no weakref to its parameters: module conversion with swap_tensors (the
+    __future__ flag, and the path DTensor-like subclasses take) refuses tensors that have one."""
+    m = nn.Sequential(nn.Linear(6, 6, bias=False)).double()
+    o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5)
+    prev = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        m.float()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(prev)
+    assert all(p.dtype == torch.float32 for p in o.parameters())

@@ -59,7 +59,6 @@ Parameters that are not targets (biases, norms, embeddings, heads) are left as t
 from __future__ import annotations
 
 import math
-import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -350,8 +349,9 @@ class OSFT:
         self.ranks: Dict[str, int] = {}
         self.task = 0
         self._handles: List[Any] = []
-        # id(parameter) -> weakref to it: ids are only compared with a live referent (a freed
-        # parameter's id may be reused by the one a wrapper such as fully_shard puts in its place)
+        # id(parameter) -> its projection hook. A parameter counts as hooked only if that hook is
+        # in its own hook dict: a freed parameter's id may be reused by the one a wrapper such as
+        # fully_shard puts in its place. (No weakref to the parameter: swap_tensors refuses those.)
         self._hooked: Dict[int, Any] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
@@ -586,8 +586,9 @@ class OSFT:
         if self.project_in_backward:
             for g in groups.values():
                 for p, side in g.projected():
-                    self._handles.append(p.register_hook(self._grad_hook(g, side)))
-                    self._hooked[id(p)] = weakref.ref(p)
+                    hook = self._grad_hook(g, side)
+                    self._handles.append(p.register_hook(hook))
+                    self._hooked[id(p)] = hook
 
     def _decompose(self, g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]]) -> None:
         """One osft.decompose of the stacked ``w`` into the group (or of this rank's share, then
@@ -659,8 +660,10 @@ class OSFT:
         gradient is never left unprojected. Returns the number of osft calls."""
         calls = 0
         for p, side, g in self.projected_parameters():
-            ref = self._hooked.get(id(p))
-            if (ref is None or ref() is not p) and p.grad is not None:
+            hook = self._hooked.get(id(p))
+            hooks = getattr(p, "_backward_hooks", None) or {}
+            hooked = hook is not None and any(h is hook for h in hooks.values())
+            if not hooked and p.grad is not None:
                 g.project_(p.grad, side)
                 calls += 1
         return calls
