@@ -219,8 +219,9 @@ pub enum osft_svd_algorithm {
     /// checked.
     OSFT_SVD_POLAR = 5,
     /// Randomized `cusolverDnXgesvdr`: APPROXIMATE, top `k` only. Valid only for
-    /// `osft_decompose` with `U_low`, `S_low` and `V_low` NULL and `k >= 1`; anything else is
-    /// `OSFT_STATUS_INVALID_ARGUMENT`.
+    /// `osft_decompose` with `U_low`, `S_low` and `V_low` NULL (else, and for `osft_svd` /
+    /// `osft_svd_list`, `OSFT_STATUS_INVALID_ARGUMENT`) and `1 <= k < min(N, M)` (else
+    /// `OSFT_STATUS_PRECONDITION`); the oversampling is `min(10, min(N, M) - k - 1)`.
     OSFT_SVD_RANDOMIZED = 6,
 }
 
