@@ -406,6 +406,16 @@ def test_optimizer_wrapper_is_an_optimizer():
 # --------------------------------------------------------------------------------------------
 # Task sequence.
 
+def _frozen_part(o, name):
+    g, off = next((g, off) for g in o.groups.values() for n, off, _ in g.members if n == name)
+    return f64(g.u_high[off]) @ torch.diag(f64(g.s_high[off])) @ f64(g.v_high[off])
+
+
+def _frozen_s(o, name):
+    return next(f64(g.s_high[off]) for g in o.groups.values() for n, off, _ in g.members
+                if n == name)
+
+
 def test_task_sequence_grows_frozen_rank():
     m = tiny()
     x = data()
@@ -418,6 +428,10 @@ def test_task_sequence_grows_frozen_rank():
         opt.step()
     y_before = m(x).detach()
     w_before = o.dense_weights()
+    old_uh = {name: f64(g.u_high[off]) for g in o.groups.values() for name, off, _ in g.members}
+    # Per target: the trained part's singular values and the smallest frozen one.
+    low_s = {n: torch.linalg.svdvals(f64(w) - _frozen_part(o, n)) for n, w in w_before.items()}
+    s_min = {n: float(_frozen_s(o, n).min()) for n in w_before}
     k1 = o.next_task(frozen_ratio=0.5)
     assert o.task == 1
     assert all(k1[n] > k0[n] for n in k0)
@@ -433,6 +447,15 @@ def test_task_sequence_grows_frozen_rank():
         p_ref = u[:, :g.k] @ u[:, :g.k].T
         uh = g.u_high[off].detach().numpy()
         np.testing.assert_allclose(uh @ uh.T, p_ref, atol=1e-8)
+    # Where fewer than k1 - k0 trained singular values exceed the smallest frozen one, the new
+    # frozen subspace contains the previous one (the documented condition).
+    below = {n: int((low_s[n] > s_min[n]).sum()) <= k1[n] - k0[n] for n in k0}
+    assert sum(below.values()) >= 4, below
+    for g in o.groups.values():
+        for name, off, _ in g.members:
+            uh, uo = f64(g.u_high[off]), old_uh[name]
+            if below[name]:
+                assert (uo - uh @ (uh.T @ uo)).norm() / uo.norm() < 1e-8, name
     # grow_only: a smaller ratio keeps the previous ranks.
     k2 = o.next_task(frozen_ratio=0.1)
     assert k2 == k1 and o.task == 2

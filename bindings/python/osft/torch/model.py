@@ -51,6 +51,11 @@ What it does to a model
 6. **Task sequence** — :meth:`OSFT.next_task` merges the factors back into dense weights, re-runs
    the SVD and freezes more (``k`` never shrinks unless ``grow_only=False``), as the paper's
    continual runs do. Create a new optimizer (and DDP wrapper) afterwards: the parameters are new.
+   The new frozen subspace is the top-``k'`` singular subspace of the merged weight. With the
+   trained part ``U_low S_low V_low`` kept orthogonal to the frozen part (:class:`OSFTOptimizer`),
+   it contains the previous one (to rounding) as long as at most ``k' - k`` singular values of the
+   trained part exceed the smallest frozen one; otherwise trained directions displace old frozen
+   ones, which then become trainable. ``grow_only`` keeps the *count* ``k``, not the subspace.
 
 Parameters that are not targets (biases, norms, embeddings, heads) are left as they are
 (trainable if they were); pass ``freeze_others=True`` to freeze them.
@@ -422,7 +427,7 @@ class OSFT:
                                           [t.full_rank for t in adapt], min_ratio, max_ratio)
                 for t, k in zip(adapt, ks):
                     kmap[t.name] = int(k)
-        if previous is not None:  # grow_only: never unfreeze what an earlier task froze
+        if previous is not None:  # grow_only: k never shrinks (the subspace may rotate)
             for name, k_old in previous.items():
                 if name in kmap:
                     kmap[name] = max(kmap[name], k_old)
@@ -808,7 +813,10 @@ class OSFT:
                   grow_only: bool = True) -> Dict[str, int]:
         """Finish a task and prepare the next: merge the factors into dense weights, re-decompose
         them with new ranks (arguments as for the constructor) and freeze the new top-``k``.
-        With ``grow_only`` (default) each target's ``k`` is at least its previous one. Returns the
+        With ``grow_only`` (default) each target's ``k`` is at least its previous one (the count:
+        the new top-``k`` subspace contains the previous frozen one only while at most
+        ``k_new - k_old`` trained singular values exceed the smallest frozen one, see the module
+        docstring). Returns the
         new ranks. Recreate the optimizer (and any DDP / DeepSpeed wrapper) afterwards."""
         # Validate before merging, so that a bad argument leaves the current task in place.
         self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
