@@ -894,3 +894,20 @@ def test_hooked_parameters_can_be_swapped():
     finally:
         torch.__future__.set_swap_module_params_on_conversion(prev)
     assert all(p.dtype == torch.float32 for p in o.parameters())
+
+
+def test_forward_that_raises_leaves_no_stale_weight():
+    """The per-forward weight cache is dropped even when the forward raises: reading the
+    weight afterwards reflects the current factors, not the matrix of the failed call."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 6, bias=False)).double()
+    o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5)
+    with pytest.raises(RuntimeError):
+        m(torch.randn(4, 5, dtype=torch.float64))          # wrong width: F.linear raises
+    g = next(iter(o.groups.values()))
+    with torch.no_grad():
+        g.s_low.mul_(2.0)
+    w = f64(m[0].weight)
+    want = f64(g.u_high[0]) @ torch.diag(f64(g.s_high[0])) @ f64(g.v_high[0]) \
+        + f64(g.u_low[0]) @ torch.diag(f64(g.s_low[0])) @ f64(g.v_low[0])
+    np.testing.assert_allclose(w.numpy(), want.numpy(), atol=1e-12)

@@ -579,7 +579,7 @@ class OSFT:
             mod.__class__ = _osft_subclass(type(mod), tuple(sorted(slots)))
             mod.__dict__["_osft_slots"] = slots
             self._handles.append(mod.register_forward_pre_hook(_pre_forward))
-            self._handles.append(mod.register_forward_hook(_post_forward))
+            self._handles.append(mod.register_forward_hook(_post_forward, always_call=True))
         for name, g in groups.items():
             # Registered on the module of the group's first member (a leaf layer, which does not
             # iterate its children), so that model.parameters(), state_dict(), .to() and DDP see
