@@ -894,6 +894,15 @@ def test_hooked_parameters_can_be_swapped():
     finally:
         torch.__future__.set_swap_module_params_on_conversion(prev)
     assert all(p.dtype == torch.float32 for p in o.parameters())
+    # The swap leaves the autograd hooks behind: the gradients are projected before the step.
+    g = next(iter(o.groups.values()))
+    opt = ot.OSFTOptimizer(torch.optim.SGD(o.parameters(), lr=0.0), o, project_update=False,
+                           retract=False)
+    m(torch.randn(4, 6)).pow(2).sum().backward()
+    opt.step()
+    uh, vh = f64(g.u_high), f64(g.v_high)
+    assert (uh.transpose(1, 2) @ f64(g.u_low.grad)).abs().max() < 1e-5
+    assert (f64(g.v_low.grad) @ vh.transpose(1, 2)).abs().max() < 1e-5
 
 
 def test_forward_that_raises_leaves_no_stale_weight():

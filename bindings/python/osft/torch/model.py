@@ -354,10 +354,12 @@ class OSFT:
         self.ranks: Dict[str, int] = {}
         self.task = 0
         self._handles: List[Any] = []
-        # id(parameter) -> its projection hook. A parameter counts as hooked only if that hook is
-        # in its own hook dict: a freed parameter's id may be reused by the one a wrapper such as
-        # fully_shard puts in its place. (No weakref to the parameter: swap_tensors refuses those.)
-        self._hooked: Dict[int, Any] = {}
+        # id(parameter) -> its hook's state {"fired": bool}. A gradient counts as projected only
+        # if the hook actually ran since the last project_unhooked_gradients(): a parameter that
+        # a wrapper replaced (fully_shard; the new object may even reuse the freed one's id) or
+        # swapped (swap_tensors conversion drops the autograd hook) is projected there instead.
+        # (No weakref to the parameter: swap_tensors refuses tensors that have one.)
+        self._hooked: Dict[int, Dict[str, bool]] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
@@ -591,9 +593,9 @@ class OSFT:
         if self.project_in_backward:
             for g in groups.values():
                 for p, side in g.projected():
-                    hook = self._grad_hook(g, side)
-                    self._handles.append(p.register_hook(hook))
-                    self._hooked[id(p)] = hook
+                    state = {"fired": False}
+                    self._handles.append(p.register_hook(self._grad_hook(g, side, state)))
+                    self._hooked[id(p)] = state
 
     def _decompose(self, g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]]) -> None:
         """One osft.decompose of the stacked ``w`` into the group (or of this rank's share, then
@@ -623,10 +625,11 @@ class OSFT:
         for o, v in zip(outs, views):
             o.data.copy_(v)
 
-    def _grad_hook(self, g: OSFTGroup, side: str):
+    def _grad_hook(self, g: OSFTGroup, side: str, state: Dict[str, bool]):
         def hook(grad: torch.Tensor) -> torch.Tensor:
             out = torch.empty_like(grad, memory_format=torch.contiguous_format)
             g.project_(grad, side, out)
+            state["fired"] = True
             return out
         return hook
 
@@ -661,16 +664,17 @@ class OSFT:
         """Project the ``.grad`` of projected parameters that no backward hook covers: all of
         them with ``project_in_backward=False``, and parameters a wrapper replaced after OSFT
         installed its hooks (FSDP2's ``fully_shard`` swaps in new ``DTensor`` parameters; the
-        hooks stay on the old ones). :class:`OSFTOptimizer` calls this before every step, so a
-        gradient is never left unprojected. Returns the number of osft calls."""
+        hooks stay on the old ones), i.e. every gradient whose hook has not run since the last
+        call. :class:`OSFTOptimizer` calls this before every step, so a gradient is never left
+        unprojected. Returns the number of osft calls."""
         calls = 0
         for p, side, g in self.projected_parameters():
-            hook = self._hooked.get(id(p))
-            hooks = getattr(p, "_backward_hooks", None) or {}
-            hooked = hook is not None and any(h is hook for h in hooks.values())
-            if not hooked and p.grad is not None:
+            state = self._hooked.get(id(p))
+            if (state is None or not state["fired"]) and p.grad is not None:
                 g.project_(p.grad, side)
                 calls += 1
+        for state in self._hooked.values():
+            state["fired"] = False
         return calls
 
     @torch.no_grad()
