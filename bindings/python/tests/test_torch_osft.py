@@ -635,6 +635,8 @@ def test_attach_deepspeed_checks():
         ot.attach_deepspeed(FakeEngine(tiny(), None), o)
     with pytest.raises(ValueError, match="backward hooks"):
         ot.attach_deepspeed(FakeEngine(m, None, stage=2), o)
+    with pytest.raises(ValueError, match="stage 3 is not supported"):
+        ot.attach_deepspeed(FakeEngine(m, None, stage=3), o)
     o.merge()
     o = ot.OSFT(m)
     with pytest.warns(UserWarning, match="ZeRO stage 2"):

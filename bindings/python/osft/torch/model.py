@@ -621,7 +621,14 @@ class OSFT:
                             *(sub[3:] if low else [None] * 3), compute=compute)
             for v, s in zip(views, sub):
                 v.index_copy_(0, idx, s)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.process_group)
+        if dist.get_backend(self.process_group) == "nccl" and flat.device.type != "cuda":
+            # NCCL reduces CUDA tensors only: weights still on the CPU (before FSDP2 moves them)
+            # go through the rank's current CUDA device, as the importances do above.
+            red = flat.cuda()
+            dist.all_reduce(red, op=dist.ReduceOp.SUM, group=self.process_group)
+            flat.copy_(red)
+        else:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.process_group)
         for o, v in zip(outs, views):
             o.data.copy_(v)
 

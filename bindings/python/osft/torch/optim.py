@@ -111,7 +111,7 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
 
     * Gradients: with ``OSFT(project_in_backward=True)`` (the default) the projection happens in
       autograd tensor hooks while the gradient is produced, before DeepSpeed's gradient
-      reduction hooks (ZeRO 0-2) fire; by linearity this equals projecting the reduced gradient.
+      reduction hooks (ZeRO 0-2) fire; ZeRO stage 3 is refused (``ValueError``); by linearity this equals projecting the reduced gradient.
       Otherwise the hook calls :meth:`OSFT.project_gradients` before each ``engine.step()``,
       which only sees gradients at ZeRO stage 0 (at stages >= 1 DeepSpeed moves them into
       partitioned buffers: use ``project_in_backward=True``).
@@ -135,6 +135,12 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
     mixed = [name for name in ("fp16_enabled", "bfloat16_enabled")
              if callable(getattr(engine, name, None)) and getattr(engine, name)()]
     do_retract = retract and stage == 0 and not mixed
+    if stage >= 3:
+        # ZeRO-3 partitions parameters and gathers them around each submodule's forward; the
+        # stacked group parameters live in OSFT's own modules, whose forward never runs, so
+        # they would never be gathered. Refuse rather than train on empty partitions.
+        raise ValueError("attach_deepspeed: ZeRO stage 3 is not supported (OSFT's stacked "
+                         "factors would not be gathered); use ZeRO stage 0-2")
     if stage > 0 and not osft.project_in_backward:
         raise ValueError(f"attach_deepspeed: at ZeRO stage {stage} gradients must be projected "
                          "in backward hooks (OSFT(project_in_backward=True))")
