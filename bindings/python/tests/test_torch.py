@@ -72,6 +72,7 @@ def test_cuda_tensors_on_current_stream():
         want = ref_left(x, u)
         ud, xd = u.cuda(), x.cuda()
         s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())   # the copies above ran on the default stream
         with torch.cuda.stream(s):
             osft.project(ctx, "left", xd, ud)
             assert ctx.stream == s.cuda_stream
