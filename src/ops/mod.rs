@@ -115,8 +115,16 @@ pub fn is_blas(d: &MatDesc) -> bool {
 /// that do not interleave (cuBLAS needs `strideC >= ldc * (n - 1) + m`). Other outputs are
 /// staged through the workspace.
 pub fn is_blas_out(d: &MatDesc) -> bool {
-    let span = (d.rows.max(1) - 1) * d.row_stride + (d.cols.max(1) - 1) * d.col_stride; // within one matrix
-    is_blas(d) && (d.batch <= 1 || d.rows == 0 || d.cols == 0 || d.batch_stride > span)
+    if !is_blas(d) {
+        return false;
+    }
+    if d.batch <= 1 || d.rows == 0 || d.cols == 0 {
+        return true;
+    }
+    // Non-empty: validation bounded the extent, so this cannot overflow. (An empty matrix may
+    // carry any strides: the fuzzer found `(cols - 1) * col_stride` overflowing for rows = 0.)
+    let span = (d.rows - 1) * d.row_stride + (d.cols - 1) * d.col_stride; // within one matrix
+    d.batch_stride > span
 }
 
 pub fn strided2d(d: &MatDesc) -> Strided2d {
