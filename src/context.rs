@@ -304,7 +304,8 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_apply_raw(&self, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
-        let need = project::apply_workspace_size(coef, x)?;
+        // Validate first: the workspace is sized from `coef`, which must be known good.
+        let need = if project::check_shard_apply(&*self.exec, side, basis, coef, x)? { project::apply_workspace_size(coef, x)? } else { 0 };
         let math = self.math_mode();
         self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x, math))
     }
@@ -343,6 +344,7 @@ impl Context {
     /// # Safety
     /// The descriptor must describe valid memory of the context's device.
     pub unsafe fn read_vector_raw(&self, v: &MatDesc) -> Result<Vec<f64>> {
+        rank::check_read_vector(&*self.exec, v)?; // before the workspace is sized from `v`
         let need = rank::read_vector_workspace_size(v)?;
         self.with_ws(need, |e, ws| rank::read_vector(e, ws, v))
     }

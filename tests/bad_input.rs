@@ -144,6 +144,47 @@ fn projection_faults() {
     assert_eq!(before, vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()], "a rejected projection wrote");
 }
 
+/// A phase-2 call whose f32 coefficient (for f16 data: a cast copy in the workspace) claims a
+/// huge wrong shape gets its shape error, before the context sizes and allocates a workspace
+/// from it (it used to try a multi-terabyte allocation first, found by the `two_phase` fuzzer).
+#[test]
+fn two_phase_apply_validates_before_sizing_the_workspace() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let mut u = Buf::<osft::f16>::from(&orthonormal(&mut rng, 8, 3), Layout::RowMajor);
+    let mut x = Buf::<osft::f16>::from(&randn(&mut rng, 8, 5), Layout::RowMajor);
+    let mut coef = Buf::<f32>::from(&randn(&mut rng, 3, 5), Layout::RowMajor);
+    let before = (u.bits(), x.bits(), coef.bits());
+    let (ud, xd, cd) = (u.desc(), x.desc(), coef.desc());
+    // Right shape: served (the cast copy fits any context workspace).
+    let ok = unsafe { ctx.project_apply_raw(Side::Left, &ud, &cd, &xd) };
+    assert!(ok.is_ok(), "{ok:?}");
+    let x_after = x.bits();
+    // 2^20 x 2^20 f32 claimed (a 4 TiB cast copy), but the call needs 3 x 5.
+    let huge = MatDesc { rows: 1 << 20, cols: 1 << 20, row_stride: 1 << 20, col_stride: 1, ..cd };
+    let fresh = Context::cpu();
+    let e = unsafe { fresh.project_apply_raw(Side::Left, &ud, &huge, &xd) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidShape, "{e}");
+    assert_eq!(fresh.workspace_bytes(), 0, "a workspace was allocated for a rejected call");
+    assert_eq!((before.0, x_after, before.2), (u.bits(), x.bits(), coef.bits()), "a rejected call wrote");
+}
+
+/// Reading a "vector" that is a 2^20 x 2^20 matrix is its shape error, before the context sizes
+/// a workspace from it (it used to attempt an 8 TiB allocation first).
+#[test]
+fn read_vector_validates_before_sizing_the_workspace() {
+    let ctx = Context::cpu();
+    let mut v = Buf::<f32>::from(&randn(&mut rng(), 4, 1), Layout::ColMajor);
+    let vd = v.desc();
+    let before = v.bits();
+    let huge = MatDesc { rows: 1 << 20, cols: 1 << 20, row_stride: 1, col_stride: 1 << 20, ..vd };
+    let e = unsafe { ctx.read_vector_raw(&huge) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidShape, "{e}");
+    assert_eq!(ctx.workspace_bytes(), 0, "a workspace was allocated for a rejected call");
+    assert_eq!(before, v.bits());
+    assert_eq!(unsafe { ctx.read_vector_raw(&vd) }.unwrap().len(), 4);
+}
+
 #[test]
 fn caller_workspace_too_small_is_reported_before_writing() {
     let ctx = Context::cpu();

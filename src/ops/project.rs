@@ -329,12 +329,10 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
     }
 }
 
-/// Phase 2: with the all-reduced coefficients, `X_r <- X_r - U_r coef` (left) or
-/// `X_r <- X_r - coef V_r` (right), in place.
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc, math: MathMode) -> Result<()> {
+/// Every check of [`apply`], before any workspace is taken (a context sizes and allocates its
+/// workspace only for a valid call: an invalid `coef` must get its own error, not an allocation
+/// of its claimed size). `Ok(false)`: nothing to compute (an empty product).
+pub fn check_shard_apply(exec: &dyn Executor, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<bool> {
     let left = one_side(side)?;
     check_shard(exec, left, basis, x, true)?;
     let (r, c) = coef_shape(left, basis, x);
@@ -342,9 +340,19 @@ pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDes
     check_batch(x.batch, &[("coef", coef)])?;
     check_device(exec, &[("coef", coef)])?;
     check_disjoint(&[("X", x)], &[("coef", coef), ("basis", basis)])?;
-    if r == 0 || c == 0 {
+    Ok(r > 0 && c > 0)
+}
+
+/// Phase 2: with the all-reduced coefficients, `X_r <- X_r - U_r coef` (left) or
+/// `X_r <- X_r - coef V_r` (right), in place.
+///
+/// # Safety
+/// Every descriptor must describe valid memory of the executor's device.
+pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc, math: MathMode) -> Result<()> {
+    if !check_shard_apply(exec, side, basis, coef, x)? {
         return Ok(());
     }
+    let left = one_side(side)?;
     let coef = if coef.dtype != x.dtype {
         let st = ws.mat(x.dtype, coef.rows, coef.cols, coef.batch)?;
         copy(exec, coef, &st)?;

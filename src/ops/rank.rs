@@ -183,8 +183,7 @@ pub unsafe fn layer_importance(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, x:
 /// # Safety
 /// `v` must describe valid memory of the executor's device.
 pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Result<Vec<f64>> {
-    v.validate("vector", true)?;
-    check_device(exec, &[("vector", v)])?;
+    check_read_vector(exec, v)?;
     let len = v.rows * v.cols;
     if len == 0 {
         return Ok(vec![]);
@@ -198,6 +197,19 @@ pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Resu
     bytes.resize(n * 8, 0u8);
     exec.read_to_host(st.addr, &mut bytes)?;
     Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
+}
+
+/// Every check of [`read_vector`], before any workspace is sized from `v` (a context allocates
+/// only for a valid call: a matrix that is not a vector, or an invalid descriptor, gets its own
+/// error rather than an allocation of its claimed size).
+pub fn check_read_vector(exec: &dyn Executor, v: &MatDesc) -> Result<()> {
+    v.validate("vector", true)?;
+    check_device(exec, &[("vector", v)])?;
+    let len = v.rows * v.cols; // fits: validated (or empty)
+    if len > 0 {
+        as_column(v, len, "vector")?;
+    }
+    Ok(())
 }
 
 pub fn read_vector_workspace_size(v: &MatDesc) -> Result<usize> {
