@@ -266,6 +266,10 @@ def decomposition(torch, osft, ctx, args, device, timer, gen):
 
             exact = [tuple(t.clone() for t in h) for h in hi]
             ctx.svd_algorithm = "randomized"
+            # Its workspace differs from the full SVD's: size it again (the query reports the
+            # largest subspace the randomized routine allows).
+            ws_r = max(osft.decompose_workspace_size(ctx, g["w"]) for g in groups)
+            ctx.set_workspace(torch.empty(max(ws_r // 4 + 64, 1), dtype=f32, device=device))
             topk()
             t_r = timer.once(topk)
             ctx.svd_algorithm = "auto"
