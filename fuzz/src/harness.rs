@@ -867,6 +867,16 @@ fn eps(dtype: i32) -> f64 {
     }
 }
 
+/// Smallest positive (subnormal) value of a dtype: below half of it, rounding gives 0.
+fn tiny(dtype: i32) -> f64 {
+    match dtype {
+        F64 => f64::from_bits(1),
+        F32 => f32::from_bits(1) as f64,
+        F16 => 5.960464477539063e-8, // 2^-24
+        _ => 9.183549615799121e-41,  // bf16: 2^-133
+    }
+}
+
 fn close(got: &M, want: &M, scale: f64, tol: f64, what: &str) -> R {
     let d = frob(&sub(got, want));
     let spoiled = got.iter().flatten().zip(want.iter().flatten()).any(|(g, w)| !g.is_finite() && w.is_finite());
@@ -1033,11 +1043,16 @@ fn check_factors(
         }
         // Descending, exactly within each part (rounding to one dtype keeps order); across the
         // split the two parts may have different output dtypes (e.g. S_high f16, S_low f32), and
-        // rounding the last high value (tiny, flushed to 0 in f16) may put it below the first
-        // low one: allowed by the tolerance, relative to the largest value as everywhere here.
+        // rounding each side to its own dtype may invert the pair by at most both roundings:
+        // a relative half-ulp each, plus each dtype's smallest subnormal (a tiny high value
+        // flushed to 0 in f16 below a tiny low one kept in f32).
+        let slack = |a: f64, b: f64| {
+            let (dh, dl) = (p.descs[s].m.dtype, split.map_or(p.descs[s].m.dtype, |(_, _, sl, _)| p.descs[sl].m.dtype));
+            2.0 * (eps(dh) + eps(dl)) * a.max(b) + tiny(dh) + tiny(dl)
+        };
         let ordered = sv.windows(2).enumerate().all(|(i, x)| {
             if split.is_some() && i + 1 == boundary {
-                x[0] >= x[1] - tol * sv[0]
+                x[0] >= x[1] - slack(x[0], x[1])
             } else {
                 x[0] >= x[1]
             }
