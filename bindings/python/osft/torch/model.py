@@ -181,29 +181,26 @@ class OSFTGroup(nn.Module):
             out_local, _ = local_batch(out, self.batch)
         else:
             out_local = None
-        n = local.shape[0]
-        if n == 0:
+        if local.shape[0] == 0:
             return x if out is None else out
-        ctx = context_for(local.device)
         if any(st == 0 and sz > 1 for st, sz in zip(local.stride(), local.shape)):
             if out_local is None:
                 raise ValueError("cannot project an expanded (zero-stride) tensor in place")
             local = local.contiguous()  # an expanded gradient: osft refuses overlapping inputs
-        sl = slice(start, start + n)
-        u = self.u_high[sl] if side in ("left", "both") else None
-        v = self.v_high[sl] if side in ("right", "both") else None
-        _osft.project(ctx, side, local, u, v, out_local)
+        self.project_local_(local, side, start, out_local)
         return x if out is None else out
 
-    def project_local_(self, local: torch.Tensor, side: str, start: int) -> torch.Tensor:
-        """In-place projection of entries ``start:start+len`` given as a plain local tensor."""
+    def project_local_(self, local: torch.Tensor, side: str, start: int,
+                       out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Projection of entries ``start:start+len`` given as a plain local tensor, into ``out``
+        or in place; one osft call. Returns ``out`` (or ``local``)."""
         n = local.shape[0]
         if n:
             sl = slice(start, start + n)
             _osft.project(context_for(local.device), side, local,
                           self.u_high[sl] if side in ("left", "both") else None,
-                          self.v_high[sl] if side in ("right", "both") else None)
-        return local
+                          self.v_high[sl] if side in ("right", "both") else None, out)
+        return local if out is None else out
 
 
 def _is_dtensor(t: Any) -> bool:
