@@ -15,7 +15,17 @@ use common::{executors, random, Exec};
 /// Project `batch` matrices `X: rows x cols` against `U_high: rows x k` and/or
 /// `V_high: k x cols`, in place.
 #[allow(clippy::too_many_arguments)]
-fn bench_case<T: Element>(c: &mut Criterion, e: &Exec, group: &str, id: &str, side: Side, batch: usize, rows: usize, cols: usize, k: usize) {
+fn bench_case<T: Element>(
+    c: &mut Criterion,
+    e: &Exec,
+    group: &str,
+    id: &str,
+    side: Side,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    k: usize,
+) {
     let dt = T::DTYPE.name();
     let x = random::<T>(e, batch, rows, cols, 1);
     let u = random::<T>(e, batch, rows, k, 2);

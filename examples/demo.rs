@@ -35,7 +35,10 @@ fn main() -> Result<(), osft::Error> {
     let steps = 20;
     let ctx = Context::cpu();
     let mut rng = Rng(0x9E3779B97F4A7C15);
-    println!("osft demo: W {n} x {m} (f32), freeze k = {k} of R = {r}, {steps} projected SGD steps, executor {}", ctx.executor().name());
+    println!(
+        "osft demo: W {n} x {m} (f32), freeze k = {k} of R = {r}, {steps} projected SGD steps, executor {}",
+        ctx.executor().name()
+    );
 
     let w = rng.fill(n * m);
     let (mut uh, mut sh, mut vh) = (vec![0f32; n * k], vec![0f32; k], vec![0f32; k * m]);
@@ -58,8 +61,16 @@ fn main() -> Result<(), osft::Error> {
 
     let (u_high, v_high) = (MatRef::row_major(&uh, n, k)?, MatRef::row_major(&vh, k, m)?);
     let recon = |ul: &[f32], vl: &[f32]| -> Result<f64, osft::Error> {
-        let high = FactorsRef { u: MatRef::row_major(&uh, n, k)?, s: MatRef::col_major(&sh, k, 1)?, v: MatRef::row_major(&vh, k, m)? };
-        let low = FactorsRef { u: MatRef::row_major(ul, n, lo)?, s: MatRef::col_major(&sl, lo, 1)?, v: MatRef::row_major(vl, lo, m)? };
+        let high = FactorsRef {
+            u: MatRef::row_major(&uh, n, k)?,
+            s: MatRef::col_major(&sh, k, 1)?,
+            v: MatRef::row_major(&vh, k, m)?,
+        };
+        let low = FactorsRef {
+            u: MatRef::row_major(ul, n, lo)?,
+            s: MatRef::col_major(&sl, lo, 1)?,
+            v: MatRef::row_major(vl, lo, m)?,
+        };
         Ok(ctx.reconstruction_error(&MatRef::row_major(&w, n, m)?, Some(high), Some(low), DType::F32)?[0])
     };
     println!("reconstruction error ||W - USV||/||W||: {:.2e}", recon(&ul, &vl)?);
@@ -90,9 +101,14 @@ fn main() -> Result<(), osft::Error> {
     );
     let leak_u = ctx.leakage(Side::Left, &u_high, &MatRef::row_major(&ul, n, lo)?)?[0];
     let leak_v = ctx.leakage(Side::Right, &v_high, &MatRef::row_major(&vl, lo, m)?)?[0];
-    println!("after training: ||U_high^T U_low||/||U_low|| = {leak_u:.2e}, ||V_low V_high^T||/||V_low|| = {leak_v:.2e}");
+    println!(
+        "after training: ||U_high^T U_low||/||U_low|| = {leak_u:.2e}, ||V_low V_high^T||/||V_low|| = {leak_v:.2e}"
+    );
     println!("frozen part bit-for-bit unchanged: {}", frozen == (uh.clone(), sh.clone(), vh.clone()));
-    println!("reconstruction error of the trained factors vs the original W: {:.2e} (the trainable part moved)", recon(&ul, &vl)?);
+    println!(
+        "reconstruction error of the trained factors vs the original W: {:.2e} (the trainable part moved)",
+        recon(&ul, &vl)?
+    );
     let ok = leak_u < 1e-4 && leak_v < 1e-4 && frozen == (uh, sh, vh);
     println!("{}", if ok { "checks passed" } else { "CHECKS FAILED" });
     if !ok {

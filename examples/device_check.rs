@@ -24,11 +24,11 @@ use std::time::Instant;
 
 use common::*;
 use osft::exec::Buffer;
+use osft::exec::{ComputeType, GemmArgs, Op, Strided};
 use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
 use osft::ops::svd::{SvdOut, SvdProblem};
-use osft::exec::{ComputeType, GemmArgs, Op, Strided};
 use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, MathMode, Side, Status, SvdAlgorithm};
 
 /// A host buffer mirrored in device memory.
@@ -42,7 +42,10 @@ impl<T: Element> Dev<T> {
         let bytes = host.data.len() * T::DTYPE.size();
         let buf = ctx.executor().alloc(bytes).expect("device alloc");
         // SAFETY: `buf` holds `bytes`; the host slice is that long.
-        unsafe { ctx.executor().write_from_host(std::slice::from_raw_parts(host.data.as_ptr() as *const u8, bytes), buf.addr) }.expect("upload");
+        unsafe {
+            ctx.executor().write_from_host(std::slice::from_raw_parts(host.data.as_ptr() as *const u8, bytes), buf.addr)
+        }
+        .expect("upload");
         Dev { host, buf }
     }
     fn desc(&self) -> MatDesc {
@@ -53,7 +56,11 @@ impl<T: Element> Dev<T> {
         let mut data = self.host.data.clone();
         let bytes = data.len() * T::DTYPE.size();
         // SAFETY: same size as uploaded.
-        unsafe { ctx.executor().read_to_host(self.buf.addr, std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, bytes)) }.expect("download");
+        unsafe {
+            ctx.executor()
+                .read_to_host(self.buf.addr, std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, bytes))
+        }
+        .expect("download");
         let desc = MatDesc { addr: data.as_ptr() as usize, ..self.host.desc };
         Buf { data, desc }
     }
@@ -75,13 +82,33 @@ impl Report {
     }
 }
 
-fn project_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, side: Side, n: usize, m: usize, k: usize, batch: usize, lx: Layout, out: bool) {
+fn project_case<T: Element>(
+    gpu: &Context,
+    cpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    side: Side,
+    n: usize,
+    m: usize,
+    k: usize,
+    batch: usize,
+    lx: Layout,
+    out: bool,
+) {
     let u = orthonormal(rng, n, k.min(n)).round::<T>();
     let v = orthonormal(rng, m, k.min(m)).t().round::<T>();
     let xs: Vec<M> = (0..batch).map(|_| randn(rng, n, m).round::<T>()).collect();
-    let name = format!("project {} {side:?} {n}x{m} k={k} batch={batch} {lx:?} {}", T::DTYPE.name(), if out { "out-of-place" } else { "in-place" });
+    let name = format!(
+        "project {} {side:?} {n}x{m} k={k} batch={batch} {lx:?} {}",
+        T::DTYPE.name(),
+        if out { "out-of-place" } else { "in-place" }
+    );
     // GPU
-    let (du, dv, dx) = (Dev::up(gpu, Buf::<T>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<T>::from(&v, Layout::ColMajor)), Dev::up(gpu, Buf::<T>::from_batch(&xs, lx)));
+    let (du, dv, dx) = (
+        Dev::up(gpu, Buf::<T>::from(&u, Layout::RowMajor)),
+        Dev::up(gpu, Buf::<T>::from(&v, Layout::ColMajor)),
+        Dev::up(gpu, Buf::<T>::from_batch(&xs, lx)),
+    );
     let dout = out.then(|| Dev::up(gpu, Buf::<T>::poisoned(n, m, batch, Layout::PaddedRow(2))));
     let (ud, vd) = (du.desc(), dv.desc());
     let od = dout.as_ref().map(|o| o.desc());
@@ -94,7 +121,8 @@ fn project_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::
         None => dx.down(gpu),
     };
     // CPU, same inputs.
-    let (mut hu, mut hv, mut hx) = (Buf::<T>::from(&u, Layout::RowMajor), Buf::<T>::from(&v, Layout::ColMajor), Buf::<T>::from_batch(&xs, lx));
+    let (mut hu, mut hv, mut hx) =
+        (Buf::<T>::from(&u, Layout::RowMajor), Buf::<T>::from(&v, Layout::ColMajor), Buf::<T>::from_batch(&xs, lx));
     let (hud, hvd, hxd) = (hu.desc(), hv.desc(), hx.desc());
     unsafe { cpu.project_raw(side, &Bases { u: Some(&hud), v: Some(&hvd) }, &hxd, None) }.unwrap();
     let tol = 3.0 * u_of(T::DTYPE) + 4.0 * (n.max(m) + k) as f64 * u_of(T::DTYPE.default_compute());
@@ -112,17 +140,35 @@ fn project_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::
         worst_cpu = worst_cpu.max(y.sub(&hx.get(b)).fro() / xs[b].fro());
     }
     let pad = got.padding_untouched();
-    rep.case(&name, worst_ref <= tol && worst_cpu <= 2.0 * tol && pad, format!("vs f64 {worst_ref:.2e}, vs cpu {worst_cpu:.2e}, tol {tol:.1e}, padding untouched {pad}"));
+    rep.case(
+        &name,
+        worst_ref <= tol && worst_cpu <= 2.0 * tol && pad,
+        format!("vs f64 {worst_ref:.2e}, vs cpu {worst_cpu:.2e}, tol {tol:.1e}, padding untouched {pad}"),
+    );
 }
 
 fn u_of(d: DType) -> f64 {
     d.unit_roundoff()
 }
 
-fn svd_case<TW: Element, TO: Element>(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, batch: usize, lw: Layout, compute: DType) {
+fn svd_case<TW: Element, TO: Element>(
+    gpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    n: usize,
+    m: usize,
+    batch: usize,
+    lw: Layout,
+    compute: DType,
+) {
     let r = n.min(m);
     let ws: Vec<M> = (0..batch).map(|_| randn(rng, n, m).round::<TW>()).collect();
-    let name = format!("svd {}->{} compute {} {n}x{m} batch={batch} {lw:?}", TW::DTYPE.name(), TO::DTYPE.name(), compute.name());
+    let name = format!(
+        "svd {}->{} compute {} {n}x{m} batch={batch} {lw:?}",
+        TW::DTYPE.name(),
+        TO::DTYPE.name(),
+        compute.name()
+    );
     let dw = Dev::up(gpu, Buf::<TW>::from_batch(&ws, lw));
     let (du, ds, dv) = (
         Dev::up(gpu, Buf::<TO>::poisoned(n, r, batch, Layout::RowMajor)),
@@ -153,7 +199,14 @@ fn svd_case<TW: Element, TO: Element>(gpu: &Context, rng: &mut rand::rngs::StdRn
     rep.case(&name, ok && worst <= tol, format!("certificate {worst:.2e} (tol {tol:.1e}), {ms:.2} ms"));
 }
 
-fn decompose_reconstruct_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, k: usize) {
+fn decompose_reconstruct_case(
+    gpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    n: usize,
+    m: usize,
+    k: usize,
+) {
     let r = n.min(m);
     let w = randn(rng, n, m).round::<bf16>();
     let name = format!("decompose+reconstruct bf16 {n}x{m} k={k}");
@@ -163,7 +216,14 @@ fn decompose_reconstruct_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: 
         .map(|(a, b)| Dev::up(gpu, Buf::<f32>::poisoned(*a, *b, 1, Layout::RowMajor)))
         .collect();
     let d: Vec<MatDesc> = parts.iter().map(|p| p.desc()).collect();
-    let p = Parts { u_high: Some(&d[0]), s_high: Some(&d[1]), v_high: Some(&d[2]), u_low: Some(&d[3]), s_low: Some(&d[4]), v_low: Some(&d[5]) };
+    let p = Parts {
+        u_high: Some(&d[0]),
+        s_high: Some(&d[1]),
+        v_high: Some(&d[2]),
+        u_low: Some(&d[3]),
+        s_low: Some(&d[4]),
+        v_low: Some(&d[5]),
+    };
     if let Err(e) = unsafe { gpu.decompose_raw(&dw.desc(), k, &p, DType::F32) } {
         return rep.case(&name, false, format!("decompose error {e}"));
     }
@@ -175,9 +235,14 @@ fn decompose_reconstruct_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: 
     let e = out.down(gpu).get(0).sub(&w).fro() / w.fro();
     let host: Vec<M> = parts.iter().map(|p| p.down(gpu).get(0)).collect();
     let cross = host[0].t().mul(&host[3]).fro();
-    let diag = unsafe { gpu.reconstruction_error_raw(&dw.desc(), &terms, DType::F32) }.map(|v| v[0]).unwrap_or(f64::NAN);
+    let diag =
+        unsafe { gpu.reconstruction_error_raw(&dw.desc(), &terms, DType::F32) }.map(|v| v[0]).unwrap_or(f64::NAN);
     let tol = 10.0 * n.max(m) as f64 * u_of(DType::F32);
-    rep.case(&name, e <= tol && cross <= tol && (diag - e).abs() <= tol, format!("reconstruction {e:.2e}, U_h^T U_l {cross:.2e}, diagnostic {diag:.2e}, tol {tol:.1e}"));
+    rep.case(
+        &name,
+        e <= tol && cross <= tol && (diag - e).abs() <= tol,
+        format!("reconstruction {e:.2e}, U_h^T U_l {cross:.2e}, diagnostic {diag:.2e}, tol {tol:.1e}"),
+    );
 }
 
 fn shard_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report) {
@@ -187,7 +252,10 @@ fn shard_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report) {
     let mut total = M::zeros(k, m);
     let mut shards = vec![];
     for (r0, len) in [(0, 40), (40, 56)] {
-        let (du, dx) = (Dev::up(gpu, Buf::<bf16>::from(&u.rows(r0, len), Layout::RowMajor)), Dev::up(gpu, Buf::<bf16>::from(&x.rows(r0, len), Layout::RowMajor)));
+        let (du, dx) = (
+            Dev::up(gpu, Buf::<bf16>::from(&u.rows(r0, len), Layout::RowMajor)),
+            Dev::up(gpu, Buf::<bf16>::from(&x.rows(r0, len), Layout::RowMajor)),
+        );
         let dc = Dev::up(gpu, Buf::<f32>::poisoned(k, m, 1, Layout::RowMajor));
         if let Err(e) = unsafe { gpu.project_partial_raw(Side::Left, &du.desc(), &dx.desc(), &dc.desc()) } {
             return rep.case("sharded projection", false, format!("{e}"));
@@ -218,7 +286,8 @@ fn diagnostics_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Repor
     let (n, m, k, s) = (80, 48, 20, 33);
     let u = orthonormal(rng, n, k).add(&randn(rng, n, k).scale(1e-3));
     let x = randn(rng, n, m);
-    let (du, dx) = (Dev::up(gpu, Buf::<f64>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f64>::from(&x, Layout::Spaced)));
+    let (du, dx) =
+        (Dev::up(gpu, Buf::<f64>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f64>::from(&x, Layout::Spaced)));
     let leak = unsafe { gpu.leakage_raw(Side::Left, &du.desc(), &dx.desc()) }.map(|v| v[0]).unwrap_or(f64::NAN);
     let want = u.t().mul(&x).fro() / x.fro();
     rep.case("leakage f64", (leak - want).abs() <= 1e-12 * (1.0 + want), format!("{leak} vs {want}"));
@@ -227,7 +296,8 @@ fn diagnostics_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Repor
     rep.case("orthonormality f64", (orth - want).abs() <= 1e-12 + 1e-9 * want, format!("{orth} vs {want}"));
     let w = randn(rng, n, m);
     let a = randn(rng, s, m);
-    let (dw, da) = (Dev::up(gpu, Buf::<f32>::from(&w, Layout::ColMajor)), Dev::up(gpu, Buf::<f32>::from(&a, Layout::RowMajor)));
+    let (dw, da) =
+        (Dev::up(gpu, Buf::<f32>::from(&w, Layout::ColMajor)), Dev::up(gpu, Buf::<f32>::from(&a, Layout::RowMajor)));
     let cpu = Context::cpu();
     let (mut hw, mut ha) = (Buf::<f32>::from(&w, Layout::ColMajor), Buf::<f32>::from(&a, Layout::RowMajor));
     let g = unsafe { gpu.layer_importance_raw(&dw.desc(), &da.desc(), DType::F32) }.map(|v| v[0]).unwrap_or(f64::NAN);
@@ -243,7 +313,8 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
     let (n, m, k) = (512, 384, 128);
     let u = orthonormal(rng, n, k).round::<f32>();
     let x = randn(rng, n, m).round::<f32>();
-    let (du, dx) = (Dev::up(&gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(&gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
+    let (du, dx) =
+        (Dev::up(&gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(&gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
     let (ud, xd) = (du.desc(), dx.desc());
     let bases = Bases { u: Some(&ud), v: None };
     let result = (|| -> Result<f64, String> {
@@ -272,7 +343,9 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
                 return Err("cuGraphInstantiate".into());
             }
             // Nothing ran during capture: X is still the input. Replay once, then check.
-            if cu::cuGraphLaunch(exec, stream) != cu::CUresult::CUDA_SUCCESS || cu::cuStreamSynchronize(stream) != cu::CUresult::CUDA_SUCCESS {
+            if cu::cuGraphLaunch(exec, stream) != cu::CUresult::CUDA_SUCCESS
+                || cu::cuStreamSynchronize(stream) != cu::CUresult::CUDA_SUCCESS
+            {
                 return Err("cuGraphLaunch".into());
             }
             let y = dx.down(&gpu).get(0);
@@ -293,10 +366,20 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
 /// the approximate `gesvdaStridedBatched` is held to a tolerance that reflects its Gram-matrix
 /// error (`eps * cond^2`), the exact routines to the usual backward-error bound.
 #[allow(clippy::too_many_arguments)]
-fn algorithm_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, alg: SvdAlgorithm, n: usize, m: usize, batch: usize, compute: DType) {
+fn algorithm_case(
+    gpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    alg: SvdAlgorithm,
+    n: usize,
+    m: usize,
+    batch: usize,
+    compute: DType,
+) {
     let r = n.min(m);
     let s_true: Vec<f64> = (0..r).map(|i| 10.0 - 9.0 * i as f64 / (r.max(2) - 1) as f64).collect();
-    let ws: Vec<M> = (0..batch).map(|_| orthonormal(rng, n, r).mul(&orthonormal(rng, m, r).t().scale_rows(&s_true))).collect();
+    let ws: Vec<M> =
+        (0..batch).map(|_| orthonormal(rng, n, r).mul(&orthonormal(rng, m, r).t().scale_rows(&s_true))).collect();
     let name = format!("svd algorithm {alg:?} {} {n}x{m} batch={batch}", compute.name());
     gpu.set_svd_algorithm(alg);
     let dw = Dev::up(gpu, Buf::<f64>::from_batch(&ws, Layout::RowMajor));
@@ -337,7 +420,11 @@ fn algorithm_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report,
         }
     }
     let report = gpu.last_svd_report();
-    rep.case(&name, ok && worst <= tol, format!("certificate and S vs f64 {worst:.2e} (tol {tol:.1e}), {ms:.2} ms, report {report:?}"));
+    rep.case(
+        &name,
+        ok && worst <= tol,
+        format!("certificate and S vs f64 {worst:.2e} (tol {tol:.1e}), {ms:.2} ms, report {report:?}"),
+    );
 }
 
 /// Preconditions refused on the GPU exactly as on the CPU, before anything runs.
@@ -345,7 +432,9 @@ fn algorithm_refusals_case(gpu: &Context, rep: &mut Report) {
     let w = Dev::up(gpu, Buf::<f32>::from(&M::zeros(40, 40).add(&M::eye(40)), Layout::RowMajor));
     let mut ok = true;
     let mut detail = String::new();
-    for (alg, want) in [(SvdAlgorithm::JacobiBatched, Status::Precondition), (SvdAlgorithm::Randomized, Status::InvalidArgument)] {
+    for (alg, want) in
+        [(SvdAlgorithm::JacobiBatched, Status::Precondition), (SvdAlgorithm::Randomized, Status::InvalidArgument)]
+    {
         gpu.set_svd_algorithm(alg);
         let got = gpu.svd_workspace_size(&w.desc(), DType::F32).map_err(|e| e.status());
         ok &= got == Err(want);
@@ -357,7 +446,15 @@ fn algorithm_refusals_case(gpu: &Context, rep: &mut Report) {
 
 /// Randomized top-k decomposition on the GPU against the exact top k of a matrix with singular
 /// values 2^-i (well separated: the randomized range finder is accurate to ~eps here).
-fn randomized_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, n: usize, m: usize, k: usize, compute: DType) {
+fn randomized_case(
+    gpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    n: usize,
+    m: usize,
+    k: usize,
+    compute: DType,
+) {
     let r = n.min(m);
     let s_true: Vec<f64> = (0..r).map(|i| 0.5f64.powi(i as i32)).collect();
     let w = orthonormal(rng, n, r).mul(&orthonormal(rng, m, r).t().scale_rows(&s_true));
@@ -370,7 +467,14 @@ fn randomized_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report
         Dev::up(gpu, Buf::<f64>::poisoned(k, m, 1, Layout::RowMajor)),
     );
     let (ud, sd, vd) = (du.desc(), ds.desc(), dv.desc());
-    let res = unsafe { gpu.decompose_raw(&dw.desc(), k, &Parts { u_high: Some(&ud), s_high: Some(&sd), v_high: Some(&vd), ..Default::default() }, compute) };
+    let res = unsafe {
+        gpu.decompose_raw(
+            &dw.desc(),
+            k,
+            &Parts { u_high: Some(&ud), s_high: Some(&sd), v_high: Some(&vd), ..Default::default() },
+            compute,
+        )
+    };
     gpu.set_svd_algorithm(SvdAlgorithm::Auto);
     if let Err(e) = res {
         return rep.case(&name, false, format!("error {e}"));
@@ -384,19 +488,29 @@ fn randomized_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report
     let opt = s_true[k..].iter().map(|x| x * x).sum::<f64>().sqrt();
     let tol = 1e3 * u_of(compute);
     let s_err = s.iter().zip(&s_true).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    let ok = s_err <= tol && resid <= opt * (1.0 + tol) + tol && ortho_err_cols(&u) <= tol && ortho_err_cols(&vt.t()) <= tol;
+    let ok =
+        s_err <= tol && resid <= opt * (1.0 + tol) + tol && ortho_err_cols(&u) <= tol && ortho_err_cols(&vt.t()) <= tol;
     rep.case(&name, ok, format!("S error {s_err:.2e}, residual {resid:.3e} vs optimal {opt:.3e}, tol {tol:.1e}"));
 }
 
 /// Projection of f32 data in a reduced math mode against the f64 reference: TF32 rounds inputs
 /// to 10 mantissa bits (unit roundoff 2^-11), bf16 to 7 (2^-8); the error bound used is
 /// `2 u_mode sqrt(n + k)` relative to `||X||`. The exact mode is held to f32's bound.
-fn math_mode_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, mode: MathMode, n: usize, m: usize, k: usize) {
+fn math_mode_case(
+    gpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    mode: MathMode,
+    n: usize,
+    m: usize,
+    k: usize,
+) {
     let u = orthonormal(rng, n, k).round::<f32>();
     let x = randn(rng, n, m).round::<f32>();
     let name = format!("project f32 Left math mode {mode:?} {n}x{m} k={k}");
     gpu.set_math_mode(mode);
-    let (du, dx) = (Dev::up(gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
+    let (du, dx) =
+        (Dev::up(gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
     let ud = du.desc();
     let res = unsafe { gpu.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &dx.desc(), None) };
     gpu.set_math_mode(MathMode::Exact);
@@ -419,7 +533,10 @@ fn math_mode_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report,
 /// cublasGemmGroupedBatchedEx) and a bf16-in/f32-out set (the strided-batched fallback), against
 /// the CPU executor.
 fn grouped_gemm_case(gpu: &Context, cpu: &Context, rep: &mut Report) {
-    for (name, tin) in [("gemm_grouped f32 (cublasGemmGroupedBatchedEx)", DType::F32), ("gemm_grouped bf16->f32 (strided-batched fallback)", DType::BF16)] {
+    for (name, tin) in [
+        ("gemm_grouped f32 (cublasGemmGroupedBatchedEx)", DType::F32),
+        ("gemm_grouped bf16->f32 (strided-batched fallback)", DType::BF16),
+    ] {
         let shapes = [(7usize, 5usize, 3usize, 4usize), (33, 17, 9, 2), (64, 64, 64, 3)];
         let mut results = vec![];
         for ctx in [gpu, cpu] {
@@ -489,10 +606,22 @@ fn grouped_gemm_case(gpu: &Context, cpu: &Context, rep: &mut Report) {
 
 /// `svd_list` over three shapes on the GPU against the CPU executor: one wave (the context's own
 /// workspace) or, with `waves`, a caller workspace of exactly `svd_list_workspace_size`.
-fn svd_list_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, alg: SvdAlgorithm, waves: bool) {
+fn svd_list_case<T: Element>(
+    gpu: &Context,
+    cpu: &Context,
+    rng: &mut rand::rngs::StdRng,
+    rep: &mut Report,
+    alg: SvdAlgorithm,
+    waves: bool,
+) {
     let shapes = [(70usize, 40usize, 2usize), (12, 20, 3), (24, 16, 1)];
-    let name = format!("svd_list {} {alg:?} {shapes:?} {}", T::DTYPE.name(), if waves { "caller workspace of the queried size (waves)" } else { "own workspace (one wave)" });
-    let ws: Vec<Vec<M>> = shapes.iter().map(|&(n, m, b)| (0..b).map(|_| randn(rng, n, m).round::<T>()).collect()).collect();
+    let name = format!(
+        "svd_list {} {alg:?} {shapes:?} {}",
+        T::DTYPE.name(),
+        if waves { "caller workspace of the queried size (waves)" } else { "own workspace (one wave)" }
+    );
+    let ws: Vec<Vec<M>> =
+        shapes.iter().map(|&(n, m, b)| (0..b).map(|_| randn(rng, n, m).round::<T>()).collect()).collect();
     type Factors<T> = Vec<(Buf<T>, Buf<T>, Buf<T>)>;
     let mut results: Vec<Factors<T>> = vec![];
     let mut ms = 0.0;
@@ -502,7 +631,12 @@ fn svd_list_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs:
         let mut bufs = vec![];
         for (w, &(n, m, b)) in ws.iter().zip(&shapes) {
             let r = n.min(m);
-            let hosts = (Buf::<T>::from_batch(w, Layout::RowMajor), Buf::<T>::poisoned(n, r, b, Layout::ColMajor), Buf::<T>::poisoned(r, 1, b, Layout::ColMajor), Buf::<T>::poisoned(r, m, b, Layout::PaddedCol(1)));
+            let hosts = (
+                Buf::<T>::from_batch(w, Layout::RowMajor),
+                Buf::<T>::poisoned(n, r, b, Layout::ColMajor),
+                Buf::<T>::poisoned(r, 1, b, Layout::ColMajor),
+                Buf::<T>::poisoned(r, m, b, Layout::PaddedCol(1)),
+            );
             bufs.push((Dev::up(ctx, hosts.0), Dev::up(ctx, hosts.1), Dev::up(ctx, hosts.2), Dev::up(ctx, hosts.3)));
         }
         let descs: Vec<(MatDesc, MatDesc, MatDesc, MatDesc)> = bufs
@@ -512,7 +646,8 @@ fn svd_list_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs:
                 (d(&w.desc()), d(&u.desc()), d(&s.desc()), d(&v.desc()))
             })
             .collect();
-        let problems: Vec<SvdProblem> = descs.iter().map(|(w, u, s, v)| SvdProblem { w, out: SvdOut { u: Some(u), s, vt: Some(v) } }).collect();
+        let problems: Vec<SvdProblem> =
+            descs.iter().map(|(w, u, s, v)| SvdProblem { w, out: SvdOut { u: Some(u), s, vt: Some(v) } }).collect();
         let mut space = None;
         if waves {
             let need = match ctx.svd_list_workspace_size(&descs.iter().map(|d| &d.0).collect::<Vec<_>>(), T::DTYPE) {
@@ -545,7 +680,9 @@ fn svd_list_case<T: Element>(gpu: &Context, cpu: &Context, rng: &mut rand::rngs:
         for (k, wk) in ws[i].iter().enumerate() {
             let (u, s, vt) = (gu.get(k), gs.get(k).d, gv.get(k));
             ok &= s.windows(2).all(|p| p[0] >= p[1]) && s.iter().all(|x| *x >= 0.0);
-            let cert = (u.mul(&vt.scale_rows(&s)).sub(wk).fro() / wk.fro()).max(ortho_err_cols(&u)).max(ortho_err_cols(&vt.t()));
+            let cert = (u.mul(&vt.scale_rows(&s)).sub(wk).fro() / wk.fro())
+                .max(ortho_err_cols(&u))
+                .max(ortho_err_cols(&vt.t()));
             ok &= cert <= tol;
             worst_cert = worst_cert.max(cert / tol);
             // The sign convention makes the factors comparable entrywise (well-separated random
@@ -572,7 +709,11 @@ fn main() {
     let cpu = Context::cpu();
     let mut rng = rng();
     let mut rep = Report { passed: 0, failed: 0 };
-    let shapes: &[(usize, usize, usize)] = if quick { &[(64, 48, 16)] } else { &[(1, 9, 1), (9, 1, 1), (64, 48, 16), (48, 64, 48), (300, 200, 100), (1024, 512, 256)] };
+    let shapes: &[(usize, usize, usize)] = if quick {
+        &[(64, 48, 16)]
+    } else {
+        &[(1, 9, 1), (9, 1, 1), (64, 48, 16), (48, 64, 48), (300, 200, 100), (1024, 512, 256)]
+    };
     for &(n, m, k) in shapes {
         for side in [Side::Left, Side::Right, Side::Both] {
             for lx in [Layout::RowMajor, Layout::ColMajor, Layout::Spaced] {
@@ -586,7 +727,11 @@ fn main() {
             }
         }
     }
-    let svd_shapes: &[(usize, usize, usize)] = if quick { &[(16, 12, 3), (70, 40, 1)] } else { &[(1, 1, 1), (16, 12, 5), (12, 16, 5), (32, 32, 64), (70, 40, 2), (40, 70, 1), (512, 512, 1), (2048, 1024, 1)] };
+    let svd_shapes: &[(usize, usize, usize)] = if quick {
+        &[(16, 12, 3), (70, 40, 1)]
+    } else {
+        &[(1, 1, 1), (16, 12, 5), (12, 16, 5), (32, 32, 64), (70, 40, 2), (40, 70, 1), (512, 512, 1), (2048, 1024, 1)]
+    };
     for &(n, m, b) in svd_shapes {
         svd_case::<f32, f32>(&gpu, &mut rng, &mut rep, n, m, b, Layout::RowMajor, DType::F32);
         if !quick {
@@ -596,9 +741,19 @@ fn main() {
     }
     decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 96, 64, 24);
     // Every explicit SVD algorithm, the reduced math modes, the grouped GEMM.
-    let alg_shapes: &[(usize, usize, usize)] = if quick { &[(24, 16, 3)] } else { &[(24, 16, 5), (16, 24, 3), (32, 32, 8), (200, 120, 3), (120, 200, 2), (1024, 512, 1)] };
+    let alg_shapes: &[(usize, usize, usize)] = if quick {
+        &[(24, 16, 3)]
+    } else {
+        &[(24, 16, 5), (16, 24, 3), (32, 32, 8), (200, 120, 3), (120, 200, 2), (1024, 512, 1)]
+    };
     for &(n, m, b) in alg_shapes {
-        for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar] {
+        for alg in [
+            SvdAlgorithm::Qr,
+            SvdAlgorithm::Jacobi,
+            SvdAlgorithm::JacobiBatched,
+            SvdAlgorithm::ApproxBatched,
+            SvdAlgorithm::Polar,
+        ] {
             if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
                 continue;
             }

@@ -91,7 +91,12 @@ impl Context {
     }
 
     pub fn with_executor(exec: Arc<dyn Executor>) -> Self {
-        Context { exec, ws: Mutex::new(Workspace::Cached(None)), svd_algorithm: AtomicI32::new(0), math_mode: AtomicI32::new(0) }
+        Context {
+            exec,
+            ws: Mutex::new(Workspace::Cached(None)),
+            svd_algorithm: AtomicI32::new(0),
+            math_mode: AtomicI32::new(0),
+        }
     }
 
     /// The SVD algorithm of subsequent `svd`, `svd_list` and `decompose` calls (see
@@ -164,7 +169,12 @@ impl Context {
 
     /// As `with_ws`, for ops that can stream through less than their preferred workspace: a
     /// caller's workspace must hold `min` bytes; the context's own grows to `preferred`.
-    fn with_ws_range<R>(&self, min: usize, preferred: usize, f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>) -> Result<R> {
+    fn with_ws_range<R>(
+        &self,
+        min: usize,
+        preferred: usize,
+        f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>,
+    ) -> Result<R> {
         let mut guard = self.lock();
         let dev = self.exec.device();
         let (addr, bytes) = match &mut *guard {
@@ -283,7 +293,13 @@ impl Context {
         self.with_ws(need, |e, ws| reconstruct::reconstruct(e, ws, terms, out, compute, math))
     }
 
-    pub fn project_workspace_size(&self, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
+    pub fn project_workspace_size(
+        &self,
+        side: Side,
+        bases: &Bases,
+        x: &MatDesc,
+        out: Option<&MatDesc>,
+    ) -> Result<usize> {
         project::workspace_size(&*self.exec, side, bases, x, out)
     }
 
@@ -305,7 +321,11 @@ impl Context {
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_apply_raw(&self, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
         // Validate first: the workspace is sized from `coef`, which must be known good.
-        let need = if project::check_shard_apply(&*self.exec, side, basis, coef, x)? { project::apply_workspace_size(coef, x)? } else { 0 };
+        let need = if project::check_shard_apply(&*self.exec, side, basis, coef, x)? {
+            project::apply_workspace_size(coef, x)?
+        } else {
+            0
+        };
         let math = self.math_mode();
         self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x, math))
     }
@@ -368,9 +388,16 @@ impl Context {
     }
 
     /// Decompose `w` and split at `k` into the parts given in `out` (any may be `None`).
-    pub fn decompose<T: Element, O: Element>(&self, w: &MatRef<'_, T>, k: usize, out: &mut DecomposeOut<'_, O>, compute: DType) -> Result<()> {
+    pub fn decompose<T: Element, O: Element>(
+        &self,
+        w: &MatRef<'_, T>,
+        k: usize,
+        out: &mut DecomposeOut<'_, O>,
+        compute: DType,
+    ) -> Result<()> {
         let d = |m: &Option<MatMut<'_, O>>| m.as_ref().map(|m| *m.desc());
-        let (uh, sh, vh, ul, sl, vl) = (d(&out.u_high), d(&out.s_high), d(&out.v_high), d(&out.u_low), d(&out.s_low), d(&out.v_low));
+        let (uh, sh, vh, ul, sl, vl) =
+            (d(&out.u_high), d(&out.s_high), d(&out.v_high), d(&out.u_low), d(&out.s_low), d(&out.v_low));
         let parts = Parts {
             u_high: uh.as_ref(),
             s_high: sh.as_ref(),
@@ -384,34 +411,65 @@ impl Context {
     }
 
     /// `out = U_high diag(S_high) V_high + U_low diag(S_low) V_low`; either part may be `None`.
-    pub fn reconstruct<T: Element, O: Element>(&self, high: Option<FactorsRef<'_, T>>, low: Option<FactorsRef<'_, T>>, out: &mut MatMut<'_, O>, compute: DType) -> Result<()> {
+    pub fn reconstruct<T: Element, O: Element>(
+        &self,
+        high: Option<FactorsRef<'_, T>>,
+        low: Option<FactorsRef<'_, T>>,
+        out: &mut MatMut<'_, O>,
+        compute: DType,
+    ) -> Result<()> {
         let terms: Vec<Term> = [high.as_ref(), low.as_ref()].into_iter().flatten().map(|f| f.term()).collect();
         // SAFETY: as for `svd`.
         unsafe { self.reconstruct_raw(&terms, out.desc(), compute) }
     }
 
     /// Project `x` in place away from `U_high` (left), `V_high` (right) or both.
-    pub fn project<T: Element>(&self, side: Side, u_high: Option<&MatRef<'_, T>>, v_high: Option<&MatRef<'_, T>>, x: &mut MatMut<'_, T>) -> Result<()> {
+    pub fn project<T: Element>(
+        &self,
+        side: Side,
+        u_high: Option<&MatRef<'_, T>>,
+        v_high: Option<&MatRef<'_, T>>,
+        x: &mut MatMut<'_, T>,
+    ) -> Result<()> {
         let bases = Bases { u: u_high.map(|m| m.desc()), v: v_high.map(|m| m.desc()) };
         // SAFETY: as for `svd`.
         unsafe { self.project_raw(side, &bases, x.desc(), None) }
     }
 
     /// Project `x` into `out`, leaving `x` as it is.
-    pub fn project_into<T: Element>(&self, side: Side, u_high: Option<&MatRef<'_, T>>, v_high: Option<&MatRef<'_, T>>, x: &MatRef<'_, T>, out: &mut MatMut<'_, T>) -> Result<()> {
+    pub fn project_into<T: Element>(
+        &self,
+        side: Side,
+        u_high: Option<&MatRef<'_, T>>,
+        v_high: Option<&MatRef<'_, T>>,
+        x: &MatRef<'_, T>,
+        out: &mut MatMut<'_, T>,
+    ) -> Result<()> {
         let bases = Bases { u: u_high.map(|m| m.desc()), v: v_high.map(|m| m.desc()) };
         // SAFETY: as for `svd`.
         unsafe { self.project_raw(side, &bases, x.desc(), Some(out.desc())) }
     }
 
     /// Sharded projection, phase 1: this shard's partial coefficients into `coef`.
-    pub fn project_partial<T: Element, C: Element>(&self, side: Side, basis: &MatRef<'_, T>, x: &MatRef<'_, T>, coef: &mut MatMut<'_, C>) -> Result<()> {
+    pub fn project_partial<T: Element, C: Element>(
+        &self,
+        side: Side,
+        basis: &MatRef<'_, T>,
+        x: &MatRef<'_, T>,
+        coef: &mut MatMut<'_, C>,
+    ) -> Result<()> {
         // SAFETY: as for `svd`.
         unsafe { self.project_partial_raw(side, basis.desc(), x.desc(), coef.desc()) }
     }
 
     /// Sharded projection, phase 2: subtract with the all-reduced coefficients, in place.
-    pub fn project_apply<T: Element, C: Element>(&self, side: Side, basis: &MatRef<'_, T>, coef: &MatRef<'_, C>, x: &mut MatMut<'_, T>) -> Result<()> {
+    pub fn project_apply<T: Element, C: Element>(
+        &self,
+        side: Side,
+        basis: &MatRef<'_, T>,
+        coef: &MatRef<'_, C>,
+        x: &mut MatMut<'_, T>,
+    ) -> Result<()> {
         // SAFETY: as for `svd`.
         unsafe { self.project_apply_raw(side, basis.desc(), coef.desc(), x.desc()) }
     }
@@ -429,23 +487,49 @@ impl Context {
     }
 
     /// `||W - reconstruction|| / ||W||` per batch entry.
-    pub fn reconstruction_error<T: Element, P: Element>(&self, w: &MatRef<'_, T>, high: Option<FactorsRef<'_, P>>, low: Option<FactorsRef<'_, P>>, compute: DType) -> Result<Vec<f64>> {
+    pub fn reconstruction_error<T: Element, P: Element>(
+        &self,
+        w: &MatRef<'_, T>,
+        high: Option<FactorsRef<'_, P>>,
+        low: Option<FactorsRef<'_, P>>,
+        compute: DType,
+    ) -> Result<Vec<f64>> {
         let terms: Vec<Term> = [high.as_ref(), low.as_ref()].into_iter().flatten().map(|f| f.term()).collect();
         // SAFETY: as for `svd`.
         unsafe { self.reconstruction_error_raw(w.desc(), &terms, compute) }
     }
 
     /// Layer importance `mean cos(x[:R], (W x)[:R])` over the rows of `activations`.
-    pub fn layer_importance<T: Element, A: Element>(&self, w: &MatRef<'_, T>, activations: &MatRef<'_, A>, compute: DType) -> Result<Vec<f64>> {
+    pub fn layer_importance<T: Element, A: Element>(
+        &self,
+        w: &MatRef<'_, T>,
+        activations: &MatRef<'_, A>,
+        compute: DType,
+    ) -> Result<Vec<f64>> {
         // SAFETY: as for `svd`.
         unsafe { self.layer_importance_raw(w.desc(), activations.desc(), compute) }
     }
 
     /// A projector for repeated projection against the same frozen bases, with the evaluation
     /// order chosen by `strategy` (see [`project::choose`]).
-    pub fn projector<'b, T: Element>(&self, side: Side, u_high: Option<&MatRef<'b, T>>, v_high: Option<&MatRef<'b, T>>, strategy: Strategy) -> Result<Projector<'b>> {
+    pub fn projector<'b, T: Element>(
+        &self,
+        side: Side,
+        u_high: Option<&MatRef<'b, T>>,
+        v_high: Option<&MatRef<'b, T>>,
+        strategy: Strategy,
+    ) -> Result<Projector<'b>> {
         // SAFETY: as for `svd`; the projector borrows the bases for 'b.
-        unsafe { Projector::new(self, side, u_high.map(|m| *m.desc()), v_high.map(|m| *m.desc()), strategy, project::DEFAULT_MAX_PROJECTOR_BYTES) }
+        unsafe {
+            Projector::new(
+                self,
+                side,
+                u_high.map(|m| *m.desc()),
+                v_high.map(|m| *m.desc()),
+                strategy,
+                project::DEFAULT_MAX_PROJECTOR_BYTES,
+            )
+        }
     }
 }
 
@@ -498,7 +582,14 @@ pub struct Projector<'b> {
 impl<'b> Projector<'b> {
     /// # Safety
     /// The basis descriptors must describe valid memory of the context's device for `'b`.
-    pub unsafe fn new(ctx: &Context, side: Side, u: Option<MatDesc>, v: Option<MatDesc>, strategy: Strategy, max_bytes: usize) -> Result<Self> {
+    pub unsafe fn new(
+        ctx: &Context,
+        side: Side,
+        u: Option<MatDesc>,
+        v: Option<MatDesc>,
+        strategy: Strategy,
+        max_bytes: usize,
+    ) -> Result<Self> {
         let mut plans = vec![];
         for (left, b) in [(true, u), (false, v)] {
             if (left && !side.left()) || (!left && !side.right()) {
@@ -520,7 +611,10 @@ impl<'b> Projector<'b> {
             };
             let cached = if chosen == Strategy::CachedProjector {
                 if !b.dtype.is_compute() {
-                    return Err(Error::DtypeUnsupported(format!("a cached projector needs f32 or f64 bases, not {}", b.dtype.name())));
+                    return Err(Error::DtypeUnsupported(format!(
+                        "a cached projector needs f32 or f64 bases, not {}",
+                        b.dtype.name()
+                    )));
                 }
                 if b.batch != 1 {
                     return Err(Error::InvalidArgument("a cached projector takes one basis, not a batch".into()));
@@ -547,7 +641,13 @@ impl<'b> Projector<'b> {
     /// The strategy each side uses: `(left, right)`, `None` for a side not projected.
     pub fn strategies(&self) -> (Option<Strategy>, Option<Strategy>) {
         let get = |left: bool| {
-            self.plans.iter().find(|p| p.left == left).map(|p| if p.cached.is_some() { Strategy::CachedProjector } else { Strategy::Coefficient })
+            self.plans.iter().find(|p| p.left == left).map(|p| {
+                if p.cached.is_some() {
+                    Strategy::CachedProjector
+                } else {
+                    Strategy::Coefficient
+                }
+            })
         };
         (get(true), get(false))
     }
@@ -572,7 +672,13 @@ impl<'b> Projector<'b> {
                 (Some((_, p)), true) => project::apply_projector_workspace_size(plan.left, p, &src, dst)?,
                 _ => {
                     let side = if plan.left { Side::Left } else { Side::Right };
-                    project::workspace_size(ctx.executor(), side, &Bases { u: Some(&plan.basis), v: Some(&plan.basis) }, &src, dst)?
+                    project::workspace_size(
+                        ctx.executor(),
+                        side,
+                        &Bases { u: Some(&plan.basis), v: Some(&plan.basis) },
+                        &src,
+                        dst,
+                    )?
                 }
             });
             src = target;
@@ -620,4 +726,3 @@ impl<'b> Projector<'b> {
         unsafe { self.apply_raw(ctx, x.desc(), Some(out.desc())) }
     }
 }
-

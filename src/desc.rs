@@ -61,13 +61,7 @@ impl MatDesc {
 
     /// The transposed view: same memory, rows and columns swapped.
     pub fn t(&self) -> Self {
-        MatDesc {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..*self
-        }
+        MatDesc { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..*self }
     }
 
     pub fn numel(&self) -> usize {
@@ -152,11 +146,14 @@ impl MatDesc {
     /// the dimensions of extent > 1 by stride; each stride must exceed the span of the smaller
     /// ones. (A zero stride — a broadcast — is rejected too: osft writes through descriptors.)
     fn check_no_self_overlap(&self, arg: &str) -> Result<()> {
-        let mut dims: Vec<(usize, usize, &str)> =
-            [(self.rows, self.row_stride, "row"), (self.cols, self.col_stride, "column"), (self.batch, self.batch_stride, "batch")]
-                .into_iter()
-                .filter(|d| d.0 > 1)
-                .collect();
+        let mut dims: Vec<(usize, usize, &str)> = [
+            (self.rows, self.row_stride, "row"),
+            (self.cols, self.col_stride, "column"),
+            (self.batch, self.batch_stride, "batch"),
+        ]
+        .into_iter()
+        .filter(|d| d.0 > 1)
+        .collect();
         dims.sort_by_key(|d| d.1);
         let mut span = 0usize; // largest offset reachable with the dims seen so far
         for (extent, stride, name) in dims {
@@ -177,7 +174,8 @@ impl MatDesc {
     /// Columns `[c0, c0 + n)` of every matrix in the batch (a view into the same memory).
     pub fn cols_range(&self, c0: usize, n: usize) -> Self {
         debug_assert!(c0 + n <= self.cols);
-        let addr = if n == 0 || self.rows == 0 { self.addr } else { self.addr + c0 * self.col_stride * self.dtype.size() };
+        let addr =
+            if n == 0 || self.rows == 0 { self.addr } else { self.addr + c0 * self.col_stride * self.dtype.size() };
         MatDesc { addr, cols: n, ..*self }
     }
 

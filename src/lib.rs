@@ -46,7 +46,7 @@ pub use desc::{Device, MatDesc};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result, Status};
 pub use exec::{MathMode, SvdAlgorithm, SvdReport};
+pub use half::{bf16, f16};
 pub use ops::project::{Side, Strategy};
 pub use ops::rank::{adaptive_ranks, select_rank, RankRule};
 pub use view::{MatMut, MatRef};
-pub use half::{bf16, f16};

@@ -25,7 +25,16 @@ pub struct MatMut<'a, T: Element> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn describe<T: Element>(addr: usize, len: usize, rows: usize, cols: usize, rs: usize, cs: usize, batch: usize, bs: usize) -> Result<MatDesc> {
+fn describe<T: Element>(
+    addr: usize,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+    batch: usize,
+    bs: usize,
+) -> Result<MatDesc> {
     let d = MatDesc {
         addr,
         dtype: T::DTYPE,
@@ -53,8 +62,25 @@ macro_rules! constructors {
     ($slice:ty, $ptr:ident) => {
         /// A strided batch: element `(b, i, j)` is `data[b * batch_stride + i * row_stride + j * col_stride]`.
         #[allow(clippy::too_many_arguments)]
-        pub fn batched(data: $slice, batch: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize, batch_stride: usize) -> Result<Self> {
-            let d = describe::<T>(data.$ptr() as usize, data.len(), rows, cols, row_stride, col_stride, batch, batch_stride)?;
+        pub fn batched(
+            data: $slice,
+            batch: usize,
+            rows: usize,
+            cols: usize,
+            row_stride: usize,
+            col_stride: usize,
+            batch_stride: usize,
+        ) -> Result<Self> {
+            let d = describe::<T>(
+                data.$ptr() as usize,
+                data.len(),
+                rows,
+                cols,
+                row_stride,
+                col_stride,
+                batch,
+                batch_stride,
+            )?;
             Ok(Self { desc: d, _p: PhantomData })
         }
         /// One matrix with element `(i, j)` at `data[i * row_stride + j * col_stride]`.
@@ -92,7 +118,11 @@ impl<'a, T: Element> MatRef<'a, T> {
     /// `desc` must describe memory valid for reads of `T` for `'a` (host or device).
     pub unsafe fn from_desc(desc: MatDesc) -> Result<Self> {
         if desc.dtype != T::DTYPE {
-            return Err(Error::DtypeUnsupported(format!("descriptor is {} but the view is {}", desc.dtype.name(), T::DTYPE.name())));
+            return Err(Error::DtypeUnsupported(format!(
+                "descriptor is {} but the view is {}",
+                desc.dtype.name(),
+                T::DTYPE.name()
+            )));
         }
         Ok(Self { desc, _p: PhantomData })
     }
@@ -118,7 +148,11 @@ impl<'a, T: Element> MatMut<'a, T> {
     /// `desc` must describe memory valid for reads and writes of `T` for `'a`, not aliased.
     pub unsafe fn from_desc(desc: MatDesc) -> Result<Self> {
         if desc.dtype != T::DTYPE {
-            return Err(Error::DtypeUnsupported(format!("descriptor is {} but the view is {}", desc.dtype.name(), T::DTYPE.name())));
+            return Err(Error::DtypeUnsupported(format!(
+                "descriptor is {} but the view is {}",
+                desc.dtype.name(),
+                T::DTYPE.name()
+            )));
         }
         Ok(Self { desc, _p: PhantomData })
     }

@@ -27,7 +27,12 @@ fn fixture() -> Fixture {
 
 /// Run an SVD with `w` and `u` replaced by the mutated descriptors; expect `status`; check that
 /// no buffer changed.
-fn svd_rejects(mutate_w: impl Fn(MatDesc) -> MatDesc, mutate_u: impl Fn(MatDesc) -> MatDesc, compute: DType, status: Status) {
+fn svd_rejects(
+    mutate_w: impl Fn(MatDesc) -> MatDesc,
+    mutate_u: impl Fn(MatDesc) -> MatDesc,
+    compute: DType,
+    status: Status,
+) {
     let ctx = Context::cpu();
     let mut f = fixture();
     let before = (f.w.bits(), f.u.bits(), f.s.bits(), f.vt.bits());
@@ -91,18 +96,22 @@ fn decompose_faults() {
     let before = (uh.bits(), sl.bits());
     let (w, u, s) = (f.w.desc(), uh.desc(), sl.desc());
     // k beyond R.
-    let e = unsafe { ctx.decompose_raw(&w, 5, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    let e =
+        unsafe { ctx.decompose_raw(&w, 5, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
     assert_eq!(e.status(), Status::RankOutOfRange, "{e}");
     // U_high with the wrong number of columns for k.
-    let e = unsafe { ctx.decompose_raw(&w, 3, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    let e =
+        unsafe { ctx.decompose_raw(&w, 3, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
     assert_eq!(e.status(), Status::InvalidShape, "{e}");
     // S_low of the wrong length (R - k = 2 expected, 3 given).
     let s3 = MatDesc { rows: 3, ..s };
-    let e = unsafe { ctx.decompose_raw(&w, 2, &Parts { s_low: Some(&s3), ..Default::default() }, DType::F32) }.unwrap_err();
+    let e =
+        unsafe { ctx.decompose_raw(&w, 2, &Parts { s_low: Some(&s3), ..Default::default() }, DType::F32) }.unwrap_err();
     assert_eq!(e.status(), Status::InvalidShape, "{e}");
     // A broadcast output in a batched call.
     let w3 = MatDesc { batch: 3, batch_stride: 0, ..w };
-    let e = unsafe { ctx.decompose_raw(&w3, 2, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }.unwrap_err();
+    let e = unsafe { ctx.decompose_raw(&w3, 2, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }
+        .unwrap_err();
     assert_eq!(e.status(), Status::Overlap, "{e}"); // W itself: batch stride 0 overlaps
     assert_eq!(before, (uh.bits(), sl.bits()));
 }
@@ -116,32 +125,82 @@ fn projection_faults() {
     let mut x = Buf::<f32>::from(&randn(&mut rng, 8, 5), Layout::RowMajor);
     let mut out = Buf::<f32>::poisoned(8, 5, 1, Layout::RowMajor);
     let mut ubf = Buf::<osft::bf16>::from(&orthonormal(&mut rng, 8, 3), Layout::RowMajor);
-    let mut x3 = Buf::<f32>::from_batch(&[randn(&mut rng, 8, 5), randn(&mut rng, 8, 5), randn(&mut rng, 8, 5)], Layout::RowMajor);
+    let mut x3 = Buf::<f32>::from_batch(
+        &[randn(&mut rng, 8, 5), randn(&mut rng, 8, 5), randn(&mut rng, 8, 5)],
+        Layout::RowMajor,
+    );
     let mut u2 = Buf::<f32>::from_batch(&[orthonormal(&mut rng, 8, 3), orthonormal(&mut rng, 8, 3)], Layout::RowMajor);
     let mut out64 = Buf::<f64>::poisoned(8, 5, 1, Layout::RowMajor);
     let before: Vec<Vec<u64>> = vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()];
-    let (ud, vd, xd, od, ubd, x3d, u2d, o64) = (u.desc(), v.desc(), x.desc(), out.desc(), ubf.desc(), x3.desc(), u2.desc(), out64.desc());
+    let (ud, vd, xd, od, ubd, x3d, u2d, o64) =
+        (u.desc(), v.desc(), x.desc(), out.desc(), ubf.desc(), x3.desc(), u2.desc(), out64.desc());
     let v6 = MatDesc { rows: 6, cols: 5, ..xd };
     let cases: Vec<(&str, Side, Bases, MatDesc, Option<MatDesc>, Status)> = vec![
         ("missing V_high for Both", Side::Both, Bases { u: Some(&ud), v: None }, xd, None, Status::NullPointer),
         ("basis dtype differs", Side::Left, Bases { u: Some(&ubd), v: None }, xd, None, Status::DtypeUnsupported),
         ("basis rows differ", Side::Left, Bases { u: Some(&vd), v: None }, xd, None, Status::InvalidShape),
-        ("more vectors than dimension", Side::Right, Bases { u: None, v: Some(&v6) }, x3d, None, Status::RankOutOfRange),
-        ("out shape", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { rows: 7, ..od }), Status::InvalidShape),
+        (
+            "more vectors than dimension",
+            Side::Right,
+            Bases { u: None, v: Some(&v6) },
+            x3d,
+            None,
+            Status::RankOutOfRange,
+        ),
+        (
+            "out shape",
+            Side::Left,
+            Bases { u: Some(&ud), v: None },
+            xd,
+            Some(MatDesc { rows: 7, ..od }),
+            Status::InvalidShape,
+        ),
         ("out dtype", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(o64), Status::DtypeUnsupported),
-        ("out over basis", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { addr: ud.addr, ..od }), Status::Overlap),
-        ("out partly over X", Side::Left, Bases { u: Some(&ud), v: None }, xd, Some(MatDesc { addr: xd.addr + 8, ..od }), Status::Overlap),
+        (
+            "out over basis",
+            Side::Left,
+            Bases { u: Some(&ud), v: None },
+            xd,
+            Some(MatDesc { addr: ud.addr, ..od }),
+            Status::Overlap,
+        ),
+        (
+            "out partly over X",
+            Side::Left,
+            Bases { u: Some(&ud), v: None },
+            xd,
+            Some(MatDesc { addr: xd.addr + 8, ..od }),
+            Status::Overlap,
+        ),
         ("batch mismatch", Side::Left, Bases { u: Some(&u2d), v: None }, x3d, None, Status::InvalidShape),
-        ("X on another device", Side::Left, Bases { u: Some(&ud), v: None }, xd.with_device(Device::Cuda(1)), None, Status::DeviceMismatch),
+        (
+            "X on another device",
+            Side::Left,
+            Bases { u: Some(&ud), v: None },
+            xd.with_device(Device::Cuda(1)),
+            None,
+            Status::DeviceMismatch,
+        ),
         ("X null", Side::Left, Bases { u: Some(&ud), v: None }, MatDesc { addr: 0, ..xd }, None, Status::NullPointer),
-        ("X overlapping strides", Side::Left, Bases { u: Some(&ud), v: None }, MatDesc { row_stride: 4, ..xd }, None, Status::Overlap),
+        (
+            "X overlapping strides",
+            Side::Left,
+            Bases { u: Some(&ud), v: None },
+            MatDesc { row_stride: 4, ..xd },
+            None,
+            Status::Overlap,
+        ),
     ];
     for (what, side, bases, x, out_d, status) in cases {
         let e = unsafe { ctx.project_raw(side, &bases, &x, out_d.as_ref()) }.unwrap_err();
         assert_eq!(e.status(), status, "{what}: {e}");
         assert!(!e.to_string().is_empty());
     }
-    assert_eq!(before, vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()], "a rejected projection wrote");
+    assert_eq!(
+        before,
+        vec![u.bits(), v.bits(), x.bits(), out.bits(), x3.bits(), out64.bits()],
+        "a rejected projection wrote"
+    );
 }
 
 /// A phase-2 call whose f32 coefficient (for f16 data: a cast copy in the workspace) claims a

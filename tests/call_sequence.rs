@@ -35,16 +35,26 @@ fn left_projection_of_a_column_major_batch_is_two_cublas_gemms() {
     let calls = rec.take();
     let g = gemms(&calls);
     assert_eq!(g.len(), 2, "{calls:?}");
-    assert_eq!(calls.iter().filter(|c| matches!(c, Call::Gemm(_) | Call::Alloc(_))).count(), calls.len(), "only GEMMs and the first workspace allocation: {calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| matches!(c, Call::Gemm(_) | Call::Alloc(_))).count(),
+        calls.len(),
+        "only GEMMs and the first workspace allocation: {calls:?}"
+    );
     // coef (k x m) = U^T X: cublasGemmStridedBatchedEx(T, N, k, m, n, 1, U, n, 0, X, n, xs, 0, C, k, k*m, b)
     let c0 = g[0];
     assert_eq!((c0.transa, c0.transb, c0.m, c0.n, c0.k), (Op::T, Op::N, k, m, n));
-    assert_eq!((c0.a.ld, c0.a.stride, c0.b.ld, c0.b.stride, c0.c.ld, c0.c.stride), (n, 0, n, xd.batch_stride, k, k * m));
+    assert_eq!(
+        (c0.a.ld, c0.a.stride, c0.b.ld, c0.b.stride, c0.c.ld, c0.c.stride),
+        (n, 0, n, xd.batch_stride, k, k * m)
+    );
     assert_eq!((c0.alpha, c0.beta, c0.batch, c0.compute), (1.0, 0.0, b, ComputeType::F32));
     // X = X - U coef: (N, N, n, m, k, -1, U, n, 0, C, k, k*m, 1, X, n, xs, b)
     let c1 = g[1];
     assert_eq!((c1.transa, c1.transb, c1.m, c1.n, c1.k), (Op::N, Op::N, n, m, k));
-    assert_eq!((c1.a.ld, c1.a.stride, c1.b.ld, c1.b.stride, c1.c.ld, c1.c.stride), (n, 0, k, k * m, n, xd.batch_stride));
+    assert_eq!(
+        (c1.a.ld, c1.a.stride, c1.b.ld, c1.b.stride, c1.c.ld, c1.c.stride),
+        (n, 0, k, k * m, n, xd.batch_stride)
+    );
     assert_eq!((c1.alpha, c1.beta, c1.batch), (-1.0, 1.0, b));
     assert_eq!(c1.b.addr, c0.c.addr, "the second GEMM reads the coefficients the first wrote");
     // A second call reuses the cached workspace: no allocation, same two GEMMs.

@@ -9,7 +9,10 @@ use osft::{Context, Status};
 #[test]
 fn every_kernel_compiles_for_sm80_and_sm90() {
     if !nvrtc::available() {
-        assert!(std::env::var_os("OSFT_REQUIRE_NVRTC").is_none(), "OSFT_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+        assert!(
+            std::env::var_os("OSFT_REQUIRE_NVRTC").is_none(),
+            "OSFT_REQUIRE_NVRTC is set but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)"
+        );
         eprintln!("skipped: no libnvrtc on LD_LIBRARY_PATH (scripts/test.sh installs one)");
         return;
     }

@@ -23,7 +23,18 @@ struct Model {
 fn decompose(ctx: &Context, w: &[f32], n: usize, m: usize, k: usize) -> Model {
     let r = n.min(m);
     let lo = r - k;
-    let mut md = Model { n, m, k, lo, uh: vec![0.0; n * k], sh: vec![0.0; k], vh: vec![0.0; k * m], ul: vec![0.0; n * lo], sl: vec![0.0; lo], vl: vec![0.0; lo * m] };
+    let mut md = Model {
+        n,
+        m,
+        k,
+        lo,
+        uh: vec![0.0; n * k],
+        sh: vec![0.0; k],
+        vh: vec![0.0; k * m],
+        ul: vec![0.0; n * lo],
+        sl: vec![0.0; lo],
+        vl: vec![0.0; lo * m],
+    };
     let mut out = DecomposeOut::<f32> {
         u_high: Some(MatMut::row_major(&mut md.uh, n, k).unwrap()),
         s_high: Some(MatMut::col_major(&mut md.sh, k, 1).unwrap()),
@@ -96,14 +107,25 @@ fn sgd_and_adam_with_projection_keep_the_frozen_subspace() {
         let (cu, cv) = cross_terms(&md);
         // Each projected step leaves O(u_f32 * |step|) behind; 60 steps of size ~lr * sqrt(n m).
         let t = 60.0 * 0.01 * ((n * m) as f64).sqrt() * 4.0 * 6e-8 * 10.0 + cu0.max(cv0) + 1e-6;
-        assert!(cu <= t && cv <= t, "{n}x{m} k={k} adam={adam}: cross terms moved: U {cu0:e} -> {cu:e}, V {cv0:e} -> {cv:e} (tol {t:e})");
+        assert!(
+            cu <= t && cv <= t,
+            "{n}x{m} k={k} adam={adam}: cross terms moved: U {cu0:e} -> {cu:e}, V {cv0:e} -> {cv:e} (tol {t:e})"
+        );
         assert!(md.uh == frozen.0 && md.sh == frozen.1 && md.vh == frozen.2, "frozen part changed");
         // Reconstruction through osft matches the f64 reference of the updated factors.
         let r = n.min(m);
         let lo = r - k;
         let mut out = vec![0f32; n * m];
-        let high = FactorsRef { u: MatRef::row_major(&md.uh, n, k).unwrap(), s: MatRef::col_major(&md.sh, k, 1).unwrap(), v: MatRef::row_major(&md.vh, k, m).unwrap() };
-        let low = FactorsRef { u: MatRef::row_major(&md.ul, n, lo).unwrap(), s: MatRef::col_major(&md.sl, lo, 1).unwrap(), v: MatRef::row_major(&md.vl, lo, m).unwrap() };
+        let high = FactorsRef {
+            u: MatRef::row_major(&md.uh, n, k).unwrap(),
+            s: MatRef::col_major(&md.sh, k, 1).unwrap(),
+            v: MatRef::row_major(&md.vh, k, m).unwrap(),
+        };
+        let low = FactorsRef {
+            u: MatRef::row_major(&md.ul, n, lo).unwrap(),
+            s: MatRef::col_major(&md.sl, lo, 1).unwrap(),
+            v: MatRef::row_major(&md.vl, lo, m).unwrap(),
+        };
         ctx.reconstruct(Some(high), Some(low), &mut MatMut::row_major(&mut out, n, m).unwrap(), DType::F32).unwrap();
         let want = to_m(&md.uh, n, k)
             .mul(&to_m(&md.vh, k, m).scale_rows(&to_m(&md.sh, k, 1).d))
@@ -111,7 +133,9 @@ fn sgd_and_adam_with_projection_keep_the_frozen_subspace() {
         let e = to_m(&out, n, m).sub(&want).fro() / want.fro();
         assert!(e < 1e-5, "reconstruction after training: {e:e}");
         // And the diagnostics agree that nothing leaked.
-        let leak = ctx.leakage(Side::Left, &MatRef::row_major(&md.uh, n, k).unwrap(), &MatRef::row_major(&md.ul, n, lo).unwrap()).unwrap()[0];
+        let leak = ctx
+            .leakage(Side::Left, &MatRef::row_major(&md.uh, n, k).unwrap(), &MatRef::row_major(&md.ul, n, lo).unwrap())
+            .unwrap()[0];
         assert!(leak < 1e-4, "leakage {leak:e}");
     }
 }

@@ -5,8 +5,8 @@
 use std::ffi::{c_void, CStr};
 use std::ptr::{null, null_mut};
 
-use osft::ffi::*;
 use osft::ffi::osft_status::*;
+use osft::ffi::*;
 use osft::Status;
 
 // ---------------------------------------------------------------------------------------------
@@ -37,7 +37,10 @@ fn versions_match_the_package() {
     assert_eq!(osft_version_minor().to_string(), env!("CARGO_PKG_VERSION_MINOR"));
     assert_eq!(osft_version_patch().to_string(), env!("CARGO_PKG_VERSION_PATCH"));
     assert_eq!(osft_abi_version(), OSFT_ABI_VERSION);
-    assert_eq!((OSFT_VERSION_MAJOR, OSFT_VERSION_MINOR, OSFT_VERSION_PATCH), (osft_version_major(), osft_version_minor(), osft_version_patch()));
+    assert_eq!(
+        (OSFT_VERSION_MAJOR, OSFT_VERSION_MINOR, OSFT_VERSION_PATCH),
+        (osft_version_major(), osft_version_minor(), osft_version_patch())
+    );
 }
 
 #[test]
@@ -132,7 +135,10 @@ fn context_backends() {
         osft_context_destroy(out);
         // A device that does not exist.
         let mut out = sentinel;
-        expect(osft_context_create(osft_backend::OSFT_BACKEND_CUDA as i32, 1000, &mut out), OSFT_STATUS_BACKEND_UNAVAILABLE);
+        expect(
+            osft_context_create(osft_backend::OSFT_BACKEND_CUDA as i32, 1000, &mut out),
+            OSFT_STATUS_BACKEND_UNAVAILABLE,
+        );
         assert_eq!(out, sentinel);
         // Bad arguments.
         let mut out = sentinel;
@@ -163,7 +169,10 @@ fn null_handles_are_rejected() {
         expect(osft_context_workspace_bytes(null_mut(), &mut bytes), OSFT_STATUS_NULL_POINTER);
         expect(osft_svd_workspace_size(null_mut(), &d, F32, &mut bytes), OSFT_STATUS_NULL_POINTER);
         expect(osft_svd(null_mut(), &d, null(), &d, null(), F32), OSFT_STATUS_NULL_POINTER);
-        expect(osft_decompose(null_mut(), &d, 1, null(), null(), null(), null(), null(), null(), F32), OSFT_STATUS_NULL_POINTER);
+        expect(
+            osft_decompose(null_mut(), &d, 1, null(), null(), null(), null(), null(), null(), F32),
+            OSFT_STATUS_NULL_POINTER,
+        );
         expect(osft_project(null_mut(), LEFT, &d, null(), &d, null()), OSFT_STATUS_NULL_POINTER);
         expect(osft_projector_apply(null_mut(), &d, null()), OSFT_STATUS_NULL_POINTER);
         expect(osft_projector_strategies(null_mut(), &mut b, &mut b), OSFT_STATUS_NULL_POINTER);
@@ -201,10 +210,12 @@ fn decompose_and_project(n: i64, m: i64, k: i64, row_major: bool) {
     let r = n.min(m);
     let mut g = Lcg(n as u64 * 1000 + m as u64 * 10 + row_major as u64);
     let w: Vec<f32> = g.vec((n * m) as usize).into_iter().map(|v| v as f32).collect();
-    let lay = |v: &Vec<f32>, rows: i64, cols: i64| if row_major { rm(v, F32, rows, cols) } else { cm(v, F32, rows, cols) };
+    let lay =
+        |v: &Vec<f32>, rows: i64, cols: i64| if row_major { rm(v, F32, rows, cols) } else { cm(v, F32, rows, cols) };
     let wd = lay(&w, n, m);
     let (uh, sh, vh) = (vec![0f32; (n * k) as usize], vec![0f32; k as usize], vec![0f32; (k * m) as usize]);
-    let (ul, sl, vl) = (vec![0f32; (n * (r - k)) as usize], vec![0f32; (r - k) as usize], vec![0f32; ((r - k) * m) as usize]);
+    let (ul, sl, vl) =
+        (vec![0f32; (n * (r - k)) as usize], vec![0f32; (r - k) as usize], vec![0f32; ((r - k) * m) as usize]);
     let (uhd, shd, vhd) = (lay(&uh, n, k), lay(&sh, k, 1), lay(&vh, k, m));
     let (uld, sld, vld) = (lay(&ul, n, r - k), lay(&sl, 1, r - k), lay(&vl, r - k, m));
     unsafe {
@@ -229,7 +240,8 @@ fn decompose_and_project(n: i64, m: i64, k: i64, row_major: bool) {
         }
     }
     // Reconstruction in f64.
-    let wn: f64 = (0..n).flat_map(|i| (0..m).map(move |j| (i, j))).map(|(i, j)| at(&wd, i, j).powi(2)).sum::<f64>().sqrt();
+    let wn: f64 =
+        (0..n).flat_map(|i| (0..m).map(move |j| (i, j))).map(|(i, j)| at(&wd, i, j).powi(2)).sum::<f64>().sqrt();
     let mut err = 0.0;
     for i in 0..n {
         for j in 0..m {
@@ -242,7 +254,10 @@ fn decompose_and_project(n: i64, m: i64, k: i64, row_major: bool) {
     unsafe {
         let mut e = [f64::NAN; 2];
         // f32 compute: see `reconstruction_error_f64_compute_of_f32_data` for why not f64.
-        expect(osft_reconstruction_error(c.0, &wd, &uhd, &shd, &vhd, &uld, &sld, &vld, F32, e.as_mut_ptr(), 2), OSFT_STATUS_OK);
+        expect(
+            osft_reconstruction_error(c.0, &wd, &uhd, &shd, &vhd, &uld, &sld, &vld, F32, e.as_mut_ptr(), 2),
+            OSFT_STATUS_OK,
+        );
         assert!(e[0] < 1e-5 && e[1].is_nan(), "{e:?}");
         if k > 0 {
             let mut o = [f64::NAN];
@@ -339,7 +354,8 @@ fn svd_single_batched_and_list() {
         assert!((frob - ss).abs() < 1e-10 * frob, "entry {e}: {frob} vs {ss}");
         for a in 0..m {
             // ||W^T u_a|| = s_a
-            let norm: f64 = (0..m).map(|j| (0..n).map(|i| uat(i, a) * wat(i, j)).sum::<f64>().powi(2)).sum::<f64>().sqrt();
+            let norm: f64 =
+                (0..m).map(|j| (0..n).map(|i| uat(i, a) * wat(i, j)).sum::<f64>().powi(2)).sum::<f64>().sqrt();
             assert!((norm - s[(e * m + a) as usize]).abs() < 1e-10, "entry {e} vector {a}");
         }
     }
@@ -381,7 +397,10 @@ fn reconstruct_matches_decomposition() {
     unsafe {
         expect(osft_decompose(c.0, &wd, k, &uhd, &shd, &vhd, &uld, &sld, &vld, F64), OSFT_STATUS_OK);
         let mut bytes = 0usize;
-        expect(osft_reconstruct_workspace_size(c.0, &uhd, &shd, &vhd, &uld, &sld, &vld, &od, F64, &mut bytes), OSFT_STATUS_OK);
+        expect(
+            osft_reconstruct_workspace_size(c.0, &uhd, &shd, &vhd, &uld, &sld, &vld, &od, F64, &mut bytes),
+            OSFT_STATUS_OK,
+        );
         expect(osft_reconstruct(c.0, &uhd, &shd, &vhd, &uld, &sld, &vld, &od, F64), OSFT_STATUS_OK);
     }
     for i in 0..n {
@@ -391,10 +410,17 @@ fn reconstruct_matches_decomposition() {
     }
     // A partial triple is a NULL-pointer error naming the missing part; the output is untouched.
     let before = bytes_of(&out);
-    let e = unsafe { expect(osft_reconstruct(c.0, &uhd, null(), &vhd, null(), null(), null(), &od, F64), OSFT_STATUS_NULL_POINTER) };
+    let e = unsafe {
+        expect(osft_reconstruct(c.0, &uhd, null(), &vhd, null(), null(), null(), &od, F64), OSFT_STATUS_NULL_POINTER)
+    };
     assert!(e.contains("S_high"), "{e}");
     // No part at all.
-    unsafe { expect(osft_reconstruct(c.0, null(), null(), null(), null(), null(), null(), &od, F64), OSFT_STATUS_INVALID_ARGUMENT) };
+    unsafe {
+        expect(
+            osft_reconstruct(c.0, null(), null(), null(), null(), null(), null(), &od, F64),
+            OSFT_STATUS_INVALID_ARGUMENT,
+        )
+    };
     assert_eq!(bytes_of(&out), before);
 }
 
@@ -411,10 +437,17 @@ fn both_sides_projector_and_two_phase() {
     let x = g.vec((n * m) as usize);
     let xd = rm(&x, F64, n, m);
     // Reference: (I - U U^T) X (I - V^T V), naive f64.
-    let pu = |i: i64, l: i64| (if i == l { 1.0 } else { 0.0 }) - (0..k).map(|t| uh[(i * k + t) as usize] * uh[(l * k + t) as usize]).sum::<f64>();
-    let pv = |j: i64, l: i64| (if j == l { 1.0 } else { 0.0 }) - (0..k).map(|t| vh[(t * m + j) as usize] * vh[(t * m + l) as usize]).sum::<f64>();
+    let pu = |i: i64, l: i64| {
+        (if i == l { 1.0 } else { 0.0 })
+            - (0..k).map(|t| uh[(i * k + t) as usize] * uh[(l * k + t) as usize]).sum::<f64>()
+    };
+    let pv = |j: i64, l: i64| {
+        (if j == l { 1.0 } else { 0.0 })
+            - (0..k).map(|t| vh[(t * m + j) as usize] * vh[(t * m + l) as usize]).sum::<f64>()
+    };
     let left: Vec<f64> = (0..n * m).map(|t| (0..n).map(|l| pu(t / m, l) * x[(l * m + t % m) as usize]).sum()).collect();
-    let both: Vec<f64> = (0..n * m).map(|t| (0..m).map(|l| left[(t / m * m + l) as usize] * pv(l, t % m)).sum()).collect();
+    let both: Vec<f64> =
+        (0..n * m).map(|t| (0..m).map(|l| left[(t / m * m + l) as usize] * pv(l, t % m)).sum()).collect();
     let out = vec![0f64; (n * m) as usize];
     let od = cm(&out, F64, n, m);
     unsafe { expect(osft_project(c.0, BOTH, &uhd, &vhd, &xd, &od), OSFT_STATUS_OK) };
@@ -422,7 +455,11 @@ fn both_sides_projector_and_two_phase() {
         assert!((at(&od, t / m, t % m) - both[t as usize]).abs() < 1e-12);
     }
     // Projectors, coefficient and cached, give the same; the projector outlives its context.
-    for strategy in [osft_strategy::OSFT_STRATEGY_COEFFICIENT, osft_strategy::OSFT_STRATEGY_CACHED_PROJECTOR, osft_strategy::OSFT_STRATEGY_AUTO] {
+    for strategy in [
+        osft_strategy::OSFT_STRATEGY_COEFFICIENT,
+        osft_strategy::OSFT_STRATEGY_CACHED_PROJECTOR,
+        osft_strategy::OSFT_STRATEGY_AUTO,
+    ] {
         let c2 = Ctx::cpu();
         let mut p = null_mut();
         unsafe { expect(osft_projector_create(c2.0, BOTH, &uhd, &vhd, strategy as i32, &mut p), OSFT_STATUS_OK) };
@@ -462,17 +499,41 @@ fn both_sides_projector_and_two_phase() {
     let (ua, ub) = uh.split_at((split * k) as usize);
     let (ca, cb) = (vec![0f64; (k * m) as usize], vec![0f64; (k * m) as usize]);
     unsafe {
-        expect(osft_project_partial(c.0, LEFT, &rm(ua, F64, split, k), &rm(ya, F64, split, m), &rm(&ca, F64, k, m)), OSFT_STATUS_OK);
-        expect(osft_project_partial(c.0, LEFT, &rm(ub, F64, n - split, k), &rm(yb, F64, n - split, m), &rm(&cb, F64, k, m)), OSFT_STATUS_OK);
+        expect(
+            osft_project_partial(c.0, LEFT, &rm(ua, F64, split, k), &rm(ya, F64, split, m), &rm(&ca, F64, k, m)),
+            OSFT_STATUS_OK,
+        );
+        expect(
+            osft_project_partial(
+                c.0,
+                LEFT,
+                &rm(ub, F64, n - split, k),
+                &rm(yb, F64, n - split, m),
+                &rm(&cb, F64, k, m),
+            ),
+            OSFT_STATUS_OK,
+        );
     }
     let sum: Vec<f64> = ca.iter().zip(&cb).map(|(a, b)| a + b).collect();
     unsafe {
         let mut bytes = 1usize;
-        expect(osft_project_apply_workspace_size(c.0, &rm(&sum, F64, k, m), &rm(ya, F64, split, m), &mut bytes), OSFT_STATUS_OK);
+        expect(
+            osft_project_apply_workspace_size(c.0, &rm(&sum, F64, k, m), &rm(ya, F64, split, m), &mut bytes),
+            OSFT_STATUS_OK,
+        );
         assert_eq!(bytes, 0);
-        expect(osft_project_apply(c.0, LEFT, &rm(ua, F64, split, k), &rm(&sum, F64, k, m), &rm(ya, F64, split, m)), OSFT_STATUS_OK);
-        expect(osft_project_apply(c.0, LEFT, &rm(ub, F64, n - split, k), &rm(&sum, F64, k, m), &rm(yb, F64, n - split, m)), OSFT_STATUS_OK);
-        expect(osft_project_partial(c.0, BOTH, &rm(ua, F64, split, k), &rm(ya, F64, split, m), &rm(&ca, F64, k, m)), OSFT_STATUS_INVALID_ARGUMENT);
+        expect(
+            osft_project_apply(c.0, LEFT, &rm(ua, F64, split, k), &rm(&sum, F64, k, m), &rm(ya, F64, split, m)),
+            OSFT_STATUS_OK,
+        );
+        expect(
+            osft_project_apply(c.0, LEFT, &rm(ub, F64, n - split, k), &rm(&sum, F64, k, m), &rm(yb, F64, n - split, m)),
+            OSFT_STATUS_OK,
+        );
+        expect(
+            osft_project_partial(c.0, BOTH, &rm(ua, F64, split, k), &rm(ya, F64, split, m), &rm(&ca, F64, k, m)),
+            OSFT_STATUS_INVALID_ARGUMENT,
+        );
     }
     for t in 0..(n * m) as usize {
         assert!((y[t] - left[t]).abs() < 1e-12);
@@ -491,7 +552,10 @@ fn rank_selection() {
         // Energy: 16 / 30 < 0.6 <= 25 / 30.
         expect(osft_select_rank(s.as_ptr(), 4, osft_rank_rule::OSFT_RANK_ENERGY as i32, 0.6, &mut k), OSFT_STATUS_OK);
         assert_eq!(k, 2);
-        expect(osft_select_rank(s.as_ptr(), 4, osft_rank_rule::OSFT_RANK_ENTROPY_EFFECTIVE as i32, 0.0, &mut k), OSFT_STATUS_OK);
+        expect(
+            osft_select_rank(s.as_ptr(), 4, osft_rank_rule::OSFT_RANK_ENTROPY_EFFECTIVE as i32, 0.0, &mut k),
+            OSFT_STATUS_OK,
+        );
         let l1: f64 = s.iter().sum();
         let h: f64 = s.iter().map(|v| -(v / l1) * (v / l1).ln()).sum();
         assert_eq!(k, h.exp().round() as i64);
@@ -517,9 +581,15 @@ fn rank_selection() {
         // mean 2, mid 0.5: ratios 0.25, 0.5, 0.75.
         assert_eq!(ranks, [3, 5, 8, -7]);
         let before = ranks;
-        expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.8, 0.2, ranks.as_mut_ptr()), OSFT_STATUS_INVALID_ARGUMENT);
+        expect(
+            osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.8, 0.2, ranks.as_mut_ptr()),
+            OSFT_STATUS_INVALID_ARGUMENT,
+        );
         let neg = [10i64, -1, 10];
-        expect(osft_adaptive_ranks(imp.as_ptr(), neg.as_ptr(), 3, 0.2, 0.8, ranks.as_mut_ptr()), OSFT_STATUS_RANK_OUT_OF_RANGE);
+        expect(
+            osft_adaptive_ranks(imp.as_ptr(), neg.as_ptr(), 3, 0.2, 0.8, ranks.as_mut_ptr()),
+            OSFT_STATUS_RANK_OUT_OF_RANGE,
+        );
         expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.2, 0.8, null_mut()), OSFT_STATUS_NULL_POINTER);
         assert_eq!(ranks, before);
     }
@@ -547,8 +617,14 @@ fn layer_importance_matches_reference() {
     let mut out = [f64::NAN; 1];
     unsafe {
         let mut bytes = 0usize;
-        expect(osft_layer_importance_workspace_size(c.0, &rm(&w, F64, n, m), &rm(&x, F64, samples, m), F64, &mut bytes), OSFT_STATUS_OK);
-        expect(osft_layer_importance(c.0, &rm(&w, F64, n, m), &rm(&x, F64, samples, m), F64, out.as_mut_ptr(), 1), OSFT_STATUS_OK);
+        expect(
+            osft_layer_importance_workspace_size(c.0, &rm(&w, F64, n, m), &rm(&x, F64, samples, m), F64, &mut bytes),
+            OSFT_STATUS_OK,
+        );
+        expect(
+            osft_layer_importance(c.0, &rm(&w, F64, n, m), &rm(&x, F64, samples, m), F64, out.as_mut_ptr(), 1),
+            OSFT_STATUS_OK,
+        );
     }
     assert!((out[0] - want).abs() < 1e-12, "{} vs {want}", out[0]);
 }
@@ -616,8 +692,12 @@ fn bad_inputs_leave_buffers_untouched() {
         assert!(q.sh[0] >= q.sh[1] && q.sh[1] > 0.0);
     }
     // Null handle and null descriptors.
-    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe { osft_decompose(null_mut(), &w, 2, &uh, &sh, &vh, null(), null(), null(), F32) });
-    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe { osft_decompose(c.0, null(), 2, &uh, &sh, &vh, null(), null(), null(), F32) });
+    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe {
+        osft_decompose(null_mut(), &w, 2, &uh, &sh, &vh, null(), null(), null(), F32)
+    });
+    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe {
+        osft_decompose(c.0, null(), 2, &uh, &sh, &vh, null(), null(), null(), F32)
+    });
     rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe { osft_svd(c.0, &w, &uh, null(), null(), F32) });
     // Null data.
     let mut bad = uh;
@@ -671,10 +751,14 @@ fn bad_inputs_leave_buffers_untouched() {
     rejected(&p, OSFT_STATUS_DTYPE_UNSUPPORTED, || unsafe {
         osft_decompose(c.0, &w, 2, &uh, &sh, &vh, null(), null(), null(), osft_dtype::OSFT_DTYPE_F16 as i32)
     });
-    rejected(&p, OSFT_STATUS_DTYPE_UNSUPPORTED, || unsafe { osft_decompose(c.0, &w, 2, &uh, &sh, &vh, null(), null(), null(), 42) });
+    rejected(&p, OSFT_STATUS_DTYPE_UNSUPPORTED, || unsafe {
+        osft_decompose(c.0, &w, 2, &uh, &sh, &vh, null(), null(), null(), 42)
+    });
     let basis64 = vec![0f64; 12];
     let x = rm(&p.uh, F32, 6, 2);
-    rejected(&p, OSFT_STATUS_DTYPE_UNSUPPORTED, || unsafe { osft_project(c.0, LEFT, &rm(&basis64, F64, 6, 2), null(), &x, null()) });
+    rejected(&p, OSFT_STATUS_DTYPE_UNSUPPORTED, || unsafe {
+        osft_project(c.0, LEFT, &rm(&basis64, F64, 6, 2), null(), &x, null())
+    });
     // k out of range.
     let m = rejected(&p, OSFT_STATUS_RANK_OUT_OF_RANGE, || dec(&w, 5, &uh, &sh, &vh));
     assert!(m.contains('5'), "{m}");
@@ -697,11 +781,17 @@ fn bad_inputs_leave_buffers_untouched() {
     rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe { osft_project(c.0, RIGHT, &uh, null(), &x, null()) });
     // Result arrays: too short, NULL.
     let out = p.out.as_ptr() as *mut f64;
-    rejected(&p, OSFT_STATUS_INVALID_SHAPE, || unsafe { osft_reconstruction_error(c.0, &w, &uh, &sh, &vh, null(), null(), null(), F32, out, 0) });
-    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe { osft_reconstruction_error(c.0, &w, &uh, &sh, &vh, null(), null(), null(), F32, null_mut(), 4) });
+    rejected(&p, OSFT_STATUS_INVALID_SHAPE, || unsafe {
+        osft_reconstruction_error(c.0, &w, &uh, &sh, &vh, null(), null(), null(), F32, out, 0)
+    });
+    rejected(&p, OSFT_STATUS_NULL_POINTER, || unsafe {
+        osft_reconstruction_error(c.0, &w, &uh, &sh, &vh, null(), null(), null(), F32, null_mut(), 4)
+    });
     rejected(&p, OSFT_STATUS_INVALID_SHAPE, || unsafe { osft_read_vector(c.0, &sh, out, 1) });
     rejected(&p, OSFT_STATUS_INVALID_ARGUMENT, || unsafe { osft_orthonormality_error(c.0, BOTH, &uh, out, 4) });
-    rejected(&p, OSFT_STATUS_INVALID_SHAPE, || unsafe { osft_leakage(c.0, LEFT, &rm(&p.uh, F32, 6, 2), &rm(&p.w, F32, 4, 6), out, 4) });
+    rejected(&p, OSFT_STATUS_INVALID_SHAPE, || unsafe {
+        osft_leakage(c.0, LEFT, &rm(&p.uh, F32, 6, 2), &rm(&p.w, F32, 4, 6), out, 4)
+    });
     // A workspace too small: nothing written either.
     let mut small = vec![0u64; 4];
     unsafe { expect(osft_context_set_workspace(c.0, small.as_mut_ptr() as *mut c_void, 32), OSFT_STATUS_OK) };
@@ -730,7 +820,10 @@ fn caller_workspace() {
         assert!((s.iter().map(|v| v * v).sum::<f64>() - frob).abs() < 1e-10 * frob);
         // Bad workspaces.
         expect(osft_context_set_workspace(c.0, null_mut(), 64), OSFT_STATUS_NULL_POINTER);
-        expect(osft_context_set_workspace(c.0, (buf.as_mut_ptr() as usize + 4) as *mut c_void, 64), OSFT_STATUS_MISALIGNED);
+        expect(
+            osft_context_set_workspace(c.0, (buf.as_mut_ptr() as usize + 4) as *mut c_void, 64),
+            OSFT_STATUS_MISALIGNED,
+        );
         expect(osft_context_release_workspace(c.0), OSFT_STATUS_OK);
         expect(osft_context_workspace_bytes(c.0, &mut held), OSFT_STATUS_OK);
         assert_eq!(held, 0);
@@ -783,7 +876,19 @@ fn reconstruction_error_f64_compute_of_f32_data() {
     let mut e = [0f64; 1];
     unsafe {
         expect(
-            osft_reconstruction_error(c.0, &rm(w, F32, 4, 4), &rm(u, F32, 4, 1), &rm(s, F32, 1, 1), &rm(v, F32, 1, 4), null(), null(), null(), F64, e.as_mut_ptr(), 1),
+            osft_reconstruction_error(
+                c.0,
+                &rm(w, F32, 4, 4),
+                &rm(u, F32, 4, 1),
+                &rm(s, F32, 1, 1),
+                &rm(v, F32, 1, 4),
+                null(),
+                null(),
+                null(),
+                F64,
+                e.as_mut_ptr(),
+                1,
+            ),
             OSFT_STATUS_OK,
         );
     }
@@ -843,7 +948,8 @@ fn svd_algorithm_that_cannot_serve_the_call_is_refused_before_writing() {
     let w: Vec<f64> = Lcg(7).vec((n * m) as usize);
     let wd = rm(&w, F64, n, m);
     let (uh, sh, vh) = (poisoned64((n * k) as usize), poisoned64(k as usize), poisoned64((k * m) as usize));
-    let (ul, sl, vl) = (poisoned64((n * (r - k)) as usize), poisoned64((r - k) as usize), poisoned64(((r - k) * m) as usize));
+    let (ul, sl, vl) =
+        (poisoned64((n * (r - k)) as usize), poisoned64((r - k) as usize), poisoned64(((r - k) * m) as usize));
     let (uhd, shd, vhd) = (rm(&uh, F64, n, k), rm(&sh, F64, k, 1), rm(&vh, F64, k, m));
     let (uld, sld, vld) = (rm(&ul, F64, n, r - k), rm(&sl, F64, r - k, 1), rm(&vl, F64, r - k, m));
     let snapshot = |v: &[&Vec<f64>]| v.iter().map(|x| bytes_of(x)).collect::<Vec<_>>();
@@ -852,13 +958,15 @@ fn svd_algorithm_that_cannot_serve_the_call_is_refused_before_writing() {
         let mut bytes = 5usize;
         // gesvdjBatched takes matrices up to 32 x 32.
         expect(osft_context_set_svd_algorithm(c.0, osft_svd_algorithm::OSFT_SVD_JACOBI_BATCHED as i32), OSFT_STATUS_OK);
-        let msg = expect(osft_decompose(c.0, &wd, k, &uhd, &shd, &vhd, &uld, &sld, &vld, F64), OSFT_STATUS_PRECONDITION);
+        let msg =
+            expect(osft_decompose(c.0, &wd, k, &uhd, &shd, &vhd, &uld, &sld, &vld, F64), OSFT_STATUS_PRECONDITION);
         assert!(msg.contains("gesvdjBatched"), "{msg}");
         expect(osft_svd_workspace_size(c.0, &wd, F64, &mut bytes), OSFT_STATUS_PRECONDITION);
         assert_eq!(bytes, 5);
         // The randomized SVD serves only the top k: low parts or a plain SVD are refused.
         expect(osft_context_set_svd_algorithm(c.0, osft_svd_algorithm::OSFT_SVD_RANDOMIZED as i32), OSFT_STATUS_OK);
-        let msg = expect(osft_decompose(c.0, &wd, k, &uhd, &shd, &vhd, &uld, &sld, &vld, F64), OSFT_STATUS_INVALID_ARGUMENT);
+        let msg =
+            expect(osft_decompose(c.0, &wd, k, &uhd, &shd, &vhd, &uld, &sld, &vld, F64), OSFT_STATUS_INVALID_ARGUMENT);
         assert!(msg.contains("top k"), "{msg}");
         let s_full = poisoned64(r as usize);
         expect(osft_svd(c.0, &wd, null(), &rm(&s_full, F64, r, 1), null(), F64), OSFT_STATUS_INVALID_ARGUMENT);

@@ -92,8 +92,30 @@ fn cuda_context_through_the_c_abi() {
     // The same decomposition on both contexts.
     let (uh, sh) = (vec![0f32; (n * k) as usize], vec![0f32; k as usize]);
     unsafe {
-        ok(osft_decompose(cpu, &desc(w.as_ptr() as usize, n, m, false), k, &desc(uh.as_ptr() as usize, n, k, false), &desc(sh.as_ptr() as usize, k, 1, false), null(), null(), null(), null(), F32));
-        ok(osft_decompose(gpu, &desc(dw.addr, n, m, true), k, &desc(duh.addr, n, k, true), &desc(dsh.addr, k, 1, true), null(), null(), null(), null(), F32));
+        ok(osft_decompose(
+            cpu,
+            &desc(w.as_ptr() as usize, n, m, false),
+            k,
+            &desc(uh.as_ptr() as usize, n, k, false),
+            &desc(sh.as_ptr() as usize, k, 1, false),
+            null(),
+            null(),
+            null(),
+            null(),
+            F32,
+        ));
+        ok(osft_decompose(
+            gpu,
+            &desc(dw.addr, n, m, true),
+            k,
+            &desc(duh.addr, n, k, true),
+            &desc(dsh.addr, k, 1, true),
+            null(),
+            null(),
+            null(),
+            null(),
+            F32,
+        ));
     }
     let mut s_gpu = vec![f64::NAN; k as usize];
     unsafe { ok(osft_read_vector(gpu, &desc(dsh.addr, k, 1, true), s_gpu.as_mut_ptr(), k as usize)) };
@@ -108,7 +130,14 @@ fn cuda_context_through_the_c_abi() {
     // Project X left on both, in place; compare; leakage on the GPU.
     let xc = x.clone();
     unsafe {
-        ok(osft_project(cpu, LEFT, &desc(uh.as_ptr() as usize, n, k, false), null(), &desc(xc.as_ptr() as usize, n, m, false), null()));
+        ok(osft_project(
+            cpu,
+            LEFT,
+            &desc(uh.as_ptr() as usize, n, k, false),
+            null(),
+            &desc(xc.as_ptr() as usize, n, m, false),
+            null(),
+        ));
         ok(osft_project(gpu, LEFT, &desc(duh.addr, n, k, true), null(), &desc(dx.addr, n, m, true), null()));
     }
     let xg = down(dx.addr, (n * m) as usize);
@@ -116,14 +145,23 @@ fn cuda_context_through_the_c_abi() {
         assert!((a - b).abs() < 1e-3, "projected X differs: gpu {a} cpu {b}");
     }
     let mut leak = [f64::NAN];
-    unsafe { ok(osft_leakage(gpu, LEFT, &desc(duh.addr, n, k, true), &desc(dx.addr, n, m, true), leak.as_mut_ptr(), 1)) };
+    unsafe {
+        ok(osft_leakage(gpu, LEFT, &desc(duh.addr, n, k, true), &desc(dx.addr, n, m, true), leak.as_mut_ptr(), 1))
+    };
     assert!(leak[0] < 1e-5, "leakage on the GPU {}", leak[0]);
 
     // A projector on the GPU.
     let dy = up(&x);
     let mut p = null_mut();
     unsafe {
-        ok(osft_projector_create(gpu, LEFT, &desc(duh.addr, n, k, true), null(), osft_strategy::OSFT_STRATEGY_AUTO as i32, &mut p));
+        ok(osft_projector_create(
+            gpu,
+            LEFT,
+            &desc(duh.addr, n, k, true),
+            null(),
+            osft_strategy::OSFT_STRATEGY_AUTO as i32,
+            &mut p,
+        ));
         ok(osft_projector_apply(p, &desc(dy.addr, n, m, true), null()));
         osft_projector_destroy(p);
     }
@@ -134,7 +172,16 @@ fn cuda_context_through_the_c_abi() {
 
     // Host memory given to the CUDA context is a device mismatch, and nothing is written.
     let host_x = x.clone();
-    let st = unsafe { osft_project(gpu, LEFT, &desc(duh.addr, n, k, true), null(), &desc(host_x.as_ptr() as usize, n, m, false), null()) };
+    let st = unsafe {
+        osft_project(
+            gpu,
+            LEFT,
+            &desc(duh.addr, n, k, true),
+            null(),
+            &desc(host_x.as_ptr() as usize, n, m, false),
+            null(),
+        )
+    };
     assert_eq!(st, OSFT_STATUS_DEVICE_MISMATCH, "{}", msg());
     assert_eq!(host_x, x);
 

@@ -53,21 +53,100 @@ fn workspace_too_small_for_every_op() {
         let resp = res.as_mut_ptr();
         // Each: (query, call) with the same arguments.
         let calls: Vec<(&str, Call)> = vec![
-            ("svd", Box::new(|b| (osft_svd_workspace_size(c.0, &xd, F64, b), osft_svd(c.0, &xd, null(), &rm(&out, F64, m, 1), null(), F64)))),
-            ("project", Box::new(|b| (osft_project_workspace_size(c.0, LEFT, &ud, null(), &xd, &od, b), osft_project(c.0, LEFT, &ud, null(), &xd, &od)))),
-            ("project strided in place", Box::new(|b| (osft_project_workspace_size(c.0, LEFT, &ud, null(), &xsd, null(), b), osft_project(c.0, LEFT, &ud, null(), &xsd, null())))),
-            ("reconstruct", Box::new(|b| (osft_reconstruct_workspace_size(c.0, &ud, &sd, &vd, null(), null(), null(), &od, F32, b), osft_reconstruct(c.0, &ud, &sd, &vd, null(), null(), null(), &od, F32)))),
-            ("leakage", Box::new(|b| (osft_leakage_workspace_size(c.0, LEFT, &ud, &xd, b), osft_leakage(c.0, LEFT, &ud, &xd, resp, 4)))),
-            ("orthonormality", Box::new(|b| (osft_orthonormality_error_workspace_size(c.0, LEFT, &ud, b), osft_orthonormality_error(c.0, LEFT, &ud, resp, 4)))),
-            ("reconstruction error", Box::new(|b| {
-                (osft_reconstruction_error_workspace_size(c.0, &xd, &ud, &sd, &vd, null(), null(), null(), F64, b), osft_reconstruction_error(c.0, &xd, &ud, &sd, &vd, null(), null(), null(), F64, resp, 4))
-            })),
-            ("layer importance", Box::new(|b| (osft_layer_importance_workspace_size(c.0, &xd, &xd, F64, b), osft_layer_importance(c.0, &xd, &xd, F64, resp, 4)))),
-            ("read vector", Box::new(|b| (osft_read_vector_workspace_size(c.0, &sd, b), osft_read_vector(c.0, &sd, resp, 4)))),
-            ("apply with a cast of coef", Box::new(|b| {
-                let (x16d, u16d, cd) = (rm(&x16, F16, n, m), rm(&u16, F16, n, k), rm(&coef32, F32, k, m));
-                (osft_project_apply_workspace_size(c.0, &cd, &x16d, b), osft_project_apply(c.0, LEFT, &u16d, &cd, &x16d))
-            })),
+            (
+                "svd",
+                Box::new(|b| {
+                    (
+                        osft_svd_workspace_size(c.0, &xd, F64, b),
+                        osft_svd(c.0, &xd, null(), &rm(&out, F64, m, 1), null(), F64),
+                    )
+                }),
+            ),
+            (
+                "project",
+                Box::new(|b| {
+                    (
+                        osft_project_workspace_size(c.0, LEFT, &ud, null(), &xd, &od, b),
+                        osft_project(c.0, LEFT, &ud, null(), &xd, &od),
+                    )
+                }),
+            ),
+            (
+                "project strided in place",
+                Box::new(|b| {
+                    (
+                        osft_project_workspace_size(c.0, LEFT, &ud, null(), &xsd, null(), b),
+                        osft_project(c.0, LEFT, &ud, null(), &xsd, null()),
+                    )
+                }),
+            ),
+            (
+                "reconstruct",
+                Box::new(|b| {
+                    (
+                        osft_reconstruct_workspace_size(c.0, &ud, &sd, &vd, null(), null(), null(), &od, F32, b),
+                        osft_reconstruct(c.0, &ud, &sd, &vd, null(), null(), null(), &od, F32),
+                    )
+                }),
+            ),
+            (
+                "leakage",
+                Box::new(|b| {
+                    (osft_leakage_workspace_size(c.0, LEFT, &ud, &xd, b), osft_leakage(c.0, LEFT, &ud, &xd, resp, 4))
+                }),
+            ),
+            (
+                "orthonormality",
+                Box::new(|b| {
+                    (
+                        osft_orthonormality_error_workspace_size(c.0, LEFT, &ud, b),
+                        osft_orthonormality_error(c.0, LEFT, &ud, resp, 4),
+                    )
+                }),
+            ),
+            (
+                "reconstruction error",
+                Box::new(|b| {
+                    (
+                        osft_reconstruction_error_workspace_size(
+                            c.0,
+                            &xd,
+                            &ud,
+                            &sd,
+                            &vd,
+                            null(),
+                            null(),
+                            null(),
+                            F64,
+                            b,
+                        ),
+                        osft_reconstruction_error(c.0, &xd, &ud, &sd, &vd, null(), null(), null(), F64, resp, 4),
+                    )
+                }),
+            ),
+            (
+                "layer importance",
+                Box::new(|b| {
+                    (
+                        osft_layer_importance_workspace_size(c.0, &xd, &xd, F64, b),
+                        osft_layer_importance(c.0, &xd, &xd, F64, resp, 4),
+                    )
+                }),
+            ),
+            (
+                "read vector",
+                Box::new(|b| (osft_read_vector_workspace_size(c.0, &sd, b), osft_read_vector(c.0, &sd, resp, 4))),
+            ),
+            (
+                "apply with a cast of coef",
+                Box::new(|b| {
+                    let (x16d, u16d, cd) = (rm(&x16, F16, n, m), rm(&u16, F16, n, k), rm(&coef32, F32, k, m));
+                    (
+                        osft_project_apply_workspace_size(c.0, &cd, &x16d, b),
+                        osft_project_apply(c.0, LEFT, &u16d, &cd, &x16d),
+                    )
+                }),
+            ),
         ];
         for (name, call) in &calls {
             let mut need = 0usize;
@@ -81,7 +160,11 @@ fn workspace_too_small_for_every_op() {
             let (_, st) = call(&mut dummy);
             let m = expect(st, OSFT_STATUS_WORKSPACE_TOO_SMALL);
             assert!(m.contains(&need.to_string()) || name.contains("svd"), "{name}: {m}");
-            assert_eq!(before, snap(&[&bytes_of(&out), &bytes_of(&res), &bytes_of(&x16), &bytes_of(&xs)]), "{name}: rejected but wrote");
+            assert_eq!(
+                before,
+                snap(&[&bytes_of(&out), &bytes_of(&res), &bytes_of(&x16), &bytes_of(&xs)]),
+                "{name}: rejected but wrote"
+            );
             // Exactly the queried size is enough.
             let mut big = vec![0u64; need.div_ceil(8)];
             expect(osft_context_set_workspace(c.0, big.as_mut_ptr() as *mut c_void, need), OSFT_STATUS_OK);
@@ -114,7 +197,10 @@ fn batch_counts_must_agree() {
         // Decompose outputs with another batch than W.
         let w = batched(rm(&x, F64, n, m), 3, n * m);
         let s = poisoned64(12);
-        expect(osft_decompose(c.0, &w, 2, null(), &batched(rm(&s, F64, 2, 1), 2, 2), null(), null(), null(), null(), F64), OSFT_STATUS_INVALID_SHAPE);
+        expect(
+            osft_decompose(c.0, &w, 2, null(), &batched(rm(&s, F64, 2, 1), 2, 2), null(), null(), null(), null(), F64),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
         expect(osft_svd(c.0, &w, null(), &rm(&s, F64, 4, 1), null(), F64), OSFT_STATUS_INVALID_SHAPE);
         untouched!(before, x, out);
         assert!(s.iter().all(|v| v.to_bits() == 0x7ff8_0000_dead_beef));
@@ -140,10 +226,19 @@ fn two_phase_layout_shape_and_dtype_rules() {
     let before = snap(&[&bytes_of(&x), &bytes_of(&coef), &bytes_of(&coef32)]);
     unsafe {
         // coef with general strides (neither row- nor column-major).
-        expect(osft_project_partial(c.0, LEFT, &ud, &xd, &mat(coef.as_ptr(), F64, k, m, 2 * m, 2)), OSFT_STATUS_INVALID_STRIDE);
+        expect(
+            osft_project_partial(c.0, LEFT, &ud, &xd, &mat(coef.as_ptr(), F64, k, m, 2 * m, 2)),
+            OSFT_STATUS_INVALID_STRIDE,
+        );
         // X with general strides.
-        expect(osft_project_partial(c.0, LEFT, &ud, &mat(x.as_ptr(), F64, n, m, 2 * m, 2), &rm(&coef, F64, k, m)), OSFT_STATUS_INVALID_STRIDE);
-        expect(osft_project_apply(c.0, LEFT, &ud, &rm(&coef, F64, k, m), &mat(x.as_ptr(), F64, n, m, 2 * m, 2)), OSFT_STATUS_INVALID_STRIDE);
+        expect(
+            osft_project_partial(c.0, LEFT, &ud, &mat(x.as_ptr(), F64, n, m, 2 * m, 2), &rm(&coef, F64, k, m)),
+            OSFT_STATUS_INVALID_STRIDE,
+        );
+        expect(
+            osft_project_apply(c.0, LEFT, &ud, &rm(&coef, F64, k, m), &mat(x.as_ptr(), F64, n, m, 2 * m, 2)),
+            OSFT_STATUS_INVALID_STRIDE,
+        );
         // coef of the wrong shape, the wrong dtype (f32 coef is for f16/bf16 data only).
         expect(osft_project_partial(c.0, LEFT, &ud, &xd, &rm(&coef, F64, m, k)), OSFT_STATUS_INVALID_SHAPE);
         expect(osft_project_partial(c.0, LEFT, &ud, &xd, &rm(&coef32, F32, k, m)), OSFT_STATUS_DTYPE_UNSUPPORTED);
@@ -151,8 +246,14 @@ fn two_phase_layout_shape_and_dtype_rules() {
         // coef overlapping X; apply with X overlapping the basis.
         expect(osft_project_partial(c.0, LEFT, &ud, &xd, &rm(&x[3..], F64, k, m)), OSFT_STATUS_OVERLAP);
         // Basis rows must match X's rows (left) / columns (right).
-        expect(osft_project_partial(c.0, LEFT, &rm(&u, F64, n - 1, k), &xd, &rm(&coef, F64, k, m)), OSFT_STATUS_INVALID_SHAPE);
-        expect(osft_project_partial(c.0, RIGHT, &rm(&u, F64, k, n), &xd, &rm(&coef, F64, n, k)), OSFT_STATUS_INVALID_SHAPE);
+        expect(
+            osft_project_partial(c.0, LEFT, &rm(&u, F64, n - 1, k), &xd, &rm(&coef, F64, k, m)),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
+        expect(
+            osft_project_partial(c.0, RIGHT, &rm(&u, F64, k, n), &xd, &rm(&coef, F64, n, k)),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
         // An unknown side.
         expect(osft_project_apply(c.0, 7, &ud, &rm(&coef, F64, k, m), &xd), OSFT_STATUS_INVALID_ARGUMENT);
     }
@@ -162,9 +263,15 @@ fn two_phase_layout_shape_and_dtype_rules() {
     let coefs = vec![0f64; (3 * m) as usize];
     let us = g.vec(3);
     unsafe {
-        expect(osft_project_partial(c.0, LEFT, &rm(&us, F64, 1, 3), &rm(&xs, F64, 1, m), &rm(&coefs, F64, 3, m)), OSFT_STATUS_OK);
+        expect(
+            osft_project_partial(c.0, LEFT, &rm(&us, F64, 1, 3), &rm(&xs, F64, 1, m), &rm(&coefs, F64, 3, m)),
+            OSFT_STATUS_OK,
+        );
         let out = poisoned64((m) as usize);
-        expect(osft_project(c.0, LEFT, &rm(&us, F64, 1, 3), null(), &rm(&xs, F64, 1, m), &rm(&out, F64, 1, m)), OSFT_STATUS_RANK_OUT_OF_RANGE);
+        expect(
+            osft_project(c.0, LEFT, &rm(&us, F64, 1, 3), null(), &rm(&xs, F64, 1, m), &rm(&out, F64, 1, m)),
+            OSFT_STATUS_RANK_OUT_OF_RANGE,
+        );
         let mut p = 0x99 as *mut osft_projector;
         expect(osft_projector_create(c.0, LEFT, &rm(&us, F64, 1, 3), null(), 0, &mut p), OSFT_STATUS_RANK_OUT_OF_RANGE);
         assert_eq!(p as usize, 0x99);
@@ -187,7 +294,10 @@ fn empty_and_vector_arguments() {
         expect(osft_svd(c.0, &wd, null(), &rm(&s, F64, 5, 1), null(), F64), OSFT_STATUS_INVALID_SHAPE);
         // An empty W cannot be factored; an empty S for a non-empty W is a shape error.
         expect(osft_svd(c.0, &rm(&w, F64, 0, 4), null(), &rm(&s, F64, 0, 1), null(), F64), OSFT_STATUS_INVALID_SHAPE);
-        expect(osft_decompose(c.0, &rm(&w, F64, 5, 0), 0, null(), null(), null(), null(), null(), null(), F64), OSFT_STATUS_INVALID_SHAPE);
+        expect(
+            osft_decompose(c.0, &rm(&w, F64, 5, 0), 0, null(), null(), null(), null(), null(), null(), F64),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
         // read_vector takes vectors only.
         let mut r = poisoned64(20);
         expect(osft_read_vector(c.0, &rm(&w, F64, 5, 4), r.as_mut_ptr(), 20), OSFT_STATUS_INVALID_SHAPE);
@@ -200,7 +310,21 @@ fn empty_and_vector_arguments() {
         let z = mat(null::<f64>(), F64, 5, 0, 0, 1);
         let zs = mat(null::<f64>(), F64, 0, 1, 1, 1);
         let (ul, sl) = (poisoned64(20), poisoned64(4));
-        expect(osft_decompose(c.0, &wd, 0, &z, &zs, &mat(null::<f64>(), F64, 0, 4, 4, 1), &rm(&ul, F64, 5, 4), &rm(&sl, F64, 4, 1), null(), F64), OSFT_STATUS_OK);
+        expect(
+            osft_decompose(
+                c.0,
+                &wd,
+                0,
+                &z,
+                &zs,
+                &mat(null::<f64>(), F64, 0, 4, 4, 1),
+                &rm(&ul, F64, 5, 4),
+                &rm(&sl, F64, 4, 1),
+                null(),
+                F64,
+            ),
+            OSFT_STATUS_OK,
+        );
         assert!(sl.windows(2).all(|p| p[0] >= p[1]) && sl[3] >= 0.0);
         // Zero-length result arrays may be NULL when nothing is written.
         expect(osft_read_vector(c.0, &mat(null::<f64>(), F64, 0, 1, 1, 1), null_mut(), 0), OSFT_STATUS_OK);
@@ -223,7 +347,10 @@ fn outputs_overlapping_inputs_or_each_other() {
         let ub = bytes_of(&u);
         let bu: Vec<f64> = u.iter().copied().chain(std::iter::repeat_n(0.0, 24)).collect();
         let bb = bytes_of(&bu);
-        expect(osft_project(c.0, LEFT, &rm(&bu, F64, n, k), null(), &xd, &rm(&bu[6..], F64, n, m)), OSFT_STATUS_OVERLAP);
+        expect(
+            osft_project(c.0, LEFT, &rm(&bu, F64, n, k), null(), &xd, &rm(&bu[6..], F64, n, m)),
+            OSFT_STATUS_OVERLAP,
+        );
         assert_eq!(bytes_of(&bu), bb);
         assert_eq!(bytes_of(&u), ub);
         assert_eq!(bytes_of(&x), before);
@@ -232,11 +359,34 @@ fn outputs_overlapping_inputs_or_each_other() {
         let s = vec![2.0f64, 1.0];
         let big = g.vec(40);
         let bb = bytes_of(&big);
-        expect(osft_reconstruct(c.0, &rm(&u, F64, n, k), &rm(&s, F64, k, 1), &rm(&big, F64, k, m), null(), null(), null(), &rm(&big[4..], F64, n, m), F64), OSFT_STATUS_OVERLAP);
+        expect(
+            osft_reconstruct(
+                c.0,
+                &rm(&u, F64, n, k),
+                &rm(&s, F64, k, 1),
+                &rm(&big, F64, k, m),
+                null(),
+                null(),
+                null(),
+                &rm(&big[4..], F64, n, m),
+                F64,
+            ),
+            OSFT_STATUS_OVERLAP,
+        );
         assert_eq!(bytes_of(&big), bb);
         let w = g.vec((n * m) as usize);
         let out = poisoned64((n * m + m) as usize);
-        expect(osft_svd(c.0, &rm(&w, F64, n, m), &rm(&out, F64, n, m), &rm(&out[(n * m - 2) as usize..], F64, m, 1), null(), F64), OSFT_STATUS_OVERLAP);
+        expect(
+            osft_svd(
+                c.0,
+                &rm(&w, F64, n, m),
+                &rm(&out, F64, n, m),
+                &rm(&out[(n * m - 2) as usize..], F64, m, 1),
+                null(),
+                F64,
+            ),
+            OSFT_STATUS_OVERLAP,
+        );
         assert!(out.iter().all(|v| v.to_bits() == 0x7ff8_0000_dead_beef));
         assert_eq!(bytes_of(&u), ub);
         // The identical descriptor twice is in place, and allowed.
@@ -293,14 +443,26 @@ fn projector_apply_rejections() {
             osft_projector_destroy(p);
         }
         // A misaligned projector handle.
-        expect(osft_projector_apply(std::ptr::without_provenance_mut::<osft_projector>(3), &rm(&x, F64, n, m), null()), OSFT_STATUS_MISALIGNED);
+        expect(
+            osft_projector_apply(std::ptr::without_provenance_mut::<osft_projector>(3), &rm(&x, F64, n, m), null()),
+            OSFT_STATUS_MISALIGNED,
+        );
         // A cached projector needs f32/f64 bases of batch 1.
         let u16: Vec<osft::f16> = u.iter().map(|v| osft::f16::from_f64(*v)).collect();
         let mut p = 0x40 as *mut osft_projector;
-        expect(osft_projector_create(c.0, LEFT, &rm(&u16, F16, n, k), null(), 2, &mut p), OSFT_STATUS_DTYPE_UNSUPPORTED);
+        expect(
+            osft_projector_create(c.0, LEFT, &rm(&u16, F16, n, k), null(), 2, &mut p),
+            OSFT_STATUS_DTYPE_UNSUPPORTED,
+        );
         let u2: Vec<f64> = u.iter().chain(u.iter()).copied().collect();
-        expect(osft_projector_create(c.0, LEFT, &batched(rm(&u2, F64, n, k), 2, n * k), null(), 2, &mut p), OSFT_STATUS_INVALID_ARGUMENT);
-        expect(osft_projector_create(c.0, LEFT, &batched(rm(&u, F64, n, k), 2, 0), null(), 2, &mut p), OSFT_STATUS_OVERLAP);
+        expect(
+            osft_projector_create(c.0, LEFT, &batched(rm(&u2, F64, n, k), 2, n * k), null(), 2, &mut p),
+            OSFT_STATUS_INVALID_ARGUMENT,
+        );
+        expect(
+            osft_projector_create(c.0, LEFT, &batched(rm(&u, F64, n, k), 2, 0), null(), 2, &mut p),
+            OSFT_STATUS_OVERLAP,
+        );
         assert_eq!(p as usize, 0x40);
     }
     untouched!(before, x, x32, out);
@@ -329,11 +491,17 @@ fn rank_rules_refuse_bad_singular_values_and_importances() {
         assert_eq!(k, 55);
         let full = [10i64, 10, 10];
         for imp in [[1.0, f64::NAN, 1.0], [1.0, f64::INFINITY, 1.0]] {
-            expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.1, 0.9, ranks.as_mut_ptr()), OSFT_STATUS_INVALID_ARGUMENT);
+            expect(
+                osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.1, 0.9, ranks.as_mut_ptr()),
+                OSFT_STATUS_INVALID_ARGUMENT,
+            );
         }
         let imp = [1.0, 2.0, 3.0];
         for (lo, hi) in [(-0.1, 0.5), (0.2, 1.5), (f64::NAN, 0.5)] {
-            expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, lo, hi, ranks.as_mut_ptr()), OSFT_STATUS_INVALID_ARGUMENT);
+            expect(
+                osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, lo, hi, ranks.as_mut_ptr()),
+                OSFT_STATUS_INVALID_ARGUMENT,
+            );
         }
         expect(osft_adaptive_ranks(null(), full.as_ptr(), 3, 0.1, 0.9, ranks.as_mut_ptr()), OSFT_STATUS_NULL_POINTER);
         assert_eq!(ranks, [-3; 3]);
@@ -349,12 +517,21 @@ fn layer_importance_rejections() {
     let mut r = poisoned64(4);
     unsafe {
         // Features of the activations must equal W's columns.
-        expect(osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 6, 5), F64, r.as_mut_ptr(), 4), OSFT_STATUS_INVALID_SHAPE);
+        expect(
+            osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 6, 5), F64, r.as_mut_ptr(), 4),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
         // Batches 2 and 3 do not broadcast.
         let (wb, xb) = (batched(rm(&w, F64, 2, 6), 2, 12), batched(rm(&x, F64, 1, 6), 3, 6));
         expect(osft_layer_importance(c.0, &wb, &xb, F64, r.as_mut_ptr(), 4), OSFT_STATUS_INVALID_SHAPE);
-        expect(osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 5, 6), F16, r.as_mut_ptr(), 4), OSFT_STATUS_DTYPE_UNSUPPORTED);
-        expect(osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 0, 6), F64, r.as_mut_ptr(), 4), OSFT_STATUS_INVALID_SHAPE);
+        expect(
+            osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 5, 6), F16, r.as_mut_ptr(), 4),
+            OSFT_STATUS_DTYPE_UNSUPPORTED,
+        );
+        expect(
+            osft_layer_importance(c.0, &rm(&w, F64, 4, 6), &rm(&x, F64, 0, 6), F64, r.as_mut_ptr(), 4),
+            OSFT_STATUS_INVALID_SHAPE,
+        );
     }
     assert!(r.iter().all(|v| v.to_bits() == 0x7ff8_0000_dead_beef));
 }
@@ -370,9 +547,18 @@ fn addresses_near_the_end_of_the_address_space() {
         expect(osft_svd_workspace_size(c.0, &mat(top, F64, 4, 4, 4, 1), F64, &mut bytes), OSFT_STATUS_OVERFLOW);
         // A batch stride that overflows int64 arithmetic, and sizes that do not fit isize.
         let v = [0f64; 4];
-        expect(osft_svd_workspace_size(c.0, &batched(rm(&v, F64, 2, 2), i64::MAX, i64::MAX), F64, &mut bytes), OSFT_STATUS_OVERFLOW);
-        expect(osft_svd_workspace_size(c.0, &mat(v.as_ptr(), F64, 1 << 61, 1, 1, 1), F64, &mut bytes), OSFT_STATUS_OVERFLOW);
-        expect(osft_svd_workspace_size(c.0, &mat(v.as_ptr(), F16, 1 << 62, 1, 1, 1), F64, &mut bytes), OSFT_STATUS_OVERFLOW);
+        expect(
+            osft_svd_workspace_size(c.0, &batched(rm(&v, F64, 2, 2), i64::MAX, i64::MAX), F64, &mut bytes),
+            OSFT_STATUS_OVERFLOW,
+        );
+        expect(
+            osft_svd_workspace_size(c.0, &mat(v.as_ptr(), F64, 1 << 61, 1, 1, 1), F64, &mut bytes),
+            OSFT_STATUS_OVERFLOW,
+        );
+        expect(
+            osft_svd_workspace_size(c.0, &mat(v.as_ptr(), F16, 1 << 62, 1, 1, 1), F64, &mut bytes),
+            OSFT_STATUS_OVERFLOW,
+        );
     }
     assert_eq!(bytes, 7);
 }
@@ -391,7 +577,10 @@ fn allocation_failure_is_a_status() {
     let u = vec![0f32; n as usize];
     let mut p = 0x88 as *mut osft_projector;
     unsafe {
-        let m = expect(osft_projector_create(c.0, LEFT, &cm(&u, F32, n, 1), null(), 2, &mut p), OSFT_STATUS_ALLOCATION_FAILED);
+        let m = expect(
+            osft_projector_create(c.0, LEFT, &cm(&u, F32, n, 1), null(), 2, &mut p),
+            OSFT_STATUS_ALLOCATION_FAILED,
+        );
         assert!(m.contains("allocation"), "{m}");
         assert_eq!(p as usize, 0x88);
         // AUTO keeps to the coefficient form for such a basis (the projector would exceed 64 MiB).
@@ -435,34 +624,74 @@ fn non_finite_svd_and_decompose_are_refused() {
                     let w = batch_with(dtype, bad, index);
                     let wd = batched(mat(w.as_ptr() as *const u8, dtype, 5, 4, 4, 1), 3, 20);
                     let (u, s, vt) = (poisoned32(60), poisoned32(12), poisoned32(48));
-                    let (ud, sd, vd) = (batched(rm(&u, F32, 5, 4), 3, 20), batched(rm(&s, F32, 4, 1), 3, 4), batched(rm(&vt, F32, 4, 4), 3, 16));
+                    let (ud, sd, vd) = (
+                        batched(rm(&u, F32, 5, 4), 3, 20),
+                        batched(rm(&s, F32, 4, 1), 3, 4),
+                        batched(rm(&vt, F32, 4, 4), 3, 16),
+                    );
                     let before = snap(&[&bytes_of(&w), &bytes_of(&u), &bytes_of(&s), &bytes_of(&vt)]);
                     for compute in [F32, F64] {
                         unsafe {
                             let m = expect(osft_svd(c.0, &wd, &ud, &sd, &vd, compute), OSFT_STATUS_NON_FINITE);
                             assert!(m.contains(&format!("matrix {index} of the batch")) && m.contains('W'), "{m}");
-                            let m = expect(osft_decompose(c.0, &wd, 2, &batched(rm(&u, F32, 5, 2), 3, 10), &batched(rm(&s, F32, 2, 1), 3, 2), null(), &batched(rm(&vt, F32, 5, 2), 3, 10), null(), null(), compute), OSFT_STATUS_NON_FINITE);
+                            let m = expect(
+                                osft_decompose(
+                                    c.0,
+                                    &wd,
+                                    2,
+                                    &batched(rm(&u, F32, 5, 2), 3, 10),
+                                    &batched(rm(&s, F32, 2, 1), 3, 2),
+                                    null(),
+                                    &batched(rm(&vt, F32, 5, 2), 3, 10),
+                                    null(),
+                                    null(),
+                                    compute,
+                                ),
+                                OSFT_STATUS_NON_FINITE,
+                            );
                             assert!(m.contains(&format!("matrix {index}")), "{m}");
                             // Through a caller workspace of exactly the queried size: the same.
                             let mut need = 0usize;
                             expect(osft_svd_workspace_size(c.0, &wd, compute, &mut need), OSFT_STATUS_OK);
                             let mut ws = vec![0u64; need.div_ceil(8)];
-                            expect(osft_context_set_workspace(c.0, ws.as_mut_ptr() as *mut c_void, need), OSFT_STATUS_OK);
+                            expect(
+                                osft_context_set_workspace(c.0, ws.as_mut_ptr() as *mut c_void, need),
+                                OSFT_STATUS_OK,
+                            );
                             expect(osft_svd(c.0, &wd, &ud, &sd, &vd, compute), OSFT_STATUS_NON_FINITE);
                             expect(osft_context_release_workspace(c.0), OSFT_STATUS_OK);
                             // Singular values only, and a single matrix.
-                            let one = mat((w.as_ptr() as *const u8).add(index * 20 * put(dtype, 0.0).len()), dtype, 5, 4, 4, 1);
-                            let m = expect(osft_svd(c.0, &one, null(), &rm(&s, F32, 4, 1), null(), compute), OSFT_STATUS_NON_FINITE);
+                            let one = mat(
+                                (w.as_ptr() as *const u8).add(index * 20 * put(dtype, 0.0).len()),
+                                dtype,
+                                5,
+                                4,
+                                4,
+                                1,
+                            );
+                            let m = expect(
+                                osft_svd(c.0, &one, null(), &rm(&s, F32, 4, 1), null(), compute),
+                                OSFT_STATUS_NON_FINITE,
+                            );
                             assert!(m.contains("matrix 0"), "{m}");
                         }
                     }
-                    assert_eq!(before, snap(&[&bytes_of(&w), &bytes_of(&u), &bytes_of(&s), &bytes_of(&vt)]), "{dtype} {bad} {index}: refused but wrote");
+                    assert_eq!(
+                        before,
+                        snap(&[&bytes_of(&w), &bytes_of(&u), &bytes_of(&s), &bytes_of(&vt)]),
+                        "{dtype} {bad} {index}: refused but wrote"
+                    );
                     // The list form refuses too (which problem: the message names the matrix).
                     let ok = Lcg(1).vec(12);
                     let lw = [rm(&ok, F64, 4, 3), wd];
                     let (s0, s1) = (poisoned64(3), poisoned64(12));
                     let ls = [rm(&s0, F64, 3, 1), batched(rm(&s1, F64, 4, 1), 3, 4)];
-                    unsafe { expect(osft_svd_list(c.0, 2, lw.as_ptr(), null(), ls.as_ptr(), null(), F64), OSFT_STATUS_NON_FINITE) };
+                    unsafe {
+                        expect(
+                            osft_svd_list(c.0, 2, lw.as_ptr(), null(), ls.as_ptr(), null(), F64),
+                            OSFT_STATUS_NON_FINITE,
+                        )
+                    };
                     assert!(s1.iter().all(|v| v.to_bits() == 0x7ff8_0000_dead_beef));
                 }
             }
@@ -491,7 +720,8 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
         x[3 * m + 1] = f64::NAN; // column 1, row 3
         x[m + 3] = f64::INFINITY; // column 3, row 1
         let clean: Vec<usize> = vec![0, 2, 4];
-        let (ud, vd, xd) = (rm(&u, F64, n as i64, k as i64), rm(&vt, F64, k as i64, m as i64), rm(&x, F64, n as i64, m as i64));
+        let (ud, vd, xd) =
+            (rm(&u, F64, n as i64, k as i64), rm(&vt, F64, k as i64, m as i64), rm(&x, F64, n as i64, m as i64));
         // Reference for the finite columns: X - U (U^T X).
         let reference = |j: usize, i: usize| {
             let coef = |t: usize| (0..n).map(|l| u[l * k + t] * x[l * m + j]).sum::<f64>();
@@ -510,7 +740,11 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
                     osft_projector_destroy(p);
                 }
                 let (_, cols) = nonfinite_lines(&out, n, m);
-                assert_eq!(cols, vec![1, 3], "strategy {strategy}: the NaN/Inf columns, and only they, are non-finite: {out:?}");
+                assert_eq!(
+                    cols,
+                    vec![1, 3],
+                    "strategy {strategy}: the NaN/Inf columns, and only they, are non-finite: {out:?}"
+                );
                 for &j in &clean {
                     for i in 0..n {
                         assert!((out[i * m + j] - reference(j, i)).abs() < 1e-12, "strategy {strategy} ({i},{j})");
@@ -532,36 +766,101 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             ub[0] = f64::NAN;
             let xc = Lcg(24).vec(n * m);
             let out = poisoned64(n * m);
-            expect(osft_project(c.0, LEFT, &rm(&ub, F64, n as i64, k as i64), null(), &rm(&xc, F64, n as i64, m as i64), &rm(&out, F64, n as i64, m as i64)), OSFT_STATUS_OK);
+            expect(
+                osft_project(
+                    c.0,
+                    LEFT,
+                    &rm(&ub, F64, n as i64, k as i64),
+                    null(),
+                    &rm(&xc, F64, n as i64, m as i64),
+                    &rm(&out, F64, n as i64, m as i64),
+                ),
+                OSFT_STATUS_OK,
+            );
             assert!(out.iter().all(|v| v.is_nan()));
             // Two-phase: partial coefficients of the NaN column are NaN; apply spreads it.
             let coef = poisoned64(k * m);
             expect(osft_project_partial(c.0, LEFT, &ud, &xd, &rm(&coef, F64, k as i64, m as i64)), OSFT_STATUS_OK);
             assert!((0..k).all(|t| coef[t * m + 1].is_nan() && !coef[t * m + 3].is_finite() && coef[t * m].is_finite()));
             let y = x.clone();
-            expect(osft_project_apply(c.0, LEFT, &ud, &rm(&coef, F64, k as i64, m as i64), &rm(&y, F64, n as i64, m as i64)), OSFT_STATUS_OK);
+            expect(
+                osft_project_apply(
+                    c.0,
+                    LEFT,
+                    &ud,
+                    &rm(&coef, F64, k as i64, m as i64),
+                    &rm(&y, F64, n as i64, m as i64),
+                ),
+                OSFT_STATUS_OK,
+            );
             assert_eq!(nonfinite_lines(&y, n, m).1, vec![1, 3]);
             // f32 and f16 data propagate the same way.
             let x32: Vec<f32> = x.iter().map(|v| *v as f32).collect();
             let u32_: Vec<f32> = u.iter().map(|v| *v as f32).collect();
-            expect(osft_project(c.0, LEFT, &rm(&u32_, F32, n as i64, k as i64), null(), &rm(&x32, F32, n as i64, m as i64), null()), OSFT_STATUS_OK);
+            expect(
+                osft_project(
+                    c.0,
+                    LEFT,
+                    &rm(&u32_, F32, n as i64, k as i64),
+                    null(),
+                    &rm(&x32, F32, n as i64, m as i64),
+                    null(),
+                ),
+                OSFT_STATUS_OK,
+            );
             let back: Vec<f64> = x32.iter().map(|v| *v as f64).collect();
             assert_eq!(nonfinite_lines(&back, n, m).1, vec![1, 3]);
             let x16: Vec<osft::f16> = x.iter().map(|v| osft::f16::from_f64(*v)).collect();
             let u16: Vec<osft::f16> = u.iter().map(|v| osft::f16::from_f64(*v)).collect();
-            expect(osft_project(c.0, LEFT, &rm(&u16, F16, n as i64, k as i64), null(), &rm(&x16, F16, n as i64, m as i64), null()), OSFT_STATUS_OK);
+            expect(
+                osft_project(
+                    c.0,
+                    LEFT,
+                    &rm(&u16, F16, n as i64, k as i64),
+                    null(),
+                    &rm(&x16, F16, n as i64, m as i64),
+                    null(),
+                ),
+                OSFT_STATUS_OK,
+            );
             let back: Vec<f64> = x16.iter().map(|v| v.to_f64()).collect();
             assert_eq!(nonfinite_lines(&back, n, m).1, vec![1, 3]);
 
             // Reconstruction: a NaN singular value spoils every element, an Inf in V a column.
             let s = [f64::NAN, 1.0];
             let w = poisoned64(n * m);
-            expect(osft_reconstruct(c.0, &ud, &rm(&s, F64, 2, 1), &vd, null(), null(), null(), &rm(&w, F64, n as i64, m as i64), F64), OSFT_STATUS_OK);
+            expect(
+                osft_reconstruct(
+                    c.0,
+                    &ud,
+                    &rm(&s, F64, 2, 1),
+                    &vd,
+                    null(),
+                    null(),
+                    null(),
+                    &rm(&w, F64, n as i64, m as i64),
+                    F64,
+                ),
+                OSFT_STATUS_OK,
+            );
             assert!(w.iter().all(|v| v.is_nan()));
             let s = [2.0, 1.0];
             let mut vinf = vt.clone();
             vinf[2] = f64::INFINITY; // V(0, 2)
-            expect(osft_reconstruct(c.0, &ud, &rm(&s, F64, 2, 1), &rm(&vinf, F64, k as i64, m as i64), null(), null(), null(), &rm(&w, F64, n as i64, m as i64), F64), OSFT_STATUS_OK);
+            expect(
+                osft_reconstruct(
+                    c.0,
+                    &ud,
+                    &rm(&s, F64, 2, 1),
+                    &rm(&vinf, F64, k as i64, m as i64),
+                    null(),
+                    null(),
+                    null(),
+                    &rm(&w, F64, n as i64, m as i64),
+                    F64,
+                ),
+                OSFT_STATUS_OK,
+            );
             assert_eq!(nonfinite_lines(&w, n, m).1, vec![2]);
             assert!((0..n).all(|i| (0..m).filter(|j| *j != 2).all(|j| w[i * m + j].is_finite())));
 
@@ -572,11 +871,29 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             expect(osft_leakage(c.0, LEFT, &ud, &xbd, r.as_mut_ptr(), 3), OSFT_STATUS_OK);
             assert!(r[0].is_finite() && r[1].is_nan() && r[2] == 0.5, "{r:?}");
             let mut r = [0.5f64; 1];
-            expect(osft_orthonormality_error(c.0, LEFT, &rm(&ub, F64, n as i64, k as i64), r.as_mut_ptr(), 1), OSFT_STATUS_OK);
+            expect(
+                osft_orthonormality_error(c.0, LEFT, &rm(&ub, F64, n as i64, k as i64), r.as_mut_ptr(), 1),
+                OSFT_STATUS_OK,
+            );
             assert!(r[0].is_nan());
             let mut r = [0.5f64; 2];
             let s = [2.0, 1.0];
-            expect(osft_reconstruction_error(c.0, &xbd, &ud, &rm(&s, F64, 2, 1), &vd, null(), null(), null(), F64, r.as_mut_ptr(), 2), OSFT_STATUS_OK);
+            expect(
+                osft_reconstruction_error(
+                    c.0,
+                    &xbd,
+                    &ud,
+                    &rm(&s, F64, 2, 1),
+                    &vd,
+                    null(),
+                    null(),
+                    null(),
+                    F64,
+                    r.as_mut_ptr(),
+                    2,
+                ),
+                OSFT_STATUS_OK,
+            );
             assert!(r[0].is_finite() && r[1].is_nan(), "{r:?}");
             let mut r = [0.5f64; 2];
             expect(osft_read_vector(c.0, &rm(&s, F64, 2, 1), r.as_mut_ptr(), 2), OSFT_STATUS_OK);
@@ -585,7 +902,17 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             assert!(r[0].is_nan() && r[1] == 1.0);
             // Layer importance of NaN activations: NaN (a cosine of NaN), not a hang or a status.
             let mut r = [0.5f64; 1];
-            expect(osft_layer_importance(c.0, &rm(&u, F64, n as i64, k as i64), &rm(&x[..n * k], F64, n as i64, k as i64), F64, r.as_mut_ptr(), 1), OSFT_STATUS_OK);
+            expect(
+                osft_layer_importance(
+                    c.0,
+                    &rm(&u, F64, n as i64, k as i64),
+                    &rm(&x[..n * k], F64, n as i64, k as i64),
+                    F64,
+                    r.as_mut_ptr(),
+                    1,
+                ),
+                OSFT_STATUS_OK,
+            );
         }
     });
 }
@@ -611,7 +938,17 @@ fn regression_interleaved_batch_output_precondition() {
     // W: 3 x 1, batch 3, element (e, i, 0) at e + 3 i.
     let wd = batched(mat(w.as_ptr(), F32, n, m, b * m, b), b, 1);
     unsafe {
-        let st = osft_reconstruct(c.0, &batched(rm(&u, F32, 3, 1), 1, 0), &rm(&s, F32, 1, 1), &rm(&v, F32, 1, 1), null(), null(), null(), &wd, F32);
+        let st = osft_reconstruct(
+            c.0,
+            &batched(rm(&u, F32, 3, 1), 1, 0),
+            &rm(&s, F32, 1, 1),
+            &rm(&v, F32, 1, 1),
+            null(),
+            null(),
+            null(),
+            &wd,
+            F32,
+        );
         expect(st, OSFT_STATUS_OK);
     }
     assert!(w.iter().all(|x| *x == 1.0), "{w:?}");
@@ -634,13 +971,29 @@ fn regression_auto_strategy_refuses_batched_basis() {
     let mut p = null_mut();
     unsafe {
         // The coefficient form takes this basis.
-        expect(osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_COEFFICIENT as i32, &mut p), OSFT_STATUS_OK);
+        expect(
+            osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_COEFFICIENT as i32, &mut p),
+            OSFT_STATUS_OK,
+        );
         osft_projector_destroy(p);
-        expect(osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_AUTO as i32, &mut p), OSFT_STATUS_OK);
+        expect(
+            osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_AUTO as i32, &mut p),
+            OSFT_STATUS_OK,
+        );
         osft_projector_destroy(p);
         // A non-BLAS single basis (every other column).
         let v2 = Lcg(42).vec((2 * k * m) as usize);
-        expect(osft_projector_create(c.0, RIGHT, null(), &mat(v2.as_ptr(), F64, k, m, 2 * m, 2), osft_strategy::OSFT_STRATEGY_AUTO as i32, &mut p), OSFT_STATUS_OK);
+        expect(
+            osft_projector_create(
+                c.0,
+                RIGHT,
+                null(),
+                &mat(v2.as_ptr(), F64, k, m, 2 * m, 2),
+                osft_strategy::OSFT_STRATEGY_AUTO as i32,
+                &mut p,
+            ),
+            OSFT_STATUS_OK,
+        );
         osft_projector_destroy(p);
     }
 }
@@ -701,20 +1054,55 @@ fn regression_rank_zero_reconstruction_multiplies_garbage() {
     let zv = mat(null::<f64>(), F64, 0, m, m, 1);
     // The caller's output held NaN: W must become 0.
     let w = vec![f64::NAN; (n * m) as usize];
-    unsafe { expect(osft_reconstruct(c.0, &z, &zs, &zv, null(), null(), null(), &rm(&w, F64, n, m), F64), OSFT_STATUS_OK) };
+    unsafe {
+        expect(osft_reconstruct(c.0, &z, &zs, &zv, null(), null(), null(), &rm(&w, F64, n, m), F64), OSFT_STATUS_OK)
+    };
     let bad_out = w.iter().filter(|v| **v != 0.0).count();
     // The reconstruction error of W by nothing is ||W|| / ||W|| = 1, with a workspace full of NaN.
     let wv = Lcg(81).vec((n * m) as usize);
     let mut r = [0f64; 1];
     unsafe {
         let mut need = 0usize;
-        expect(osft_reconstruction_error_workspace_size(c.0, &rm(&wv, F64, n, m), &z, &zs, &zv, null(), null(), null(), F64, &mut need), OSFT_STATUS_OK);
+        expect(
+            osft_reconstruction_error_workspace_size(
+                c.0,
+                &rm(&wv, F64, n, m),
+                &z,
+                &zs,
+                &zv,
+                null(),
+                null(),
+                null(),
+                F64,
+                &mut need,
+            ),
+            OSFT_STATUS_OK,
+        );
         let mut ws = vec![f64::NAN; need.div_ceil(8) + 1];
         expect(osft_context_set_workspace(c.0, ws.as_mut_ptr() as *mut c_void, need), OSFT_STATUS_OK);
-        expect(osft_reconstruction_error(c.0, &rm(&wv, F64, n, m), &z, &zs, &zv, null(), null(), null(), F64, r.as_mut_ptr(), 1), OSFT_STATUS_OK);
+        expect(
+            osft_reconstruction_error(
+                c.0,
+                &rm(&wv, F64, n, m),
+                &z,
+                &zs,
+                &zv,
+                null(),
+                null(),
+                null(),
+                F64,
+                r.as_mut_ptr(),
+                1,
+            ),
+            OSFT_STATUS_OK,
+        );
         expect(osft_context_release_workspace(c.0), OSFT_STATUS_OK);
     }
-    assert!(bad_out == 0 && (r[0] - 1.0).abs() < 1e-12, "W by rank-0 terms: {bad_out} non-zero elements {w:?}; error by nothing: {} (want 1)", r[0]);
+    assert!(
+        bad_out == 0 && (r[0] - 1.0).abs() < 1e-12,
+        "W by rank-0 terms: {bad_out} non-zero elements {w:?}; error by nothing: {} (want 1)",
+        r[0]
+    );
 }
 
 /// `osft_read_vector` of an empty vector (`0 x 1`, a valid descriptor: empty matrices need no
@@ -743,7 +1131,11 @@ fn regression_read_vector_empty_vector_huge_batch() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || !stdout.contains("child status") {
-            failures.push(format!("batch {batch}: child ended with {:?}: {}", out.status, stdout.lines().filter(|l| l.contains("child")).collect::<Vec<_>>().join(" ")));
+            failures.push(format!(
+                "batch {batch}: child ended with {:?}: {}",
+                out.status,
+                stdout.lines().filter(|l| l.contains("child")).collect::<Vec<_>>().join(" ")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -786,15 +1178,24 @@ fn regression_workspace_size_wraps_for_wide_bases() {
     unsafe {
         let mut bytes = 0usize;
         let st = osft_orthonormality_error_workspace_size(c.0, LEFT, &wide, &mut bytes);
-        assert!(st != OSFT_STATUS_OK || bytes as u128 >= (k as u128) * (k as u128) * 4, "orthonormality: {st:?}, {bytes} bytes for a 2^31 x 2^31 f32 Gram matrix");
+        assert!(
+            st != OSFT_STATUS_OK || bytes as u128 >= (k as u128) * (k as u128) * 4,
+            "orthonormality: {st:?}, {bytes} bytes for a 2^31 x 2^31 f32 Gram matrix"
+        );
         let st = osft_leakage_workspace_size(c.0, LEFT, &wide, &wide, &mut bytes);
-        assert!(st != OSFT_STATUS_OK || bytes as u128 >= (k as u128) * (k as u128) * 4, "leakage: {st:?}, {bytes} bytes for a 2^31 x 2^31 f32 coefficient matrix");
+        assert!(
+            st != OSFT_STATUS_OK || bytes as u128 >= (k as u128) * (k as u128) * 4,
+            "leakage: {st:?}, {bytes} bytes for a 2^31 x 2^31 f32 coefficient matrix"
+        );
         // read_vector of an f16 vector of 2^61 elements (2^62 bytes: a valid descriptor, but no
         // such mapping can exist, so only the query is affected): 2^61 doubles = 2^64 bytes.
         // The address is never dereferenced by a query.
         let v = mat(map.ptr as *const osft::f16, F16, 1 << 61, 1, 1, 1);
         let st = osft_read_vector_workspace_size(c.0, &v, &mut bytes);
-        assert!(st != OSFT_STATUS_OK || bytes as u128 >= 8u128 << 61, "read_vector: {st:?}, {bytes} bytes for 2^61 doubles");
+        assert!(
+            st != OSFT_STATUS_OK || bytes as u128 >= 8u128 << 61,
+            "read_vector: {st:?}, {bytes} bytes for 2^61 doubles"
+        );
     }
 }
 
@@ -819,10 +1220,29 @@ fn regression_scratch_size_wrap_overflows_the_heap() {
             match which.as_str() {
                 "projector" => {
                     let mut p = null_mut();
-                    osft_projector_create(c.0, LEFT, &cm(std::slice::from_raw_parts(map.ptr as *const f32, n as usize), F32, n, 1), null(), 2, &mut p)
+                    osft_projector_create(
+                        c.0,
+                        LEFT,
+                        &cm(std::slice::from_raw_parts(map.ptr as *const f32, n as usize), F32, n, 1),
+                        null(),
+                        2,
+                        &mut p,
+                    )
                 }
-                "orthonormality" => osft_orthonormality_error(c.0, LEFT, &mat(map.ptr as *const f32, F32, 1, n, n, 1), r.as_mut_ptr(), 1),
-                "orthonormality_f16" => osft_orthonormality_error(c.0, LEFT, &mat(map.ptr as *const osft::f16, F16, 1, n, n, 1), r.as_mut_ptr(), 1),
+                "orthonormality" => osft_orthonormality_error(
+                    c.0,
+                    LEFT,
+                    &mat(map.ptr as *const f32, F32, 1, n, n, 1),
+                    r.as_mut_ptr(),
+                    1,
+                ),
+                "orthonormality_f16" => osft_orthonormality_error(
+                    c.0,
+                    LEFT,
+                    &mat(map.ptr as *const osft::f16, F16, 1, n, n, 1),
+                    r.as_mut_ptr(),
+                    1,
+                ),
                 _ => {
                     let wide = mat(map.ptr as *const f32, F32, 1, n, n, 1);
                     osft_leakage(c.0, LEFT, &wide, &wide, r.as_mut_ptr(), 1)
@@ -843,7 +1263,15 @@ fn regression_scratch_size_wrap_overflows_the_heap() {
             .unwrap();
         // A child that ran nothing (a filter matching no test) would pass silently.
         if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("child status") {
-            failures.push(format!("{which}: child ended with {:?}\n{}", out.status, String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("child") || l.contains("panicked")).collect::<Vec<_>>().join("\n")));
+            failures.push(format!(
+                "{which}: child ended with {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.contains("child") || l.contains("panicked"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

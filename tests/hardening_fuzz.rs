@@ -24,7 +24,10 @@ fn hex(d: &[u8]) -> String {
 /// Run `data` against `op`; returns the panic message on a violation.
 fn one(op: usize, data: &[u8]) -> Option<String> {
     catch_unwind(AssertUnwindSafe(|| harness::run(op, data))).err().map(|p| {
-        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
     })
 }
 
@@ -46,12 +49,16 @@ fn fuzz(op: usize) {
     let seed0 = env_u64("OSFT_FUZZ_SEED", 0);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let name = harness::OPS[op];
-    let replayed = replay_dir(op, &root.join("regressions").join(name)) + replay_dir(op, &root.join("corpus").join(name));
+    let replayed =
+        replay_dir(op, &root.join("regressions").join(name)) + replay_dir(op, &root.join("corpus").join(name));
     // The empty input: the default (valid) call.
     if let Some(m) = one(op, &[]) {
         panic!("{name}: the empty input: {m}");
     }
-    let deadline = std::env::var("OSFT_FUZZ_SECONDS").ok().and_then(|v| v.parse::<f64>().ok()).map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t));
+    let deadline = std::env::var("OSFT_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t));
     let iters = if deadline.is_some() { u64::MAX - seed0 } else { iters };
     let mut ran = 0u64;
     for s in seed0..seed0.saturating_add(iters) {

@@ -37,14 +37,40 @@ struct Small {
 fn call(c: &Ctx, d: &mut Small, i: usize) -> usize {
     unsafe {
         match i % 12 {
-            0 => ok(osft_project(c.0, LEFT, &rm(&d.u, F32, 8, 2), null(), &rm(&d.x, F32, 8, 6), &rm(&d.out, F32, 8, 6))),
+            0 => {
+                ok(osft_project(c.0, LEFT, &rm(&d.u, F32, 8, 2), null(), &rm(&d.x, F32, 8, 6), &rm(&d.out, F32, 8, 6)))
+            }
             1 => ok(osft_svd(c.0, &rm(&d.w, F64, 6, 4), null(), &rm(&d.s, F64, 4, 1), null(), F64)),
-            2 => ok(osft_decompose(c.0, &rm(&d.w, F64, 6, 4), 2, &rm(&d.uh, F64, 6, 2), &rm(&d.s, F64, 2, 1), &rm(&d.vh, F64, 2, 4), null(), null(), null(), F64)),
-            3 => ok(osft_reconstruct(c.0, &rm(&d.uh, F64, 6, 2), &rm(&d.s, F64, 2, 1), &rm(&d.vh, F64, 2, 4), null(), null(), null(), &cm(&d.rec, F64, 6, 4), F32)),
+            2 => ok(osft_decompose(
+                c.0,
+                &rm(&d.w, F64, 6, 4),
+                2,
+                &rm(&d.uh, F64, 6, 2),
+                &rm(&d.s, F64, 2, 1),
+                &rm(&d.vh, F64, 2, 4),
+                null(),
+                null(),
+                null(),
+                F64,
+            )),
+            3 => ok(osft_reconstruct(
+                c.0,
+                &rm(&d.uh, F64, 6, 2),
+                &rm(&d.s, F64, 2, 1),
+                &rm(&d.vh, F64, 2, 4),
+                null(),
+                null(),
+                null(),
+                &cm(&d.rec, F64, 6, 4),
+                F32,
+            )),
             4 => ok(osft_leakage(c.0, LEFT, &rm(&d.u, F32, 8, 2), &rm(&d.x, F32, 8, 6), d.r.as_mut_ptr(), 4)),
             5 => {
                 // A failure: a message is allocated and replaced.
-                assert_eq!(osft_project(c.0, LEFT, &rm(&d.u, F32, 8, 2), null(), &rm(&d.x, F32, 7, 6), null()), OSFT_STATUS_INVALID_SHAPE);
+                assert_eq!(
+                    osft_project(c.0, LEFT, &rm(&d.u, F32, 8, 2), null(), &rm(&d.x, F32, 7, 6), null()),
+                    OSFT_STATUS_INVALID_SHAPE
+                );
             }
             6 => {
                 let mut k = 0i64;
@@ -187,9 +213,20 @@ fn workspace_is_bounded_and_released() {
     unsafe { ok(osft_context_release_workspace(c.0)) };
     let r2 = rss_bytes();
     assert_eq!(held(&c), 0);
-    eprintln!("workspace of {} MiB: RSS {} -> {} -> {} MiB (before, after the SVD, after release)", need >> 20, r0 >> 20, r1 >> 20, r2 >> 20);
+    eprintln!(
+        "workspace of {} MiB: RSS {} -> {} -> {} MiB (before, after the SVD, after release)",
+        need >> 20,
+        r0 >> 20,
+        r1 >> 20,
+        r2 >> 20
+    );
     assert!(r1 >= r0 + need / 2, "the SVD did not use its workspace?");
-    assert!(r2 + need * 3 / 4 <= r1, "release_workspace did not give the memory back: RSS {} -> {} MiB", r1 >> 20, r2 >> 20);
+    assert!(
+        r2 + need * 3 / 4 <= r1,
+        "release_workspace did not give the memory back: RSS {} -> {} MiB",
+        r1 >> 20,
+        r2 >> 20
+    );
 
     // A caller workspace is reported as held and forgotten (not freed: it is the caller's).
     let mut mine = vec![0u64; 1 << 16];

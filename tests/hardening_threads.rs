@@ -24,15 +24,15 @@ fn rounds() -> usize {
 
 /// Shared, read-only inputs.
 struct Inputs {
-    w32: Vec<f32>,   // 2 x 24 x 16
-    w64: Vec<f64>,   // 40 x 32
-    u32_: Vec<f32>,  // 256 x 24, orthonormal
-    x32: Vec<f32>,   // 3 x 256 x 192
-    ub: Vec<f64>,    // 20 x 12, orthonormal
-    vb: Vec<f64>,    // 10 x 24 (rows orthonormal)
-    x64: Vec<f64>,   // 20 x 24
-    big: Vec<f64>,   // 128 x 96
-    acts: Vec<f32>,  // 50 x 16
+    w32: Vec<f32>,  // 2 x 24 x 16
+    w64: Vec<f64>,  // 40 x 32
+    u32_: Vec<f32>, // 256 x 24, orthonormal
+    x32: Vec<f32>,  // 3 x 256 x 192
+    ub: Vec<f64>,   // 20 x 12, orthonormal
+    vb: Vec<f64>,   // 10 x 24 (rows orthonormal)
+    x64: Vec<f64>,  // 20 x 24
+    big: Vec<f64>,  // 128 x 96
+    acts: Vec<f32>, // 50 x 16
 }
 
 fn inputs() -> Inputs {
@@ -61,7 +61,14 @@ fn ok(st: osft_status) {
 fn op_svd(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
     let (u, s, vt) = (vec![0f32; 2 * 24 * 16], vec![0f32; 2 * 16], vec![0f32; 2 * 16 * 16]);
     unsafe {
-        ok(osft_svd(c, &batched(rm(&i.w32, F32, 24, 16), 2, 384), &batched(cm(&u, F32, 24, 16), 2, 384), &batched(rm(&s, F32, 16, 1), 2, 16), &batched(rm(&vt, F32, 16, 16), 2, 256), F64));
+        ok(osft_svd(
+            c,
+            &batched(rm(&i.w32, F32, 24, 16), 2, 384),
+            &batched(cm(&u, F32, 24, 16), 2, 384),
+            &batched(rm(&s, F32, 16, 1), 2, 16),
+            &batched(rm(&vt, F32, 16, 16), 2, 256),
+            F64,
+        ));
     }
     [bytes_of(&u), bytes_of(&s), bytes_of(&vt)].concat()
 }
@@ -73,20 +80,56 @@ fn op_svd_big(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
 }
 
 fn op_decompose(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
-    let (uh, sh, vh, ul, sl, vl) = (vec![0f64; 40 * 8], vec![0f64; 8], vec![0f64; 8 * 32], vec![0f32; 40 * 24], vec![0f32; 24], vec![0f32; 24 * 32]);
+    let (uh, sh, vh, ul, sl, vl) = (
+        vec![0f64; 40 * 8],
+        vec![0f64; 8],
+        vec![0f64; 8 * 32],
+        vec![0f32; 40 * 24],
+        vec![0f32; 24],
+        vec![0f32; 24 * 32],
+    );
     unsafe {
-        ok(osft_decompose(c, &rm(&i.w64, F64, 40, 32), 8, &rm(&uh, F64, 40, 8), &rm(&sh, F64, 8, 1), &cm(&vh, F64, 8, 32), &rm(&ul, F32, 40, 24), &rm(&sl, F32, 1, 24), &rm(&vl, F32, 24, 32), F64));
+        ok(osft_decompose(
+            c,
+            &rm(&i.w64, F64, 40, 32),
+            8,
+            &rm(&uh, F64, 40, 8),
+            &rm(&sh, F64, 8, 1),
+            &cm(&vh, F64, 8, 32),
+            &rm(&ul, F32, 40, 24),
+            &rm(&sl, F32, 1, 24),
+            &rm(&vl, F32, 24, 32),
+            F64,
+        ));
         // Reconstruct from the parts, into an f32 column-major W.
         let w = vec![0f32; 40 * 32];
-        ok(osft_reconstruct(c, &rm(&uh, F64, 40, 8), &rm(&sh, F64, 8, 1), &cm(&vh, F64, 8, 32), &rm(&ul, F32, 40, 24), &rm(&sl, F32, 1, 24), &rm(&vl, F32, 24, 32), &cm(&w, F32, 40, 32), F32));
-        [bytes_of(&uh), bytes_of(&sh), bytes_of(&vh), bytes_of(&ul), bytes_of(&sl), bytes_of(&vl), bytes_of(&w)].concat()
+        ok(osft_reconstruct(
+            c,
+            &rm(&uh, F64, 40, 8),
+            &rm(&sh, F64, 8, 1),
+            &cm(&vh, F64, 8, 32),
+            &rm(&ul, F32, 40, 24),
+            &rm(&sl, F32, 1, 24),
+            &rm(&vl, F32, 24, 32),
+            &cm(&w, F32, 40, 32),
+            F32,
+        ));
+        [bytes_of(&uh), bytes_of(&sh), bytes_of(&vh), bytes_of(&ul), bytes_of(&sl), bytes_of(&vl), bytes_of(&w)]
+            .concat()
     }
 }
 
 fn op_project_big(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
     let out = vec![0f32; 3 * 256 * 192];
     unsafe {
-        ok(osft_project(c, LEFT, &rm(&i.u32_, F32, 256, 24), null(), &batched(rm(&i.x32, F32, 256, 192), 3, 256 * 192), &batched(cm(&out, F32, 256, 192), 3, 256 * 192)));
+        ok(osft_project(
+            c,
+            LEFT,
+            &rm(&i.u32_, F32, 256, 24),
+            null(),
+            &batched(rm(&i.x32, F32, 256, 192), 3, 256 * 192),
+            &batched(cm(&out, F32, 256, 192), 3, 256 * 192),
+        ));
     }
     bytes_of(&out)
 }
@@ -94,7 +137,16 @@ fn op_project_big(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
 fn op_project_both_strided(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
     // X staged: every other column of a 20 x 48 buffer.
     let x: Vec<f64> = i.x64.iter().flat_map(|v| [*v, -1.0]).collect();
-    unsafe { ok(osft_project(c, BOTH, &rm(&i.ub, F64, 20, 12), &rm(&i.vb, F64, 10, 24), &mat(x.as_ptr(), F64, 20, 24, 48, 2), null())) };
+    unsafe {
+        ok(osft_project(
+            c,
+            BOTH,
+            &rm(&i.ub, F64, 20, 12),
+            &rm(&i.vb, F64, 10, 24),
+            &mat(x.as_ptr(), F64, 20, 24, 48, 2),
+            null(),
+        ))
+    };
     bytes_of(&x)
 }
 
@@ -117,11 +169,35 @@ fn op_two_phase(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
     let x: Vec<f32> = i.x32[..256 * 192].to_vec();
     let (ca, cb) = (vec![0f32; 24 * 192], vec![0f32; 24 * 192]);
     unsafe {
-        ok(osft_project_partial(c, LEFT, &rm(&i.u32_[..100 * 24], F32, 100, 24), &rm(&x[..100 * 192], F32, 100, 192), &rm(&ca, F32, 24, 192)));
-        ok(osft_project_partial(c, LEFT, &rm(&i.u32_[100 * 24..], F32, 156, 24), &rm(&x[100 * 192..], F32, 156, 192), &rm(&cb, F32, 24, 192)));
+        ok(osft_project_partial(
+            c,
+            LEFT,
+            &rm(&i.u32_[..100 * 24], F32, 100, 24),
+            &rm(&x[..100 * 192], F32, 100, 192),
+            &rm(&ca, F32, 24, 192),
+        ));
+        ok(osft_project_partial(
+            c,
+            LEFT,
+            &rm(&i.u32_[100 * 24..], F32, 156, 24),
+            &rm(&x[100 * 192..], F32, 156, 192),
+            &rm(&cb, F32, 24, 192),
+        ));
         let sum: Vec<f32> = ca.iter().zip(&cb).map(|(a, b)| a + b).collect();
-        ok(osft_project_apply(c, LEFT, &rm(&i.u32_[..100 * 24], F32, 100, 24), &rm(&sum, F32, 24, 192), &rm(&x[..100 * 192], F32, 100, 192)));
-        ok(osft_project_apply(c, LEFT, &rm(&i.u32_[100 * 24..], F32, 156, 24), &rm(&sum, F32, 24, 192), &rm(&x[100 * 192..], F32, 156, 192)));
+        ok(osft_project_apply(
+            c,
+            LEFT,
+            &rm(&i.u32_[..100 * 24], F32, 100, 24),
+            &rm(&sum, F32, 24, 192),
+            &rm(&x[..100 * 192], F32, 100, 192),
+        ));
+        ok(osft_project_apply(
+            c,
+            LEFT,
+            &rm(&i.u32_[100 * 24..], F32, 156, 24),
+            &rm(&sum, F32, 24, 192),
+            &rm(&x[100 * 192..], F32, 156, 192),
+        ));
     }
     bytes_of(&x)
 }
@@ -129,10 +205,24 @@ fn op_two_phase(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
 fn op_diagnostics(i: &Inputs, c: *mut osft_context) -> Vec<u8> {
     let mut r = [0f64; 8];
     unsafe {
-        ok(osft_leakage(c, LEFT, &rm(&i.u32_, F32, 256, 24), &batched(rm(&i.x32, F32, 256, 192), 3, 256 * 192), r.as_mut_ptr(), 3));
+        ok(osft_leakage(
+            c,
+            LEFT,
+            &rm(&i.u32_, F32, 256, 24),
+            &batched(rm(&i.x32, F32, 256, 192), 3, 256 * 192),
+            r.as_mut_ptr(),
+            3,
+        ));
         ok(osft_orthonormality_error(c, LEFT, &rm(&i.ub, F64, 20, 12), r[3..].as_mut_ptr(), 1));
         ok(osft_orthonormality_error(c, RIGHT, &rm(&i.vb, F64, 10, 24), r[4..].as_mut_ptr(), 1));
-        ok(osft_layer_importance(c, &batched(rm(&i.w32, F32, 24, 16), 2, 384), &rm(&i.acts, F32, 50, 16), F32, r[5..].as_mut_ptr(), 2));
+        ok(osft_layer_importance(
+            c,
+            &batched(rm(&i.w32, F32, 24, 16), 2, 384),
+            &rm(&i.acts, F32, 50, 16),
+            F32,
+            r[5..].as_mut_ptr(),
+            2,
+        ));
         // An error on the way: its message is per thread, and changes nothing.
         assert_eq!(osft_project(c, 9, null(), null(), null(), null()), OSFT_STATUS_INVALID_ARGUMENT);
         assert!(msg().contains("side"));
@@ -203,7 +293,10 @@ fn stress(inp: &Arc<Inputs>, want: &Arc<Vec<Vec<u8>>>, shared: Option<Arc<Ctx>>,
     let total: usize = handles.into_iter().map(|h| h.join().expect("a worker failed")).sum();
     stop.store(true, Ordering::Relaxed);
     let churned = churner.map(|h| h.join().unwrap());
-    eprintln!("{total} ops on {THREADS} threads identical to the serial run{}", churned.map_or(String::new(), |n| format!(" ({n} workspace releases meanwhile)")));
+    eprintln!(
+        "{total} ops on {THREADS} threads identical to the serial run{}",
+        churned.map_or(String::new(), |n| format!(" ({n} workspace releases meanwhile)"))
+    );
 }
 
 #[test]
@@ -235,7 +328,9 @@ fn one_projector_shared_by_threads() {
     let c = Ctx::cpu();
     for strategy in [1, 2] {
         let mut p = null_mut();
-        unsafe { ok(osft_projector_create(c.0, BOTH, &rm(&inp.ub, F64, 20, 12), &rm(&inp.vb, F64, 10, 24), strategy, &mut p)) };
+        unsafe {
+            ok(osft_projector_create(c.0, BOTH, &rm(&inp.ub, F64, 20, 12), &rm(&inp.vb, F64, 10, 24), strategy, &mut p))
+        };
         let want = {
             let x = inp.x64.clone();
             unsafe { ok(osft_projector_apply(p, &rm(&x, F64, 20, 24), null())) };
@@ -249,9 +344,18 @@ fn one_projector_shared_by_threads() {
                     for _ in 0..50 * rounds() {
                         let x = inp.x64.clone();
                         let out = vec![0f64; 20 * 24];
-                        unsafe { ok(osft_projector_apply(handle as *mut osft_projector, &rm(&x, F64, 20, 24), &cm(&out, F64, 20, 24))) };
+                        unsafe {
+                            ok(osft_projector_apply(
+                                handle as *mut osft_projector,
+                                &rm(&x, F64, 20, 24),
+                                &cm(&out, F64, 20, 24),
+                            ))
+                        };
                         let back: Vec<f64> = (0..20 * 24).map(|t| out[(t % 24) * 20 + t / 24]).collect();
-                        assert!(back.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "a shared projector gave another result");
+                        assert!(
+                            back.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "a shared projector gave another result"
+                        );
                     }
                 })
             })

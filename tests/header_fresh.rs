@@ -9,7 +9,10 @@ fn committed_header_matches_generated() {
     let generated_path = Path::new(env!("OUT_DIR")).join("osft.h");
     let committed_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/osft.h");
     let generated = std::fs::read_to_string(&generated_path).unwrap_or_else(|e| {
-        panic!("{}: {e}: cbindgen did not generate the header (see the build script's warnings)", generated_path.display())
+        panic!(
+            "{}: {e}: cbindgen did not generate the header (see the build script's warnings)",
+            generated_path.display()
+        )
     });
     if std::env::var_os("OSFT_BLESS").is_some() {
         std::fs::write(&committed_path, &generated).expect("write include/osft.h");
@@ -17,7 +20,11 @@ fn committed_header_matches_generated() {
     }
     let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
     if committed != generated {
-        let first = committed.lines().zip(generated.lines()).position(|(a, b)| a != b).unwrap_or(committed.lines().count().min(generated.lines().count()));
+        let first = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(generated.lines().count()));
         panic!(
             "include/osft.h is stale: it differs from the header cbindgen generates from src/ffi, first at line {}:\n  committed: {:?}\n  generated: {:?}\n\
              Refresh it with `OSFT_BLESS=1 cargo test --test header_fresh` (or `cp {} include/osft.h`) and commit it.",

@@ -101,16 +101,60 @@ fn all_cases() -> Vec<Case> {
         for (n, m) in [(1usize, 6usize), (6, 1), (12, 7), (7, 12), (24, 24)] {
             for (ku, kv) in [(0, 0), (n / 2, m / 2), (n, m), (1.min(n), m.saturating_sub(1))] {
                 for lx in LAYOUTS {
-                    cases.push(Case { side, n, m, ku, kv, batch: 1, batched_basis: false, lx, lb: Layout::RowMajor, out: None });
+                    cases.push(Case {
+                        side,
+                        n,
+                        m,
+                        ku,
+                        kv,
+                        batch: 1,
+                        batched_basis: false,
+                        lx,
+                        lb: Layout::RowMajor,
+                        out: None,
+                    });
                 }
                 for lb in [Layout::ColMajor, Layout::Spaced] {
-                    cases.push(Case { side, n, m, ku, kv, batch: 1, batched_basis: false, lx: Layout::RowMajor, lb, out: None });
+                    cases.push(Case {
+                        side,
+                        n,
+                        m,
+                        ku,
+                        kv,
+                        batch: 1,
+                        batched_basis: false,
+                        lx: Layout::RowMajor,
+                        lb,
+                        out: None,
+                    });
                 }
                 for out in [Layout::RowMajor, Layout::PaddedCol(2), Layout::Spaced] {
-                    cases.push(Case { side, n, m, ku, kv, batch: 1, batched_basis: false, lx: Layout::ColMajor, lb: Layout::RowMajor, out: Some(out) });
+                    cases.push(Case {
+                        side,
+                        n,
+                        m,
+                        ku,
+                        kv,
+                        batch: 1,
+                        batched_basis: false,
+                        lx: Layout::ColMajor,
+                        lb: Layout::RowMajor,
+                        out: Some(out),
+                    });
                 }
                 for bb in [false, true] {
-                    cases.push(Case { side, n, m, ku, kv, batch: 3, batched_basis: bb, lx: Layout::PaddedRow(1), lb: Layout::ColMajor, out: None });
+                    cases.push(Case {
+                        side,
+                        n,
+                        m,
+                        ku,
+                        kv,
+                        batch: 3,
+                        batched_basis: bb,
+                        lx: Layout::PaddedRow(1),
+                        lb: Layout::ColMajor,
+                        out: None,
+                    });
                 }
             }
         }
@@ -150,24 +194,35 @@ fn projector_strategies_agree_with_reference() {
         for side in [Side::Left, Side::Right, Side::Both] {
             let want = reference(side, &u, &v, &x);
             for strategy in [Strategy::Auto, Strategy::Coefficient, Strategy::CachedProjector] {
-                let p = unsafe { osft::Projector::new(&ctx, side, Some(ub.desc()), Some(vb.desc()), strategy, usize::MAX) }.unwrap();
+                let p =
+                    unsafe { osft::Projector::new(&ctx, side, Some(ub.desc()), Some(vb.desc()), strategy, usize::MAX) }
+                        .unwrap();
                 let (sl, sr) = p.strategies();
                 if strategy == Strategy::CachedProjector {
-                    assert!(sl.is_none_or(|s| s == Strategy::CachedProjector) && sr.is_none_or(|s| s == Strategy::CachedProjector));
+                    assert!(
+                        sl.is_none_or(|s| s == Strategy::CachedProjector)
+                            && sr.is_none_or(|s| s == Strategy::CachedProjector)
+                    );
                 }
                 for lx in [Layout::RowMajor, Layout::ColMajor, Layout::Spaced] {
                     // In place.
                     let mut xb = Buf::<f64>::from(&x, lx);
                     unsafe { p.apply_raw(&ctx, &xb.desc(), None) }.unwrap();
                     let err = xb.get(0).sub(&want).fro() / x.fro();
-                    assert!(err < tol(DType::F64, n.max(m), n.max(m)), "{side:?} {strategy:?} {lx:?} in place: {err:e}");
+                    assert!(
+                        err < tol(DType::F64, n.max(m), n.max(m)),
+                        "{side:?} {strategy:?} {lx:?} in place: {err:e}"
+                    );
                     // Out of place.
                     let mut xb = Buf::<f64>::from(&x, lx);
                     let mut ob = Buf::<f64>::poisoned(n, m, 1, Layout::PaddedRow(1));
                     unsafe { p.apply_raw(&ctx, &xb.desc(), Some(&ob.desc())) }.unwrap();
                     assert_eq!(xb.get(0), x, "X modified");
                     let err = ob.get(0).sub(&want).fro() / x.fro();
-                    assert!(err < tol(DType::F64, n.max(m), n.max(m)), "{side:?} {strategy:?} {lx:?} out of place: {err:e}");
+                    assert!(
+                        err < tol(DType::F64, n.max(m), n.max(m)),
+                        "{side:?} {strategy:?} {lx:?} out of place: {err:e}"
+                    );
                     assert!(ob.padding_untouched());
                 }
             }
@@ -190,7 +245,14 @@ fn auto_strategy_follows_the_flop_count_and_memory_cap() {
 
 /// Split rows (left) or columns (right) of the basis and X across `shards`, compute partial
 /// coefficients per shard, sum them (the all-reduce), apply per shard: equals the unsharded result.
-fn sharded<T: Element, C: Element>(rng: &mut rand::rngs::StdRng, side: Side, n: usize, m: usize, k: usize, shards: &[usize]) {
+fn sharded<T: Element, C: Element>(
+    rng: &mut rand::rngs::StdRng,
+    side: Side,
+    n: usize,
+    m: usize,
+    k: usize,
+    shards: &[usize],
+) {
     let ctx = Context::cpu();
     let left = side == Side::Left;
     let basis = if left { orthonormal(rng, n, k) } else { orthonormal(rng, m, k).t() }.round::<T>();
@@ -209,7 +271,8 @@ fn sharded<T: Element, C: Element>(rng: &mut rand::rngs::StdRng, side: Side, n: 
     let mut pieces = vec![];
     let mut off = 0;
     for &len in shards {
-        let (bs, xs) = if left { (basis.rows(off, len), x.rows(off, len)) } else { (basis.cols(off, len), x.cols(off, len)) };
+        let (bs, xs) =
+            if left { (basis.rows(off, len), x.rows(off, len)) } else { (basis.cols(off, len), x.cols(off, len)) };
         off += len;
         let mut bsb = Buf::<T>::from(&bs, Layout::ColMajor);
         let mut xsb = Buf::<T>::from(&xs, Layout::RowMajor);
@@ -281,7 +344,8 @@ fn diagnostics_against_reference() {
         let x = randn(&mut rng, n, m);
         let v = orthonormal(&mut rng, m, k.min(m)).t();
         for lx in [Layout::RowMajor, Layout::Spaced] {
-            let (mut ub, mut xb, mut vb) = (Buf::<f64>::from(&up, lx), Buf::<f64>::from(&x, lx), Buf::<f64>::from(&v, lx));
+            let (mut ub, mut xb, mut vb) =
+                (Buf::<f64>::from(&up, lx), Buf::<f64>::from(&x, lx), Buf::<f64>::from(&v, lx));
             let got = unsafe { ctx.leakage_raw(Side::Left, &ub.desc(), &xb.desc()) }.unwrap()[0];
             let want = up.t().mul(&x).fro() / x.fro();
             assert!((got - want).abs() <= 1e-12 * (1.0 + want), "left leakage {got} vs {want}");

@@ -6,10 +6,23 @@ use common::*;
 use osft::ops::reconstruct::Term;
 use osft::{adaptive_ranks, bf16, f16, select_rank, Context, DType, Element, RankRule};
 
-fn run_reconstruct<TP: Element, TO: Element>(ctx: &Context, rng: &mut rand::rngs::StdRng, n: usize, m: usize, kh: usize, kl: usize, batch: usize, lp: Layout, lo: Layout, compute: DType) {
+fn run_reconstruct<TP: Element, TO: Element>(
+    ctx: &Context,
+    rng: &mut rand::rngs::StdRng,
+    n: usize,
+    m: usize,
+    kh: usize,
+    kl: usize,
+    batch: usize,
+    lp: Layout,
+    lo: Layout,
+    compute: DType,
+) {
     let mk = |rng: &mut rand::rngs::StdRng, r: usize| -> (Vec<M>, Vec<M>, Vec<M>) {
         let us = (0..batch).map(|_| randn(rng, n, r).round::<TP>()).collect();
-        let ss = (0..batch).map(|_| M { r, c: 1, d: (0..r).map(|i| (r - i) as f64 * 0.75).collect() }.round::<TP>()).collect();
+        let ss = (0..batch)
+            .map(|_| M { r, c: 1, d: (0..r).map(|i| (r - i) as f64 * 0.75).collect() }.round::<TP>())
+            .collect();
         let vs = (0..batch).map(|_| randn(rng, r, m).round::<TP>()).collect();
         (us, ss, vs)
     };
@@ -25,10 +38,16 @@ fn run_reconstruct<TP: Element, TO: Element>(ctx: &Context, rng: &mut rand::rngs
         let want = uh[b].mul(&vh[b].scale_rows(&sh[b].d)).add(&ul[b].mul(&vl[b].scale_rows(&sl[b].d)));
         let got = ob.get(b);
         // Output rounding (u_out per entry, relative to the magnitudes summed) plus accumulation.
-        let scale = uh[b].fro() * vh[b].fro() * sh[b].d.first().copied().unwrap_or(0.0) + ul[b].fro() * vl[b].fro() * sl[b].d.first().copied().unwrap_or(0.0);
+        let scale = uh[b].fro() * vh[b].fro() * sh[b].d.first().copied().unwrap_or(0.0)
+            + ul[b].fro() * vl[b].fro() * sl[b].d.first().copied().unwrap_or(0.0);
         let t = (2.0 * u(TO::DTYPE) + 4.0 * (kh + kl + 2) as f64 * u(compute)) * scale.max(1.0);
         let e = got.sub(&want).fro();
-        assert!(e <= t, "reconstruct {n}x{m} kh={kh} kl={kl} {lp:?}->{lo:?} {}->{}: {e:e} > {t:e}", TP::DTYPE.name(), TO::DTYPE.name());
+        assert!(
+            e <= t,
+            "reconstruct {n}x{m} kh={kh} kl={kl} {lp:?}->{lo:?} {}->{}: {e:e} > {t:e}",
+            TP::DTYPE.name(),
+            TO::DTYPE.name()
+        );
     }
 }
 
@@ -40,13 +59,50 @@ fn reconstruct_against_reference() {
         let r = n.min(m);
         for kh in [0, r / 2, r] {
             let kl = r - kh;
-            for (lp, lo) in [(Layout::RowMajor, Layout::RowMajor), (Layout::ColMajor, Layout::PaddedCol(1)), (Layout::Spaced, Layout::Spaced)] {
+            for (lp, lo) in [
+                (Layout::RowMajor, Layout::RowMajor),
+                (Layout::ColMajor, Layout::PaddedCol(1)),
+                (Layout::Spaced, Layout::Spaced),
+            ] {
                 run_reconstruct::<f64, f64>(&ctx, &mut rng, n, m, kh, kl, 1, lp, lo, DType::F64);
                 run_reconstruct::<f32, f32>(&ctx, &mut rng, n, m, kh, kl, 2, lp, lo, DType::F32);
             }
-            run_reconstruct::<bf16, bf16>(&ctx, &mut rng, n, m, kh, kl, 1, Layout::RowMajor, Layout::RowMajor, DType::F32);
-            run_reconstruct::<f16, f32>(&ctx, &mut rng, n, m, kh, kl, 3, Layout::ColMajor, Layout::RowMajor, DType::F64);
-            run_reconstruct::<f32, f64>(&ctx, &mut rng, n, m, kh, kl, 1, Layout::RowMajor, Layout::ColMajor, DType::F64);
+            run_reconstruct::<bf16, bf16>(
+                &ctx,
+                &mut rng,
+                n,
+                m,
+                kh,
+                kl,
+                1,
+                Layout::RowMajor,
+                Layout::RowMajor,
+                DType::F32,
+            );
+            run_reconstruct::<f16, f32>(
+                &ctx,
+                &mut rng,
+                n,
+                m,
+                kh,
+                kl,
+                3,
+                Layout::ColMajor,
+                Layout::RowMajor,
+                DType::F64,
+            );
+            run_reconstruct::<f32, f64>(
+                &ctx,
+                &mut rng,
+                n,
+                m,
+                kh,
+                kl,
+                1,
+                Layout::RowMajor,
+                Layout::ColMajor,
+                DType::F64,
+            );
         }
     }
 }
@@ -62,7 +118,8 @@ fn reconstruction_error_against_reference() {
     let s = M { r: k, c: 1, d: vec![0.1; k] };
     let mut bufs: Vec<Buf<f64>> = [&w, &u, &s, &v].iter().map(|x| Buf::from(x, Layout::RowMajor)).collect();
     let d: Vec<_> = bufs.iter_mut().map(|b| b.desc()).collect();
-    let got = unsafe { ctx.reconstruction_error_raw(&d[0], &[Term { u: &d[1], s: &d[2], v: &d[3] }], DType::F64) }.unwrap()[0];
+    let got = unsafe { ctx.reconstruction_error_raw(&d[0], &[Term { u: &d[1], s: &d[2], v: &d[3] }], DType::F64) }
+        .unwrap()[0];
     let want = w.sub(&u.mul(&v.scale_rows(&s.d))).fro() / w.fro();
     assert!((got - want).abs() <= 1e-13 * want, "{got} vs {want}");
 }
@@ -120,7 +177,8 @@ fn layer_importance_against_reference() {
         let y = x.mul(&w.t());
         let mut want = 0.0;
         for s in 0..samples {
-            let (a, b): (Vec<f64>, Vec<f64>) = ((0..r).map(|j| x.at(s, j)).collect(), (0..r).map(|j| y.at(s, j)).collect());
+            let (a, b): (Vec<f64>, Vec<f64>) =
+                ((0..r).map(|j| x.at(s, j)).collect(), (0..r).map(|j| y.at(s, j)).collect());
             let dot: f64 = a.iter().zip(&b).map(|(p, q)| p * q).sum();
             let na: f64 = a.iter().map(|p| p * p).sum::<f64>().sqrt();
             let nb: f64 = b.iter().map(|p| p * p).sum::<f64>().sqrt();

@@ -62,7 +62,8 @@ fn run_svd<TW: Element, TO: Element>(ctx: &Context, ws: &[M], lw: Layout, lo: La
     (0..b).map(|i| Got { u: ub.get(i), s: sb.get(i).d, vt: vb.get(i) }).collect()
 }
 
-const SHAPES: [(usize, usize); 10] = [(1, 1), (1, 7), (7, 1), (5, 3), (3, 5), (16, 16), (40, 13), (13, 40), (64, 64), (100, 30)];
+const SHAPES: [(usize, usize); 10] =
+    [(1, 1), (1, 7), (7, 1), (5, 3), (3, 5), (16, 16), (40, 13), (13, 40), (64, 64), (100, 30)];
 
 #[test]
 fn svd_f32_f64_all_shapes_and_layouts() {
@@ -174,19 +175,27 @@ fn svd_list_of_shapes() {
     let shapes = [(10, 4), (4, 10), (16, 16), (3, 1)];
     let ws: Vec<M> = shapes.iter().map(|(n, m)| randn(&mut rng, *n, *m)).collect();
     let mut wbs: Vec<Buf<f32>> = ws.iter().map(|w| Buf::from(&w.round::<f32>(), Layout::RowMajor)).collect();
-    let mut ubs: Vec<Buf<f32>> = shapes.iter().map(|(n, m)| Buf::poisoned(*n, *n.min(m), 1, Layout::ColMajor)).collect();
+    let mut ubs: Vec<Buf<f32>> =
+        shapes.iter().map(|(n, m)| Buf::poisoned(*n, *n.min(m), 1, Layout::ColMajor)).collect();
     let mut sbs: Vec<Buf<f32>> = shapes.iter().map(|(n, m)| Buf::poisoned(*n.min(m), 1, 1, Layout::ColMajor)).collect();
-    let mut vbs: Vec<Buf<f32>> = shapes.iter().map(|(n, m)| Buf::poisoned(*n.min(m), *m, 1, Layout::RowMajor)).collect();
+    let mut vbs: Vec<Buf<f32>> =
+        shapes.iter().map(|(n, m)| Buf::poisoned(*n.min(m), *m, 1, Layout::RowMajor)).collect();
     let wd: Vec<_> = wbs.iter_mut().map(|b| b.desc()).collect();
     let ud: Vec<_> = ubs.iter_mut().map(|b| b.desc()).collect();
     let sd: Vec<_> = sbs.iter_mut().map(|b| b.desc()).collect();
     let vd: Vec<_> = vbs.iter_mut().map(|b| b.desc()).collect();
-    let problems: Vec<SvdProblem> =
-        (0..shapes.len()).map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } }).collect();
+    let problems: Vec<SvdProblem> = (0..shapes.len())
+        .map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } })
+        .collect();
     unsafe { ctx.svd_list_raw(&problems, DType::F32) }.unwrap();
     for i in 0..shapes.len() {
         let g = Got { u: ubs[i].get(0), s: sbs[i].get(0).d, vt: vbs[i].get(0) };
-        check_certificate(&ws[i].round::<f32>(), &g, tol(shapes[i].0, shapes[i].1, DType::F32, DType::F32), &format!("list {i}"));
+        check_certificate(
+            &ws[i].round::<f32>(),
+            &g,
+            tol(shapes[i].0, shapes[i].1, DType::F32, DType::F32),
+            &format!("list {i}"),
+        );
     }
 }
 
@@ -204,7 +213,14 @@ fn check_decompose<TW: Element, TO: Element>(ctx: &Context, w: &M, k: usize, lw:
     let mut sl = Buf::<TO>::poisoned(1, r - k, 1, Layout::RowMajor);
     let mut vl = Buf::<TO>::poisoned(r - k, m, 1, lo);
     let d = [uh.desc(), sh.desc(), vh.desc(), ul.desc(), sl.desc(), vl.desc()];
-    let parts = Parts { u_high: Some(&d[0]), s_high: Some(&d[1]), v_high: Some(&d[2]), u_low: Some(&d[3]), s_low: Some(&d[4]), v_low: Some(&d[5]) };
+    let parts = Parts {
+        u_high: Some(&d[0]),
+        s_high: Some(&d[1]),
+        v_high: Some(&d[2]),
+        u_low: Some(&d[3]),
+        s_low: Some(&d[4]),
+        v_low: Some(&d[5]),
+    };
     unsafe { ctx.decompose_raw(&wb.desc(), k, &parts, compute) }.unwrap();
     for b in [&uh, &sh, &vh, &ul, &sl, &vl] {
         assert!(b.padding_untouched());
@@ -243,7 +259,11 @@ fn decompose_all_k_shapes_layouts_dtypes() {
         let w = randn(&mut rng, n, m);
         let r = n.min(m);
         for k in [0, r / 2, r] {
-            for (lw, lo) in [(Layout::RowMajor, Layout::RowMajor), (Layout::ColMajor, Layout::PaddedRow(2)), (Layout::Spaced, Layout::PaddedCol(1))] {
+            for (lw, lo) in [
+                (Layout::RowMajor, Layout::RowMajor),
+                (Layout::ColMajor, Layout::PaddedRow(2)),
+                (Layout::Spaced, Layout::PaddedCol(1)),
+            ] {
                 check_decompose::<f64, f64>(&ctx, &w, k, lw, lo, DType::F64);
                 check_decompose::<f32, f32>(&ctx, &w, k, lw, lo, DType::F32);
             }
@@ -262,7 +282,9 @@ fn decompose_rejects_k_above_rank_and_leaves_outputs() {
     let mut uh = Buf::<f32>::poisoned(6, 5, 1, Layout::RowMajor);
     let d = uh.desc();
     let before = uh.bits();
-    let err = unsafe { ctx.decompose_raw(&wb.desc(), 5, &Parts { u_high: Some(&d), ..Default::default() }, DType::F32) }.unwrap_err();
+    let err =
+        unsafe { ctx.decompose_raw(&wb.desc(), 5, &Parts { u_high: Some(&d), ..Default::default() }, DType::F32) }
+            .unwrap_err();
     assert_eq!(err.status(), osft::Status::RankOutOfRange, "{err}");
     assert_eq!(before, uh.bits());
 }

@@ -18,7 +18,13 @@ use osft::ops::svd::SvdOut;
 use osft::{Context, DType, Element, Error, MathMode, Side, Status, SvdAlgorithm};
 use std::sync::Arc;
 
-const EXPLICIT: [SvdAlgorithm; 5] = [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar];
+const EXPLICIT: [SvdAlgorithm; 5] = [
+    SvdAlgorithm::Qr,
+    SvdAlgorithm::Jacobi,
+    SvdAlgorithm::JacobiBatched,
+    SvdAlgorithm::ApproxBatched,
+    SvdAlgorithm::Polar,
+];
 
 fn tol(n: usize, m: usize, compute: DType) -> f64 {
     10.0 * n.max(m) as f64 * u(compute) + 4.0 * (n.min(m) as f64).sqrt() * u(compute)
@@ -63,7 +69,10 @@ fn every_explicit_algorithm_matches_the_f64_reference_over_shapes() {
             if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
                 continue; // refused: see the precondition test
             }
-            for (got, what_t) in [(svd_with::<f32>(&ctx, &ws, alg).unwrap(), DType::F32), (svd_with::<f64>(&ctx, &ws, alg).unwrap(), DType::F64)] {
+            for (got, what_t) in [
+                (svd_with::<f32>(&ctx, &ws, alg).unwrap(), DType::F32),
+                (svd_with::<f64>(&ctx, &ws, alg).unwrap(), DType::F64),
+            ] {
                 for (i, g) in got.iter().enumerate() {
                     let what = format!("{alg:?} {n}x{m} {} #{i}", what_t.name());
                     let t = tol(n, m, what_t);
@@ -117,7 +126,8 @@ fn randomized_serves_only_a_top_k_decomposition() {
     let mut sl = Buf::<f64>::poisoned(n - k, 1, 1, Layout::ColMajor);
     let (uhd, shd, vhd, sld) = (uh.desc(), sh.desc(), vh.desc(), sl.desc());
     let before = (uh.bits(), sh.bits(), vh.bits(), sl.bits());
-    let with_low = Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), s_low: Some(&sld), ..Default::default() };
+    let with_low =
+        Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), s_low: Some(&sld), ..Default::default() };
     let e = unsafe { ctx.decompose_raw(&wd, k, &with_low, DType::F64) }.unwrap_err();
     assert_eq!(e.status(), Status::InvalidArgument, "{e}");
     assert_eq!(before, (uh.bits(), sh.bits(), vh.bits(), sl.bits()));
@@ -134,9 +144,21 @@ fn randomized_serves_only_a_top_k_decomposition() {
     let mut rs = Buf::<f64>::poisoned(k, 1, 1, Layout::ColMajor);
     let mut rv = Buf::<f64>::poisoned(k, m, 1, Layout::RowMajor);
     let (rud, rsd, rvd) = (ru.desc(), rs.desc(), rv.desc());
-    unsafe { reference.decompose_raw(&wd, k, &Parts { u_high: Some(&rud), s_high: Some(&rsd), v_high: Some(&rvd), ..Default::default() }, DType::F64) }.unwrap();
+    unsafe {
+        reference.decompose_raw(
+            &wd,
+            k,
+            &Parts { u_high: Some(&rud), s_high: Some(&rsd), v_high: Some(&rvd), ..Default::default() },
+            DType::F64,
+        )
+    }
+    .unwrap();
     let t = 1e-10;
-    assert!(uh.get(0).max_abs_diff(&ru.get(0)) <= t && vh.get(0).max_abs_diff(&rv.get(0)) <= t && sh.get(0).max_abs_diff(&rs.get(0)) <= t);
+    assert!(
+        uh.get(0).max_abs_diff(&ru.get(0)) <= t
+            && vh.get(0).max_abs_diff(&rv.get(0)) <= t
+            && sh.get(0).max_abs_diff(&rs.get(0)) <= t
+    );
     for (i, (got, want)) in sh.get(0).d.iter().zip(&s).enumerate() {
         assert!((got - want).abs() <= t, "S_high[{i}]");
     }
@@ -180,14 +202,25 @@ fn gesvds(calls: &[Call]) -> Vec<osft::exec::GesvdArgs> {
 fn auto_picks_gesvdj_batched_for_small_and_qr_for_large_and_overrides_are_honoured() {
     let (rec, ctx) = recorded();
     let mut rng = rng();
-    for ((n, m), b, want) in [((20, 12), 6, SvdAlgorithm::JacobiBatched), ((32, 32), 2, SvdAlgorithm::JacobiBatched), ((40, 13), 3, SvdAlgorithm::Qr), ((13, 40), 1, SvdAlgorithm::Qr)] {
+    for ((n, m), b, want) in [
+        ((20, 12), 6, SvdAlgorithm::JacobiBatched),
+        ((32, 32), 2, SvdAlgorithm::JacobiBatched),
+        ((40, 13), 3, SvdAlgorithm::Qr),
+        ((13, 40), 1, SvdAlgorithm::Qr),
+    ] {
         let ws: Vec<M> = (0..b).map(|_| randn(&mut rng, n, m)).collect();
         svd_with::<f32>(&ctx, &ws, SvdAlgorithm::Auto).unwrap();
         let g = gesvds(&rec.take());
         assert_eq!(g.len(), 1, "one batched call for {n}x{m} x{b}");
         assert_eq!((g[0].algorithm, g[0].batch, g[0].m, g[0].n), (want, b, n.max(m), n.min(m)), "{n}x{m}");
     }
-    for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar, SvdAlgorithm::JacobiBatched] {
+    for alg in [
+        SvdAlgorithm::Qr,
+        SvdAlgorithm::Jacobi,
+        SvdAlgorithm::ApproxBatched,
+        SvdAlgorithm::Polar,
+        SvdAlgorithm::JacobiBatched,
+    ] {
         let ws: Vec<M> = (0..4).map(|_| randn(&mut rng, 9, 7)).collect();
         svd_with::<f64>(&ctx, &ws, alg).unwrap();
         let g = gesvds(&rec.take());
@@ -211,7 +244,15 @@ fn randomized_decomposition_is_one_gesvdr_with_k() {
     let mut uh = Buf::<f32>::poisoned(n, k, b, Layout::ColMajor);
     let mut vh = Buf::<f32>::poisoned(k, m, b, Layout::RowMajor);
     let (uhd, vhd) = (uh.desc(), vh.desc());
-    unsafe { ctx.decompose_raw(&wb.desc(), k, &Parts { u_high: Some(&uhd), v_high: Some(&vhd), ..Default::default() }, DType::F32) }.unwrap();
+    unsafe {
+        ctx.decompose_raw(
+            &wb.desc(),
+            k,
+            &Parts { u_high: Some(&uhd), v_high: Some(&vhd), ..Default::default() },
+            DType::F32,
+        )
+    }
+    .unwrap();
     let calls = rec.take();
     let r: Vec<_> = calls.iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(*g) } else { None }).collect();
     assert_eq!(r.len(), 1, "{calls:?}");
@@ -219,11 +260,13 @@ fn randomized_decomposition_is_one_gesvdr_with_k() {
     assert!(gesvds(&calls).is_empty());
     // Near the top: the oversampling shrinks to keep k + p < min(m, n), as cuSOLVER requires.
     unsafe { ctx.decompose_raw(&wb.desc(), m - 3, &Parts::default(), DType::F32) }.unwrap();
-    let r: Vec<_> = rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
+    let r: Vec<_> =
+        rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
     assert_eq!((r[0].k, r[0].p), (m - 3, 2));
     // k = min(m, n) - 1 leaves no room for oversampling: p = 0 is still served.
     unsafe { ctx.decompose_raw(&wb.desc(), m - 1, &Parts::default(), DType::F32) }.unwrap();
-    let r: Vec<_> = rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
+    let r: Vec<_> =
+        rec.take().into_iter().filter_map(|c| if let Call::Gesvdr(g) = c { Some(g) } else { None }).collect();
     assert_eq!((r[0].k, r[0].p), (m - 1, 0));
     // k = min(m, n) (nothing trainable) cannot be served by Xgesvdr: a precondition error,
     // before any gesvdr call.
@@ -261,7 +304,11 @@ fn math_mode_reaches_every_data_gemm_and_no_diagnostic() {
     };
     let exact = project(&ctx, DType::F32);
     rec.take();
-    for (mode, want) in [(MathMode::Tf32, ComputeType::F32FastTf32), (MathMode::Bf16, ComputeType::F32FastBf16), (MathMode::Exact, ComputeType::F32)] {
+    for (mode, want) in [
+        (MathMode::Tf32, ComputeType::F32FastTf32),
+        (MathMode::Bf16, ComputeType::F32FastBf16),
+        (MathMode::Exact, ComputeType::F32),
+    ] {
         ctx.set_math_mode(mode);
         let got = project(&ctx, DType::F32);
         assert_eq!(gemm_computes(&rec.take()), vec![want, want], "{mode:?}");
@@ -304,7 +351,12 @@ fn the_cpu_executor_enforces_each_routines_preconditions() {
     let mut u = vec![0f64; 2 * m * n * b];
     let mut vt = vec![0f64; 2 * n * n * b];
     let mut work = vec![0u8; 1 << 20];
-    let st = |p: &mut Vec<f64>, ld: usize, stride: usize| Strided { addr: p.as_mut_ptr() as usize, dtype: DType::F64, ld, stride };
+    let st = |p: &mut Vec<f64>, ld: usize, stride: usize| Strided {
+        addr: p.as_mut_ptr() as usize,
+        dtype: DType::F64,
+        ld,
+        stride,
+    };
     let packed = GesvdArgs {
         m,
         n,
@@ -318,7 +370,14 @@ fn the_cpu_executor_enforces_each_routines_preconditions() {
     };
     let (wa, wl) = (work.as_mut_ptr() as usize, work.len());
     let run = |g: &GesvdArgs| unsafe { cpu.gesvd_strided_batched(g, wa, wl) };
-    for alg in [SvdAlgorithm::Qr, SvdAlgorithm::Jacobi, SvdAlgorithm::JacobiBatched, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar, SvdAlgorithm::Auto] {
+    for alg in [
+        SvdAlgorithm::Qr,
+        SvdAlgorithm::Jacobi,
+        SvdAlgorithm::JacobiBatched,
+        SvdAlgorithm::ApproxBatched,
+        SvdAlgorithm::Polar,
+        SvdAlgorithm::Auto,
+    ] {
         run(&GesvdArgs { algorithm: alg, ..packed }).unwrap();
     }
     let precondition = |r: osft::Result<()>| assert_eq!(r.unwrap_err().status(), Status::Precondition);
@@ -336,7 +395,19 @@ fn the_cpu_executor_enforces_each_routines_preconditions() {
     precondition(cpu.gesvd_buffer_size(4, 4, DType::BF16, 1, SvdAlgorithm::Qr).map(|_| ()));
     // gesvdr: 1 <= k < min(m, n), k + p < min(m, n) (strictly, as cuSOLVER's table says), room
     // for min(m, n) columns of U.
-    let r = GesvdrArgs { m, n, k: 2, p: 3, niters: 2, a: packed.a, s: packed.s, stride_s: n, u: packed.u, vt: st(&mut vt, 2, 2 * n), batch: b };
+    let r = GesvdrArgs {
+        m,
+        n,
+        k: 2,
+        p: 3,
+        niters: 2,
+        a: packed.a,
+        s: packed.s,
+        stride_s: n,
+        u: packed.u,
+        vt: st(&mut vt, 2, 2 * n),
+        batch: b,
+    };
     let runr = |g: &GesvdrArgs| unsafe { cpu.gesvdr_strided_batched(g, wa, wl) };
     runr(&r).unwrap();
     precondition(runr(&GesvdrArgs { k: 0, ..r }));

@@ -42,11 +42,16 @@ fn list_with<T: Element>(ctx: &Context, problems: &[Vec<M>]) -> Result<Vec<Tripl
     let ud: Vec<MatDesc> = ubs.iter_mut().map(|b| b.desc()).collect();
     let sd: Vec<MatDesc> = sbs.iter_mut().map(|b| b.desc()).collect();
     let vd: Vec<MatDesc> = vbs.iter_mut().map(|b| b.desc()).collect();
-    let ps: Vec<SvdProblem> = (0..problems.len()).map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } }).collect();
+    let ps: Vec<SvdProblem> = (0..problems.len())
+        .map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } })
+        .collect();
     unsafe { ctx.svd_list_raw(&ps, T::DTYPE) }?;
     Ok((0..problems.len())
         .map(|i| {
-            assert!(ubs[i].padding_untouched() && sbs[i].padding_untouched() && vbs[i].padding_untouched(), "problem {i}: padding written");
+            assert!(
+                ubs[i].padding_untouched() && sbs[i].padding_untouched() && vbs[i].padding_untouched(),
+                "problem {i}: padding written"
+            );
             (0..dims[i].2).map(|b| (ubs[i].get(b), sbs[i].get(b).d, vbs[i].get(b))).collect()
         })
         .collect())
@@ -87,7 +92,17 @@ fn descs(problems: &[Vec<M>], dtype: DType) -> Vec<MatDesc> {
         .iter()
         .map(|ws| {
             let (n, m) = (ws[0].r, ws[0].c);
-            MatDesc { addr: 64, dtype, rows: n, cols: m, row_stride: m, col_stride: 1, batch: ws.len(), batch_stride: n * m, device: Device::Host }
+            MatDesc {
+                addr: 64,
+                dtype,
+                rows: n,
+                cols: m,
+                row_stride: m,
+                col_stride: 1,
+                batch: ws.len(),
+                batch_stride: n * m,
+                device: Device::Host,
+            }
         })
         .collect()
 }
@@ -107,17 +122,28 @@ fn a_list_that_fits_runs_as_one_grouped_call() {
         assert_eq!(g.len(), 1, "one gesvd_grouped for the whole list: {calls:?}");
         assert!(strided(&calls).is_empty(), "no per-problem gesvd_strided_batched");
         let got: Vec<_> = g[0].iter().map(|c| (c.args.m, c.args.n, c.args.batch, c.args.algorithm)).collect();
-        assert_eq!(got, vec![(40, 13, 2, SvdAlgorithm::Qr), (20, 8, 3, SvdAlgorithm::JacobiBatched), (16, 16, 1, SvdAlgorithm::JacobiBatched)]);
+        assert_eq!(
+            got,
+            vec![
+                (40, 13, 2, SvdAlgorithm::Qr),
+                (20, 8, 3, SvdAlgorithm::JacobiBatched),
+                (16, 16, 1, SvdAlgorithm::JacobiBatched)
+            ]
+        );
         // Each group its own workspace slice, side by side.
         for p in g[0].windows(2) {
             assert!(p[0].work + p[0].work_bytes <= p[1].work, "workspace slices overlap");
         }
         // Copy-in of every problem before the grouped call; sign fix of every problem after it.
         let at = calls.iter().position(|c| matches!(c, Call::GesvdGrouped(_))).unwrap();
-        let fixes: Vec<usize> = calls.iter().enumerate().filter(|(_, c)| matches!(c, Call::SignFix(_))).map(|(i, _)| i).collect();
+        let fixes: Vec<usize> =
+            calls.iter().enumerate().filter(|(_, c)| matches!(c, Call::SignFix(_))).map(|(i, _)| i).collect();
         assert_eq!(fixes.len(), 3);
         assert!(fixes.iter().all(|i| *i > at));
-        assert!(calls[..at].iter().filter(|c| matches!(c, Call::Axpby(_))).count() >= 3, "every problem staged before the call");
+        assert!(
+            calls[..at].iter().filter(|c| matches!(c, Call::Axpby(_))).count() >= 3,
+            "every problem staged before the call"
+        );
     }
 }
 
@@ -127,9 +153,11 @@ fn a_workspace_that_fits_only_the_largest_problem_runs_in_waves_with_the_same_re
     let ctx = Context::with_executor(rec.clone());
     let problems = inputs(1);
     let want = reference(&problems);
-    let need = ctx.svd_list_workspace_size(&descs(&problems, DType::F64).iter().collect::<Vec<_>>(), DType::F64).unwrap();
+    let need =
+        ctx.svd_list_workspace_size(&descs(&problems, DType::F64).iter().collect::<Vec<_>>(), DType::F64).unwrap();
     // The query reports the largest single problem, not the whole list.
-    let largest = descs(&problems, DType::F64).iter().map(|d| ctx.svd_workspace_size(d, DType::F64).unwrap()).max().unwrap();
+    let largest =
+        descs(&problems, DType::F64).iter().map(|d| ctx.svd_workspace_size(d, DType::F64).unwrap()).max().unwrap();
     assert_eq!(need, largest);
     let mut space = vec![0u8; need];
     unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, need) }.unwrap();
@@ -143,11 +171,18 @@ fn a_workspace_that_fits_only_the_largest_problem_runs_in_waves_with_the_same_re
     let shapes: Vec<_> = g.iter().flatten().map(|c| (c.args.m, c.args.n, c.args.batch)).collect();
     assert_eq!(shapes, vec![(40, 13, 2), (20, 8, 3), (16, 16, 1)]);
     assert!(strided(&calls).is_empty());
-    assert!(g.iter().flatten().all(|c| c.work >= space.as_ptr() as usize && c.work + c.work_bytes <= space.as_ptr() as usize + need));
+    assert!(g
+        .iter()
+        .flatten()
+        .all(|c| c.work >= space.as_ptr() as usize && c.work + c.work_bytes <= space.as_ptr() as usize + need));
 
     // Only the largest problem's one-matrix share: that problem is streamed in chunks (strided
     // calls of one matrix), the others still go through gesvd_grouped.
-    let one = descs(&problems, DType::F64).iter().map(|d| ctx.svd_workspace_size(&MatDesc { batch: 1, ..*d }, DType::F64).unwrap()).max().unwrap();
+    let one = descs(&problems, DType::F64)
+        .iter()
+        .map(|d| ctx.svd_workspace_size(&MatDesc { batch: 1, ..*d }, DType::F64).unwrap())
+        .max()
+        .unwrap();
     assert!(one < need);
     unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, one) }.unwrap();
     rec.take();
@@ -155,7 +190,11 @@ fn a_workspace_that_fits_only_the_largest_problem_runs_in_waves_with_the_same_re
     assert_matches(&got, &want, 1e-9, "f64, minimum workspace");
     let calls = rec.take();
     let chunks = strided(&calls);
-    assert_eq!(chunks.iter().map(|a| (a.m, a.n, a.batch)).collect::<Vec<_>>(), vec![(40, 13, 1), (40, 13, 1)], "the largest problem chunked");
+    assert_eq!(
+        chunks.iter().map(|a| (a.m, a.n, a.batch)).collect::<Vec<_>>(),
+        vec![(40, 13, 1), (40, 13, 1)],
+        "the largest problem chunked"
+    );
     let rest: Vec<_> = grouped(&calls).iter().flatten().map(|c| (c.args.m, c.args.n, c.args.batch)).collect();
     assert_eq!(rest, vec![(20, 8, 3), (16, 16, 1)]);
 
@@ -173,7 +212,11 @@ fn the_context_grows_its_own_workspace_to_one_wave() {
     let need = ctx.svd_list_workspace_size(&refs, DType::F32).unwrap();
     let sum: usize = ds.iter().map(|d| ctx.svd_workspace_size(d, DType::F32).unwrap()).sum();
     list_with::<f32>(&ctx, &problems).unwrap();
-    assert!(ctx.workspace_bytes() >= sum && sum > need, "cached {} for a list of {sum} side by side (required {need})", ctx.workspace_bytes());
+    assert!(
+        ctx.workspace_bytes() >= sum && sum > need,
+        "cached {} for a list of {sum} side by side (required {need})",
+        ctx.workspace_bytes()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,7 +255,14 @@ impl Executor for Faulty {
     unsafe fn dgmm(&self, a: &DgmmArgs) -> osft::Result<()> {
         self.0.dgmm(a)
     }
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> osft::Result<usize> {
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> osft::Result<usize> {
         self.0.gesvd_buffer_size(m, n, dtype, batch, algorithm)
     }
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> osft::Result<()> {
@@ -225,7 +275,16 @@ impl Executor for Faulty {
             None => Ok(()),
         }
     }
-    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> osft::Result<usize> {
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> osft::Result<usize> {
         self.0.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
     }
     unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> osft::Result<()> {
@@ -260,7 +319,11 @@ fn non_convergence_names_the_problem_and_the_matrix() {
         let e = list_with::<f64>(&ctx, &problems).unwrap_err();
         assert_eq!(e, Error::NotConverged { problem: Some(p), index: b }, "one wave");
         assert!(e.to_string().contains(&format!("matrix {b} of the batch of problem {p}")), "{e}");
-        let one = descs(&problems, DType::F64).iter().map(|d| ctx.svd_workspace_size(&MatDesc { batch: 1, ..*d }, DType::F64).unwrap()).max().unwrap();
+        let one = descs(&problems, DType::F64)
+            .iter()
+            .map(|d| ctx.svd_workspace_size(&MatDesc { batch: 1, ..*d }, DType::F64).unwrap())
+            .max()
+            .unwrap();
         let mut space = vec![0u8; one];
         unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, one) }.unwrap();
         let e = list_with::<f64>(&ctx, &problems).unwrap_err();
@@ -298,7 +361,11 @@ fn the_default_grouped_primitive_checks_every_group_before_running_any() {
     let w0 = work.as_mut_ptr() as usize;
     let g0 = GesvdCall { args: args(0, &mut a, &mut s, &mut u, &mut vt, SvdAlgorithm::Qr), work: w0, work_bytes: need };
     // Group 1 overlaps group 0's workspace: refused, and group 0 did not run (S untouched).
-    let g1 = GesvdCall { args: args(1, &mut a, &mut s, &mut u, &mut vt, SvdAlgorithm::Qr), work: w0 + need / 2, work_bytes: need };
+    let g1 = GesvdCall {
+        args: args(1, &mut a, &mut s, &mut u, &mut vt, SvdAlgorithm::Qr),
+        work: w0 + need / 2,
+        work_bytes: need,
+    };
     let e = unsafe { rec.gesvd_grouped(&[g0, g1]) }.unwrap_err();
     assert!(matches!(e, Error::Precondition { .. }) && e.to_string().contains("groups 0 and 1 overlap"), "{e}");
     assert!(s.iter().all(|x| *x == 0.0));

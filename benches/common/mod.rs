@@ -54,9 +54,12 @@ pub fn random<T: Element>(e: &Exec, batch: usize, rows: usize, cols: usize, seed
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let host: Vec<T> = (0..batch * rows * cols).map(|_| T::from_f32(rng.uniform())).collect();
     // SAFETY: viewing plain-old-data elements as bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(host.as_ptr() as *const u8, std::mem::size_of_val(host.as_slice())) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(host.as_ptr() as *const u8, std::mem::size_of_val(host.as_slice())) };
     let buf = (e.upload)(&e.ctx, bytes);
-    let desc = MatDesc::row_major(buf.addr, T::DTYPE, rows, cols).with_batch(batch, rows * cols).with_device(e.ctx.executor().device());
+    let desc = MatDesc::row_major(buf.addr, T::DTYPE, rows, cols)
+        .with_batch(batch, rows * cols)
+        .with_device(e.ctx.executor().device());
     DevMat { desc, _buf: buf }
 }
 
@@ -64,7 +67,9 @@ pub fn random<T: Element>(e: &Exec, batch: usize, rows: usize, cols: usize, seed
 pub fn zeros(e: &Exec, dtype: DType, batch: usize, rows: usize, cols: usize) -> DevMat {
     let bytes = vec![0u8; batch * rows * cols * dtype.size()];
     let buf = (e.upload)(&e.ctx, &bytes);
-    let desc = MatDesc::row_major(buf.addr, dtype, rows, cols).with_batch(batch, rows * cols).with_device(e.ctx.executor().device());
+    let desc = MatDesc::row_major(buf.addr, dtype, rows, cols)
+        .with_batch(batch, rows * cols)
+        .with_device(e.ctx.executor().device());
     DevMat { desc, _buf: buf }
 }
 

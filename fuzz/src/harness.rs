@@ -174,7 +174,10 @@ enum Role {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Data {
     /// Byte offset `off` into region `id`.
-    Region { id: usize, off: usize },
+    Region {
+        id: usize,
+        off: usize,
+    },
     Null,
 }
 
@@ -213,7 +216,9 @@ fn extent(m: &osft_matrix) -> Option<u128> {
     if m.rows == 0 || m.cols == 0 {
         return Some(0);
     }
-    let max = (m.rows as u128 - 1) * m.row_stride as u128 + (m.cols as u128 - 1) * m.col_stride as u128 + (m.batch as u128 - 1) * m.batch_stride as u128;
+    let max = (m.rows as u128 - 1) * m.row_stride as u128
+        + (m.cols as u128 - 1) * m.col_stride as u128
+        + (m.batch as u128 - 1) * m.batch_stride as u128;
     Some((max + 1).saturating_mul(esize(m.dtype) as u128))
 }
 
@@ -697,7 +702,12 @@ fn check_writes(before: &[u8], a: &Arena, p: &Problem, mask: Option<&[bool]>, wh
             let mut place = "a guard".to_string();
             for (id, (&s, &l)) in a.starts.iter().zip(&a.lens).enumerate() {
                 if (s..s + l).contains(&k) {
-                    let owner: Vec<_> = p.descs.iter().filter(|d| matches!(d.data, Data::Region { id: r, .. } if r == id)).map(|d| d.name).collect();
+                    let owner: Vec<_> = p
+                        .descs
+                        .iter()
+                        .filter(|d| matches!(d.data, Data::Region { id: r, .. } if r == id))
+                        .map(|d| d.name)
+                        .collect();
                     place = format!("region {id} ({}) at byte {}", owner.join("/"), k - s);
                 } else if (s + l..s + l + GUARD).contains(&k) {
                     place = format!("the guard after region {id} at byte {}", k - s - l);
@@ -735,7 +745,11 @@ impl CallerWs {
 
 /// How the workspace is provided: by the context (0), exactly the queried size (1), one byte
 /// less (2), or none at all (3). Returns the caller workspace and whether it may be too small.
-fn set_workspace(src: &mut Src, ctx: *mut osft_context, queried: Option<usize>) -> Result<(Option<CallerWs>, bool), String> {
+fn set_workspace(
+    src: &mut Src,
+    ctx: *mut osft_context,
+    queried: Option<usize>,
+) -> Result<(Option<CallerWs>, bool), String> {
     let mode = if src.chance(64) { 1 + src.below(3) } else { 0 };
     let Some(q) = queried else { return Ok((None, false)) };
     let (bytes, short) = match mode {
@@ -938,21 +952,30 @@ fn op_svd(src: &mut Src, ctx: *mut osft_context) -> R {
 
     let (st, q) = if count == 0 {
         let (w, ..) = probs[0];
-        query("osft_svd_workspace_size", |b| unsafe { osft_svd_workspace_size(ctx, ptrs.get(&p, Some(w)), compute, b) })?
+        query("osft_svd_workspace_size", |b| unsafe {
+            osft_svd_workspace_size(ctx, ptrs.get(&p, Some(w)), compute, b)
+        })?
     } else {
         // The list form takes arrays: copy the descriptors into contiguous arrays.
         let ws: Vec<osft_matrix> = probs.iter().map(|t| ptrs.ms[t.0]).collect();
-        query("osft_svd_list_workspace_size", |b| unsafe { osft_svd_list_workspace_size(ctx, count, ws.as_ptr(), compute, b) })?
+        query("osft_svd_list_workspace_size", |b| unsafe {
+            osft_svd_list_workspace_size(ctx, count, ws.as_ptr(), compute, b)
+        })?
     };
     expect_ok(st, &p, false, false, "svd workspace query")?;
     let (ws, short) = set_workspace(src, ctx, q)?;
     let st = if count == 0 {
         let (w, u, s, vt) = probs[0];
-        unsafe { osft_svd(ctx, ptrs.get(&p, Some(w)), ptrs.get(&p, u), ptrs.get(&p, Some(s)), ptrs.get(&p, vt), compute) }
+        unsafe {
+            osft_svd(ctx, ptrs.get(&p, Some(w)), ptrs.get(&p, u), ptrs.get(&p, Some(s)), ptrs.get(&p, vt), compute)
+        }
     } else {
-        let arr = |f: &dyn Fn(&(usize, Option<usize>, usize, Option<usize>)) -> usize| -> Vec<osft_matrix> { probs.iter().map(|t| ptrs.ms[f(t)]).collect() };
+        let arr = |f: &dyn Fn(&(usize, Option<usize>, usize, Option<usize>)) -> usize| -> Vec<osft_matrix> {
+            probs.iter().map(|t| ptrs.ms[f(t)]).collect()
+        };
         let (ws_, ss) = (arr(&|t| t.0), arr(&|t| t.2));
-        let (us, vts) = (if no_u { vec![] } else { arr(&|t| t.1.unwrap()) }, if no_vt { vec![] } else { arr(&|t| t.3.unwrap()) });
+        let (us, vts) =
+            (if no_u { vec![] } else { arr(&|t| t.1.unwrap()) }, if no_vt { vec![] } else { arr(&|t| t.3.unwrap()) });
         unsafe {
             osft_svd_list(
                 ctx,
@@ -965,7 +988,11 @@ fn op_svd(src: &mut Src, ctx: *mut osft_context) -> R {
             )
         }
     };
-    let what = format!("{} (compute {compute}){}", if count == 0 { "osft_svd".to_string() } else { format!("osft_svd_list of {count}") }, p.describe());
+    let what = format!(
+        "{} (compute {compute}){}",
+        if count == 0 { "osft_svd".to_string() } else { format!("osft_svd_list of {count}") },
+        p.describe()
+    );
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, true, &what)?;
@@ -1003,7 +1030,8 @@ fn check_factors(
     let wv = view(before, a, &p.descs[w]);
     let (n, m, b) = (wv.rows(), wv.cols(), p.descs[w].m.batch as usize);
     let r = n.min(m);
-    let tol = 30.0 * (1.0 + r as f64) * out_dtypes.iter().chain([&compute]).map(|d| eps(*d)).fold(0.0, f64::max).max(1e-13);
+    let tol =
+        30.0 * (1.0 + r as f64) * out_dtypes.iter().chain([&compute]).map(|d| eps(*d)).fold(0.0, f64::max).max(1e-13);
     for e in 0..b {
         let wd = wv.dense(e);
         let wn = frob(&wd);
@@ -1023,10 +1051,15 @@ fn check_factors(
             um = match (um, ul) {
                 (Some(h), Some(l)) => {
                     let lo = view(after, a, &p.descs[l]).dense(e);
-                    Some(h.into_iter().zip(lo).map(|(mut x, y)| {
-                        x.extend(y);
-                        x
-                    }).collect())
+                    Some(
+                        h.into_iter()
+                            .zip(lo)
+                            .map(|(mut x, y)| {
+                                x.extend(y);
+                                x
+                            })
+                            .collect(),
+                    )
                 }
                 _ => None,
             };
@@ -1085,7 +1118,13 @@ fn op_decompose(src: &mut Src, ctx: *mut osft_context) -> R {
     let wdt = any_dtype(src);
     let lw = layout(src, n, m, b, wdt, false);
     let w = p.add("W", Role::In, lw);
-    let part = |p: &mut Problem, src: &mut Src, name: &'static str, rows: usize, cols: usize, vecn: Option<usize>| -> Option<usize> {
+    let part = |p: &mut Problem,
+                src: &mut Src,
+                name: &'static str,
+                rows: usize,
+                cols: usize,
+                vecn: Option<usize>|
+     -> Option<usize> {
         if !src.chance(200) {
             return None;
         }
@@ -1118,7 +1157,9 @@ fn op_decompose(src: &mut Src, ctx: *mut osft_context) -> R {
     let mut a = build(&p, src);
     let ptrs = Ptrs::new(&mut a, &p);
     let before = a.bytes().to_vec();
-    let (st, q) = query("osft_decompose_workspace_size", |bp| unsafe { osft_decompose_workspace_size(ctx, ptrs.get(&p, Some(w)), compute, bp) })?;
+    let (st, q) = query("osft_decompose_workspace_size", |bp| unsafe {
+        osft_decompose_workspace_size(ctx, ptrs.get(&p, Some(w)), compute, bp)
+    })?;
     expect_ok(st, &p, false, false, "decompose workspace query")?;
     let (ws, short) = set_workspace(src, ctx, q)?;
     let g = |i| ptrs.get(&p, i);
@@ -1162,14 +1203,15 @@ fn op_project(src: &mut Src, ctx: *mut osft_context) -> R {
     let x = p.add("X", Role::InOut, lx);
     let left = side != 1;
     let right = side != 0;
-    let basis = |p: &mut Problem, src: &mut Src, name: &'static str, want: bool, rows: usize, cols: usize| -> Option<usize> {
-        if !want && !src.chance(32) {
-            return None; // an unused basis is sometimes passed anyway (it is ignored)
-        }
-        let bb = if cached || src.chance(128) { 1 } else { b };
-        let l = layout(src, rows, cols, bb, dt, cached);
-        Some(p.add(name, Role::In, l))
-    };
+    let basis =
+        |p: &mut Problem, src: &mut Src, name: &'static str, want: bool, rows: usize, cols: usize| -> Option<usize> {
+            if !want && !src.chance(32) {
+                return None; // an unused basis is sometimes passed anyway (it is ignored)
+            }
+            let bb = if cached || src.chance(128) { 1 } else { b };
+            let l = layout(src, rows, cols, bb, dt, cached);
+            Some(p.add(name, Role::In, l))
+        };
     let ku = src.below(n + 1);
     let kv = src.below(m + 1);
     let u = basis(&mut p, src, "U_high", left, n, ku);
@@ -1227,7 +1269,9 @@ fn op_project(src: &mut Src, ctx: *mut osft_context) -> R {
         unsafe { osft_projector_destroy(h) };
         (st, false, None)
     } else {
-        let (st, q) = query("osft_project_workspace_size", |bp| unsafe { osft_project_workspace_size(ctx, side_arg, g(u), g(v), g(Some(x)), g(out), bp) })?;
+        let (st, q) = query("osft_project_workspace_size", |bp| unsafe {
+            osft_project_workspace_size(ctx, side_arg, g(u), g(v), g(Some(x)), g(out), bp)
+        })?;
         expect_ok(st, &p, false, false, &format!("project workspace query{what}"))?;
         let (ws, short) = set_workspace(src, ctx, q)?;
         let st = unsafe { osft_project(ctx, side_arg, g(u), g(v), g(Some(x)), g(out)) };
@@ -1297,7 +1341,15 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     let mut a = build(&p, src);
     let ptrs = Ptrs::new(&mut a, &p);
     let (xp, bp, cp) = (ptrs.get(&p, Some(x)), ptrs.get(&p, Some(basis)), ptrs.get(&p, Some(coef)));
-    let g = |i| if i == x { xp } else if i == basis { bp } else { cp };
+    let g = |i| {
+        if i == x {
+            xp
+        } else if i == basis {
+            bp
+        } else {
+            cp
+        }
+    };
     // Phase 1: coef is written, X and basis are inputs.
     p.descs[x].role = Role::In;
     let before = a.bytes().to_vec();
@@ -1314,10 +1366,17 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
             for e in 0..b {
                 let xd = view(&before, &a, &p.descs[x]).dense(e);
                 let bd = view(&before, &a, &p.descs[basis]).dense(e);
-                let want = if left { matmul(&transpose(&bd, k), &xd, cols) } else { matmul(&xd, &transpose(&bd, cols), k) };
+                let want =
+                    if left { matmul(&transpose(&bd, k), &xd, cols) } else { matmul(&xd, &transpose(&bd, cols), k) };
                 let got = view(&after, &a, &p.descs[coef]).dense(e);
                 let scale = frob(&xd) * frob(&bd);
-                close(&got, &want, scale, 16.0 * (1.0 + rows.max(cols) as f64) * eps(dt).max(eps(cdt)), &format!("{what}: batch {e}"))?;
+                close(
+                    &got,
+                    &want,
+                    scale,
+                    16.0 * (1.0 + rows.max(cols) as f64) * eps(dt).max(eps(cdt)),
+                    &format!("{what}: batch {e}"),
+                )?;
             }
         }
     }
@@ -1325,7 +1384,9 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     p.descs[x].role = Role::InOut;
     p.descs[coef].role = Role::In;
     let before = a.bytes().to_vec();
-    let (st, q) = query("osft_project_apply_workspace_size", |bp| unsafe { osft_project_apply_workspace_size(ctx, g(coef), g(x), bp) })?;
+    let (st, q) = query("osft_project_apply_workspace_size", |bp| unsafe {
+        osft_project_apply_workspace_size(ctx, g(coef), g(x), bp)
+    })?;
     let what = format!("osft_project_apply (side {side_arg}){}", p.describe());
     expect_ok(st, &p, false, false, &format!("apply workspace query: {what}"))?;
     let (ws, short) = set_workspace(src, ctx, q)?;
@@ -1388,7 +1449,13 @@ fn terms(src: &mut Src, p: &mut Problem, n: usize, m: usize, b: usize) -> Vec<(u
     t
 }
 
-fn term_ptrs(p: &Problem, ptrs: &Ptrs, t: &[(usize, usize, usize)], src: &mut Src, note: &mut Vec<String>) -> [*const osft_matrix; 6] {
+fn term_ptrs(
+    p: &Problem,
+    ptrs: &Ptrs,
+    t: &[(usize, usize, usize)],
+    src: &mut Src,
+    note: &mut Vec<String>,
+) -> [*const osft_matrix; 6] {
     let mut out = [null(); 6];
     for (u, s, v) in t {
         let base = if p.descs[*u].name == "U_high" { 0 } else { 3 };
@@ -1406,7 +1473,15 @@ fn term_ptrs(p: &Problem, ptrs: &Ptrs, t: &[(usize, usize, usize)], src: &mut Sr
 }
 
 /// Reference `sum_t U_t diag(S_t) V_t` of batch entry `e`.
-fn reference_sum(p: &Problem, a: &Arena, bytes: &[u8], t: &[(usize, usize, usize)], e: usize, n: usize, m: usize) -> (M, f64) {
+fn reference_sum(
+    p: &Problem,
+    a: &Arena,
+    bytes: &[u8],
+    t: &[(usize, usize, usize)],
+    e: usize,
+    n: usize,
+    m: usize,
+) -> (M, f64) {
     let mut acc: M = vec![vec![0.0; m]; n];
     let mut scale = 0.0;
     for (u, s, v) in t {
@@ -1537,9 +1612,16 @@ fn diag_leakage(src: &mut Src, ctx: *mut osft_context) -> R {
     let ptrs = Ptrs::new(&mut a, &p);
     let (bp, xp) = (ptrs.get(&p, Some(basis)), ptrs.get(&p, Some(x)));
     let need = b;
-    let r = diag_call(src, ctx, &mut p, &mut a, need, &format!("osft_leakage (side {side})"), |q| unsafe { osft_leakage_workspace_size(ctx, side, bp, xp, q) }, |o, l| unsafe {
-        osft_leakage(ctx, side, bp, xp, o, l)
-    })?;
+    let r = diag_call(
+        src,
+        ctx,
+        &mut p,
+        &mut a,
+        need,
+        &format!("osft_leakage (side {side})"),
+        |q| unsafe { osft_leakage_workspace_size(ctx, side, bp, xp, q) },
+        |o, l| unsafe { osft_leakage(ctx, side, bp, xp, o, l) },
+    )?;
     if let Some(vals) = r {
         let bytes = a.bytes().to_vec();
         for e in 0..b {
@@ -1548,7 +1630,12 @@ fn diag_leakage(src: &mut Src, ctx: *mut osft_context) -> R {
             let c = if left { matmul(&transpose(&bd, k), &xd, m) } else { matmul(&xd, &transpose(&bd, m), k) };
             let xn = frob(&xd);
             let want = if xn == 0.0 { 0.0 } else { frob(&c) / xn };
-            nearly(vals[e], want, 64.0 * eps(dt).max(eps(F32)) * (1.0 + frob(&bd)).powi(2), &format!("leakage batch {e}{}", p.describe()))?;
+            nearly(
+                vals[e],
+                want,
+                64.0 * eps(dt).max(eps(F32)) * (1.0 + frob(&bd)).powi(2),
+                &format!("leakage batch {e}{}", p.describe()),
+            )?;
         }
     }
     Ok(())
@@ -1571,9 +1658,16 @@ fn diag_ortho(src: &mut Src, ctx: *mut osft_context) -> R {
     let mut a = build(&p, src);
     let ptrs = Ptrs::new(&mut a, &p);
     let bp = ptrs.get(&p, Some(basis));
-    let r = diag_call(src, ctx, &mut p, &mut a, b, &format!("osft_orthonormality_error (side {side})"), |q| unsafe {
-        osft_orthonormality_error_workspace_size(ctx, side, bp, q)
-    }, |o, l| unsafe { osft_orthonormality_error(ctx, side, bp, o, l) })?;
+    let r = diag_call(
+        src,
+        ctx,
+        &mut p,
+        &mut a,
+        b,
+        &format!("osft_orthonormality_error (side {side})"),
+        |q| unsafe { osft_orthonormality_error_workspace_size(ctx, side, bp, q) },
+        |o, l| unsafe { osft_orthonormality_error(ctx, side, bp, o, l) },
+    )?;
     if let Some(vals) = r {
         let bytes = a.bytes().to_vec();
         for e in 0..b {
@@ -1582,7 +1676,12 @@ fn diag_ortho(src: &mut Src, ctx: *mut osft_context) -> R {
             let g = matmul(&transpose(&bd, k), &bd, k);
             let eye: M = (0..k).map(|i| (0..k).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
             let want = frob(&sub(&g, &eye));
-            nearly(vals[e], want, 64.0 * eps(dt).max(eps(F32)) * (1.0 + frob(&bd).powi(2)), &format!("orthonormality batch {e}{}", p.describe()))?;
+            nearly(
+                vals[e],
+                want,
+                64.0 * eps(dt).max(eps(F32)) * (1.0 + frob(&bd).powi(2)),
+                &format!("orthonormality batch {e}{}", p.describe()),
+            )?;
         }
     }
     Ok(())
@@ -1606,9 +1705,18 @@ fn diag_recon_error(src: &mut Src, ctx: *mut osft_context) -> R {
         p.note(n_);
     }
     let wp = ptrs.get(&p, Some(w));
-    let r = diag_call(src, ctx, &mut p, &mut a, b, &format!("osft_reconstruction_error (compute {compute})"), |q| unsafe {
-        osft_reconstruction_error_workspace_size(ctx, wp, tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], compute, q)
-    }, |o, l| unsafe { osft_reconstruction_error(ctx, wp, tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], compute, o, l) })?;
+    let r = diag_call(
+        src,
+        ctx,
+        &mut p,
+        &mut a,
+        b,
+        &format!("osft_reconstruction_error (compute {compute})"),
+        |q| unsafe {
+            osft_reconstruction_error_workspace_size(ctx, wp, tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], compute, q)
+        },
+        |o, l| unsafe { osft_reconstruction_error(ctx, wp, tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], compute, o, l) },
+    )?;
     if let Some(vals) = r {
         let bytes = a.bytes().to_vec();
         for e in 0..b {
@@ -1646,9 +1754,16 @@ fn diag_importance(src: &mut Src, ctx: *mut osft_context) -> R {
     let ptrs = Ptrs::new(&mut a, &p);
     let (wp, xp) = (ptrs.get(&p, Some(w)), ptrs.get(&p, Some(x)));
     let need = bw.max(bx);
-    let r = diag_call(src, ctx, &mut p, &mut a, need, &format!("osft_layer_importance (compute {compute})"), |q| unsafe {
-        osft_layer_importance_workspace_size(ctx, wp, xp, compute, q)
-    }, |o, l| unsafe { osft_layer_importance(ctx, wp, xp, compute, o, l) })?;
+    let r = diag_call(
+        src,
+        ctx,
+        &mut p,
+        &mut a,
+        need,
+        &format!("osft_layer_importance (compute {compute})"),
+        |q| unsafe { osft_layer_importance_workspace_size(ctx, wp, xp, compute, q) },
+        |o, l| unsafe { osft_layer_importance(ctx, wp, xp, compute, o, l) },
+    )?;
     if let Some(vals) = r {
         let bytes = a.bytes().to_vec();
         let rr = n.min(m);
@@ -1660,7 +1775,8 @@ fn diag_importance(src: &mut Src, ctx: *mut osft_context) -> R {
             for row in &xd {
                 let y: Vec<f64> = (0..rr).map(|i| (0..m).map(|j| wd[i][j] * row[j]).sum()).collect();
                 let dot: f64 = (0..rr).map(|i| row[i] * y[i]).sum();
-                let (na, nb) = ((0..rr).map(|i| row[i] * row[i]).sum::<f64>().sqrt(), y.iter().map(|v| v * v).sum::<f64>().sqrt());
+                let (na, nb) =
+                    ((0..rr).map(|i| row[i] * row[i]).sum::<f64>().sqrt(), y.iter().map(|v| v * v).sum::<f64>().sqrt());
                 if na * nb < 1e-3 {
                     degenerate = true; // cos of a (near-)zero vector: convention-dependent
                 }
@@ -1686,9 +1802,16 @@ fn diag_read_vector(src: &mut Src, ctx: *mut osft_context) -> R {
     let mut a = build(&p, src);
     let ptrs = Ptrs::new(&mut a, &p);
     let vp = ptrs.get(&p, Some(v));
-    let r = diag_call(src, ctx, &mut p, &mut a, len * b, "osft_read_vector", |q| unsafe { osft_read_vector_workspace_size(ctx, vp, q) }, |o, l| unsafe {
-        osft_read_vector(ctx, vp, o, l)
-    })?;
+    let r = diag_call(
+        src,
+        ctx,
+        &mut p,
+        &mut a,
+        len * b,
+        "osft_read_vector",
+        |q| unsafe { osft_read_vector_workspace_size(ctx, vp, q) },
+        |o, l| unsafe { osft_read_vector(ctx, vp, o, l) },
+    )?;
     if let Some(vals) = r {
         let bytes = a.bytes().to_vec();
         let vv = view(&bytes, &a, &p.descs[v]);
@@ -1696,7 +1819,11 @@ fn diag_read_vector(src: &mut Src, ctx: *mut osft_context) -> R {
             for t in 0..len {
                 let want = vv.v(e, t);
                 if vals[e * len + t] != want {
-                    return Err(format!("read_vector[{e}][{t}] = {} but the element is {want}{}", vals[e * len + t], p.describe()));
+                    return Err(format!(
+                        "read_vector[{e}][{t}] = {} but the element is {want}{}",
+                        vals[e * len + t],
+                        p.describe()
+                    ));
                 }
             }
         }
@@ -1714,11 +1841,22 @@ pub fn model_statuses(m: &osft_matrix, addr: usize) -> Vec<osft_status> {
     if !(0..=3).contains(&m.dtype) {
         return vec![OSFT_STATUS_DTYPE_UNSUPPORTED];
     }
-    if m._reserved != 0 || !(0..=1).contains(&m.device) || (m.device == 0 && m.device_ordinal != 0) || (m.device == 1 && m.device_ordinal < 0) {
+    if m._reserved != 0
+        || !(0..=1).contains(&m.device)
+        || (m.device == 0 && m.device_ordinal != 0)
+        || (m.device == 1 && m.device_ordinal < 0)
+    {
         return vec![OSFT_STATUS_INVALID_ARGUMENT];
     }
     // Conversion order: rows, cols, row_stride, col_stride, batch, batch_stride.
-    for (v, stride) in [(m.rows, false), (m.cols, false), (m.row_stride, true), (m.col_stride, true), (m.batch, false), (m.batch_stride, true)] {
+    for (v, stride) in [
+        (m.rows, false),
+        (m.cols, false),
+        (m.row_stride, true),
+        (m.col_stride, true),
+        (m.batch, false),
+        (m.batch_stride, true),
+    ] {
         if v < 0 {
             return vec![if stride { OSFT_STATUS_INVALID_STRIDE } else { OSFT_STATUS_INVALID_SHAPE }];
         }
@@ -1788,7 +1926,15 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
             4 => usize::MAX - src.below(64) * 8 - 7,
             _ => (src.i64() as usize) & !7,
         };
-        let mut m = mat(src.pick(&[F32, F64, F16, BF16, F32, -1, 4]), raw_field(src), raw_field(src), raw_field(src), raw_field(src), raw_field(src), raw_field(src));
+        let mut m = mat(
+            src.pick(&[F32, F64, F16, BF16, F32, -1, 4]),
+            raw_field(src),
+            raw_field(src),
+            raw_field(src),
+            raw_field(src),
+            raw_field(src),
+            raw_field(src),
+        );
         if src.chance(10) {
             m.device = src.pick(&[1, 2, -1]);
         }
@@ -1809,7 +1955,8 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     let compute = src.pick(&[F32, F64, F16, 5]);
     let side = src.pick(&[0, 1, 2, 3]);
     // The documented single-descriptor rules.
-    let (st, q) = query("osft_read_vector_workspace_size", |b| unsafe { osft_read_vector_workspace_size(ctx, &d1, b) })?;
+    let (st, q) =
+        query("osft_read_vector_workspace_size", |b| unsafe { osft_read_vector_workspace_size(ctx, &d1, b) })?;
     let mut allowed = model_statuses(&d1, a1);
     // A valid vector whose f64 copy cannot exist: the scratch size itself overflows.
     let count = (d1.rows as u128).saturating_mul(d1.cols as u128).saturating_mul(d1.batch as u128);
@@ -1817,7 +1964,10 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
         allowed.extend([OSFT_STATUS_OVERFLOW, OSFT_STATUS_ALLOCATION_FAILED]);
     }
     if !allowed.contains(&st) {
-        return Err(format!("read_vector_workspace_size of {d1:?}: {st:?} ({}), the documented rules allow {allowed:?}", msg()));
+        return Err(format!(
+            "read_vector_workspace_size of {d1:?}: {st:?} ({}), the documented rules allow {allowed:?}",
+            msg()
+        ));
     }
     if let Some(bytes) = q {
         let len = (d1.rows as u128).saturating_mul(d1.cols as u128).saturating_mul(d1.batch as u128);
@@ -1837,16 +1987,47 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     let what = format!("\n    d1 = {d1:?}\n    d2 = {d2:?}");
     let checks: Vec<(&str, Box<dyn Fn(*mut usize) -> osft_status>)> = vec![
         ("svd_workspace_size", Box::new(|b| unsafe { osft_svd_workspace_size(ctx, p1, compute, b) })),
-        ("svd_list_workspace_size", Box::new(|b| unsafe { osft_svd_list_workspace_size(ctx, 2, list.as_ptr(), compute, b) })),
-        ("project_workspace_size", Box::new(|b| unsafe { osft_project_workspace_size(ctx, side, opt(c1, p2), opt(c2, p2), p1, opt(c2 && c1, p1), b) })),
+        (
+            "svd_list_workspace_size",
+            Box::new(|b| unsafe { osft_svd_list_workspace_size(ctx, 2, list.as_ptr(), compute, b) }),
+        ),
+        (
+            "project_workspace_size",
+            Box::new(|b| unsafe {
+                osft_project_workspace_size(ctx, side, opt(c1, p2), opt(c2, p2), p1, opt(c2 && c1, p1), b)
+            }),
+        ),
         ("project_apply_workspace_size", Box::new(|b| unsafe { osft_project_apply_workspace_size(ctx, p2, p1, b) })),
         ("leakage_workspace_size", Box::new(|b| unsafe { osft_leakage_workspace_size(ctx, side, p2, p1, b) })),
-        ("orthonormality_error_workspace_size", Box::new(|b| unsafe { osft_orthonormality_error_workspace_size(ctx, side, p1, b) })),
-        ("layer_importance_workspace_size", Box::new(|b| unsafe { osft_layer_importance_workspace_size(ctx, p1, p2, compute, b) })),
-        ("reconstruct_workspace_size", Box::new(|b| unsafe { osft_reconstruct_workspace_size(ctx, p2, p2, p2, zero, zero, zero, p1, compute, b) })),
-        ("reconstruction_error_workspace_size", Box::new(|b| unsafe {
-            osft_reconstruction_error_workspace_size(ctx, p1, opt(c1, p2), opt(c1, p2), opt(c1, p2), opt(!c1, p2), opt(!c1, p2), opt(!c1, p2), compute, b)
-        })),
+        (
+            "orthonormality_error_workspace_size",
+            Box::new(|b| unsafe { osft_orthonormality_error_workspace_size(ctx, side, p1, b) }),
+        ),
+        (
+            "layer_importance_workspace_size",
+            Box::new(|b| unsafe { osft_layer_importance_workspace_size(ctx, p1, p2, compute, b) }),
+        ),
+        (
+            "reconstruct_workspace_size",
+            Box::new(|b| unsafe { osft_reconstruct_workspace_size(ctx, p2, p2, p2, zero, zero, zero, p1, compute, b) }),
+        ),
+        (
+            "reconstruction_error_workspace_size",
+            Box::new(|b| unsafe {
+                osft_reconstruction_error_workspace_size(
+                    ctx,
+                    p1,
+                    opt(c1, p2),
+                    opt(c1, p2),
+                    opt(c1, p2),
+                    opt(!c1, p2),
+                    opt(!c1, p2),
+                    opt(!c1, p2),
+                    compute,
+                    b,
+                )
+            }),
+        ),
     ];
     let pick = src.below(checks.len() + 1);
     for (i, (name, f)) in checks.iter().enumerate() {
@@ -1860,7 +2041,9 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
         let mut raw = [0u8; 80];
         let p = unsafe { raw.as_mut_ptr().add(1) } as *mut osft_matrix;
         unsafe { std::ptr::write_unaligned(p, d1) };
-        let (st, _) = query("svd_workspace_size (misaligned descriptor)", |b| unsafe { osft_svd_workspace_size(ctx, p, compute, b) })?;
+        let (st, _) = query("svd_workspace_size (misaligned descriptor)", |b| unsafe {
+            osft_svd_workspace_size(ctx, p, compute, b)
+        })?;
         if st != OSFT_STATUS_MISALIGNED && (p as usize) % 8 != 0 {
             return Err(format!("a misaligned descriptor pointer gave {st:?}"));
         }

@@ -26,7 +26,9 @@ use osft::Context;
 fn context(choice: ExecutorChoice) -> Result<(Context, String), String> {
     match choice {
         ExecutorChoice::Cpu => Ok((Context::cpu(), String::new())),
-        ExecutorChoice::Cuda => Context::cuda(0).map(|c| (c, String::new())).map_err(|e| format!("--executor cuda: {e}")),
+        ExecutorChoice::Cuda => {
+            Context::cuda(0).map(|c| (c, String::new())).map_err(|e| format!("--executor cuda: {e}"))
+        }
         ExecutorChoice::Auto => match Context::cuda(0) {
             Ok(c) => Ok((c, "default executor: CUDA device 0".into())),
             Err(e) => Ok((Context::cpu(), format!("default executor: the CPU, as CUDA is not usable here ({e})"))),

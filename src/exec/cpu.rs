@@ -192,7 +192,16 @@ fn zeroed_f32(n: Option<usize>) -> Result<Vec<f32>> {
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn convert_to_f32(dt: DType, addr: Addr, off: usize, rs: usize, cs: usize, rows: usize, cols: usize, out: &mut [f32]) {
+unsafe fn convert_to_f32(
+    dt: DType,
+    addr: Addr,
+    off: usize,
+    rs: usize,
+    cs: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
     with_elem!(dt, T, {
         for j in 0..cols {
             for i in 0..rows {
@@ -304,7 +313,14 @@ impl Executor for CpuExecutor {
         Ok(())
     }
 
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> Result<usize> {
         // The routine's own preconditions first (e.g. gesvdjBatched's 32 x 32), as on CUDA.
         algorithm.check_problem(m, n, dtype)?;
         Ok(faer_svd_scratch(m, n, dtype)? * lanes(batch))
@@ -325,7 +341,16 @@ impl Executor for CpuExecutor {
         }
     }
 
-    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> Result<usize> {
         let _ = niters;
         check_gesvdr_problem(m, n, k, p, dtype)?;
         // Per lane: faer's scratch plus the full thin U (m x n), V (n x n) and S (n) it is
@@ -336,7 +361,9 @@ impl Executor for CpuExecutor {
             .and_then(|x| x.checked_mul(dtype.size()))
             .and_then(|x| x.checked_add(faer_svd_scratch(m, n, dtype).ok()?.next_multiple_of(ALIGN)))
             .ok_or_else(|| Error::overflow("workspace", format!("gesvdr scratch for {m} x {n}")))?;
-        full.next_multiple_of(ALIGN).checked_mul(lanes(batch)).ok_or_else(|| Error::overflow("workspace", "gesvdr scratch".to_string()))
+        full.next_multiple_of(ALIGN)
+            .checked_mul(lanes(batch))
+            .ok_or_else(|| Error::overflow("workspace", "gesvdr scratch".to_string()))
     }
 
     /// The exact SVD truncated to the top `k` (the CPU result is exact, not randomized), after
@@ -464,8 +491,22 @@ fn lanes(batch: usize) -> usize {
 
 fn faer_svd_scratch(m: usize, n: usize, dtype: DType) -> Result<usize> {
     Ok(match dtype {
-        DType::F32 => svd::svd_scratch::<f32>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
-        DType::F64 => svd::svd_scratch::<f64>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
+        DType::F32 => svd::svd_scratch::<f32>(
+            m,
+            n,
+            ComputeSvdVectors::Thin,
+            ComputeSvdVectors::Thin,
+            Par::rayon(0),
+            Default::default(),
+        ),
+        DType::F64 => svd::svd_scratch::<f64>(
+            m,
+            n,
+            ComputeSvdVectors::Thin,
+            ComputeSvdVectors::Thin,
+            Par::rayon(0),
+            Default::default(),
+        ),
         _ => return Err(Error::precondition("gesvd", format!("gesvd computes in f32 or f64, not {}", dtype.name()))),
     }
     .unaligned_bytes_required())
@@ -473,7 +514,12 @@ fn faer_svd_scratch(m: usize, n: usize, dtype: DType) -> Result<usize> {
 
 /// Run `one(b, lane_scratch)` for every batch entry, `lanes(batch)` lanes in parallel, each
 /// with its own `work_bytes / lanes` slice; report the lowest non-converged index.
-unsafe fn per_matrix(batch: usize, work: Addr, work_bytes: usize, one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync) -> Result<()> {
+unsafe fn per_matrix(
+    batch: usize,
+    work: Addr,
+    work_bytes: usize,
+    one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync,
+) -> Result<()> {
     let nl = lanes(batch);
     let per = work_bytes / nl;
     let results: Vec<Result<()>> = (0..nl)
@@ -504,7 +550,11 @@ unsafe fn per_matrix(batch: usize, work: Addr, work_bytes: usize, one: impl Fn(u
     }
 }
 
-unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
+unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(
+    g: &GesvdArgs,
+    work: Addr,
+    work_bytes: usize,
+) -> Result<()> {
     let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
     per_matrix(g.batch, work, work_bytes, |b, buf| {
         let stack = MemStack::new(buf);
@@ -512,12 +562,18 @@ unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(g: &GesvdArgs, work:
         let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
         let u = MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
         // faer returns V; VT stored column-major is V stored row-major.
-        let v = MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { problem: None, index: b })
+        let v =
+            MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
+            .map_err(|_| Error::NotConverged { problem: None, index: b })
     })
 }
 
-unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(
+    g: &GesvdrArgs,
+    work: Addr,
+    work_bytes: usize,
+) -> Result<()> {
     let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
     let (m, n, k) = (g.m, g.n, g.k);
     per_matrix(g.batch, work, work_bytes, |b, buf| {
@@ -531,7 +587,8 @@ unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(g: &GesvdrArgs, wor
         let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
         let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
         let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default()).map_err(|_| Error::NotConverged { problem: None, index: b })?;
+        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
+            .map_err(|_| Error::NotConverged { problem: None, index: b })?;
         for j in 0..k {
             put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
             for i in 0..m {

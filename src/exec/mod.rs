@@ -255,9 +255,11 @@ impl GemmArgs {
         need(R, self.a.ld >= ar.max(1), || format!("lda = {} < max(1, {ar})", self.a.ld))?;
         need(R, self.b.ld >= br.max(1), || format!("ldb = {} < max(1, {br})", self.b.ld))?;
         need(R, self.c.ld >= self.m.max(1), || format!("ldc = {} < max(1, {})", self.c.ld, self.m))?;
-        need(R, self.batch == 1 || self.m == 0 || self.n == 0 || self.c.stride >= self.c.ld * (self.n - 1) + self.m, || {
-            format!("strideC = {} lets batch entries of C overlap", self.c.stride)
-        })?;
+        need(
+            R,
+            self.batch == 1 || self.m == 0 || self.n == 0 || self.c.stride >= self.c.ld * (self.n - 1) + self.m,
+            || format!("strideC = {} lets batch entries of C overlap", self.c.stride),
+        )?;
         use DType::*;
         let ok = matches!(
             (self.compute, self.a.dtype, self.b.dtype, self.c.dtype),
@@ -321,8 +323,12 @@ pub struct DgmmArgs {
 impl DgmmArgs {
     pub fn check(&self) -> Result<()> {
         const R: &str = "dgmm";
-        need(R, self.a.dtype.is_compute() && self.a.dtype == self.c.dtype, || "A and C must share an f32/f64 type".into())?;
-        need(R, self.a.ld >= self.m.max(1) && self.c.ld >= self.m.max(1), || "lda and ldc must be >= max(1, m)".into())?;
+        need(R, self.a.dtype.is_compute() && self.a.dtype == self.c.dtype, || {
+            "A and C must share an f32/f64 type".into()
+        })?;
+        need(R, self.a.ld >= self.m.max(1) && self.c.ld >= self.m.max(1), || {
+            "lda and ldc must be >= max(1, m)".into()
+        })?;
         need(R, self.incx >= 1, || "incx must be >= 1".into())
     }
 }
@@ -351,15 +357,22 @@ impl GesvdArgs {
         let alg = self.algorithm.resolve(self.m, self.n);
         alg.check_problem(self.m, self.n, self.a.dtype)?;
         let r = alg.routine();
-        need(r, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || "A, U and VT must share an f32/f64 type".into())?;
+        need(r, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || {
+            "A, U and VT must share an f32/f64 type".into()
+        })?;
         need(r, self.a.ld >= self.m && self.u.ld >= self.m && self.vt.ld >= self.n, || {
-            format!("lda = {}, ldu = {}, ldvt = {} too small for {} x {}", self.a.ld, self.u.ld, self.vt.ld, self.m, self.n)
+            format!(
+                "lda = {}, ldu = {}, ldvt = {} too small for {} x {}",
+                self.a.ld, self.u.ld, self.vt.ld, self.m, self.n
+            )
         })?;
         match alg {
             // gesvdjBatched has no stride arguments: the batch is packed.
-            SvdAlgorithm::JacobiBatched => need(r, self.a.ld == self.m && self.a.stride == self.m * self.n && self.stride_s == self.n, || {
-                format!("gesvdjBatched needs a packed batch (lda = m, strideA = m * n, strideS = n), got lda = {}, strideA = {}, strideS = {}", self.a.ld, self.a.stride, self.stride_s)
-            }),
+            SvdAlgorithm::JacobiBatched => {
+                need(r, self.a.ld == self.m && self.a.stride == self.m * self.n && self.stride_s == self.n, || {
+                    format!("gesvdjBatched needs a packed batch (lda = m, strideA = m * n, strideS = n), got lda = {}, strideA = {}, strideS = {}", self.a.ld, self.a.stride, self.stride_s)
+                })
+            }
             // The workspace query is made for the packed layout, so the call must use it.
             SvdAlgorithm::ApproxBatched => need(
                 r,
@@ -369,7 +382,10 @@ impl GesvdArgs {
                     && self.u.stride == self.m * self.n
                     && self.stride_s == self.n
                     && self.batch <= i32::MAX as usize,
-                || "gesvdaStridedBatched needs a packed batch (lda = ldu = m, strideA = strideU = m * n, strideS = n)".into(),
+                || {
+                    "gesvdaStridedBatched needs a packed batch (lda = ldu = m, strideA = strideU = m * n, strideS = n)"
+                        .into()
+                },
             ),
             _ => Ok(()),
         }
@@ -398,11 +414,14 @@ pub fn check_gesvd_calls(exec: &(impl Executor + ?Sized), calls: &[GesvdCall]) -
             return Err(Error::WorkspaceTooSmall { needed, given: c.work_bytes });
         }
     }
-    let mut slices: Vec<(Addr, usize, usize)> = calls.iter().enumerate().filter(|(_, c)| c.work_bytes > 0).map(|(g, c)| (c.work, c.work_bytes, g)).collect();
+    let mut slices: Vec<(Addr, usize, usize)> =
+        calls.iter().enumerate().filter(|(_, c)| c.work_bytes > 0).map(|(g, c)| (c.work, c.work_bytes, g)).collect();
     slices.sort_unstable();
     for p in slices.windows(2) {
         let ((a, la, ga), (b, _, gb)) = (p[0], p[1]);
-        need("gesvd_grouped", a.checked_add(la).is_some_and(|end| end <= b), || format!("the workspaces of groups {ga} and {gb} overlap"))?;
+        need("gesvd_grouped", a.checked_add(la).is_some_and(|end| end <= b), || {
+            format!("the workspaces of groups {ga} and {gb} overlap")
+        })?;
     }
     Ok(())
 }
@@ -447,20 +466,35 @@ pub fn check_gesvdr_problem(m: usize, n: usize, k: usize, p: usize, dtype: DType
     need(R, dtype.is_compute(), || format!("{R} computes in f32 or f64, not {}", dtype.name()))?;
     need(R, k >= 1, || "the randomized SVD needs k >= 1 (nothing frozen: use another algorithm)".into())?;
     // The cuSOLVER parameter table: "rank is less than min(m,n)", "(k+p) is less than min(m,n)".
-    need(R, k < n, || format!("{R} needs k < min(m, n), got k = {k}, min(m, n) = {n} (nothing trainable: use an exact algorithm)"))?;
-    need(R, k.checked_add(p).is_some_and(|kp| kp < n), || format!("{R} needs k + p < min(m, n), got k = {k}, p = {p}, min(m, n) = {n}"))
+    need(R, k < n, || {
+        format!("{R} needs k < min(m, n), got k = {k}, min(m, n) = {n} (nothing trainable: use an exact algorithm)")
+    })?;
+    need(R, k.checked_add(p).is_some_and(|kp| kp < n), || {
+        format!("{R} needs k + p < min(m, n), got k = {k}, p = {p}, min(m, n) = {n}")
+    })
 }
 
 impl GesvdrArgs {
     pub fn check(&self) -> Result<()> {
         check_gesvdr_problem(self.m, self.n, self.k, self.p, self.a.dtype)?;
         const R: &str = "cusolverDnXgesvdr";
-        need(R, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || "A, U and VT must share an f32/f64 type".into())?;
+        need(R, self.u.dtype == self.a.dtype && self.vt.dtype == self.a.dtype, || {
+            "A, U and VT must share an f32/f64 type".into()
+        })?;
         need(R, self.a.ld >= self.m && self.u.ld >= self.m && self.vt.ld >= self.k && self.stride_s >= self.n, || {
-            format!("lda = {}, ldu = {}, ldvt = {}, strideS = {} too small for {} x {} top {}", self.a.ld, self.u.ld, self.vt.ld, self.stride_s, self.m, self.n, self.k)
+            format!(
+                "lda = {}, ldu = {}, ldvt = {}, strideS = {} too small for {} x {} top {}",
+                self.a.ld, self.u.ld, self.vt.ld, self.stride_s, self.m, self.n, self.k
+            )
         })?;
         // cuSOLVER's Urand is written for up to min(m, n) columns: U must have room for them.
-        need(R, self.batch <= 1 || self.u.stride >= self.u.ld * self.n, || format!("strideU = {} < ldu * n = {}: U needs room for min(m, n) columns", self.u.stride, self.u.ld * self.n))
+        need(R, self.batch <= 1 || self.u.stride >= self.u.ld * self.n, || {
+            format!(
+                "strideU = {} < ldu * n = {}: U needs room for min(m, n) columns",
+                self.u.stride,
+                self.u.ld * self.n
+            )
+        })
     }
 }
 
@@ -562,7 +596,14 @@ pub trait Executor: Send + Sync {
     unsafe fn dgmm(&self, args: &DgmmArgs) -> Result<()>;
     /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`
     /// (`*_bufferSize`); refuses a problem the algorithm's routine cannot take.
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize>;
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> Result<usize>;
     unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()>;
     /// Several independent strided-batched thin SVDs (a list of shapes), each group with its own
     /// workspace slice. Every group is checked first ([`check_gesvd_calls`]), nothing runs if
@@ -579,7 +620,16 @@ pub trait Executor: Send + Sync {
     }
     /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
     #[allow(clippy::too_many_arguments)] // the routine's own problem parameters
-    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize>;
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> Result<usize>;
     /// Randomized top-`k` SVD (see [`GesvdrArgs`]).
     unsafe fn gesvdr_strided_batched(&self, args: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()>;
     /// Convergence information of the last SVD (`None` where the executor has none).

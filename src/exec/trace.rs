@@ -27,10 +27,23 @@ pub enum Call {
     /// One `gemm_grouped` call: the groups, each recorded with its compute type.
     GemmGrouped(Vec<GemmArgs>),
     SignFix(SignFixArgs),
-    SumSquares { rows: usize, cols: usize, batch: usize },
-    AddDiagonal { n: usize, batch: usize },
-    CountNonfinite { rows: usize, cols: usize, batch: usize },
-    CosineSum { count: usize },
+    SumSquares {
+        rows: usize,
+        cols: usize,
+        batch: usize,
+    },
+    AddDiagonal {
+        n: usize,
+        batch: usize,
+    },
+    CountNonfinite {
+        rows: usize,
+        cols: usize,
+        batch: usize,
+    },
+    CosineSum {
+        count: usize,
+    },
 }
 
 pub struct Recording<E> {
@@ -91,10 +104,26 @@ impl<E: Executor> Executor for Recording<E> {
         self.rec(Call::Dgmm(*a));
         self.inner.dgmm(a)
     }
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> Result<usize> {
         self.inner.gesvd_buffer_size(m, n, dtype, batch, algorithm)
     }
-    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> Result<usize> {
         self.inner.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
     }
     unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {

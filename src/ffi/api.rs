@@ -127,12 +127,16 @@ pub extern "C" fn osft_debug_panic() -> osft_status {
 ///
 /// `*out` is written only on success. Free the context with `osft_context_destroy`.
 #[no_mangle]
-pub unsafe extern "C" fn osft_context_create(backend: i32, device_ordinal: i32, out: *mut *mut osft_context) -> osft_status {
+pub unsafe extern "C" fn osft_context_create(
+    backend: i32,
+    device_ordinal: i32,
+    out: *mut *mut osft_context,
+) -> osft_status {
     guard(|| {
         let out = out_ptr(out, "out")?;
         let b = super::boundary::backend(backend)?;
-        let ordinal =
-            u32::try_from(device_ordinal).map_err(|_| Error::InvalidArgument(format!("device_ordinal = {device_ordinal} is negative")))?;
+        let ordinal = u32::try_from(device_ordinal)
+            .map_err(|_| Error::InvalidArgument(format!("device_ordinal = {device_ordinal} is negative")))?;
         let (ctx, chosen) = match b {
             osft_backend::OSFT_BACKEND_CPU => {
                 if ordinal != 0 {
@@ -190,7 +194,9 @@ pub unsafe extern "C" fn osft_context_set_stream(ctx: *mut osft_context, stream:
         let c = context(ctx)?;
         if c.backend == osft_backend::OSFT_BACKEND_CPU {
             if !stream.is_null() {
-                return Err(Error::InvalidArgument("a CPU context has no streams: only NULL (the default stream) is accepted".into()));
+                return Err(Error::InvalidArgument(
+                    "a CPU context has no streams: only NULL (the default stream) is accepted".into(),
+                ));
             }
             return Ok(());
         }
@@ -218,7 +224,11 @@ pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream:
 /// `osft_context_set_workspace` or `osft_context_destroy`. `ptr = NULL` needs `bytes = 0` (then
 /// every op needing scratch fails).
 #[no_mangle]
-pub unsafe extern "C" fn osft_context_set_workspace(ctx: *mut osft_context, ptr: *mut c_void, bytes: usize) -> osft_status {
+pub unsafe extern "C" fn osft_context_set_workspace(
+    ctx: *mut osft_context,
+    ptr: *mut c_void,
+    bytes: usize,
+) -> osft_status {
     guard(|| {
         let c = context(ctx)?;
         if ptr.is_null() && bytes > 0 {
@@ -311,7 +321,12 @@ pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, ou
 /// Workspace bytes `osft_svd` needs for `w` in `compute` with the context's SVD algorithm (an
 /// algorithm that cannot serve `w` fails here already, with the status the SVD would return).
 #[no_mangle]
-pub unsafe extern "C" fn osft_svd_workspace_size(ctx: *mut osft_context, w: *const osft_matrix, compute: i32, bytes: *mut usize) -> osft_status {
+pub unsafe extern "C" fn osft_svd_workspace_size(
+    ctx: *mut osft_context,
+    w: *const osft_matrix,
+    compute: i32,
+    bytes: *mut usize,
+) -> osft_status {
     guard(|| {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
@@ -415,7 +430,12 @@ pub unsafe extern "C" fn osft_svd_list(
 /// For `OSFT_SVD_RANDOMIZED` the size depends on `k`, which this query does not take: it
 /// reports the size for the largest subspace, `k + p = min(N, M) - 1` (cuSOLVER wants `k + p < min(N, M)`).
 #[no_mangle]
-pub unsafe extern "C" fn osft_decompose_workspace_size(ctx: *mut osft_context, w: *const osft_matrix, compute: i32, bytes: *mut usize) -> osft_status {
+pub unsafe extern "C" fn osft_decompose_workspace_size(
+    ctx: *mut osft_context,
+    w: *const osft_matrix,
+    compute: i32,
+    bytes: *mut usize,
+) -> osft_status {
     guard(|| {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
@@ -475,14 +495,22 @@ pub unsafe extern "C" fn osft_decompose(
 /// `len` singular values `s` (host memory, descending, finite, non-negative; `R = len`), in `*k`.
 /// Host-only: read device singular values with `osft_read_vector` first.
 #[no_mangle]
-pub unsafe extern "C" fn osft_select_rank(s: *const f64, len: usize, rule: i32, param: f64, k: *mut i64) -> osft_status {
+pub unsafe extern "C" fn osft_select_rank(
+    s: *const f64,
+    len: usize,
+    rule: i32,
+    param: f64,
+    k: *mut i64,
+) -> osft_status {
     guard(|| {
         let out = out_ptr(k, "k")?;
         let s = slice(s, len, "s")?;
         let rule = match rule {
             0 => {
                 if !(param.is_finite() && param >= 0.0 && param.fract() == 0.0) {
-                    return Err(Error::RankOutOfRange(format!("OSFT_RANK_FIXED: param = {param} is not a whole number >= 0")));
+                    return Err(Error::RankOutOfRange(format!(
+                        "OSFT_RANK_FIXED: param = {param} is not a whole number >= 0"
+                    )));
                 }
                 if param > usize::MAX as f64 {
                     return Err(Error::RankOutOfRange(format!("OSFT_RANK_FIXED: param = {param} exceeds R = {len}")));
@@ -522,7 +550,11 @@ pub unsafe extern "C" fn osft_adaptive_ranks(
         let imp = slice(importance, count, "importance")?;
         let fr = slice(full_ranks, count, "full_ranks")?;
         let out = out_slice(ranks, count, count, "ranks")?;
-        let fr = fr.iter().enumerate().map(|(i, r)| super::boundary::count(*r, &format!("full_ranks[{i}]"))).collect::<Result<Vec<_>>>()?;
+        let fr = fr
+            .iter()
+            .enumerate()
+            .map(|(i, r)| super::boundary::count(*r, &format!("full_ranks[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
         let ks = crate::adaptive_ranks(imp, &fr, min_ratio, max_ratio)?;
         let ks = ks.iter().map(|k| to_i64(*k, "ranks")).collect::<Result<Vec<_>>>()?;
         out.copy_from_slice(&ks);
@@ -577,14 +609,20 @@ pub unsafe extern "C" fn osft_layer_importance_workspace_size(
 /// the host as doubles: batch entry `b`'s `len = rows * cols` elements go to
 /// `out[b * len .. (b + 1) * len)`. `v` must be `len x 1` or `1 x len`; `out_len >= batch * len`.
 #[no_mangle]
-pub unsafe extern "C" fn osft_read_vector(ctx: *mut osft_context, v: *const osft_matrix, out: *mut f64, out_len: usize) -> osft_status {
+pub unsafe extern "C" fn osft_read_vector(
+    ctx: *mut osft_context,
+    v: *const osft_matrix,
+    out: *mut f64,
+    out_len: usize,
+) -> osft_status {
     guard(|| {
         let c = context(ctx)?;
         let d = desc(v, "vector")?;
-        let need = d.rows.checked_mul(d.cols).and_then(|x| x.checked_mul(d.batch)).ok_or_else(|| Error::Overflow {
-            arg: "vector".into(),
-            msg: "rows * cols * batch".into(),
-        })?;
+        let need = d
+            .rows
+            .checked_mul(d.cols)
+            .and_then(|x| x.checked_mul(d.batch))
+            .ok_or_else(|| Error::Overflow { arg: "vector".into(), msg: "rows * cols * batch".into() })?;
         let dst = out_slice(out, out_len, need, "out")?;
         let flat = c.ctx.read_vector_raw(&d)?;
         copy_out(dst, &flat)
@@ -593,7 +631,11 @@ pub unsafe extern "C" fn osft_read_vector(ctx: *mut osft_context, v: *const osft
 
 /// Workspace bytes for `osft_read_vector`.
 #[no_mangle]
-pub unsafe extern "C" fn osft_read_vector_workspace_size(ctx: *mut osft_context, v: *const osft_matrix, bytes: *mut usize) -> osft_status {
+pub unsafe extern "C" fn osft_read_vector_workspace_size(
+    ctx: *mut osft_context,
+    v: *const osft_matrix,
+    bytes: *mut usize,
+) -> osft_status {
     guard(|| {
         context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
@@ -616,7 +658,12 @@ fn copy_out(dst: &mut [f64], v: &[f64]) -> Result<()> {
 // Reconstruction.
 
 /// One term `U diag(S) V` from three optional descriptors: all NULL = absent, all set = present.
-unsafe fn term(names: [&str; 3], u: *const osft_matrix, s: *const osft_matrix, v: *const osft_matrix) -> Result<Option<[MatDesc; 3]>> {
+unsafe fn term(
+    names: [&str; 3],
+    u: *const osft_matrix,
+    s: *const osft_matrix,
+    v: *const osft_matrix,
+) -> Result<Option<[MatDesc; 3]>> {
     let given = [u, s, v].iter().filter(|p| !p.is_null()).count();
     if given == 0 {
         return Ok(None);
@@ -850,7 +897,11 @@ pub unsafe extern "C" fn osft_projector_create(
 /// Project `x` with the projector, into `out`, or in place when `out` is NULL (rules as for
 /// `osft_project`).
 #[no_mangle]
-pub unsafe extern "C" fn osft_projector_apply(projector: *mut osft_projector, x: *const osft_matrix, out: *const osft_matrix) -> osft_status {
+pub unsafe extern "C" fn osft_projector_apply(
+    projector: *mut osft_projector,
+    x: *const osft_matrix,
+    out: *const osft_matrix,
+) -> osft_status {
     guard(|| {
         let p = super::boundary::projector(projector)?;
         let x = desc(x, "X")?;
@@ -863,7 +914,11 @@ pub unsafe extern "C" fn osft_projector_apply(projector: *mut osft_projector, x:
 /// `OSFT_STRATEGY_CACHED_PROJECTOR`; -1 for a side it does not project). Either output pointer
 /// may be NULL.
 #[no_mangle]
-pub unsafe extern "C" fn osft_projector_strategies(projector: *mut osft_projector, left: *mut i32, right: *mut i32) -> osft_status {
+pub unsafe extern "C" fn osft_projector_strategies(
+    projector: *mut osft_projector,
+    left: *mut i32,
+    right: *mut i32,
+) -> osft_status {
     guard(|| {
         let p = super::boundary::projector(projector)?;
         let (l, r) = p.proj.strategies();

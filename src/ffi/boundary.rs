@@ -166,14 +166,19 @@ fn to_usize(v: i64, arg: &str, field: &str, stride: bool) -> Result<usize> {
 }
 
 pub(crate) fn dtype(v: i32, arg: &str) -> Result<DType> {
-    DType::from_i32(v).ok_or_else(|| Error::DtypeUnsupported(format!("{arg}: unknown dtype {v} (OSFT_DTYPE_F32 = 0, F64 = 1, F16 = 2, BF16 = 3)")))
+    DType::from_i32(v).ok_or_else(|| {
+        Error::DtypeUnsupported(format!("{arg}: unknown dtype {v} (OSFT_DTYPE_F32 = 0, F64 = 1, F16 = 2, BF16 = 3)"))
+    })
 }
 
 /// A compute type: `OSFT_DTYPE_F32` or `OSFT_DTYPE_F64`.
 pub(crate) fn compute(v: i32) -> Result<DType> {
     let d = dtype(v, "compute")?;
     if !d.is_compute() {
-        return Err(Error::DtypeUnsupported(format!("compute type must be OSFT_DTYPE_F32 or OSFT_DTYPE_F64, not {}", d.name())));
+        return Err(Error::DtypeUnsupported(format!(
+            "compute type must be OSFT_DTYPE_F32 or OSFT_DTYPE_F64, not {}",
+            d.name()
+        )));
     }
     Ok(d)
 }
@@ -183,7 +188,11 @@ pub(crate) fn side(v: i32) -> Result<Side> {
         0 => Side::Left,
         1 => Side::Right,
         2 => Side::Both,
-        _ => return Err(Error::InvalidArgument(format!("side: unknown value {v} (OSFT_SIDE_LEFT = 0, RIGHT = 1, BOTH = 2)"))),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "side: unknown value {v} (OSFT_SIDE_LEFT = 0, RIGHT = 1, BOTH = 2)"
+            )))
+        }
     })
 }
 
@@ -192,7 +201,11 @@ pub(crate) fn strategy(v: i32) -> Result<Strategy> {
         0 => Strategy::Auto,
         1 => Strategy::Coefficient,
         2 => Strategy::CachedProjector,
-        _ => return Err(Error::InvalidArgument(format!("strategy: unknown value {v} (OSFT_STRATEGY_AUTO = 0, COEFFICIENT = 1, CACHED_PROJECTOR = 2)"))),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "strategy: unknown value {v} (OSFT_STRATEGY_AUTO = 0, COEFFICIENT = 1, CACHED_PROJECTOR = 2)"
+            )))
+        }
     })
 }
 
@@ -205,8 +218,9 @@ pub(crate) fn svd_algorithm(v: i32) -> Result<crate::SvdAlgorithm> {
 }
 
 pub(crate) fn math_mode(v: i32) -> Result<crate::MathMode> {
-    crate::MathMode::from_raw(v)
-        .ok_or_else(|| Error::InvalidArgument(format!("math mode: unknown value {v} (OSFT_MATH_EXACT = 0, TF32 = 1, BF16 = 2)")))
+    crate::MathMode::from_raw(v).ok_or_else(|| {
+        Error::InvalidArgument(format!("math mode: unknown value {v} (OSFT_MATH_EXACT = 0, TF32 = 1, BF16 = 2)"))
+    })
 }
 
 pub(crate) fn backend(v: i32) -> Result<osft_backend> {
@@ -214,7 +228,11 @@ pub(crate) fn backend(v: i32) -> Result<osft_backend> {
         0 => osft_backend::OSFT_BACKEND_CPU,
         1 => osft_backend::OSFT_BACKEND_CUDA,
         2 => osft_backend::OSFT_BACKEND_AUTO,
-        _ => return Err(Error::InvalidArgument(format!("backend: unknown value {v} (OSFT_BACKEND_CPU = 0, CUDA = 1, AUTO = 2)"))),
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "backend: unknown value {v} (OSFT_BACKEND_CPU = 0, CUDA = 1, AUTO = 2)"
+            )))
+        }
     })
 }
 
@@ -228,13 +246,17 @@ pub(crate) fn matrix(m: &osft_matrix, arg: &str) -> Result<MatDesc> {
     let device = match m.device {
         0 => {
             if m.device_ordinal != 0 {
-                return Err(Error::InvalidArgument(format!("{arg}: device_ordinal = {} must be 0 for host memory", m.device_ordinal)));
+                return Err(Error::InvalidArgument(format!(
+                    "{arg}: device_ordinal = {} must be 0 for host memory",
+                    m.device_ordinal
+                )));
             }
             Device::Host
         }
         1 => {
-            let o = u32::try_from(m.device_ordinal)
-                .map_err(|_| Error::InvalidArgument(format!("{arg}: device_ordinal = {} is negative", m.device_ordinal)))?;
+            let o = u32::try_from(m.device_ordinal).map_err(|_| {
+                Error::InvalidArgument(format!("{arg}: device_ordinal = {} is negative", m.device_ordinal))
+            })?;
             Device::Cuda(o)
         }
         d => return Err(Error::InvalidArgument(format!("{arg}: unknown device {d} (OSFT_DEVICE_HOST = 0, CUDA = 1)"))),

@@ -25,17 +25,27 @@ pub struct Parts<'a> {
 pub fn check_k(w: &MatDesc, k: usize) -> Result<()> {
     let r = w.rows.min(w.cols);
     if k > r {
-        return Err(Error::RankOutOfRange(format!("k = {k} exceeds min(N, M) = {r} for a {} x {} matrix", w.rows, w.cols)));
+        return Err(Error::RankOutOfRange(format!(
+            "k = {k} exceeds min(N, M) = {r} for a {} x {} matrix",
+            w.rows, w.cols
+        )));
     }
     Ok(())
 }
 
 /// Validate the parts for `W` split at `k`; returns the singular-value parts as columns.
-pub(crate) fn check_parts(exec: &dyn Executor, w: &MatDesc, k: usize, p: &Parts) -> Result<(Option<MatDesc>, Option<MatDesc>)> {
+pub(crate) fn check_parts(
+    exec: &dyn Executor,
+    w: &MatDesc,
+    k: usize,
+    p: &Parts,
+) -> Result<(Option<MatDesc>, Option<MatDesc>)> {
     let (n, m, r) = (w.rows, w.cols, w.rows.min(w.cols));
     let lo = r - k;
     let mut outs: Vec<(&str, &MatDesc)> = Vec::new();
-    for (name, d, rows, cols) in [("U_high", p.u_high, n, k), ("V_high", p.v_high, k, m), ("U_low", p.u_low, n, lo), ("V_low", p.v_low, lo, m)] {
+    for (name, d, rows, cols) in
+        [("U_high", p.u_high, n, k), ("V_high", p.v_high, k, m), ("U_low", p.u_low, n, lo), ("V_low", p.v_low, lo, m)]
+    {
         if let Some(d) = d {
             d.validate(name, rows == 0 || cols == 0)?;
             check_shape(name, d, rows, cols)?;
@@ -94,7 +104,13 @@ pub fn plan(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdPlan>
 /// algorithm only; without it (`None`, the C query has no `k`) its size is reported for the
 /// largest subspace it allows, `k + p = min(N, M) - 1` (cuSOLVER's `Xgesvdr` workspace grows
 /// with `k + p`; `decompose` itself sizes exactly and refuses a workspace that is too small).
-pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, algorithm: SvdAlgorithm, k: Option<usize>) -> Result<usize> {
+pub fn workspace_size(
+    exec: &dyn Executor,
+    w: &MatDesc,
+    compute: DType,
+    algorithm: SvdAlgorithm,
+    k: Option<usize>,
+) -> Result<usize> {
     let plan = match (algorithm, k) {
         (SvdAlgorithm::Randomized, k) => {
             let n = w.rows.min(w.cols);
@@ -110,7 +126,15 @@ pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, algorith
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn decompose(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, k: usize, parts: &Parts, compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
+pub unsafe fn decompose(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    w: &MatDesc,
+    k: usize,
+    parts: &Parts,
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<()> {
     svd::check_input(exec, w, compute)?;
     check_k(w, k)?;
     let (s_high, s_low) = check_parts(exec, w, k, parts)?;

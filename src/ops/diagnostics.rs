@@ -44,7 +44,10 @@ fn check_leakage(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) 
     x.validate("X", true)?;
     basis.validate("basis", true)?;
     if (left && basis.rows != x.rows) || (!left && basis.cols != x.cols) {
-        return Err(Error::shape("basis", format!("{} x {} basis does not fit a {} x {} X on this side", basis.rows, basis.cols, x.rows, x.cols)));
+        return Err(Error::shape(
+            "basis",
+            format!("{} x {} basis does not fit a {} x {} X on this side", basis.rows, basis.cols, x.rows, x.cols),
+        ));
     }
     if basis.dtype != x.dtype {
         return Err(Error::DtypeUnsupported("basis and X must share a dtype".into()));
@@ -54,7 +57,12 @@ fn check_leakage(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) 
     Ok(left)
 }
 
-fn leakage_layout(ws: &mut Ws, left: bool, basis: &MatDesc, x: &MatDesc) -> Result<(Option<MatDesc>, Option<MatDesc>, MatDesc)> {
+fn leakage_layout(
+    ws: &mut Ws,
+    left: bool,
+    basis: &MatDesc,
+    x: &MatDesc,
+) -> Result<(Option<MatDesc>, Option<MatDesc>, MatDesc)> {
     let sb = stage_if_needed(ws, basis)?;
     let sx = stage_if_needed(ws, x)?;
     let (r, c) = if left { (basis.cols, x.cols) } else { (x.rows, basis.rows) };
@@ -110,7 +118,12 @@ pub fn orthonormality_workspace_size(exec: &dyn Executor, basis: &MatDesc, colum
 ///
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn orthonormality_error(exec: &dyn Executor, ws: &mut Ws, basis: &MatDesc, columns: bool) -> Result<Vec<f64>> {
+pub unsafe fn orthonormality_error(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    basis: &MatDesc,
+    columns: bool,
+) -> Result<Vec<f64>> {
     basis.validate("basis", true)?;
     check_device(exec, &[("basis", basis)])?;
     let (sb, g) = ortho_layout(ws, basis, columns)?;
@@ -120,11 +133,21 @@ pub unsafe fn orthonormality_error(exec: &dyn Executor, ws: &mut Ws, basis: &Mat
     let b = staged(exec, basis, sb)?;
     let b = if columns { b } else { b.t() };
     gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
-    exec.add_diagonal(g.rows, &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride }, g.batch, -1.0)?;
+    exec.add_diagonal(
+        g.rows,
+        &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride },
+        g.batch,
+        -1.0,
+    )?;
     Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
 }
 
-pub fn reconstruction_workspace_size(exec: &dyn Executor, w: &MatDesc, terms: &[Term], compute: DType) -> Result<usize> {
+pub fn reconstruction_workspace_size(
+    exec: &dyn Executor,
+    w: &MatDesc,
+    terms: &[Term],
+    compute: DType,
+) -> Result<usize> {
     w.validate("W", false)?;
     check_device(exec, &[("W", w)])?;
     reconstruct::scratch_workspace_size(exec, terms, w, compute)
@@ -134,7 +157,13 @@ pub fn reconstruction_workspace_size(exec: &dyn Executor, w: &MatDesc, terms: &[
 ///
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn reconstruction_error(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, terms: &[Term], compute: DType) -> Result<Vec<f64>> {
+pub unsafe fn reconstruction_error(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    w: &MatDesc,
+    terms: &[Term],
+    compute: DType,
+) -> Result<Vec<f64>> {
     w.validate("W", false)?;
     check_device(exec, &[("W", w)])?;
     let r = reconstruct::reconstruct_scratch(exec, ws, terms, w, compute)?;

@@ -70,7 +70,9 @@ impl Ws {
             .checked_mul(cols)
             .and_then(|x| x.checked_mul(batch))
             .and_then(|x| x.checked_mul(dtype.size()))
-            .ok_or_else(|| Error::overflow("workspace", format!("a {batch} x {rows} x {cols} {} scratch matrix", dtype.name())))?;
+            .ok_or_else(|| {
+                Error::overflow("workspace", format!("a {batch} x {rows} x {cols} {} scratch matrix", dtype.name()))
+            })?;
         let addr = self.take(bytes)?;
         Ok(MatDesc {
             addr,
@@ -128,7 +130,13 @@ pub fn is_blas_out(d: &MatDesc) -> bool {
 }
 
 pub fn strided2d(d: &MatDesc) -> Strided2d {
-    Strided2d { addr: d.addr, dtype: d.dtype, row_stride: d.row_stride, col_stride: d.col_stride, batch_stride: d.batch_stride }
+    Strided2d {
+        addr: d.addr,
+        dtype: d.dtype,
+        row_stride: d.row_stride,
+        col_stride: d.col_stride,
+        batch_stride: d.batch_stride,
+    }
 }
 
 fn batch_stride(d: &MatDesc, batch: usize) -> usize {
@@ -141,7 +149,15 @@ fn batch_stride(d: &MatDesc, batch: usize) -> usize {
 
 /// `C = alpha * A * B + beta * C` on logical matrices in any BLAS layout, as one strided-batched
 /// GEMM. A row-major `C` is computed as `C^T = B^T A^T`. Operands with batch 1 are broadcast.
-pub unsafe fn gemm(exec: &dyn Executor, c: &MatDesc, alpha: f64, a: &MatDesc, b: &MatDesc, beta: f64, compute: ComputeType) -> Result<()> {
+pub unsafe fn gemm(
+    exec: &dyn Executor,
+    c: &MatDesc,
+    alpha: f64,
+    a: &MatDesc,
+    b: &MatDesc,
+    beta: f64,
+    compute: ComputeType,
+) -> Result<()> {
     let (cop, ldc) = blas_layout(c).ok_or_else(|| Error::Internal("gemm output is not BLAS-compatible".into()))?;
     if cop == Op::T {
         return gemm(exec, &c.t(), alpha, &b.t(), &a.t(), beta, compute);
@@ -172,7 +188,15 @@ pub unsafe fn gemm(exec: &dyn Executor, c: &MatDesc, alpha: f64, a: &MatDesc, b:
 pub unsafe fn axpby(exec: &dyn Executor, alpha: f64, src: &MatDesc, beta: f64, dst: &MatDesc) -> Result<()> {
     let mut s = strided2d(src);
     s.batch_stride = batch_stride(src, dst.batch);
-    exec.axpby(&AxpbyArgs { rows: dst.rows, cols: dst.cols, batch: dst.batch, alpha, src: s, beta, dst: strided2d(dst) })
+    exec.axpby(&AxpbyArgs {
+        rows: dst.rows,
+        cols: dst.cols,
+        batch: dst.batch,
+        alpha,
+        src: s,
+        beta,
+        dst: strided2d(dst),
+    })
 }
 
 /// Copy (and cast) `src` into `dst`.

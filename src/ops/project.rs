@@ -28,8 +28,8 @@
 //! subtracts `U_r C` (or `C V_r`) locally.
 
 use super::*;
-use crate::exec::MathMode;
 use crate::desc::{check_batch, check_disjoint};
+use crate::exec::MathMode;
 
 /// Which side(s) to project. Values are part of the C ABI.
 #[repr(i32)]
@@ -154,7 +154,13 @@ fn layout(ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, target: &MatDesc)
 }
 
 /// Workspace bytes for [`project`].
-pub fn workspace_size(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
+pub fn workspace_size(
+    exec: &dyn Executor,
+    side: Side,
+    bases: &Bases,
+    x: &MatDesc,
+    out: Option<&MatDesc>,
+) -> Result<usize> {
     let target = check(exec, side, bases, x, out)?;
     let mut ws = Ws::measure(exec.device());
     layout(&mut ws, side, bases, x, &target)?;
@@ -166,7 +172,15 @@ pub fn workspace_size(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDes
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device; `ws` must be valid
 /// workspace memory of the size it was created with.
-pub unsafe fn project(exec: &dyn Executor, ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>, math: MathMode) -> Result<()> {
+pub unsafe fn project(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    side: Side,
+    bases: &Bases,
+    x: &MatDesc,
+    out: Option<&MatDesc>,
+    math: MathMode,
+) -> Result<()> {
     let target = check(exec, side, bases, x, out)?;
     let s = layout(ws, side, bases, x, &target)?;
     let compute = ComputeType::for_data(x.dtype, math);
@@ -207,7 +221,13 @@ pub unsafe fn project(exec: &dyn Executor, ws: &mut Ws, side: Side, bases: &Base
 }
 
 /// `t <- t - U (U^T t)`: two strided-batched GEMMs for the whole batch.
-unsafe fn project_left(exec: &dyn Executor, compute: ComputeType, u: &MatDesc, t: &MatDesc, coef_addr: Addr) -> Result<()> {
+unsafe fn project_left(
+    exec: &dyn Executor,
+    compute: ComputeType,
+    u: &MatDesc,
+    t: &MatDesc,
+    coef_addr: Addr,
+) -> Result<()> {
     let k = u.cols;
     if k == 0 {
         return Ok(());
@@ -218,7 +238,13 @@ unsafe fn project_left(exec: &dyn Executor, compute: ComputeType, u: &MatDesc, t
 }
 
 /// `t <- t - (t V^T) V`.
-unsafe fn project_right(exec: &dyn Executor, compute: ComputeType, v: &MatDesc, t: &MatDesc, coef_addr: Addr) -> Result<()> {
+unsafe fn project_right(
+    exec: &dyn Executor,
+    compute: ComputeType,
+    v: &MatDesc,
+    t: &MatDesc,
+    coef_addr: Addr,
+) -> Result<()> {
     let k = v.rows;
     if k == 0 {
         return Ok(());
@@ -241,7 +267,17 @@ fn coef_like(t: &MatDesc, addr: Addr, rows: usize, cols: usize) -> MatDesc {
 
 /// A packed column-major batch at `addr`.
 fn packed(addr: Addr, dtype: DType, rows: usize, cols: usize, batch: usize, device: crate::desc::Device) -> MatDesc {
-    MatDesc { addr, dtype, rows, cols, row_stride: 1, col_stride: rows.max(1), batch, batch_stride: rows * cols, device }
+    MatDesc {
+        addr,
+        dtype,
+        rows,
+        cols,
+        row_stride: 1,
+        col_stride: rows.max(1),
+        batch,
+        batch_stride: rows * cols,
+        device,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,7 +289,9 @@ fn one_side(side: Side) -> Result<bool> {
     match side {
         Side::Left => Ok(true),
         Side::Right => Ok(false),
-        Side::Both => Err(Error::InvalidArgument("two-phase projection takes one side at a time (Left or Right)".into())),
+        Side::Both => {
+            Err(Error::InvalidArgument("two-phase projection takes one side at a time (Left or Right)".into()))
+        }
     }
 }
 
@@ -270,12 +308,23 @@ fn check_coef(x: &MatDesc, coef: &MatDesc, rows: usize, cols: usize, written: bo
     coef.validate("coef", rows == 0 || cols == 0)?;
     check_shape("coef", coef, rows, cols)?;
     if !(if written { is_blas_out(coef) } else { is_blas(coef) }) {
-        return Err(Error::stride("coef", "the coefficient matrix must be row-major or column-major (one unit stride), batch entries not interleaved"));
+        return Err(Error::stride(
+            "coef",
+            "the coefficient matrix must be row-major or column-major (one unit stride), batch entries not interleaved",
+        ));
     }
     let ok = coef.dtype == x.dtype || (coef.dtype == DType::F32 && matches!(x.dtype, DType::F16 | DType::BF16));
     if !ok {
-        let allowed = if matches!(x.dtype, DType::F16 | DType::BF16) { format!("{} or f32", x.dtype.name()) } else { x.dtype.name().to_string() };
-        return Err(Error::DtypeUnsupported(format!("coef must be {allowed} for {} data, got {}", x.dtype.name(), coef.dtype.name())));
+        let allowed = if matches!(x.dtype, DType::F16 | DType::BF16) {
+            format!("{} or f32", x.dtype.name())
+        } else {
+            x.dtype.name().to_string()
+        };
+        return Err(Error::DtypeUnsupported(format!(
+            "coef must be {allowed} for {} data, got {}",
+            x.dtype.name(),
+            coef.dtype.name()
+        )));
     }
     Ok(())
 }
@@ -288,7 +337,10 @@ fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc, x_
     check_device(exec, &[("X", x), ("basis", basis)])?;
     let x_ok = if x_written { is_blas_out(x) } else { is_blas(x) };
     if !x_ok || !is_blas(basis) {
-        return Err(Error::stride("X", "two-phase projection needs row-major or column-major X and basis (batch entries of X not interleaved)"));
+        return Err(Error::stride(
+            "X",
+            "two-phase projection needs row-major or column-major X and basis (batch entries of X not interleaved)",
+        ));
     }
     Ok(())
 }
@@ -299,7 +351,14 @@ fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc, x_
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn partial(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc, math: MathMode) -> Result<()> {
+pub unsafe fn partial(
+    exec: &dyn Executor,
+    side: Side,
+    basis: &MatDesc,
+    x: &MatDesc,
+    coef: &MatDesc,
+    math: MathMode,
+) -> Result<()> {
     let left = one_side(side)?;
     check_shard(exec, left, basis, x, false)?;
     let (r, c) = coef_shape(left, basis, x);
@@ -332,7 +391,13 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
 /// Every check of [`apply`], before any workspace is taken (a context sizes and allocates its
 /// workspace only for a valid call: an invalid `coef` must get its own error, not an allocation
 /// of its claimed size). `Ok(false)`: nothing to compute (an empty product).
-pub fn check_shard_apply(exec: &dyn Executor, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<bool> {
+pub fn check_shard_apply(
+    exec: &dyn Executor,
+    side: Side,
+    basis: &MatDesc,
+    coef: &MatDesc,
+    x: &MatDesc,
+) -> Result<bool> {
     let left = one_side(side)?;
     check_shard(exec, left, basis, x, true)?;
     let (r, c) = coef_shape(left, basis, x);
@@ -348,7 +413,15 @@ pub fn check_shard_apply(exec: &dyn Executor, side: Side, basis: &MatDesc, coef:
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn apply(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc, math: MathMode) -> Result<()> {
+pub unsafe fn apply(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    side: Side,
+    basis: &MatDesc,
+    coef: &MatDesc,
+    x: &MatDesc,
+    math: MathMode,
+) -> Result<()> {
     if !check_shard_apply(exec, side, basis, coef, x)? {
         return Ok(());
     }
@@ -414,7 +487,12 @@ pub unsafe fn build_projector(exec: &dyn Executor, left: bool, basis: &MatDesc, 
     let compute = compute_for(basis.dtype);
     let b = if left { *basis } else { basis.t() }; // n x k, orthonormal columns
     gemm(exec, p, -1.0, &b, &b.t(), 0.0, compute)?;
-    exec.add_diagonal(p.rows, &Strided { addr: p.addr, dtype: p.dtype, ld: p.rows.max(1), stride: p.batch_stride }, p.batch, 1.0)
+    exec.add_diagonal(
+        p.rows,
+        &Strided { addr: p.addr, dtype: p.dtype, ld: p.rows.max(1), stride: p.batch_stride },
+        p.batch,
+        1.0,
+    )
 }
 
 /// Column (left) or row (right) panel width for in-place application of a cached projector.
@@ -440,7 +518,15 @@ pub fn apply_projector_workspace_size(left: bool, p: &MatDesc, x: &MatDesc, out:
 ///
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
-pub(crate) unsafe fn apply_projector(exec: &dyn Executor, ws: &mut Ws, left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>, math: MathMode) -> Result<()> {
+pub(crate) unsafe fn apply_projector(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    left: bool,
+    p: &MatDesc,
+    x: &MatDesc,
+    out: Option<&MatDesc>,
+    math: MathMode,
+) -> Result<()> {
     let compute = ComputeType::for_data(x.dtype, math);
     match out {
         Some(o) if o != x => {
@@ -477,6 +563,12 @@ pub(crate) unsafe fn apply_projector(exec: &dyn Executor, ws: &mut Ws, left: boo
 }
 
 /// Validation for a cached-projector application (same rules as [`project`]).
-pub(crate) fn check_apply(exec: &dyn Executor, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<MatDesc> {
+pub(crate) fn check_apply(
+    exec: &dyn Executor,
+    side: Side,
+    bases: &Bases,
+    x: &MatDesc,
+    out: Option<&MatDesc>,
+) -> Result<MatDesc> {
     check(exec, side, bases, x, out)
 }

@@ -91,7 +91,11 @@ pub fn select_rank(rule: RankRule, s: &[f64]) -> Result<usize> {
 /// Per-layer `k` from layer importances (see the module docs). `full_ranks[i]` is `R` of layer `i`.
 pub fn adaptive_ranks(importance: &[f64], full_ranks: &[usize], min_ratio: f64, max_ratio: f64) -> Result<Vec<usize>> {
     if importance.len() != full_ranks.len() {
-        return Err(Error::InvalidArgument(format!("{} importances for {} layers", importance.len(), full_ranks.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{} importances for {} layers",
+            importance.len(),
+            full_ranks.len()
+        )));
     }
     check_unit("min_ratio", min_ratio)?;
     check_unit("max_ratio", max_ratio)?;
@@ -121,7 +125,10 @@ fn importance_check(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DTyp
     x.validate("activations", false)?;
     check_compute(compute)?;
     if x.cols != w.cols {
-        return Err(Error::shape("activations", format!("samples have {} features but W has {} columns", x.cols, w.cols)));
+        return Err(Error::shape(
+            "activations",
+            format!("samples have {} features but W has {} columns", x.cols, w.cols),
+        ));
     }
     crate::desc::check_batch(w.batch.max(x.batch), &[("W", w), ("activations", x)])?;
     check_device(exec, &[("W", w), ("activations", x)])
@@ -155,7 +162,13 @@ pub fn importance_workspace_size(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, 
 ///
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn layer_importance(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<Vec<f64>> {
+pub unsafe fn layer_importance(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    w: &MatDesc,
+    x: &MatDesc,
+    compute: DType,
+) -> Result<Vec<f64>> {
     importance_check(exec, w, x, compute)?;
     let s = importance_layout(ws, w, x, compute)?;
     let r = w.rows.min(w.cols);
@@ -169,8 +182,22 @@ pub unsafe fn layer_importance(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, x:
         let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
         let yb = s.y.batch_range(i, 1);
         // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
-        let a = Vectors { addr: xb.addr, dtype: compute, len: r, elem_stride: xb.col_stride, vec_stride: xb.row_stride, batch_stride: 0 };
-        let c = Vectors { addr: yb.addr, dtype: compute, len: r, elem_stride: yb.col_stride, vec_stride: yb.row_stride, batch_stride: 0 };
+        let a = Vectors {
+            addr: xb.addr,
+            dtype: compute,
+            len: r,
+            elem_stride: xb.col_stride,
+            vec_stride: xb.row_stride,
+            batch_stride: 0,
+        };
+        let c = Vectors {
+            addr: yb.addr,
+            dtype: compute,
+            len: r,
+            elem_stride: yb.col_stride,
+            vec_stride: yb.row_stride,
+            batch_stride: 0,
+        };
         out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
     }
     Ok(out)

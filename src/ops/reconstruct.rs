@@ -7,9 +7,9 @@
 //! omitted or have rank 0.
 
 use super::*;
-use crate::exec::MathMode;
 use crate::desc::{check_batch, check_disjoint};
 use crate::exec::DgmmArgs;
+use crate::exec::MathMode;
 
 /// One term `U diag(S) V` (`U: N x r`, `S: r`, `V: r x M`).
 #[derive(Clone, Copy, Debug)]
@@ -56,19 +56,30 @@ fn layout(ws: &mut Ws, terms: &[Checked], out: &MatDesc, compute: DType) -> Resu
         scaled.push(if scale_u { ws.mat(compute, n, t.r, b)? } else { ws.mat(compute, t.r, m, b)? });
         svec.push(ws.mat(compute, t.r, 1, b)?);
         let o = if scale_u { &t.v } else { &t.u };
-        other.push(if o.dtype == compute && is_blas(o) { None } else { Some(ws.mat(compute, o.rows, o.cols, o.batch)?) });
+        other.push(if o.dtype == compute && is_blas(o) {
+            None
+        } else {
+            Some(ws.mat(compute, o.rows, o.cols, o.batch)?)
+        });
     }
     Ok(Scratch { acc, scaled, svec, other })
 }
 
 /// `caller_out`: `out` is the caller's buffer (checked against aliasing the inputs), not scratch.
-fn check_all(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType, caller_out: bool) -> Result<Vec<Checked>> {
+fn check_all(
+    exec: &dyn Executor,
+    terms: &[Term],
+    out: &MatDesc,
+    compute: DType,
+    caller_out: bool,
+) -> Result<Vec<Checked>> {
     out.validate("W", false)?;
     check_compute(compute)?;
     if terms.is_empty() {
         return Err(Error::InvalidArgument("reconstruct needs at least one of the high and low parts".into()));
     }
-    let checked = terms.iter().enumerate().map(|(i, t)| check_term(i, t, out.rows, out.cols)).collect::<Result<Vec<_>>>()?;
+    let checked =
+        terms.iter().enumerate().map(|(i, t)| check_term(i, t, out.rows, out.cols)).collect::<Result<Vec<_>>>()?;
     let mut ins: Vec<(&str, &MatDesc)> = vec![];
     for t in terms {
         ins.extend([("U", t.u), ("S", t.s), ("V", t.v)]);
@@ -95,7 +106,14 @@ pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, comput
 ///
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out: &MatDesc, compute: DType, math: MathMode) -> Result<()> {
+pub unsafe fn reconstruct(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    terms: &[Term],
+    out: &MatDesc,
+    compute: DType,
+    math: MathMode,
+) -> Result<()> {
     let checked = check_all(exec, terms, out, compute, true)?;
     let s = layout(ws, &checked, out, compute)?;
     accumulate(exec, &checked, &s, out, compute, math)?;
@@ -105,7 +123,14 @@ pub unsafe fn reconstruct(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], out:
     Ok(())
 }
 
-unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &MatDesc, compute: DType, math: MathMode) -> Result<()> {
+unsafe fn accumulate(
+    exec: &dyn Executor,
+    terms: &[Checked],
+    s: &Scratch,
+    out: &MatDesc,
+    compute: DType,
+    math: MathMode,
+) -> Result<()> {
     let (n, m) = (out.rows, out.cols);
     let gc = ComputeType::for_data(compute, math);
     let mut beta = 0.0;
@@ -152,7 +177,13 @@ unsafe fn accumulate(exec: &dyn Executor, terms: &[Checked], s: &Scratch, out: &
 }
 
 /// Reconstruct into compute-type scratch (for diagnostics); returns the scratch descriptor.
-pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms: &[Term], like: &MatDesc, compute: DType) -> Result<MatDesc> {
+pub(crate) unsafe fn reconstruct_scratch(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    terms: &[Term],
+    like: &MatDesc,
+    compute: DType,
+) -> Result<MatDesc> {
     let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
     let checked = check_all(exec, terms, &target, compute, false)?;
     let s = layout(ws, &checked, &target, compute)?;
@@ -161,7 +192,12 @@ pub(crate) unsafe fn reconstruct_scratch(exec: &dyn Executor, ws: &mut Ws, terms
 }
 
 /// Workspace of [`reconstruct_scratch`].
-pub(crate) fn scratch_workspace_size(exec: &dyn Executor, terms: &[Term], like: &MatDesc, compute: DType) -> Result<usize> {
+pub(crate) fn scratch_workspace_size(
+    exec: &dyn Executor,
+    terms: &[Term],
+    like: &MatDesc,
+    compute: DType,
+) -> Result<usize> {
     let mut ws = Ws::measure(exec.device());
     let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
     // Validate against a stand-in with a non-null address (measuring addresses are 0); it is

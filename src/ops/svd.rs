@@ -19,7 +19,9 @@
 //! problems that fit the workspace side by side, each wave one [`Executor::gesvd_grouped`].
 
 use super::*;
-use crate::exec::{GesvdArgs, GesvdCall, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING};
+use crate::exec::{
+    GesvdArgs, GesvdCall, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING,
+};
 
 /// What an SVD computes: the algorithm (`Auto` resolved per shape by
 /// [`SvdAlgorithm::resolve`]) and, for the randomized SVD only, the top `k` to keep.
@@ -68,7 +70,15 @@ struct Layout {
 
 /// The scratch does not depend on `k` (U and VT are laid out `m x n` and `n x n` for the
 /// randomized SVD too); only the routine's own workspace does.
-fn layout(exec: &dyn Executor, ws: &mut Ws, m: usize, n: usize, nb: usize, compute: DType, plan: SvdPlan) -> Result<Layout> {
+fn layout(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    m: usize,
+    n: usize,
+    nb: usize,
+    compute: DType,
+    plan: SvdPlan,
+) -> Result<Layout> {
     let a = ws.mat(compute, m, n, nb)?;
     let s = ws.mat(compute, n, 1, nb)?;
     let u = ws.mat(compute, m, n, nb)?;
@@ -83,7 +93,15 @@ fn layout(exec: &dyn Executor, ws: &mut Ws, m: usize, n: usize, nb: usize, compu
 
 /// The largest chunk of a batch of `batch` that fits `avail` bytes (at least 1, which may then
 /// fail with `WorkspaceTooSmall`).
-fn chunk(exec: &dyn Executor, ws: &Ws, m: usize, n: usize, batch: usize, compute: DType, plan: SvdPlan) -> Result<usize> {
+fn chunk(
+    exec: &dyn Executor,
+    ws: &Ws,
+    m: usize,
+    n: usize,
+    batch: usize,
+    compute: DType,
+    plan: SvdPlan,
+) -> Result<usize> {
     let need = |nb: usize| -> Result<usize> {
         let mut w = Ws::measure(exec.device());
         layout(exec, &mut w, m, n, nb, compute, plan)?;
@@ -164,7 +182,19 @@ pub(crate) unsafe fn run(
         match plan.top_k {
             Some(k) => {
                 let a = stage(exec, &l, &wc, compute)?;
-                let args = GesvdrArgs { m, n, k, p: gesvdr_oversampling(n, k), niters: GESVDR_ITERATIONS, a: a.a, s: a.s, stride_s: n, u: a.u, vt: a.vt, batch: nb };
+                let args = GesvdrArgs {
+                    m,
+                    n,
+                    k,
+                    p: gesvdr_oversampling(n, k),
+                    niters: GESVDR_ITERATIONS,
+                    a: a.a,
+                    s: a.s,
+                    stride_s: n,
+                    u: a.u,
+                    vt: a.vt,
+                    batch: nb,
+                };
                 exec.gesvdr_strided_batched(&args, l.work, l.work_bytes)
             }
             None => {
@@ -205,7 +235,15 @@ unsafe fn stage(exec: &dyn Executor, l: &Layout, wc: &MatDesc, compute: DType) -
 
 /// After the routine: fix the signs of the `r` computed triplets of a chunk of `nb` matrices
 /// in `l` and return their views (`U`, `Vt` of `W`, undoing the transposition).
-unsafe fn finish(exec: &dyn Executor, l: &Layout, b0: usize, nb: usize, r: usize, transposed: bool, compute: DType) -> Result<Factors> {
+unsafe fn finish(
+    exec: &dyn Executor,
+    l: &Layout,
+    b0: usize,
+    nb: usize,
+    r: usize,
+    transposed: bool,
+    compute: DType,
+) -> Result<Factors> {
     // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
     let u_r = MatDesc { batch: nb, cols: r, ..l.u };
     let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
@@ -218,8 +256,22 @@ unsafe fn finish(exec: &dyn Executor, l: &Layout, b0: usize, nb: usize, r: usize
     exec.svd_sign_fix(&SignFixArgs {
         count: r,
         batch: nb,
-        left: Vectors { addr: u.addr, dtype: compute, len: u.rows, elem_stride: u.row_stride, vec_stride: u.col_stride, batch_stride: u.batch_stride },
-        right: Vectors { addr: vt.addr, dtype: compute, len: vt.cols, elem_stride: vt.col_stride, vec_stride: vt.row_stride, batch_stride: vt.batch_stride },
+        left: Vectors {
+            addr: u.addr,
+            dtype: compute,
+            len: u.rows,
+            elem_stride: u.row_stride,
+            vec_stride: u.col_stride,
+            batch_stride: u.batch_stride,
+        },
+        right: Vectors {
+            addr: vt.addr,
+            dtype: compute,
+            len: vt.cols,
+            elem_stride: vt.col_stride,
+            vec_stride: vt.row_stride,
+            batch_stride: vt.batch_stride,
+        },
     })?;
     Ok(Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })
 }
@@ -274,7 +326,14 @@ use crate::desc::{check_disjoint, check_disjoint_staged};
 /// # Safety
 /// Every descriptor must describe valid memory of the executor's device, and `ws` valid
 /// workspace memory of at least the bytes it was created with.
-pub unsafe fn svd(exec: &dyn Executor, ws: &mut Ws, w: &MatDesc, out: &SvdOut, compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
+pub unsafe fn svd(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    w: &MatDesc,
+    out: &SvdOut,
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<()> {
     check_input(exec, w, compute)?;
     let s_out = check_outputs(exec, w, out)?;
     run(exec, ws, w, compute, SvdPlan::full(algorithm), &mut |f| write_out(exec, f, out, &s_out))
@@ -315,10 +374,18 @@ pub struct SvdProblem<'a> {
 ///
 /// # Safety
 /// As for [`svd()`].
-pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProblem<'a>], compute: DType, algorithm: SvdAlgorithm) -> Result<()> {
+pub unsafe fn svd_list<'a>(
+    exec: &dyn Executor,
+    ws: &mut Ws,
+    problems: &[SvdProblem<'a>],
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<()> {
     fn cross(e: Error, i: usize, j: usize) -> Error {
         match e {
-            Error::Overlap { arg, msg } => Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") },
+            Error::Overlap { arg, msg } => {
+                Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") }
+            }
             e => e,
         }
     }
@@ -334,7 +401,10 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
     // Problem i's outputs are written before problem j is read: no output may touch another
     // problem's input or outputs.
     let outs = |p: &SvdProblem<'a>| -> Vec<(&'static str, &'a MatDesc)> {
-        [("U", p.out.u), ("S", Some(p.out.s)), ("Vt", p.out.vt)].into_iter().filter_map(|(n, d)| d.map(|d| (n, d))).collect()
+        [("U", p.out.u), ("S", Some(p.out.s)), ("Vt", p.out.vt)]
+            .into_iter()
+            .filter_map(|(n, d)| d.map(|d| (n, d)))
+            .collect()
     };
     for (i, pi) in problems.iter().enumerate() {
         for (j, pj) in problems.iter().enumerate().skip(i + 1) {
@@ -401,10 +471,16 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
         for (j, l) in &members {
             let w = problems[*j].w;
             let args = stage(exec, l, w, compute)?;
-            calls.push(GesvdCall { args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args }, work: l.work, work_bytes: l.work_bytes });
+            calls.push(GesvdCall {
+                args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args },
+                work: l.work,
+                work_bytes: l.work_bytes,
+            });
         }
         exec.gesvd_grouped(&calls).map_err(|e| match e {
-            Error::NotConverged { problem: Some(g), index } => Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index },
+            Error::NotConverged { problem: Some(g), index } => {
+                Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index }
+            }
             e => e,
         })?;
         for (j, l) in &members {
@@ -423,7 +499,12 @@ pub unsafe fn svd_list<'a>(exec: &dyn Executor, ws: &mut Ws, problems: &[SvdProb
 /// once, capped at [`MAX_CHUNK_BYTES`], as [`workspace_size`] reports it). Any workspace of at
 /// least the largest problem's one-matrix share works (problems then run in more waves or
 /// chunks).
-pub fn list_workspace_size(exec: &dyn Executor, ws: &[&MatDesc], compute: DType, algorithm: SvdAlgorithm) -> Result<usize> {
+pub fn list_workspace_size(
+    exec: &dyn Executor,
+    ws: &[&MatDesc],
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<usize> {
     let mut need = 0;
     for w in ws {
         need = need.max(workspace_size(exec, w, compute, SvdPlan::full(algorithm))?);
@@ -434,7 +515,12 @@ pub fn list_workspace_size(exec: &dyn Executor, ws: &[&MatDesc], compute: DType,
 /// Workspace bytes that let an [`svd_list`] run as one wave: every problem's
 /// [`workspace_size`] side by side, capped at [`MAX_CHUNK_BYTES`], and never less than
 /// [`list_workspace_size`]. What a context allocating its own workspace grows it to.
-pub fn list_workspace_preferred(exec: &dyn Executor, ws: &[&MatDesc], compute: DType, algorithm: SvdAlgorithm) -> Result<usize> {
+pub fn list_workspace_preferred(
+    exec: &dyn Executor,
+    ws: &[&MatDesc],
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<usize> {
     let (mut max, mut sum) = (0usize, 0usize);
     for w in ws {
         let one = workspace_size(exec, w, compute, SvdPlan::full(algorithm))?;

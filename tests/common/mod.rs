@@ -104,7 +104,10 @@ impl M {
 /// A seeded RNG: fresh each run unless OSFT_TEST_SEED is set; the seed is printed so that a
 /// failure can be replayed.
 pub fn rng() -> StdRng {
-    let seed = std::env::var("OSFT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::rng().random::<u64>());
+    let seed = std::env::var("OSFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
     eprintln!("OSFT_TEST_SEED={seed}");
     StdRng::seed_from_u64(seed)
 }
@@ -163,7 +166,8 @@ pub enum Layout {
     Spaced,
 }
 
-pub const LAYOUTS: [Layout; 5] = [Layout::RowMajor, Layout::ColMajor, Layout::PaddedRow(3), Layout::PaddedCol(5), Layout::Spaced];
+pub const LAYOUTS: [Layout; 5] =
+    [Layout::RowMajor, Layout::ColMajor, Layout::PaddedRow(3), Layout::PaddedCol(5), Layout::Spaced];
 
 /// Strides for a `rows x cols` matrix in `layout`.
 pub fn strides(layout: Layout, rows: usize, cols: usize) -> (usize, usize) {

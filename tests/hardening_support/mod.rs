@@ -144,7 +144,18 @@ pub fn basis(ctx: &Ctx, seed: u64, n: usize, k: usize) -> Vec<f64> {
     let u = vec![0f64; n * k];
     unsafe {
         expect(
-            osft_decompose(ctx.0, &rm(&w, F64, n as i64, m as i64), k as i64, &rm(&u, F64, n as i64, k as i64), std::ptr::null(), std::ptr::null(), std::ptr::null(), std::ptr::null(), std::ptr::null(), F64),
+            osft_decompose(
+                ctx.0,
+                &rm(&w, F64, n as i64, m as i64),
+                k as i64,
+                &rm(&u, F64, n as i64, k as i64),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                F64,
+            ),
             OSFT_STATUS_OK,
         );
     }
@@ -161,7 +172,16 @@ pub struct Mapping {
 impl Mapping {
     pub fn new(bytes: usize, readable: bool) -> Option<Self> {
         let prot = if readable { libc::PROT_READ } else { libc::PROT_NONE };
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
         (p != libc::MAP_FAILED).then_some(Mapping { ptr: p, len: bytes })
     }
 }

@@ -45,7 +45,8 @@ impl DevMat {
         let exec = ctx.executor();
         let bytes = batch * rows * cols * dtype.size();
         let buf = exec.alloc(bytes).map_err(err)?;
-        let desc = MatDesc::row_major(buf.addr, dtype, rows, cols).with_batch(batch, rows * cols).with_device(exec.device());
+        let desc =
+            MatDesc::row_major(buf.addr, dtype, rows, cols).with_batch(batch, rows * cols).with_device(exec.device());
         Ok(DevMat { desc, _buf: buf })
     }
 
@@ -62,7 +63,13 @@ impl DevMat {
     }
 
     /// Uniform random values in [-1, 1) (the same values on every executor for a seed).
-    pub fn random<T: Element>(ctx: &Context, batch: usize, rows: usize, cols: usize, seed: u64) -> Result<DevMat, String> {
+    pub fn random<T: Element>(
+        ctx: &Context,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        seed: u64,
+    ) -> Result<DevMat, String> {
         let mut m = Self::alloc(ctx, T::DTYPE, batch, rows, cols)?;
         if let Some(s) = m.host_slice::<T>() {
             fill_chunks(s, seed, 0);
@@ -100,7 +107,13 @@ impl DevMat {
         Ok(m)
     }
 
-    pub fn from_host<T: Element>(ctx: &Context, batch: usize, rows: usize, cols: usize, data: &[T]) -> Result<DevMat, String> {
+    pub fn from_host<T: Element>(
+        ctx: &Context,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        data: &[T],
+    ) -> Result<DevMat, String> {
         let mut m = Self::alloc(ctx, T::DTYPE, batch, rows, cols)?;
         assert_eq!(data.len(), m.len());
         if let Some(s) = m.host_slice::<T>() {
@@ -115,7 +128,8 @@ impl DevMat {
     pub fn to_host<T: Element>(&self, exec: &dyn Executor) -> Result<Vec<T>, String> {
         let mut v: Vec<T> = vec![T::from_f32(0.0); self.len()];
         // SAFETY: viewing plain-old-data elements as bytes for writing; any bit pattern is valid.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v.as_slice())) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v.as_slice())) };
         if !bytes.is_empty() {
             // SAFETY: the buffer holds exactly that many bytes.
             unsafe { exec.read_to_host(self.desc.addr, bytes) }.map_err(err)?;

@@ -20,9 +20,19 @@ pub fn run(a: &Args, ctx: &Context) -> Result<(), String> {
 }
 
 /// An input: read from `--load DIR/file`, or random.
-fn input<T: Element>(a: &Args, ctx: &Context, file: &str, batch: usize, rows: usize, cols: usize, seed: u64) -> Result<DevMat, String> {
+fn input<T: Element>(
+    a: &Args,
+    ctx: &Context,
+    file: &str,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<DevMat, String> {
     match &a.load {
-        Some(dir) => DevMat::from_host::<T>(ctx, batch, rows, cols, &read_raw::<T>(&dir.join(file), batch * rows * cols)?),
+        Some(dir) => {
+            DevMat::from_host::<T>(ctx, batch, rows, cols, &read_raw::<T>(&dir.join(file), batch * rows * cols)?)
+        }
         None => DevMat::random::<T>(ctx, batch, rows, cols, seed),
     }
 }
@@ -42,7 +52,13 @@ fn e(err: osft::Error) -> String {
 }
 
 /// Time `f` (synchronising the executor after each run), stopping at the first error.
-fn timed(ctx: &Context, warmup: usize, reps: usize, prog: &mut Progress, mut f: impl FnMut() -> Result<(), String>) -> Result<Stats, String> {
+fn timed(
+    ctx: &Context,
+    warmup: usize,
+    reps: usize,
+    prog: &mut Progress,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<Stats, String> {
     let mut err = None;
     let stats = time_reps(
         warmup,
@@ -100,7 +116,9 @@ fn run_t<T: Element>(a: &Args, ctx: &Context) -> Result<(), String> {
             let v = if side.right() { Some(input::<T>(a, ctx, "v.bin", b, k, m, 3)?) } else { None };
             let bases = Bases { u: u.as_ref().map(|d| &d.desc), v: v.as_ref().map(|d| &d.desc) };
             // SAFETY: descriptors over live executor buffers of the described sizes.
-            let stats = timed(ctx, warmup, reps, &mut prog, || unsafe { ctx.project_raw(side, &bases, &x.desc, None) }.map_err(e))?;
+            let stats = timed(ctx, warmup, reps, &mut prog, || {
+                unsafe { ctx.project_raw(side, &bases, &x.desc, None) }.map_err(e)
+            })?;
             let sides = side.left() as usize + side.right() as usize;
             save::<T>(a, ctx, "out.bin", &x)?;
             fields.push(("k", Json::int(k)));
@@ -116,7 +134,8 @@ fn run_t<T: Element>(a: &Args, ctx: &Context) -> Result<(), String> {
             let out = SvdOut { u: Some(&u.desc), s: &s.desc, vt: Some(&vt.desc) };
             let compute = T::DTYPE.default_compute();
             // SAFETY: descriptors over live executor buffers of the described sizes.
-            let stats = timed(ctx, warmup, reps, &mut prog, || unsafe { ctx.svd_raw(&w.desc, &out, compute) }.map_err(e))?;
+            let stats =
+                timed(ctx, warmup, reps, &mut prog, || unsafe { ctx.svd_raw(&w.desc, &out, compute) }.map_err(e))?;
             save::<T>(a, ctx, "s.bin", &s)?;
             // No standard flop count for an SVD: none reported.
             (stats, f64::NAN, format!("svd {n}x{m} batch {b}"))

@@ -118,7 +118,8 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
     // The model and how much of it runs.
     let full: Model = if a.shapes.is_empty() {
         let name = a.model.as_deref().unwrap_or("llama-3.1-8b");
-        models::preset(name).ok_or_else(|| format!("unknown model {name:?}; presets: {}", models::PRESETS.join(", ")))?
+        models::preset(name)
+            .ok_or_else(|| format!("unknown model {name:?}; presets: {}", models::PRESETS.join(", ")))?
     } else {
         models::custom(&a.shapes)
     };
@@ -140,7 +141,11 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             total_layers_per_stack,
             model.count(),
             full.count(),
-            if a.layers.is_none() && !a.quick { " — the CPU default; --layers N or --all-layers for more" } else { "" }
+            if a.layers.is_none() && !a.quick {
+                " — the CPU default; --layers N or --all-layers for more"
+            } else {
+                ""
+            }
         )
     } else {
         if a.shapes.is_empty() {
@@ -149,14 +154,19 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             format!("custom shapes ({} target matrices)", model.count())
         }
     };
-    let quick_note = if a.quick { "quick smoke run: every dimension divided by 8, 1 layer, 1 warm-up, 2 timed runs" } else { "" };
+    let quick_note =
+        if a.quick { "quick smoke run: every dimension divided by 8, 1 layer, 1 warm-up, 2 timed runs" } else { "" };
     let reps = a.reps.unwrap_or(if a.quick { 2 } else { 3 });
     // Warm-up: `--warmup N` full steps; by default (full-size shapes) a light one — one
     // projection of the smallest target group and one reference GEMM, which starts the thread
     // pool and allocates the workspace — since a full step of a 7-8B layer takes seconds.
     let light_warmup = a.warmup.is_none() && !a.quick;
     let warmup = a.warmup.unwrap_or(if a.quick { 1 } else { 0 });
-    let warmup_note = if light_warmup { "light warm-up (one small projection and GEMM)".to_string() } else { format!("{warmup} warm-up step(s)") };
+    let warmup_note = if light_warmup {
+        "light warm-up (one small projection and GEMM)".to_string()
+    } else {
+        format!("{warmup} warm-up step(s)")
+    };
     let side = a.side;
     let size = T::DTYPE.size();
 
@@ -207,7 +217,10 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
         DecomposeMode::Full => groups.len(),
         _ => 0,
     };
-    let mut prog = Progress::new((warmup + reps) * 2 * groups.len() + (warmup.min(1) + reps) * (n_gemm_calls + 1) + n_dec + 1, a.progress);
+    let mut prog = Progress::new(
+        (warmup + reps) * 2 * groups.len() + (warmup.min(1) + reps) * (n_gemm_calls + 1) + n_dec + 1,
+        a.progress,
+    );
 
     // Inputs: random values (timing does not depend on them), in the executor's memory.
     prog.set_label("filling inputs");
@@ -238,7 +251,12 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
     }
     let mut gemm_bufs: Vec<(usize, DevMat, DevMat, DevMat)> = vec![];
     for ((mm, nn, kk), count) in shapes {
-        gemm_bufs.push((count, DevMat::random::<T>(ctx, 1, mm, kk, 7)?, DevMat::random::<T>(ctx, 1, kk, nn, 8)?, DevMat::zeros(ctx, T::DTYPE, 1, mm, nn)?));
+        gemm_bufs.push((
+            count,
+            DevMat::random::<T>(ctx, 1, mm, kk, 7)?,
+            DevMat::random::<T>(ctx, 1, kk, nn, 8)?,
+            DevMat::zeros(ctx, T::DTYPE, 1, mm, nn)?,
+        ));
     }
     let sq_a = DevMat::random::<T>(ctx, 1, sq, sq, 9)?;
     let sq_b = DevMat::random::<T>(ctx, 1, sq, sq, 10)?;
@@ -259,12 +277,14 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             if let (Some(u), Some(du)) = (&b.u, &b.du) {
                 let one = |d: &DevMat| osft::MatDesc { batch: 1, ..d.desc };
                 // SAFETY: the first matrix of live executor buffers.
-                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&one(u)), v: None }, &one(du), None) }.map_err(e)?;
+                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&one(u)), v: None }, &one(du), None) }
+                    .map_err(e)?;
             }
             if let (Some(v), Some(dv)) = (&b.v, &b.dv) {
                 let one = |d: &DevMat| osft::MatDesc { batch: 1, ..d.desc };
                 // SAFETY: as above.
-                unsafe { ctx.project_raw(Side::Right, &Bases { u: None, v: Some(&one(v)) }, &one(dv), None) }.map_err(e)?;
+                unsafe { ctx.project_raw(Side::Right, &Bases { u: None, v: Some(&one(v)) }, &one(dv), None) }
+                    .map_err(e)?;
             }
         }
         if let Some((_, ga, gb, gc)) = gemm_bufs.iter().min_by_key(|x| x.3.desc.numel() * x.1.desc.cols) {
@@ -274,18 +294,25 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
     }
     for rep in 0..warmup + reps {
         let timed = rep >= warmup;
-        prog.set_label(&format!("{} {}/{}", if timed { "run" } else { "warm-up" }, if timed { rep - warmup + 1 } else { rep + 1 }, if timed { reps } else { warmup }));
+        prog.set_label(&format!(
+            "{} {}/{}",
+            if timed { "run" } else { "warm-up" },
+            if timed { rep - warmup + 1 } else { rep + 1 },
+            if timed { reps } else { warmup }
+        ));
         let mut step = 0.0;
         for (i, b) in bufs.iter().enumerate() {
             let t = Instant::now();
             if let (Some(u), Some(du)) = (&b.u, &b.du) {
                 // SAFETY: descriptors over live executor buffers of the described sizes.
-                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&u.desc), v: None }, &du.desc, None) }.map_err(e)?;
+                unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&u.desc), v: None }, &du.desc, None) }
+                    .map_err(e)?;
             }
             prog.tick();
             if let (Some(v), Some(dv)) = (&b.v, &b.dv) {
                 // SAFETY: as above.
-                unsafe { ctx.project_raw(Side::Right, &Bases { u: None, v: Some(&v.desc) }, &dv.desc, None) }.map_err(e)?;
+                unsafe { ctx.project_raw(Side::Right, &Bases { u: None, v: Some(&v.desc) }, &dv.desc, None) }
+                    .map_err(e)?;
             }
             sync()?;
             prog.tick();
@@ -337,7 +364,15 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             // Sampling: a transposed shape costs the same (osft decomposes W^T when N < M).
             if let Some(p) = dec_rows.iter().find(|r| sample && r.n == g.m && r.m == g.n && r.decomposed > 0) {
                 let per = p.per_matrix;
-                dec_rows.push(DecRow { names, n: g.n, m: g.m, decomposed: 0, seconds: 0.0, per_matrix: per, count_full: g.count_full });
+                dec_rows.push(DecRow {
+                    names,
+                    n: g.n,
+                    m: g.m,
+                    decomposed: 0,
+                    seconds: 0.0,
+                    per_matrix: per,
+                    count_full: g.count_full,
+                });
                 prog.tick();
                 continue;
             }
@@ -346,8 +381,13 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             let (n, m, k, lo) = (g.n, g.m, g.k, g.lo);
             let dt = T::DTYPE;
             let w = DevMat::random::<T>(ctx, nb, n, m, 100 + i as u64)?;
-            let (uh, sh, vh) = (DevMat::zeros(ctx, dt, nb, n, k)?, DevMat::column(ctx, dt, nb, k)?, DevMat::zeros(ctx, dt, nb, k, m)?);
-            let (ul, sl, vl) = (DevMat::zeros(ctx, dt, nb, n, lo)?, DevMat::column(ctx, dt, nb, lo)?, DevMat::zeros(ctx, dt, nb, lo, m)?);
+            let (uh, sh, vh) =
+                (DevMat::zeros(ctx, dt, nb, n, k)?, DevMat::column(ctx, dt, nb, k)?, DevMat::zeros(ctx, dt, nb, k, m)?);
+            let (ul, sl, vl) = (
+                DevMat::zeros(ctx, dt, nb, n, lo)?,
+                DevMat::column(ctx, dt, nb, lo)?,
+                DevMat::zeros(ctx, dt, nb, lo, m)?,
+            );
             let some = |d: &DevMat| if d.desc.numel() > 0 { Some(d.desc) } else { None };
             let parts_d = [some(&uh), some(&sh), some(&vh), some(&ul), some(&sl), some(&vl)];
             let parts = Parts {
@@ -363,7 +403,15 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             unsafe { ctx.decompose_raw(&w.desc, k, &parts, dt.default_compute()) }.map_err(e)?;
             sync()?;
             let secs = t.elapsed().as_secs_f64();
-            dec_rows.push(DecRow { names, n, m, decomposed: nb, seconds: secs, per_matrix: secs / nb as f64, count_full: g.count_full });
+            dec_rows.push(DecRow {
+                names,
+                n,
+                m,
+                decomposed: nb,
+                seconds: secs,
+                per_matrix: secs / nb as f64,
+                count_full: g.count_full,
+            });
             prog.tick();
         }
     }
@@ -451,7 +499,10 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             ("version", Json::str(env!("CARGO_PKG_VERSION"))),
             ("executor", Json::str(ctx.executor().name())),
             ("executor_note", Json::str(executor_note)),
-            ("machine", Json::obj(vec![("cpu", Json::str(cpu_model())), ("threads", Json::int(rayon::current_num_threads()))])),
+            (
+                "machine",
+                Json::obj(vec![("cpu", Json::str(cpu_model())), ("threads", Json::int(rayon::current_num_threads()))]),
+            ),
             ("model", Json::str(full.name.clone())),
             ("model_note", Json::str(full.note.clone())),
             ("quick", Json::Bool(a.quick)),
@@ -481,8 +532,18 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
             (
                 "gemm_reference",
                 Json::obj(vec![
-                    ("square", Json::obj(vec![("n", Json::int(sq)), ("time", sqs.json()), ("gflops", Json::Num(sq_gflops))])),
-                    ("same_shapes", Json::obj(vec![("flops", Json::Num(same_flops)), ("time", same.json()), ("gflops", Json::Num(same_gflops))])),
+                    (
+                        "square",
+                        Json::obj(vec![("n", Json::int(sq)), ("time", sqs.json()), ("gflops", Json::Num(sq_gflops))]),
+                    ),
+                    (
+                        "same_shapes",
+                        Json::obj(vec![
+                            ("flops", Json::Num(same_flops)),
+                            ("time", same.json()),
+                            ("gflops", Json::Num(same_gflops)),
+                        ]),
+                    ),
                 ]),
             ),
             ("fraction_of_square_gemm", Json::Num(gflops / sq_gflops)),
@@ -496,7 +557,13 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
 
     // Human table.
     println!("osft-bench {} — projection of OSFT gradients on {}", env!("CARGO_PKG_VERSION"), full.name);
-    println!("executor     {} ({} threads; {}){}", ctx.executor().name(), rayon::current_num_threads(), cpu_model(), if executor_note.is_empty() { String::new() } else { format!(" — {executor_note}") });
+    println!(
+        "executor     {} ({} threads; {}){}",
+        ctx.executor().name(),
+        rayon::current_num_threads(),
+        cpu_model(),
+        if executor_note.is_empty() { String::new() } else { format!(" — {executor_note}") }
+    );
     println!("model        {} ({})", full.name, full.note);
     println!("layers       {layers_note}");
     if a.quick {
@@ -516,7 +583,10 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
         reps
     );
     println!();
-    println!("{:<32} {:>12} {:>6} {:>6} {:>6} {:>11} {:>10} {:>8}", "targets", "N x M", "k", "R-k", "count", "time/step", "GFLOP/s", "GB/s");
+    println!(
+        "{:<32} {:>12} {:>6} {:>6} {:>6} {:>11} {:>10} {:>8}",
+        "targets", "N x M", "k", "R-k", "count", "time/step", "GFLOP/s", "GB/s"
+    );
     for (i, g) in groups.iter().enumerate() {
         let s = Stats::new(proj_group_samples[i].clone());
         let mut names = g.names.join(",");
@@ -548,7 +618,14 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
         gbs
     );
     println!();
-    println!("projection   {} per step ({:.3} TFLOP, {} moved at least), {:.1} GFLOP/s, {:.1} GB/s", human_time(step.median()), flops / 1e12, human_bytes(bytes), gflops, gbs);
+    println!(
+        "projection   {} per step ({:.3} TFLOP, {} moved at least), {:.1} GFLOP/s, {:.1} GB/s",
+        human_time(step.median()),
+        flops / 1e12,
+        human_bytes(bytes),
+        gflops,
+        gbs
+    );
     if model.count() < full.count() {
         println!(
             "             whole model ({} targets{}): {} per step (scaled by flops)",
@@ -576,14 +653,22 @@ fn run_t<T: Element>(a: &Args, ctx: &Context, executor_note: &str) -> Result<(),
                         " — scaled from {} measured on {} matrices{}",
                         human_time(dec_measured),
                         dec_count,
-                        if decompose == DecomposeMode::Sample { " (one per distinct shape; --decompose full decomposes every included matrix)" } else { "" }
+                        if decompose == DecomposeMode::Sample {
+                            " (one per distinct shape; --decompose full decomposes every included matrix)"
+                        } else {
+                            ""
+                        }
                     )
                 } else {
                     " (measured)".into()
                 }
             );
             for r in &dec_rows {
-                let how = if r.decomposed == 0 { format!("as {}x{}", r.m, r.n) } else { format!("{} measured", r.decomposed) };
+                let how = if r.decomposed == 0 {
+                    format!("as {}x{}", r.m, r.n)
+                } else {
+                    format!("{} measured", r.decomposed)
+                };
                 println!(
                     "             {:>12} {:>9} per matrix ({how}) x {:>4} in the whole model   ({})",
                     format!("{}x{}", r.n, r.m),

@@ -71,7 +71,10 @@ pub fn preset(name: &str) -> Option<Model> {
             dec.extend([t("wi", ff, d), t("wo", d, ff)]);
             Model {
                 name: "t5-large".into(),
-                stacks: vec![Stack { name: "encoder", layers: 24, targets: enc }, Stack { name: "decoder", layers: 24, targets: dec }],
+                stacks: vec![
+                    Stack { name: "encoder", layers: 24, targets: enc },
+                    Stack { name: "decoder", layers: 24, targets: dec },
+                ],
                 note: "d_model 1024, d_ff 4096, 24 encoder + 24 decoder layers, 16 heads x 64".into(),
             }
         }
@@ -83,7 +86,11 @@ pub fn preset(name: &str) -> Option<Model> {
 pub fn custom(shapes: &[(usize, usize)]) -> Model {
     Model {
         name: "custom".into(),
-        stacks: vec![Stack { name: "shapes", layers: 1, targets: shapes.iter().map(|&(n, m)| t(&format!("{n}x{m}"), n, m)).collect() }],
+        stacks: vec![Stack {
+            name: "shapes",
+            layers: 1,
+            targets: shapes.iter().map(|&(n, m)| t(&format!("{n}x{m}"), n, m)).collect(),
+        }],
         note: "custom shapes, one matrix each".into(),
     }
 }

@@ -272,7 +272,12 @@ pub fn mem_available() -> Option<u64> {
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|x| x.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|x| x.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -307,7 +312,14 @@ pub fn read_raw<T: Element>(path: &std::path::Path, len: usize) -> Result<Vec<T>
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = T::DTYPE.size();
     if bytes.len() != len * size {
-        return Err(format!("{}: {} bytes, expected {} ({} elements of {})", path.display(), bytes.len(), len * size, len, T::DTYPE.name()));
+        return Err(format!(
+            "{}: {} bytes, expected {} ({} elements of {})",
+            path.display(),
+            bytes.len(),
+            len * size,
+            len,
+            T::DTYPE.name()
+        ));
     }
     let mut v: Vec<T> = vec![T::from_f32(0.0); len];
     const { assert!(cfg!(target_endian = "little"), "raw files are little-endian") };

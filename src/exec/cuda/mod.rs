@@ -214,21 +214,27 @@ impl Drop for DeviceAlloc {
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl CudaExecutor {
     /// Open device `ordinal`: checks for the driver, a device, cuBLAS, cuSOLVER and NVRTC, then
     /// compiles the kernels for the device's architecture.
     pub fn new(ordinal: u32) -> Result<Self> {
-        std::panic::catch_unwind(|| Self::open(ordinal))
-            .unwrap_or_else(|p| Err(Error::BackendUnavailable(format!("CUDA initialisation failed: {}", panic_message(p)))))
+        std::panic::catch_unwind(|| Self::open(ordinal)).unwrap_or_else(|p| {
+            Err(Error::BackendUnavailable(format!("CUDA initialisation failed: {}", panic_message(p))))
+        })
     }
 
     fn open(ordinal: u32) -> Result<Self> {
         // SAFETY: presence checks only try to load libraries.
         if !unsafe { cu::is_culib_present() } {
-            return Err(Error::BackendUnavailable("no NVIDIA driver: the CUDA driver library (libcuda.so.1) was not found".into()));
+            return Err(Error::BackendUnavailable(
+                "no NVIDIA driver: the CUDA driver library (libcuda.so.1) was not found".into(),
+            ));
         }
         // SAFETY (block): CUDA driver/library C APIs called as documented, out-parameters local.
         unsafe {
@@ -261,11 +267,28 @@ impl CudaExecutor {
             cu_check(cu::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
             cu_check(cu::cuCtxSetCurrent(ctx), "cuCtxSetCurrent")?;
             let (mut major, mut minor) = (0, 0);
-            cu_check(cu::cuDeviceGetAttribute(&mut major, cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute")?;
-            cu_check(cu::cuDeviceGetAttribute(&mut minor, cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute")?;
+            cu_check(
+                cu::cuDeviceGetAttribute(
+                    &mut major,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    dev,
+                ),
+                "cuDeviceGetAttribute",
+            )?;
+            cu_check(
+                cu::cuDeviceGetAttribute(
+                    &mut minor,
+                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    dev,
+                ),
+                "cuDeviceGetAttribute",
+            )?;
             let ptx = nvrtc::compile_ptx(&format!("{major}{minor}"))?;
             let mut module = std::ptr::null_mut();
-            cu_check(cu::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void), "cuModuleLoadData (is the NVRTC newer than the driver?)")?;
+            cu_check(
+                cu::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
+                "cuModuleLoadData (is the NVRTC newer than the driver?)",
+            )?;
             let mut funcs = HashMap::new();
             for name in nvrtc::kernel_names() {
                 let c = CString::new(name.clone()).unwrap();
@@ -292,7 +315,10 @@ impl CudaExecutor {
                 // Non-blocking: no implicit ordering with the legacy default stream; the fork and
                 // join events order the pool against the caller's stream explicitly.
                 let mut stream = std::ptr::null_mut();
-                cu_check(cu::cuStreamCreate(&mut stream, cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32), "cuStreamCreate")?;
+                cu_check(
+                    cu::cuStreamCreate(&mut stream, cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32),
+                    "cuStreamCreate",
+                )?;
                 let mut solver = std::ptr::null_mut();
                 cs_check(cs::cusolverDnCreate(&mut solver), "cusolverDnCreate")?;
                 cs_check(cs::cusolverDnSetStream(solver, stream as cs::cudaStream_t), "cusolverDnSetStream")?;
@@ -362,9 +388,27 @@ impl Drop for CudaExecutor {
 
 // `params` points at argument values that the caller keeps alive until cuLaunchKernel returns
 // (it copies them).
-unsafe fn launch_impl(h: &Handles, f: cu::CUfunction, grid: (u32, u32), block: u32, params: &mut [*mut c_void]) -> Result<()> {
+unsafe fn launch_impl(
+    h: &Handles,
+    f: cu::CUfunction,
+    grid: (u32, u32),
+    block: u32,
+    params: &mut [*mut c_void],
+) -> Result<()> {
     cu_check(
-        cu::cuLaunchKernel(f, grid.0.max(1), grid.1.max(1), 1, block, 1, 1, 0, h.stream, params.as_mut_ptr(), std::ptr::null_mut()),
+        cu::cuLaunchKernel(
+            f,
+            grid.0.max(1),
+            grid.1.max(1),
+            1,
+            block,
+            1,
+            1,
+            0,
+            h.stream,
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        ),
         "cuLaunchKernel",
     )
 }
@@ -393,12 +437,18 @@ impl Executor for CudaExecutor {
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
         let h = self.lock()?;
-        cu_check(cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream), "cuMemcpyDtoHAsync")?;
+        cu_check(
+            cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream),
+            "cuMemcpyDtoHAsync",
+        )?;
         cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
     }
     unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
         let h = self.lock()?;
-        cu_check(cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream), "cuMemcpyHtoDAsync")?;
+        cu_check(
+            cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream),
+            "cuMemcpyHtoDAsync",
+        )?;
         cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
     }
     fn synchronize(&self) -> Result<()> {
@@ -488,7 +538,9 @@ impl Executor for CudaExecutor {
             return Ok(());
         }
         let g0 = live[0];
-        let uniform = live.iter().all(|g| g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute);
+        let uniform = live.iter().all(|g| {
+            g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute
+        });
         use DType::*;
         let supported = matches!(
             (g0.compute, g0.a.dtype, g0.b.dtype, g0.c.dtype),
@@ -524,13 +576,27 @@ impl Executor for CudaExecutor {
         for g in &live {
             let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
             let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
-                g.batch as i64, g.a.addr as u64, (g.a.stride * sa) as i64, g.b.addr as u64, (g.b.stride * sb) as i64, g.c.addr as u64,
-                (g.c.stride * scc) as i64, pa + (off * 8) as u64, pb + (off * 8) as u64, pc + (off * 8) as u64,
+                g.batch as i64,
+                g.a.addr as u64,
+                (g.a.stride * sa) as i64,
+                g.b.addr as u64,
+                (g.b.stride * sb) as i64,
+                g.c.addr as u64,
+                (g.c.stride * scc) as i64,
+                pa + (off * 8) as u64,
+                pb + (off * 8) as u64,
+                pc + (off * 8) as u64,
             );
             let mut p: [*mut c_void; 10] = [
-                &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-                &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void, &args.8 as *const _ as *mut c_void,
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
                 &args.9 as *const _ as *mut c_void,
             ];
             launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
@@ -542,8 +608,10 @@ impl Executor for CudaExecutor {
         let dims = |f: &dyn Fn(&GemmArgs) -> usize| -> Vec<i64> { live.iter().map(|g| f(g) as i64).collect() };
         let (mm, nn, kk) = (dims(&|g| g.m), dims(&|g| g.n), dims(&|g| g.k));
         let (lda, ldb, ldc, size) = (dims(&|g| g.a.ld), dims(&|g| g.b.ld), dims(&|g| g.c.ld), dims(&|g| g.batch));
-        let (al64, be64): (Vec<f64>, Vec<f64>) = (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
-        let (al32, be32): (Vec<f32>, Vec<f32>) = (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
+        let (al64, be64): (Vec<f64>, Vec<f64>) =
+            (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
+        let (al32, be32): (Vec<f32>, Vec<f32>) =
+            (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
         let (alpha, beta): (*const c_void, *const c_void) = if g0.compute == ComputeType::F64 {
             (al64.as_ptr() as *const c_void, be64.as_ptr() as *const c_void)
         } else {
@@ -551,11 +619,26 @@ impl Executor for CudaExecutor {
         };
         cb_check(
             cb::cublasGemmGroupedBatchedEx_64(
-                h.cublas, ta.as_ptr(), tb.as_ptr(), mm.as_ptr(), nn.as_ptr(), kk.as_ptr(), alpha,
-                pa as *const *const c_void, cublas_type(g0.a.dtype), lda.as_ptr(),
-                pb as *const *const c_void, cublas_type(g0.b.dtype), ldb.as_ptr(), beta,
-                pc as *const *mut c_void, cublas_type(g0.c.dtype), ldc.as_ptr(),
-                live.len() as i64, size.as_ptr(), cublas_compute(g0.compute),
+                h.cublas,
+                ta.as_ptr(),
+                tb.as_ptr(),
+                mm.as_ptr(),
+                nn.as_ptr(),
+                kk.as_ptr(),
+                alpha,
+                pa as *const *const c_void,
+                cublas_type(g0.a.dtype),
+                lda.as_ptr(),
+                pb as *const *const c_void,
+                cublas_type(g0.b.dtype),
+                ldb.as_ptr(),
+                beta,
+                pc as *const *mut c_void,
+                cublas_type(g0.c.dtype),
+                ldc.as_ptr(),
+                live.len() as i64,
+                size.as_ptr(),
+                cublas_compute(g0.compute),
             ),
             "cublasGemmGroupedBatchedEx",
         )
@@ -575,14 +658,33 @@ impl Executor for CudaExecutor {
         }
         let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
         let args: (i64, i64, i64, f64, u64, i64, i64, i64, f64, u64, i64, i64, i64) = (
-            rows as i64, cols as i64, a.batch as i64, a.alpha, s.addr as u64, s.row_stride as i64, s.col_stride as i64, s.batch_stride as i64,
-            a.beta, d.addr as u64, d.row_stride as i64, d.col_stride as i64, d.batch_stride as i64,
+            rows as i64,
+            cols as i64,
+            a.batch as i64,
+            a.alpha,
+            s.addr as u64,
+            s.row_stride as i64,
+            s.col_stride as i64,
+            s.batch_stride as i64,
+            a.beta,
+            d.addr as u64,
+            d.row_stride as i64,
+            d.col_stride as i64,
+            d.batch_stride as i64,
         );
         let mut p: [*mut c_void; 13] = [
-            &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void, &args.8 as *const _ as *mut c_void,
-            &args.9 as *const _ as *mut c_void, &args.10 as *const _ as *mut c_void, &args.11 as *const _ as *mut c_void,
+            &args.0 as *const _ as *mut c_void,
+            &args.1 as *const _ as *mut c_void,
+            &args.2 as *const _ as *mut c_void,
+            &args.3 as *const _ as *mut c_void,
+            &args.4 as *const _ as *mut c_void,
+            &args.5 as *const _ as *mut c_void,
+            &args.6 as *const _ as *mut c_void,
+            &args.7 as *const _ as *mut c_void,
+            &args.8 as *const _ as *mut c_void,
+            &args.9 as *const _ as *mut c_void,
+            &args.10 as *const _ as *mut c_void,
+            &args.11 as *const _ as *mut c_void,
             &args.12 as *const _ as *mut c_void,
         ];
         launch_named(&h, &name, (blocks(rows * cols * a.batch), 1), &mut p)
@@ -595,27 +697,62 @@ impl Executor for CudaExecutor {
         }
         let h = self.lock()?;
         let args: (i32, i64, i64, u64, i64, i64, u64, i64, i64, u64, i64, i64, i64) = (
-            d.left as i32, d.m as i64, d.n as i64, d.a.addr as u64, d.a.ld as i64, d.a.stride as i64, d.x as u64, d.incx as i64,
-            d.stride_x as i64, d.c.addr as u64, d.c.ld as i64, d.c.stride as i64, d.batch as i64,
+            d.left as i32,
+            d.m as i64,
+            d.n as i64,
+            d.a.addr as u64,
+            d.a.ld as i64,
+            d.a.stride as i64,
+            d.x as u64,
+            d.incx as i64,
+            d.stride_x as i64,
+            d.c.addr as u64,
+            d.c.ld as i64,
+            d.c.stride as i64,
+            d.batch as i64,
         );
         let mut p: [*mut c_void; 13] = [
-            &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void, &args.8 as *const _ as *mut c_void,
-            &args.9 as *const _ as *mut c_void, &args.10 as *const _ as *mut c_void, &args.11 as *const _ as *mut c_void,
+            &args.0 as *const _ as *mut c_void,
+            &args.1 as *const _ as *mut c_void,
+            &args.2 as *const _ as *mut c_void,
+            &args.3 as *const _ as *mut c_void,
+            &args.4 as *const _ as *mut c_void,
+            &args.5 as *const _ as *mut c_void,
+            &args.6 as *const _ as *mut c_void,
+            &args.7 as *const _ as *mut c_void,
+            &args.8 as *const _ as *mut c_void,
+            &args.9 as *const _ as *mut c_void,
+            &args.10 as *const _ as *mut c_void,
+            &args.11 as *const _ as *mut c_void,
             &args.12 as *const _ as *mut c_void,
         ];
         launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
     }
 
-    fn gesvd_buffer_size(&self, m: usize, n: usize, dtype: DType, batch: usize, algorithm: SvdAlgorithm) -> Result<usize> {
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> Result<usize> {
         algorithm.check_problem(m, n, dtype)?;
         let h = self.lock()?;
         // SAFETY: size queries with null data pointers, as cuSOLVER allows.
         unsafe { svd_layout(&h, algorithm.resolve(m, n), m, n, dtype, batch, None).map(|l| l.total) }
     }
 
-    fn gesvdr_buffer_size(&self, m: usize, n: usize, k: usize, p: usize, niters: usize, dtype: DType, batch: usize) -> Result<usize> {
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> Result<usize> {
         check_gesvdr_problem(m, n, k, p, dtype)?;
         let h = self.lock()?;
         // SAFETY: as above.
@@ -653,12 +790,32 @@ impl Executor for CudaExecutor {
             let dev = work + (b % l.lanes) * l.lane_bytes;
             cs_check(
                 cs::cusolverDnXgesvdr(
-                    lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, g.k as i64, g.p as i64, g.niters as i64,
-                    sdt, (g.a.addr + b * g.a.stride * sz) as *mut c_void, g.a.ld as i64,
-                    sdt, (g.s + b * g.stride_s * sz) as *mut c_void,
-                    sdt, (g.u.addr + b * g.u.stride * sz) as *mut c_void, g.u.ld as i64,
-                    sdt, (vf + b * n * n * sz) as *mut c_void, n as i64,
-                    sdt, dev as *mut c_void, l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, (info + b * 4) as *mut i32,
+                    lane.solver,
+                    lane.params,
+                    b'S' as i8,
+                    b'S' as i8,
+                    m as i64,
+                    n as i64,
+                    g.k as i64,
+                    g.p as i64,
+                    g.niters as i64,
+                    sdt,
+                    (g.a.addr + b * g.a.stride * sz) as *mut c_void,
+                    g.a.ld as i64,
+                    sdt,
+                    (g.s + b * g.stride_s * sz) as *mut c_void,
+                    sdt,
+                    (g.u.addr + b * g.u.stride * sz) as *mut c_void,
+                    g.u.ld as i64,
+                    sdt,
+                    (vf + b * n * n * sz) as *mut c_void,
+                    n as i64,
+                    sdt,
+                    dev as *mut c_void,
+                    l.lwork,
+                    host.as_mut_ptr() as *mut c_void,
+                    l.host_bytes,
+                    (info + b * 4) as *mut i32,
                 ),
                 "cusolverDnXgesvdr",
             )
@@ -667,9 +824,18 @@ impl Executor for CudaExecutor {
         res?;
         // VT (k x n) = the first k columns of V, transposed.
         let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-        self.axpby(&AxpbyArgs { rows: g.k, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
+        self.axpby(&AxpbyArgs {
+            rows: g.k,
+            cols: n,
+            batch: g.batch,
+            alpha: 1.0,
+            src: s2(vf, n, 1, n * n),
+            beta: 0.0,
+            dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
+        })?;
         let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
-        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
+        self.h.lock().unwrap_or_else(|e| e.into_inner()).report =
+            Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
         checked
     }
 
@@ -683,13 +849,27 @@ impl Executor for CudaExecutor {
         let h = self.lock()?;
         let (l, r) = (s.left, s.right);
         let args: (i64, u64, i64, i64, i64, i64, u64, i64, i64, i64) = (
-            l.len as i64, l.addr as u64, l.elem_stride as i64, l.vec_stride as i64, l.batch_stride as i64,
-            r.len as i64, r.addr as u64, r.elem_stride as i64, r.vec_stride as i64, r.batch_stride as i64,
+            l.len as i64,
+            l.addr as u64,
+            l.elem_stride as i64,
+            l.vec_stride as i64,
+            l.batch_stride as i64,
+            r.len as i64,
+            r.addr as u64,
+            r.elem_stride as i64,
+            r.vec_stride as i64,
+            r.batch_stride as i64,
         );
         let mut p: [*mut c_void; 10] = [
-            &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void, &args.8 as *const _ as *mut c_void,
+            &args.0 as *const _ as *mut c_void,
+            &args.1 as *const _ as *mut c_void,
+            &args.2 as *const _ as *mut c_void,
+            &args.3 as *const _ as *mut c_void,
+            &args.4 as *const _ as *mut c_void,
+            &args.5 as *const _ as *mut c_void,
+            &args.6 as *const _ as *mut c_void,
+            &args.7 as *const _ as *mut c_void,
+            &args.8 as *const _ as *mut c_void,
             &args.9 as *const _ as *mut c_void,
         ];
         let name = format!("osft_sign_fix_{}", sfx(l.dtype));
@@ -707,11 +887,19 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        Ok(self.per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?.into_iter().map(f64::from_ne_bytes).collect())
+        Ok(self
+            .per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?
+            .into_iter()
+            .map(f64::from_ne_bytes)
+            .collect())
     }
 
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        Ok(self.per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?.into_iter().map(u64::from_ne_bytes).collect())
+        Ok(self
+            .per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?
+            .into_iter()
+            .map(u64::from_ne_bytes)
+            .collect())
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
@@ -719,10 +907,15 @@ impl Executor for CudaExecutor {
             return Ok(());
         }
         let h = self.lock()?;
-        let args: (i64, u64, i64, i64, i64, f64) = (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
+        let args: (i64, u64, i64, i64, i64, f64) =
+            (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
         let mut p: [*mut c_void; 6] = [
-            &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
+            &args.0 as *const _ as *mut c_void,
+            &args.1 as *const _ as *mut c_void,
+            &args.2 as *const _ as *mut c_void,
+            &args.3 as *const _ as *mut c_void,
+            &args.4 as *const _ as *mut c_void,
+            &args.5 as *const _ as *mut c_void,
         ];
         launch_named(&h, &format!("osft_add_diagonal_{}", sfx(a.dtype)), (blocks(n * batch), 1), &mut p)
     }
@@ -737,12 +930,25 @@ impl Executor for CudaExecutor {
         let out = self.alloc(count * 8)?;
         {
             let h = self.lock()?;
-            let args: (i64, u64, i64, i64, u64, i64, i64, u64) =
-                (a.len as i64, a.addr as u64, a.elem_stride as i64, a.vec_stride as i64, b.addr as u64, b.elem_stride as i64, b.vec_stride as i64, out.addr as u64);
+            let args: (i64, u64, i64, i64, u64, i64, i64, u64) = (
+                a.len as i64,
+                a.addr as u64,
+                a.elem_stride as i64,
+                a.vec_stride as i64,
+                b.addr as u64,
+                b.elem_stride as i64,
+                b.vec_stride as i64,
+                out.addr as u64,
+            );
             let mut p: [*mut c_void; 8] = [
-                &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
-                &args.6 as *const _ as *mut c_void, &args.7 as *const _ as *mut c_void,
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
             ];
             launch_named(&h, &format!("osft_cosine_{}", sfx(a.dtype)), (count as u32, 1), &mut p)?;
         }
@@ -817,7 +1023,13 @@ impl CudaExecutor {
         // h_err_sigma); allocated before the fan-out and not resized, read after the join.
         let mut host_vals: Vec<Vec<f64>> = groups
             .iter()
-            .map(|(gi, alg, _)| if matches!(alg, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Polar) { vec![0f64; calls[*gi].args.batch] } else { vec![] })
+            .map(|(gi, alg, _)| {
+                if matches!(alg, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Polar) {
+                    vec![0f64; calls[*gi].args.batch]
+                } else {
+                    vec![]
+                }
+            })
             .collect();
         let mut jacobi_lanes = vec![false; np];
         let res = fan_out(&mut h, &units, |lane, unit, host| {
@@ -836,13 +1048,29 @@ impl CudaExecutor {
                     macro_rules! call {
                         ($f:ident, $t:ty) => {
                             cs::$f(
-                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32,
-                                g.a.addr as *mut $t, g.a.ld as i32, g.s as *mut $t, uf as *mut $t, m as i32, vf as *mut $t, n as i32,
-                                dev as *mut $t, l.lwork as i32, info as *mut i32, lane.gesvdj, g.batch as i32,
+                                lane.solver,
+                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                m as i32,
+                                n as i32,
+                                g.a.addr as *mut $t,
+                                g.a.ld as i32,
+                                g.s as *mut $t,
+                                uf as *mut $t,
+                                m as i32,
+                                vf as *mut $t,
+                                n as i32,
+                                dev as *mut $t,
+                                l.lwork as i32,
+                                info as *mut i32,
+                                lane.gesvdj,
+                                g.batch as i32,
                             )
                         };
                     }
-                    cs_check(if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) }, "gesvdjBatched")
+                    cs_check(
+                        if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) },
+                        "gesvdjBatched",
+                    )
                 } else {
                     // rank = n (all pairs); U in place (packed, checked), V into scratch; one
                     // residual per matrix on the host (read after the join).
@@ -850,14 +1078,38 @@ impl CudaExecutor {
                     macro_rules! call {
                         ($f:ident, $t:ty) => {
                             cs::$f(
-                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32,
-                                g.a.addr as *const $t, g.a.ld as i32, g.a.stride as i64, g.s as *mut $t, g.stride_s as i64,
-                                g.u.addr as *mut $t, g.u.ld as i32, g.u.stride as i64, vf as *mut $t, n as i32, (n * n) as i64,
-                                dev as *mut $t, l.lwork as i32, info as *mut i32, res, g.batch as i32,
+                                lane.solver,
+                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                n as i32,
+                                m as i32,
+                                n as i32,
+                                g.a.addr as *const $t,
+                                g.a.ld as i32,
+                                g.a.stride as i64,
+                                g.s as *mut $t,
+                                g.stride_s as i64,
+                                g.u.addr as *mut $t,
+                                g.u.ld as i32,
+                                g.u.stride as i64,
+                                vf as *mut $t,
+                                n as i32,
+                                (n * n) as i64,
+                                dev as *mut $t,
+                                l.lwork as i32,
+                                info as *mut i32,
+                                res,
+                                g.batch as i32,
                             )
                         };
                     }
-                    cs_check(if f64t { call!(cusolverDnDgesvdaStridedBatched, f64) } else { call!(cusolverDnSgesvdaStridedBatched, f32) }, "gesvdaStridedBatched")
+                    cs_check(
+                        if f64t {
+                            call!(cusolverDnDgesvdaStridedBatched, f64)
+                        } else {
+                            call!(cusolverDnSgesvdaStridedBatched, f32)
+                        },
+                        "gesvdaStridedBatched",
+                    )
                 };
             };
             // Matrix b of a per-matrix routine, in its group's workspace slice b % lanes.
@@ -871,9 +1123,29 @@ impl CudaExecutor {
             match alg {
                 SvdAlgorithm::Qr => cs_check(
                     cs::cusolverDnXgesvd(
-                        lane.solver, lane.params, b'S' as i8, b'S' as i8, m as i64, n as i64, sdt, a, g.a.ld as i64, sdt, s, sdt, u,
-                        g.u.ld as i64, sdt, (g.vt.addr + b * g.vt.stride * sz) as *mut c_void, g.vt.ld as i64, sdt, dev as *mut c_void,
-                        l.lwork, host.as_mut_ptr() as *mut c_void, l.host_bytes, inf,
+                        lane.solver,
+                        lane.params,
+                        b'S' as i8,
+                        b'S' as i8,
+                        m as i64,
+                        n as i64,
+                        sdt,
+                        a,
+                        g.a.ld as i64,
+                        sdt,
+                        s,
+                        sdt,
+                        u,
+                        g.u.ld as i64,
+                        sdt,
+                        (g.vt.addr + b * g.vt.stride * sz) as *mut c_void,
+                        g.vt.ld as i64,
+                        sdt,
+                        dev as *mut c_void,
+                        l.lwork,
+                        host.as_mut_ptr() as *mut c_void,
+                        l.host_bytes,
+                        inf,
                     ),
                     "cusolverDnXgesvd",
                 ),
@@ -882,9 +1154,22 @@ impl CudaExecutor {
                     macro_rules! call {
                         ($f:ident, $t:ty) => {
                             cs::$f(
-                                lane.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, a as *mut $t,
-                                g.a.ld as i32, s as *mut $t, u as *mut $t, g.u.ld as i32, v as *mut $t, n as i32, dev as *mut $t,
-                                l.lwork as i32, inf, lane.gesvdj,
+                                lane.solver,
+                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                1,
+                                m as i32,
+                                n as i32,
+                                a as *mut $t,
+                                g.a.ld as i32,
+                                s as *mut $t,
+                                u as *mut $t,
+                                g.u.ld as i32,
+                                v as *mut $t,
+                                n as i32,
+                                dev as *mut $t,
+                                l.lwork as i32,
+                                inf,
+                                lane.gesvdj,
                             )
                         };
                     }
@@ -892,9 +1177,30 @@ impl CudaExecutor {
                 }
                 _ => cs_check(
                     cs::cusolverDnXgesvdp(
-                        lane.solver, lane.params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, sdt, a,
-                        g.a.ld as i64, sdt, s, sdt, u, g.u.ld as i64, sdt, v, n as i64, sdt, dev as *mut c_void, l.lwork,
-                        host.as_mut_ptr() as *mut c_void, l.host_bytes, inf, &mut host_vals[k][b],
+                        lane.solver,
+                        lane.params,
+                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                        1,
+                        m as i64,
+                        n as i64,
+                        sdt,
+                        a,
+                        g.a.ld as i64,
+                        sdt,
+                        s,
+                        sdt,
+                        u,
+                        g.u.ld as i64,
+                        sdt,
+                        v,
+                        n as i64,
+                        sdt,
+                        dev as *mut c_void,
+                        l.lwork,
+                        host.as_mut_ptr() as *mut c_void,
+                        l.host_bytes,
+                        inf,
+                        &mut host_vals[k][b],
                     ),
                     "cusolverDnXgesvdp",
                 ),
@@ -909,10 +1215,14 @@ impl CudaExecutor {
             let (mut res_max, mut sweeps_max) = (0f64, 0i32);
             for (lane, _) in h.lanes.iter().zip(&jacobi_lanes).filter(|(_, j)| **j) {
                 let (mut r, mut sw) = (0f64, 0i32);
-                if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r)
+                    == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
+                {
                     res_max = res_max.max(r);
                 }
-                if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw) == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS {
+                if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw)
+                    == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
+                {
                     sweeps_max = sweeps_max.max(sw);
                 }
             }
@@ -930,14 +1240,30 @@ impl CudaExecutor {
             let v = match alg {
                 SvdAlgorithm::JacobiBatched => {
                     let uf = work + l.u_full;
-                    self.axpby(&AxpbyArgs { rows: m, cols: n, batch: g.batch, alpha: 1.0, src: s2(uf, 1, m, m * m), beta: 0.0, dst: s2(g.u.addr, 1, g.u.ld, g.u.stride) })?;
+                    self.axpby(&AxpbyArgs {
+                        rows: m,
+                        cols: n,
+                        batch: g.batch,
+                        alpha: 1.0,
+                        src: s2(uf, 1, m, m * m),
+                        beta: 0.0,
+                        dst: s2(g.u.addr, 1, g.u.ld, g.u.stride),
+                    })?;
                     Some(work + l.v_full)
                 }
                 SvdAlgorithm::Qr => None,
                 _ => Some(work + l.v),
             };
             if let Some(vf) = v {
-                self.axpby(&AxpbyArgs { rows: n, cols: n, batch: g.batch, alpha: 1.0, src: s2(vf, n, 1, n * n), beta: 0.0, dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride) })?;
+                self.axpby(&AxpbyArgs {
+                    rows: n,
+                    cols: n,
+                    batch: g.batch,
+                    alpha: 1.0,
+                    src: s2(vf, n, 1, n * n),
+                    beta: 0.0,
+                    dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
+                })?;
             }
         }
         // One read-back of every group's info flags (stream-ordered copies, one synchronise).
@@ -947,7 +1273,15 @@ impl CudaExecutor {
             let mut copied = Ok(());
             for ((gi, _, l), bytes) in groups.iter().zip(infos.iter_mut()) {
                 copied = copied.and_then(|_| {
-                    cu_check(cu::cuMemcpyDtoHAsync_v2(bytes.as_mut_ptr() as *mut c_void, (calls[*gi].work + l.info) as cu::CUdeviceptr, bytes.len(), h.stream), "cuMemcpyDtoHAsync")
+                    cu_check(
+                        cu::cuMemcpyDtoHAsync_v2(
+                            bytes.as_mut_ptr() as *mut c_void,
+                            (calls[*gi].work + l.info) as cu::CUdeviceptr,
+                            bytes.len(),
+                            h.stream,
+                        ),
+                        "cuMemcpyDtoHAsync",
+                    )
                 });
             }
             // Synchronised even when a copy failed to enqueue: the host buffers outlive the copies.
@@ -963,7 +1297,9 @@ impl CudaExecutor {
                 _ => {}
             }
         }
-        let checked = groups.iter().zip(infos.iter().zip(&host_vals)).try_for_each(|((gi, alg, _), (bytes, vals))| info_status(bytes, alg.routine(), vals).map_err(|e| tag(e, *gi)));
+        let checked = groups.iter().zip(infos.iter().zip(&host_vals)).try_for_each(|((gi, alg, _), (bytes, vals))| {
+            info_status(bytes, alg.routine(), vals).map_err(|e| tag(e, *gi))
+        });
         self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
         checked
     }
@@ -977,7 +1313,10 @@ fn info_status(bytes: &[u8], routine: &'static str, host: &[f64]) -> Result<()> 
         for (i, c) in bytes.chunks_exact(4).enumerate() {
             let v = i32::from_ne_bytes(c.try_into().unwrap());
             if v < 0 {
-                return Err(Error::precondition(routine, format!("cuSOLVER reports parameter {} invalid for matrix {i}", -v)));
+                return Err(Error::precondition(
+                    routine,
+                    format!("cuSOLVER reports parameter {} invalid for matrix {i}", -v),
+                ));
             }
             if v > 0 || host.get(i).is_some_and(|x| !x.is_finite()) {
                 return Err(Error::NotConverged { problem: None, index: i });
@@ -988,11 +1327,17 @@ fn info_status(bytes: &[u8], routine: &'static str, host: &[f64]) -> Result<()> 
 }
 
 impl CudaExecutor {
-
     /// Run a per-matrix reduction kernel `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` that
     /// accumulates one 8-byte value per matrix into a zeroed device array (grid: blocks x
     /// batch), and return the values' bytes. Synchronises.
-    unsafe fn per_matrix_reduce(&self, kernel: &str, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<[u8; 8]>> {
+    unsafe fn per_matrix_reduce(
+        &self,
+        kernel: &str,
+        rows: usize,
+        cols: usize,
+        batch: usize,
+        x: &Strided2d,
+    ) -> Result<Vec<[u8; 8]>> {
         if batch == 0 {
             return Ok(vec![]);
         }
@@ -1006,12 +1351,21 @@ impl CudaExecutor {
                 for b0 in (0..batch).step_by(65535) {
                     let nb = (batch - b0).min(65535);
                     let args: (i64, i64, u64, i64, i64, i64, u64) = (
-                        rows as i64, cols as i64, (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64, x.row_stride as i64,
-                        x.col_stride as i64, x.batch_stride as i64, (out.addr + b0 * 8) as u64,
+                        rows as i64,
+                        cols as i64,
+                        (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64,
+                        x.row_stride as i64,
+                        x.col_stride as i64,
+                        x.batch_stride as i64,
+                        (out.addr + b0 * 8) as u64,
                     );
                     let mut p: [*mut c_void; 7] = [
-                        &args.0 as *const _ as *mut c_void, &args.1 as *const _ as *mut c_void, &args.2 as *const _ as *mut c_void,
-                        &args.3 as *const _ as *mut c_void, &args.4 as *const _ as *mut c_void, &args.5 as *const _ as *mut c_void,
+                        &args.0 as *const _ as *mut c_void,
+                        &args.1 as *const _ as *mut c_void,
+                        &args.2 as *const _ as *mut c_void,
+                        &args.3 as *const _ as *mut c_void,
+                        &args.4 as *const _ as *mut c_void,
+                        &args.5 as *const _ as *mut c_void,
                         &args.6 as *const _ as *mut c_void,
                     ];
                     launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
@@ -1058,21 +1412,56 @@ fn align(x: usize) -> usize {
 }
 
 /// Layout for `alg` (resolved, never `Auto`); `kpn = Some((k, p, niters))` for `Randomized`.
-unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: DType, batch: usize, kpn: Option<(usize, usize, usize)>) -> Result<SvdLayout> {
+unsafe fn svd_layout(
+    h: &Handles,
+    alg: SvdAlgorithm,
+    m: usize,
+    n: usize,
+    dtype: DType,
+    batch: usize,
+    kpn: Option<(usize, usize, usize)>,
+) -> Result<SvdLayout> {
     let sz = dtype.size();
     let f64t = dtype == DType::F64;
     let dt = solver_type(dtype);
     let v_bytes = align(n * n * batch * sz);
-    let mut l = SvdLayout { dev: 0, lwork: 0, u_full: 0, v_full: 0, v: 0, lanes: 1, lane_bytes: 0, info: 0, host_bytes: 0, total: 0 };
+    let mut l = SvdLayout {
+        dev: 0,
+        lwork: 0,
+        u_full: 0,
+        v_full: 0,
+        v: 0,
+        lanes: 1,
+        lane_bytes: 0,
+        info: 0,
+        host_bytes: 0,
+        total: 0,
+    };
     match alg {
         SvdAlgorithm::JacobiBatched => {
             let mut lwork = 0i32;
             macro_rules! q {
                 ($f:ident) => {
-                    cs::$f(h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, h.gesvdj, batch as i32)
+                    cs::$f(
+                        h.solver,
+                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                        m as i32,
+                        n as i32,
+                        std::ptr::null(),
+                        m as i32,
+                        std::ptr::null(),
+                        std::ptr::null(),
+                        m as i32,
+                        std::ptr::null(),
+                        n as i32,
+                        &mut lwork,
+                        h.gesvdj,
+                        batch as i32,
+                    )
                 };
             }
-            let r = if f64t { q!(cusolverDnDgesvdjBatched_bufferSize) } else { q!(cusolverDnSgesvdjBatched_bufferSize) };
+            let r =
+                if f64t { q!(cusolverDnDgesvdjBatched_bufferSize) } else { q!(cusolverDnSgesvdjBatched_bufferSize) };
             cs_check(r, "gesvdjBatched_bufferSize")?;
             l.lwork = lwork as usize;
             l.u_full = align(l.lwork * sz);
@@ -1084,12 +1473,32 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
             macro_rules! q {
                 ($f:ident) => {
                     cs::$f(
-                        h.solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, n as i32, m as i32, n as i32, std::ptr::null(), m as i32, (m * n) as i64, std::ptr::null(),
-                        n as i64, std::ptr::null(), m as i32, (m * n) as i64, std::ptr::null(), n as i32, (n * n) as i64, &mut lwork, batch as i32,
+                        h.solver,
+                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                        n as i32,
+                        m as i32,
+                        n as i32,
+                        std::ptr::null(),
+                        m as i32,
+                        (m * n) as i64,
+                        std::ptr::null(),
+                        n as i64,
+                        std::ptr::null(),
+                        m as i32,
+                        (m * n) as i64,
+                        std::ptr::null(),
+                        n as i32,
+                        (n * n) as i64,
+                        &mut lwork,
+                        batch as i32,
                     )
                 };
             }
-            let r = if f64t { q!(cusolverDnDgesvdaStridedBatched_bufferSize) } else { q!(cusolverDnSgesvdaStridedBatched_bufferSize) };
+            let r = if f64t {
+                q!(cusolverDnDgesvdaStridedBatched_bufferSize)
+            } else {
+                q!(cusolverDnSgesvdaStridedBatched_bufferSize)
+            };
             cs_check(r, "gesvdaStridedBatched_bufferSize")?;
             l.lwork = lwork as usize;
             l.v = align(l.lwork * sz);
@@ -1104,8 +1513,26 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
             match alg {
                 SvdAlgorithm::Qr => cs_check(
                     cs::cusolverDnXgesvd_bufferSize(
-                        solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64,
-                        dt, &mut d, &mut hb,
+                        solver,
+                        params,
+                        b'S' as i8,
+                        b'S' as i8,
+                        m as i64,
+                        n as i64,
+                        dt,
+                        std::ptr::null(),
+                        m as i64,
+                        dt,
+                        std::ptr::null(),
+                        dt,
+                        std::ptr::null(),
+                        m as i64,
+                        dt,
+                        std::ptr::null(),
+                        n as i64,
+                        dt,
+                        &mut d,
+                        &mut hb,
                     ),
                     "cusolverDnXgesvd_bufferSize",
                 )?,
@@ -1113,17 +1540,53 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                     let mut lwork = 0i32;
                     macro_rules! q {
                         ($f:ident) => {
-                            cs::$f(solver, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i32, n as i32, std::ptr::null(), m as i32, std::ptr::null(), std::ptr::null(), m as i32, std::ptr::null(), n as i32, &mut lwork, gesvdj)
+                            cs::$f(
+                                solver,
+                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                1,
+                                m as i32,
+                                n as i32,
+                                std::ptr::null(),
+                                m as i32,
+                                std::ptr::null(),
+                                std::ptr::null(),
+                                m as i32,
+                                std::ptr::null(),
+                                n as i32,
+                                &mut lwork,
+                                gesvdj,
+                            )
                         };
                     }
-                    cs_check(if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) }, "gesvdj_bufferSize")?;
+                    cs_check(
+                        if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) },
+                        "gesvdj_bufferSize",
+                    )?;
                     // gesvdj takes lwork in elements; the slice holds that many.
                     d = lwork as usize * sz;
                 }
                 SvdAlgorithm::Polar => cs_check(
                     cs::cusolverDnXgesvdp_bufferSize(
-                        solver, params, cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR, 1, m as i64, n as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt, std::ptr::null(),
-                        m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
+                        solver,
+                        params,
+                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                        1,
+                        m as i64,
+                        n as i64,
+                        dt,
+                        std::ptr::null(),
+                        m as i64,
+                        dt,
+                        std::ptr::null(),
+                        dt,
+                        std::ptr::null(),
+                        m as i64,
+                        dt,
+                        std::ptr::null(),
+                        n as i64,
+                        dt,
+                        &mut d,
+                        &mut hb,
                     ),
                     "cusolverDnXgesvdp_bufferSize",
                 )?,
@@ -1131,8 +1594,29 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
                     let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
                     cs_check(
                         cs::cusolverDnXgesvdr_bufferSize(
-                            solver, params, b'S' as i8, b'S' as i8, m as i64, n as i64, k as i64, p as i64, niters as i64, dt, std::ptr::null(), m as i64, dt, std::ptr::null(), dt,
-                            std::ptr::null(), m as i64, dt, std::ptr::null(), n as i64, dt, &mut d, &mut hb,
+                            solver,
+                            params,
+                            b'S' as i8,
+                            b'S' as i8,
+                            m as i64,
+                            n as i64,
+                            k as i64,
+                            p as i64,
+                            niters as i64,
+                            dt,
+                            std::ptr::null(),
+                            m as i64,
+                            dt,
+                            std::ptr::null(),
+                            dt,
+                            std::ptr::null(),
+                            m as i64,
+                            dt,
+                            std::ptr::null(),
+                            n as i64,
+                            dt,
+                            &mut d,
+                            &mut hb,
                         ),
                         "cusolverDnXgesvdr_bufferSize",
                     )?
@@ -1159,7 +1643,11 @@ unsafe fn svd_layout(h: &Handles, alg: SvdAlgorithm, m: usize, n: usize, dtype: 
 /// stream order is preserved: work it issued before runs first, work it issues after sees the
 /// results. The join is made even when a call fails; the host then waits for the caller's
 /// stream, so the host workspaces outlive their use.
-unsafe fn fan_out(h: &mut Handles, units: &[(usize, usize)], mut one: impl FnMut(&Lane, usize, &mut [u8]) -> Result<()>) -> Result<()> {
+unsafe fn fan_out(
+    h: &mut Handles,
+    units: &[(usize, usize)],
+    mut one: impl FnMut(&Lane, usize, &mut [u8]) -> Result<()>,
+) -> Result<()> {
     let nl = units.iter().map(|(i, _)| i + 1).max().unwrap_or(0).min(h.lanes.len());
     if units.iter().any(|(i, _)| *i >= nl) {
         return Err(Error::Internal("SVD unit assigned beyond the stream pool".into()));

@@ -68,16 +68,20 @@ pub fn compile_ptx(arch: &str) -> Result<Vec<u8>> {
     }
     let src = CString::new(KERNEL_SOURCE).expect("kernel source has no NUL");
     let name = CString::new("osft_kernels.cu").unwrap();
-    let opts: Vec<CString> = [format!("--gpu-architecture=compute_{arch}"), "--std=c++11".into(), "-default-device".into()]
-        .into_iter()
-        .map(|s| CString::new(s).unwrap())
-        .collect();
+    let opts: Vec<CString> =
+        [format!("--gpu-architecture=compute_{arch}"), "--std=c++11".into(), "-default-device".into()]
+            .into_iter()
+            .map(|s| CString::new(s).unwrap())
+            .collect();
     let opt_ptrs: Vec<*const libc::c_char> = opts.iter().map(|s| s.as_ptr()).collect();
     // SAFETY: NVRTC C API used as documented; every pointer outlives the calls; the program is
     // destroyed on every path.
     unsafe {
         let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
-        check(sys::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()), "nvrtcCreateProgram")?;
+        check(
+            sys::nvrtcCreateProgram(&mut prog, src.as_ptr(), name.as_ptr(), 0, std::ptr::null(), std::ptr::null()),
+            "nvrtcCreateProgram",
+        )?;
         let compiled = sys::nvrtcCompileProgram(prog, opt_ptrs.len() as i32, opt_ptrs.as_ptr());
         let result = if compiled != sys::nvrtcResult::NVRTC_SUCCESS {
             let mut n = 0usize;
@@ -85,7 +89,9 @@ pub fn compile_ptx(arch: &str) -> Result<Vec<u8>> {
             let mut log = vec![0u8; n.max(1)];
             sys::nvrtcGetProgramLog(prog, log.as_mut_ptr() as *mut libc::c_char);
             let log = CStr::from_bytes_until_nul(&log).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-            Err(Error::Internal(format!("NVRTC failed to compile osft's kernels for compute_{arch}: {compiled:?}\n{log}")))
+            Err(Error::Internal(format!(
+                "NVRTC failed to compile osft's kernels for compute_{arch}: {compiled:?}\n{log}"
+            )))
         } else {
             let mut n = 0usize;
             check(sys::nvrtcGetPTXSize(prog, &mut n), "nvrtcGetPTXSize").and_then(|_| {
