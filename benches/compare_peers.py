@@ -148,11 +148,11 @@ def cpu_projection(osft, tmp, rng, cases, rounds, reps, yard_n):
         if side == "left":
             u = orthonormal_columns(rng, n, k)  # U_h: n x k
             u.tofile(os.path.join(d, "u.bin"))
-            f = lambda: x - u @ (u.T @ x)  # noqa: E731  (as the peers write it)
+            f = lambda x=x, u=u: x - u @ (u.T @ x)  # noqa: E731  (as the peers write it)
         else:
             v = np.ascontiguousarray(orthonormal_columns(rng, m, k).T)  # V_h: k x m
             v.tofile(os.path.join(d, "v.bin"))
-            f = lambda: x - (x @ v.T) @ v  # noqa: E731
+            f = lambda x=x, v=v: x - (x @ v.T) @ v  # noqa: E731
         ref = f()
         flops = 4.0 * n * m * k
         t_np, t_os, y_np, y_os = [], [], [], []
@@ -162,7 +162,8 @@ def cpu_projection(osft, tmp, rng, cases, rounds, reps, yard_n):
                           "--load", d, "--save", d], reps)
             t_os += j["time"]["samples_s"]
             y_np += time_numpy(lambda: ya @ yb, reps)
-            y_os += osft.run(["--kernel", "gemm", "--shape", f"{yard_n}x{yard_n}", "--k", yard_n], reps)["time"]["samples_s"]
+            j = osft.run(["--kernel", "gemm", "--shape", f"{yard_n}x{yard_n}", "--k", yard_n], reps)
+            y_os += j["time"]["samples_s"]
         sgemm = max(yflops / median(y_np), yflops / median(y_os)) / 1e9
         out = np.fromfile(os.path.join(d, "out.bin"), dtype=np.float32).reshape(n, m)
         rows.append(dict(name=name, side=side, shape=[n, m], k=k, count_per_layer=count, flops=flops,
@@ -186,7 +187,8 @@ def cpu_gemm(osft, tmp, rng, n, rounds, reps):
     t_np, t_os = [], []
     for _ in range(rounds):
         t_np += time_numpy(lambda: a @ b, reps)
-        t_os += osft.run(["--kernel", "gemm", "--shape", f"{n}x{n}", "--k", n, "--load", d, "--save", d], reps)["time"]["samples_s"]
+        j = osft.run(["--kernel", "gemm", "--shape", f"{n}x{n}", "--k", n, "--load", d, "--save", d], reps)
+        t_os += j["time"]["samples_s"]
     c = np.fromfile(os.path.join(d, "c.bin"), dtype=np.float32).reshape(n, n)
     flops = 2.0 * n ** 3
     return dict(n=n, numpy_s=median(t_np), osft_s=median(t_os), numpy_samples_s=t_np, osft_samples_s=t_os,
@@ -201,12 +203,13 @@ def cpu_svd(osft, tmp, rng, cases, rounds, reps):
         os.makedirs(d, exist_ok=True)
         w = rng.standard_normal((n, m), dtype=np.float32)
         w.tofile(os.path.join(d, "w.bin"))
-        f = lambda: scipy.linalg.svd(w, full_matrices=False, lapack_driver="gesdd", check_finite=False)  # noqa: E731
+        f = lambda w=w: scipy.linalg.svd(w, full_matrices=False, lapack_driver="gesdd", check_finite=False)  # noqa: E731
         s_ref = f()[1]
         t_np, t_os = [], []
         for _ in range(rounds):
             t_np += time_numpy(f, reps)
-            t_os += osft.run(["--kernel", "svd", "--shape", f"{n}x{m}", "--load", d, "--save", d], reps)["time"]["samples_s"]
+            j = osft.run(["--kernel", "svd", "--shape", f"{n}x{m}", "--load", d, "--save", d], reps)
+            t_os += j["time"]["samples_s"]
         s = np.fromfile(os.path.join(d, "s.bin"), dtype=np.float32)
         rows.append(dict(name=f"{n}x{m}", shape=[n, m], batch=1, peer="scipy.linalg.svd gesdd", numpy_s=median(t_np),
                          osft_s=median(t_os), numpy_samples_s=t_np, osft_samples_s=t_os,
@@ -224,7 +227,8 @@ def cpu_svd_batched(osft, tmp, rng, batch, n, rounds, reps):
     t_np, t_os = [], []
     for _ in range(rounds):
         t_np += time_numpy(f, reps)
-        t_os += osft.run(["--kernel", "svd", "--shape", f"{n}x{n}", "--batch", batch, "--load", d, "--save", d], reps)["time"]["samples_s"]
+        j = osft.run(["--kernel", "svd", "--shape", f"{n}x{n}", "--batch", batch, "--load", d, "--save", d], reps)
+        t_os += j["time"]["samples_s"]
     s = np.fromfile(os.path.join(d, "s.bin"), dtype=np.float32).reshape(batch, n)
     return dict(name=f"{batch} x {n}x{n}", shape=[n, n], batch=batch, peer="numpy.linalg.svd (stacked)",
                 numpy_s=median(t_np), osft_s=median(t_os), numpy_samples_s=t_np, osft_samples_s=t_os,
@@ -264,10 +268,10 @@ def gpu_comparison(osft_binary, rounds, reps):
         x = torch.randn(n, m, device=dev)
         if side == "left":
             u = torch.linalg.qr(torch.randn(n, k, device=dev))[0]
-            f = lambda: x - u @ (u.T @ x)  # noqa: E731
+            f = lambda x=x, u=u: x - u @ (u.T @ x)  # noqa: E731
         else:
             v = torch.linalg.qr(torch.randn(m, k, device=dev))[0].T.contiguous()
-            f = lambda: x - (x @ v.T) @ v  # noqa: E731
+            f = lambda x=x, v=v: x - (x @ v.T) @ v  # noqa: E731
         t_torch = t_cuda(f)
         row = {"name": name, "torch_s": t_torch, "torch_gflops": 4.0 * n * m * k / t_torch / 1e9}
         try:
@@ -279,7 +283,7 @@ def gpu_comparison(osft_binary, rounds, reps):
         res["rows"].append(row)
     for n, m in SVD_CASES:
         w = torch.randn(n, m, device=dev)
-        t_torch = t_cuda(lambda: torch.linalg.svd(w, full_matrices=False))
+        t_torch = t_cuda(lambda w=w: torch.linalg.svd(w, full_matrices=False))
         row = {"name": f"svd {n}x{m}", "torch_s": t_torch}
         try:
             j = osft.run(["--kernel", "svd", "--shape", f"{n}x{m}"], reps)
@@ -296,7 +300,8 @@ def gpu_comparison(osft_binary, rounds, reps):
 
 def environment():
     info = threadpool_info()
-    blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer", "prefix")} for i in info]
+    keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer", "prefix")
+    blas = [{k: i.get(k) for k in keys} for i in info]
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -352,7 +357,8 @@ def targets(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "osft-bench"), help="the osft-bench binary")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "osft-bench"),
+                    help="the osft-bench binary")
     ap.add_argument("--no-build", action="store_true", help="do not run `cargo build --release --bin osft-bench` first")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (default 3)")
     ap.add_argument("--reps", type=int, default=2, help="timed runs per side per round (default 2)")
@@ -376,7 +382,8 @@ def main():
     results = {"environment": env, "method": {"rounds": args.rounds, "reps": args.reps, "warmup_per_round": 1,
                                               "statistic": "median of all timed runs",
                                               "ratio": "peer median time / osft median time (> 1: osft faster)"}}
-    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)" for b in env["blas"])
+    blas = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['num_threads']} threads)"
+                     for b in env["blas"])
     print(f"machine: {env['cpu']}, {env['cores']} cores; numpy {env['numpy']}, scipy {env['scipy']}; BLAS: {blas}")
     print(f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}")
     print(f"method: {args.rounds} alternating rounds x (1 warm-up + {args.reps} timed runs) per side; medians; "
@@ -391,7 +398,8 @@ def main():
                   f"osft {g['osft_gflops']:7.1f} GFLOP/s   ratio {g['ratio']:.2f}x   (rel diff {g['rel_diff']:.1e})\n")
         if "projection" in parts:
             yard_n = QUICK_GEMM_N if args.quick else YARD_N
-            rows = cpu_projection(osft, tmp, rng, QUICK_PROJECTION_CASES if args.quick else PROJECTION_CASES, args.rounds, args.reps, yard_n)
+            cases = QUICK_PROJECTION_CASES if args.quick else PROJECTION_CASES
+            rows = cpu_projection(osft, tmp, rng, cases, args.rounds, args.reps, yard_n)
             print(f"{'projection (f32, in one Llama-3.1-8B layer)':<34} {'k':>5} {'numpy':>10} {'osft':>10} "
                   f"{'numpy GF/s':>10} {'osft GF/s':>10} {'ratio':>7} {'osft/SGEMM':>10} {'rel diff':>9}")
             for r in rows:
@@ -412,10 +420,12 @@ def main():
             layer["sgemm_gflops"] = sgemm_best
             layer["osft_fraction_of_sgemm"] = layer["osft_gflops"] / sgemm_best
             layer["numpy_fraction_of_sgemm"] = layer["numpy_gflops"] / sgemm_best
-            print(f"{'one layer (weighted by count)':<34} {'':>5} {layer['numpy_s'] * 1e3:>8.0f}ms {layer['osft_s'] * 1e3:>8.0f}ms "
+            print(f"{'one layer (weighted by count)':<34} {'':>5} "
+                  f"{layer['numpy_s'] * 1e3:>8.0f}ms {layer['osft_s'] * 1e3:>8.0f}ms "
                   f"{layer['numpy_gflops']:>10.1f} {layer['osft_gflops']:>10.1f} {layer['ratio']:>6.2f}x "
                   f"{100 * layer['osft_fraction_of_sgemm']:>9.0f}%")
-            print(f"(osft/SGEMM: osft's projection GFLOP/s over the better of numpy's and osft's {yard_n}^3 SGEMM, timed in the "
+            print(f"(osft/SGEMM: osft's projection GFLOP/s over the better of numpy's and osft's {yard_n}^3 SGEMM, "
+                  "timed in the "
                   f"same rounds as each case; for the layer {sgemm_best:.1f} GFLOP/s, of which numpy's projection "
                   f"reaches {100 * layer['numpy_fraction_of_sgemm']:.0f}%)\n")
             results["projection"] = {"rows": rows, "layer": layer}
@@ -423,14 +433,16 @@ def main():
             rows = cpu_svd(osft, tmp, rng, QUICK_SVD_CASES if args.quick else SVD_CASES, args.rounds, args.reps)
             print(f"{'thin SVD (f32, U S Vt)':<34} {'scipy gesdd':>12} {'osft':>10} {'ratio':>7} {'rel diff S':>11}")
             for r in rows:
-                print(f"{r['name']:<34} {r['numpy_s'] * 1e3:>10.1f}ms {r['osft_s'] * 1e3:>8.1f}ms {r['ratio']:>6.2f}x {r['rel_diff']:>11.1e}")
+                print(f"{r['name']:<34} {r['numpy_s'] * 1e3:>10.1f}ms {r['osft_s'] * 1e3:>8.1f}ms "
+                      f"{r['ratio']:>6.2f}x {r['rel_diff']:>11.1e}")
             print()
             results["svd"] = rows
         if "batched" in parts:
             batch = 100 if args.quick else 1000
             r = cpu_svd_batched(osft, tmp, rng, batch, 64, args.rounds, args.reps)
             print(f"{'batched SVD (f32)':<34} {'numpy stacked':>12} {'osft':>10} {'ratio':>7} {'rel diff S':>11}")
-            print(f"{r['name']:<34} {r['numpy_s'] * 1e3:>10.1f}ms {r['osft_s'] * 1e3:>8.1f}ms {r['ratio']:>6.2f}x {r['rel_diff']:>11.1e}\n")
+            print(f"{r['name']:<34} {r['numpy_s'] * 1e3:>10.1f}ms {r['osft_s'] * 1e3:>8.1f}ms "
+                  f"{r['ratio']:>6.2f}x {r['rel_diff']:>11.1e}\n")
             results["svd_batched"] = r
 
     results["environment"]["loadavg_end"] = loadavg()
@@ -449,7 +461,10 @@ def main():
     else:
         print(f"GPU comparison (PyTorch {gpu['torch']} on {gpu['device']}):")
         for r in gpu["rows"]:
-            osft_part = f"osft {r['osft_s'] * 1e3:.2f} ms, ratio {r['ratio']:.2f}x" if "osft_s" in r else r.get("osft", "")
+            if "osft_s" in r:
+                osft_part = f"osft {r['osft_s'] * 1e3:.2f} ms, ratio {r['ratio']:.2f}x"
+            else:
+                osft_part = r.get("osft", "")
             print(f"  {r['name']:<34} torch {r['torch_s'] * 1e3:.2f} ms   {osft_part}")
     results["wall_s"] = time.perf_counter() - t0
     print(f"\nwall time {results['wall_s']:.0f} s")

@@ -40,8 +40,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 LLAMA_31_8B = [  # name, N (out features), M (in features)
     ("q_proj", 4096, 4096),
     ("k_proj", 1024, 4096),
@@ -113,7 +111,8 @@ def projection(torch, osft, ctx, args, device, timer, gen):
         L = args.layers
         g = {"name": name, "n": n, "m": m, "k": k, "lo": lo, "count": L}
         g["uh"] = orthonormal(torch, L, n, k, device, gen).to(bf16)
-        g["vh"] = orthonormal(torch, L, m, k, device, gen).transpose(1, 2).contiguous().to(bf16)  # k x M rows orthonormal
+        # k x M, rows orthonormal
+        g["vh"] = orthonormal(torch, L, m, k, device, gen).transpose(1, 2).contiguous().to(bf16)
         g["du0"] = torch.randn(L, n, lo, device=device, generator=gen).to(bf16)
         g["dv0"] = torch.randn(L, lo, m, device=device, generator=gen).to(bf16)
         g["du"], g["dv"] = g["du0"].clone(), g["dv0"].clone()
@@ -191,7 +190,8 @@ def svd_errors(torch, w, u, s, v):
     rec = float((w - (u * s.unsqueeze(-2)) @ v).norm() / w.norm())
     eye_u = torch.eye(u.shape[-1], dtype=torch.float64, device=u.device)
     eye_v = torch.eye(v.shape[-2], dtype=torch.float64, device=v.device)
-    orth = max(float((u.transpose(-1, -2) @ u - eye_u).abs().max()), float((v @ v.transpose(-1, -2) - eye_v).abs().max()))
+    orth = max(float((u.transpose(-1, -2) @ u - eye_u).abs().max()),
+               float((v @ v.transpose(-1, -2) - eye_v).abs().max()))
     return rec, orth
 
 
@@ -202,7 +202,8 @@ def decomposition(torch, osft, ctx, args, device, timer, gen):
         n, m = n // args.scale, m // args.scale
         r = min(n, m)
         k = int(round(args.rank_ratio * r))
-        groups.append({"name": name, "n": n, "m": m, "r": r, "k": k, "w": torch.randn(L, n, m, device=device, generator=gen)})
+        w = torch.randn(L, n, m, device=device, generator=gen)
+        groups.append({"name": name, "n": n, "m": m, "r": r, "k": k, "w": w})
 
     def torch_loop():
         out = []
@@ -274,7 +275,7 @@ def decomposition(torch, osft, ctx, args, device, timer, gen):
             t_r = timer.once(topk)
             ctx.svd_algorithm = "auto"
             err = 0.0
-            for g, (uh, sh, vh), (eu, es, ev) in zip(groups, hi, exact):
+            for (uh, sh, vh), (eu, es, ev) in zip(hi, exact):
                 a = (uh.double() * sh.double().unsqueeze(-2)) @ vh.double()
                 b = (eu.double() * es.double().unsqueeze(-2)) @ ev.double()
                 err = max(err, float((a - b).norm() / b.norm()))
@@ -296,6 +297,7 @@ def decomposition(torch, osft, ctx, args, device, timer, gen):
 def main():
     args = parse()
     import torch
+
     import osft
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -319,17 +321,21 @@ def main():
     print(f"projection step, {p['matrices']} matrices, {p['flops_per_step'] / 1e12:.3f} TFLOP per step:")
     for name, r in p["rows"].items():
         print(f"  {name:<14} {r['ms']:9.3f} ms  {r['tflops']:7.2f} TFLOP/s")
-    print(f"  osft vs torch loop: {p['speedup_vs_torch_loop']:.2f}x faster; osft at {100 * p['fraction_of_cublas']:.0f}% "
-          f"of batched cuBLAS; max rel error vs f64 {p['max_rel_error_vs_f64']:.2e}; leakage {p['max_leakage']:.2e}", flush=True)
+    print(f"  osft vs torch loop: {p['speedup_vs_torch_loop']:.2f}x faster; "
+          f"osft at {100 * p['fraction_of_cublas']:.0f}% of batched cuBLAS; "
+          f"max rel error vs f64 {p['max_rel_error_vs_f64']:.2e}; leakage {p['max_leakage']:.2e}", flush=True)
     if not args.skip_svd:
         d = decomposition(torch, osft, ctx, args, device, timer, gen)
         out["decomposition"] = d
-        print(f"decomposition, {d['matrices']} matrices: torch loop {d['torch_s']:.3f} s, osft {d['osft_s']:.3f} s "
+        print(f"decomposition, {d['matrices']} matrices: "
+              f"torch loop {d['torch_s']:.3f} s, osft {d['osft_s']:.3f} s "
               f"({d['speedup']:.2f}x)")
-        print(f"  rec error osft {d['osft_rec']:.2e} torch {d['torch_rec']:.2e}; orthonormality osft {d['osft_orth']:.2e} "
+        print(f"  rec error osft {d['osft_rec']:.2e} torch {d['torch_rec']:.2e}; "
+              f"orthonormality osft {d['osft_orth']:.2e} "
               f"torch {d['torch_orth']:.2e}")
         if "randomized_topk_s" in d:
-            print(f"  randomized top-k: {d['randomized_topk_s']:.3f} s ({d['randomized_vs_full_speedup']:.2f}x the full SVD), "
+            print(f"  randomized top-k: {d['randomized_topk_s']:.3f} s "
+                  f"({d['randomized_vs_full_speedup']:.2f}x the full SVD), "
                   f"top-k rel error {d['randomized_topk_rel_error']:.2e}")
         else:
             print(f"  randomized top-k: {d.get('randomized_topk') or d.get('randomized_topk_error')}")

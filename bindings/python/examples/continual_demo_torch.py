@@ -39,7 +39,7 @@ import osft  # noqa: E402
 import osft.torch as ot  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from continual_demo import C, D, H, N_TEST, N_TRAIN, PRIVATE, SHARED, make_tasks  # noqa: E402
+from continual_demo import N_TEST, N_TRAIN, PRIVATE, SHARED, C, D, H, make_tasks  # noqa: E402
 
 torch.set_num_threads(1)
 

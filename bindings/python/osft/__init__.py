@@ -51,31 +51,6 @@ Example
 0.0
 """
 
-from ._lib import ABI_VERSION, LibraryNotFoundError, library_path, osft_matrix
-from ._errors import (
-    STATUS,
-    AllocationFailedError,
-    BackendUnavailableError,
-    DeviceMismatchError,
-    DtypeError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidShapeError,
-    InvalidStrideError,
-    MisalignedError,
-    NonFiniteError,
-    NotConvergedError,
-    NullPointerError,
-    OsftError,
-    OverlapError,
-    PreconditionError,
-    RankOutOfRangeError,
-    SizeOverflowError,
-    WorkspaceTooSmallError,
-    last_error_message,
-    status_string,
-)
-from ._tensor import as_mat
 from ._api import (
     Context,
     Decomposition,
@@ -114,6 +89,31 @@ from ._api import (
     svd_workspace_size,
     version,
 )
+from ._errors import (
+    STATUS,
+    AllocationFailedError,
+    BackendUnavailableError,
+    DeviceMismatchError,
+    DtypeError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidShapeError,
+    InvalidStrideError,
+    MisalignedError,
+    NonFiniteError,
+    NotConvergedError,
+    NullPointerError,
+    OsftError,
+    OverlapError,
+    PreconditionError,
+    RankOutOfRangeError,
+    SizeOverflowError,
+    WorkspaceTooSmallError,
+    last_error_message,
+    status_string,
+)
+from ._lib import ABI_VERSION, LibraryNotFoundError, library_path, osft_matrix
+from ._tensor import as_mat
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ import numpy as np
 from . import torch as _torch_glue
 from ._errors import check, error
 from ._lib import has, lib, osft_matrix
-from ._tensor import (CUDA, F32, F64, HOST, Mat, as_mat, dtype_code, numpy_dtype)
+from ._tensor import F32, F64, Mat, as_mat, dtype_code, numpy_dtype
 
 ArrayLike = Any
 
@@ -122,7 +122,7 @@ class Context:
             lib.osft_context_destroy(h)
         # self._workspace is deliberately kept: a projector may still run on this context.
 
-    def __enter__(self) -> "Context":
+    def __enter__(self) -> Context:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -731,7 +731,7 @@ class Projector:
         if h is not None:
             lib.osft_projector_destroy(h)
 
-    def __enter__(self) -> "Projector":
+    def __enter__(self) -> Projector:
         return self
 
     def __exit__(self, *exc) -> None:

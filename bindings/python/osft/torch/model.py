@@ -346,7 +346,7 @@ class OSFT:
         self.process_group = process_group
         self._target_args = dict(targets=targets, exclude=exclude, model_type=model_type)
         self.group_by = group_by
-        self.groups: "OrderedDict[str, OSFTGroup]" = OrderedDict()
+        self.groups: OrderedDict[str, OSFTGroup] = OrderedDict()
         self.targets: List[Target] = []
         self.ranks: Dict[str, int] = {}
         self.task = 0
@@ -485,7 +485,7 @@ class OSFT:
             raise ValueError(f"calibration batches never reached {missing[:4]}"
                              f"{'...' if len(missing) > 4 else ''}")
         # Group by (kind, shape, dtype, device); one batched osft.layer_importance per group.
-        groups: "OrderedDict[tuple, List[Target]]" = OrderedDict()
+        groups: OrderedDict[tuple, List[Target]] = OrderedDict()
         for t in targets:
             w = getattr(t.module, t.attr)
             groups.setdefault((t.kind, t.matrix_shape, w.dtype, w.device), []).append(t)
@@ -522,7 +522,7 @@ class OSFT:
 
     def _build(self, targets: List[Target], kmap: Dict[str, int]) -> None:
         # Group by (matrix shape, k, dtype, device), in model order.
-        keyed: "OrderedDict[tuple, List[Target]]" = OrderedDict()
+        keyed: OrderedDict[tuple, List[Target]] = OrderedDict()
         for t in targets:
             w = getattr(t.module, t.attr)
             extra = self.group_by(t) if self.group_by is not None else None
@@ -540,7 +540,7 @@ class OSFT:
             if o == rank:
                 own.setdefault(gi, []).append(j)
         self.partition = {"world_size": world, "owners": owners, "items": items}
-        groups: "OrderedDict[str, OSFTGroup]" = OrderedDict()
+        groups: OrderedDict[str, OSFTGroup] = OrderedDict()
         for gi, ((shape, k, dtype, device, _), ts) in enumerate(keyed.items()):
             n, m = shape
             batch = sum(t.count for t in ts)
@@ -562,7 +562,7 @@ class OSFT:
         for g in groups.values():
             for name, off, cnt in g.members:
                 by_name[name] = (g, off, cnt)
-        modules: "OrderedDict[int, Tuple[nn.Module, List[Target]]]" = OrderedDict()
+        modules: OrderedDict[int, Tuple[nn.Module, List[Target]]] = OrderedDict()
         for t in targets:
             modules.setdefault(id(t.module), (t.module, []))[1].append(t)
         for mod, ts in modules.values():

@@ -111,7 +111,8 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
 
     * Gradients: with ``OSFT(project_in_backward=True)`` (the default) the projection happens in
       autograd tensor hooks while the gradient is produced, before DeepSpeed's gradient
-      reduction hooks (ZeRO 0-2) fire; ZeRO stage 3 is refused (``ValueError``); by linearity this equals projecting the reduced gradient.
+      reduction hooks (ZeRO 0-2) fire; ZeRO stage 3 is refused (``ValueError``); by linearity
+      this equals projecting the reduced gradient.
       Otherwise the hook calls :meth:`OSFT.project_gradients` before each ``engine.step()``,
       which only sees gradients at ZeRO stage 0 (at stages >= 1 DeepSpeed moves them into
       partitioned buffers: use ``project_in_backward=True``).

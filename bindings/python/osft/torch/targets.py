@@ -18,9 +18,10 @@ A module pattern selects the module's ``weight``; a pattern naming a parameter
 (``"experts.gate_up_proj"``) selects that parameter. Exclusions use the same syntax and win over
 inclusions. Only parameters with 2 or 3 dimensions and a floating dtype are selected (a module
 matched by name whose ``weight`` is 1-D, e.g. a norm caught by a broad glob, is skipped); a
-parameter named explicitly (a pattern without wildcards) that is not 2-D/3-D floating raises ``ValueError``, and so does a
-pattern list that selects nothing (a typo must not silently train nothing). A parameter shared
-by two modules (tied weights) raises ``ValueError``: exclude one of the names.
+parameter named explicitly (a pattern without wildcards) that is not 2-D/3-D floating raises
+``ValueError``, and so does a pattern list that selects nothing (a typo must not silently train
+nothing). A parameter shared by two modules (tied weights) raises ``ValueError``: exclude one of
+the names.
 
 Defaults (:data:`DEFAULT_TARGETS`) follow Hugging Face ``transformers`` module names per
 ``config.model_type``; for unknown types the union of all defaults is used. Layouts:
