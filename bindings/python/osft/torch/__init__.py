@@ -4,9 +4,21 @@ workflow (imported on first use, needs torch).
 Importing ``osft`` (or this subpackage) never imports torch: the glue below looks torch up in
 ``sys.modules`` (a torch tensor can only exist if torch has been imported), so ``import osft``
 works, and the glue functions are no-ops, on machines without torch. The workflow names
-(:class:`OSFT`, :class:`OSFTOptimizer`, ...) are loaded lazily from the submodules
-:mod:`osft.torch.targets`, :mod:`osft.torch.model`, :mod:`osft.torch.optim` and
-:mod:`osft.torch.distributed`; accessing one without torch installed raises ``ImportError``.
+(:class:`OSFT`, :class:`OSFTOptimizer`, ...) are loaded lazily from the submodules, one job
+each (none imports a module that imports it back):
+
+* :mod:`~osft.torch.targets`: which parameters are targets;
+* :mod:`~osft.torch.ranks`: each target's frozen rank from the rank arguments;
+* :mod:`~osft.torch.calibration`: layer importance from calibration batches (adaptive ranks);
+* :mod:`~osft.torch.group`: :class:`OSFTGroup`, one stacked decomposition and its projection;
+* :mod:`~osft.torch.decompose`: grouping, the split across ranks, the batched decomposition;
+* :mod:`~osft.torch.surgery`: swapping the groups into the target modules and back;
+* :mod:`~osft.torch.model`: :class:`OSFT`, the lifecycle (setup, projection, merge, next task);
+* :mod:`~osft.torch.optim`: :class:`OSFTOptimizer` and the DeepSpeed hook;
+* :mod:`~osft.torch.distributed`: cost partitioning and two-phase sharded projection;
+* :mod:`~osft.torch.context` and :mod:`~osft.torch.dtensor`: per-device contexts, DTensor shards.
+
+Accessing a workflow name without torch installed raises ``ImportError``.
 
 The glue:
 
@@ -88,8 +100,8 @@ _LAZY = {
     "matches": "targets",
     "model_type_of": "targets",
     "OSFT": "model",
-    "OSFTGroup": "model",
-    "resolve_rank": "model",
+    "OSFTGroup": "group",
+    "resolve_rank": "ranks",
     "OSFTOptimizer": "optim",
     "attach_deepspeed": "optim",
     "decomposition_cost": "distributed",

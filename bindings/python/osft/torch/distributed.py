@@ -30,6 +30,8 @@ import torch.distributed as dist
 
 import osft as _osft
 
+from .context import context_for
+
 
 def decomposition_cost(n: int, m: int) -> int:
     """The relative cost of decomposing an ``n x m`` matrix: ``n * m * min(n, m)`` (flops of a
@@ -63,11 +65,7 @@ def _coef_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _ctx(ctx: Optional[Any], x: torch.Tensor):
-    if ctx is not None:
-        return ctx
-    from .model import context_for
-
-    return context_for(x.device)
+    return ctx if ctx is not None else context_for(x.device)
 
 
 def project_sharded_(side: str, basis_local: torch.Tensor, x_local: torch.Tensor,
