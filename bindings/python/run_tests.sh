@@ -3,6 +3,13 @@
 # pytest and ml_dtypes; the package installed editable; libosft from target/release (built with
 # `cargo build --release` if missing, or $OSFT_LIBRARY if set); then pytest and the continual-
 # learning demo. Exits non-zero on any failure. Extra arguments go to pytest.
+#
+# The torch tests (tests/test_torch*.py) need torch, the Hugging Face ones transformers too.
+# OSFT_REQUIRE_TORCH=1 installs torch into the venv when it is missing and makes any skip of a
+# torch test a failure (tests/conftest.py), except a GPU test's "not run: no GPU";
+# OSFT_REQUIRE_TRANSFORMERS=1 does the same for transformers and tests/test_torch_hf.py
+# (scripts/test.sh sets both). Without them the torch tests run if the venv has torch, else skip,
+# and the end of the pytest output lists what was not run and why.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +26,27 @@ fi
 if ! "$PY" -c "import numpy, pytest, ml_dtypes" 2>/dev/null; then
     "${PIP[@]}" numpy pytest ml_dtypes
 fi
+# PyPI's torch wheel (with its CUDA libraries: about 3 GB, a few minutes to install), versions the
+# tests have passed with.
+TORCH_PIN="torch==2.15.0"
+TRANSFORMERS_PIN="transformers==5.23.0"
+if [ "${OSFT_REQUIRE_TORCH:-0}" = 1 ] && ! "$PY" -c "import torch" 2>/dev/null; then
+    echo "run_tests.sh: installing $TORCH_PIN into $VENV (OSFT_REQUIRE_TORCH=1)"
+    t0=$(date +%s)
+    "${PIP[@]}" "$TORCH_PIN"
+    echo "run_tests.sh: torch installed in $(($(date +%s) - t0)) s"
+fi
+if [ "${OSFT_REQUIRE_TRANSFORMERS:-0}" = 1 ] && ! "$PY" -c "import transformers" 2>/dev/null; then
+    echo "run_tests.sh: installing $TRANSFORMERS_PIN into $VENV (OSFT_REQUIRE_TRANSFORMERS=1)"
+    "${PIP[@]}" "$TRANSFORMERS_PIN"
+fi
+for mod in torch transformers; do
+    if v=$("$PY" -c "import $mod; print($mod.__version__)" 2>/dev/null); then
+        echo "run_tests.sh: $mod $v"
+    else
+        echo "run_tests.sh: $mod is not installed: its tests will be skipped (listed at the end)"
+    fi
+done
 
 LIB="${OSFT_LIBRARY:-$ROOT/target/release/libosft.so}"
 if [ ! -f "$LIB" ]; then
@@ -39,6 +67,7 @@ fi
 
 cd "$HERE"
 echo "run_tests.sh: pytest (libosft: $OSFT_LIBRARY)"
-"$PY" -m pytest tests -q -rs "$@"
+# A collection error (a module that cannot import) does not stop the other modules.
+"$PY" -m pytest tests -q -rs --continue-on-collection-errors "$@"
 echo "run_tests.sh: continual-learning demo"
 "$PY" examples/continual_demo.py

@@ -1,4 +1,14 @@
-"""Shared helpers: contexts, layouts, dtypes, float64 references."""
+"""Shared helpers: contexts, layouts, dtypes, float64 references; and the skip policy.
+
+Skip policy: a test that needs a GPU skips with a reason starting with ``GPU_SKIP`` ("not run: no
+GPU") and stays a skip. Any other skip of the torch tests (``test_torch*.py``) becomes a failure
+under ``OSFT_REQUIRE_TORCH=1``, except that a skip of ``test_torch_hf.py`` for want of
+transformers is governed by ``OSFT_REQUIRE_TRANSFORMERS=1`` (scripts/test.sh sets both). Without
+the switches they stay skips, listed at the end of the run with the reason and the switch that
+would make them failures.
+"""
+
+import os
 
 import numpy as np
 import pytest
@@ -77,3 +87,63 @@ def random_basis(rng, n, k, batch=None) -> np.ndarray:
     shape = (batch, n, k) if batch else (n, k)
     q, _ = np.linalg.qr(rng.standard_normal(shape))
     return q
+
+
+# --- skip policy -------------------------------------------------------------------------------
+GPU_SKIP = "not run: no GPU"
+_SWITCHES = {"OSFT_REQUIRE_TORCH": "torch", "OSFT_REQUIRE_TRANSFORMERS": "transformers"}
+_UNREQUIRED_SKIPS = []  # (where, reason, switch) of skips a switch would have turned into failures
+
+
+def _switches_for(path, reason) -> list:
+    """The switches that forbid a skip for ``reason`` of a test in the file ``path``."""
+    name = os.path.basename(str(path))
+    if name == "test_torch_hf.py" and "transformers" in reason:
+        return ["OSFT_REQUIRE_TRANSFORMERS"]
+    if name.startswith("test_torch") and name != "test_torch_absent.py":
+        return ["OSFT_REQUIRE_TORCH"]
+    return []
+
+
+def _skip_reason(rep) -> str:
+    lr = rep.longrepr
+    reason = lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def _enforce(rep, path):
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    reason = _skip_reason(rep)
+    if reason.startswith(GPU_SKIP):
+        return
+    switches = _switches_for(path, reason)
+    required = [s for s in switches if os.environ.get(s) == "1"]
+    if required:
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped, but {required[0]}=1 forbids it: {reason}"
+    elif switches:
+        _UNREQUIRED_SKIPS.append((rep.nodeid, reason, switches[0]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _enforce(outcome.get_result(), item.path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    if isinstance(collector, pytest.Module):
+        _enforce(outcome.get_result(), collector.path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _UNREQUIRED_SKIPS:
+        return
+    tr = terminalreporter
+    tr.section("not run for a missing dependency")
+    for where, reason, switch in _UNREQUIRED_SKIPS:
+        whole = "" if "::" in where else " (the whole module: it counts as one skip)"
+        tr.line(f"{where}{whole}: {reason} [{switch}=1 makes this a failure]")

@@ -5,9 +5,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import BF16, random_basis
 
 import osft
-from conftest import BF16, random_basis
 
 POISON = -12345.0
 

@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import random_basis
 
 import osft
-from conftest import random_basis
 
 SLACK_BYTES = 4 << 20
 CALLS = 10_000

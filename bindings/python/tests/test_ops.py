@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import BF16, DTYPE_IDS, DTYPES, LAYOUTS, f64, layout, random_basis, tol
 
 import osft
-from conftest import BF16, DTYPES, DTYPE_IDS, LAYOUTS, f64, layout, random_basis, tol
 
 SHAPES = [(9, 6), (5, 8), (7, 7)]
 

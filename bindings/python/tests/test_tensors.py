@@ -2,15 +2,14 @@
 legacy unversioned capsule), __array_interface__ / __cuda_array_interface__ objects."""
 
 import ctypes
+import sys
 
 import numpy as np
 import pytest
-
-import sys
+from conftest import BF16, DTYPE_IDS, DTYPES, LAYOUTS, f64, layout, random_basis
 
 import osft
 import osft.torch as ot
-from conftest import BF16, DTYPES, DTYPE_IDS, LAYOUTS, f64, layout, random_basis
 
 
 class DLPackOnly:

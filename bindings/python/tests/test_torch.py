@@ -56,11 +56,11 @@ def test_cpu_tensor_dtypes(dtype):
 
 def _cuda_ctx():
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+        pytest.skip("not run: no GPU (no CUDA device visible to torch)")
     try:
         return osft.Context("cuda")
     except osft.BackendUnavailableError as e:
-        pytest.skip(f"osft CUDA backend unavailable: {e.message}")
+        pytest.skip(f"osft CUDA backend unavailable although torch sees a GPU: {e.message}")
 
 
 def test_cuda_tensors_on_current_stream():

@@ -260,7 +260,7 @@ def test_decompose_batched_and_reconstructs(monkeypatch):
         w = f64(getattr(t.module, t.attr))
         np.testing.assert_allclose(w.numpy(), w0[t.name].numpy(), atol=1e-11)
     for g in o.groups.values():
-        for b, (name, off, cnt) in enumerate(g.members):
+        for name, off, _cnt in g.members:
             s_ref = np.linalg.svd(w0[name].numpy(), compute_uv=False)
             s = torch.cat([g.s_high[off], g.s_low[off]]).detach().numpy()
             np.testing.assert_allclose(s, s_ref, rtol=1e-10, atol=1e-12)
@@ -287,7 +287,7 @@ def test_float32_and_bfloat16_models():
             err = (f64(w) - w0[name]).norm() / w0[name].norm()
             assert err < tol, (dt, name, err)
         m(data().to(dt)).float().pow(2).mean().backward()
-        for p, side, g in o.projected_parameters():
+        for p, _side, _g in o.projected_parameters():
             assert p.grad is not None and p.grad.dtype == dt
 
 
@@ -307,7 +307,7 @@ def test_gradients_projected_against_float64_reference(monkeypatch):
     o = ot.OSFT(m, frozen_ratio=0.5)
     m(x).pow(2).mean().backward()
     assert c.n["osft_project"] == 6          # 3 groups x (U side, V side), 14 layers
-    for (p, side, g), (pr, _, gr) in zip(o.projected_parameters(), o_ref.projected_parameters()):
+    for (p, side, g), (pr, _, _gr) in zip(o.projected_parameters(), o_ref.projected_parameters()):
         uh, vh = f64(g.u_high), f64(g.v_high)
         G = raw[id(pr)]
         want = G - uh @ (uh.transpose(1, 2) @ G) if side == "left" else G - (G @ vh.transpose(1, 2)) @ vh
@@ -362,7 +362,7 @@ def _train_adam(wrap: bool, steps=150):
     inner = torch.optim.Adam(o.parameters(), lr=2e-2)
     opt = ot.OSFTOptimizer(inner, o) if wrap else inner
     x = data()
-    for i in range(steps):
+    for _ in range(steps):
         opt.zero_grad()
         (m(x) - 1).pow(2).mean().backward()
         opt.step()
@@ -706,11 +706,11 @@ def test_merged_state_dict_matches_plain_model():
 
 def test_cuda_model_workflow():
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+        pytest.skip("not run: no GPU (no CUDA device visible to torch)")
     try:
         osft.Context("cuda").close()
     except osft.BackendUnavailableError as e:
-        pytest.skip(f"osft CUDA backend unavailable: {e.message}")
+        pytest.skip(f"osft CUDA backend unavailable although torch sees a GPU: {e.message}")
     torch.manual_seed(0)
     m = TinyLlama().cuda()
     x = data().float().cuda()
