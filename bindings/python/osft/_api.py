@@ -24,23 +24,25 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import torch as _torch_glue
+from ._enums import BACKEND, MATH_MODE, RANK_RULE, SIDE, STRATEGY, SVD_ALGORITHM, lower
 from ._errors import check, error
 from ._lib import has, lib, osft_matrix
 from ._tensor import F32, F64, Mat, as_mat, dtype_code, numpy_dtype
 
 ArrayLike = Any
 
-_BACKENDS = {"cpu": 0, "cuda": 1, "auto": 2}
-_BACKEND_NAMES = {0: "cpu", 1: "cuda"}
-_SIDES = {"left": 0, "u": 0, "right": 1, "v": 1, "both": 2}
-_STRATEGIES = {"auto": 0, "coefficient": 1, "cached_projector": 2, "cached": 2}
-_STRATEGY_NAMES = {1: "coefficient", 2: "cached_projector"}
-_SVD_ALGORITHMS = {"auto": 0, "qr": 1, "jacobi": 2, "jacobi_batched": 3, "approx_batched": 4,
-                   "polar": 5, "randomized": 6}
+# The string spellings of the enum arguments (lower-case C names, plus a few aliases), and the
+# names of the values the library reports back. A resolved backend or strategy is never AUTO.
+_BACKENDS = lower(BACKEND)
+_BACKEND_NAMES = {v: k for k, v in _BACKENDS.items() if k != "auto"}
+_SIDES = {**lower(SIDE), "u": SIDE["LEFT"], "v": SIDE["RIGHT"]}
+_STRATEGIES = {**lower(STRATEGY), "cached": STRATEGY["CACHED_PROJECTOR"]}
+_STRATEGY_NAMES = {v: k.lower() for k, v in STRATEGY.items() if k != "AUTO"}
+_SVD_ALGORITHMS = lower(SVD_ALGORITHM)
 _SVD_ALGORITHM_NAMES = {v: k for k, v in _SVD_ALGORITHMS.items()}
-_MATH_MODES = {"exact": 0, "tf32": 1, "bf16": 2}
+_MATH_MODES = lower(MATH_MODE)
 _MATH_MODE_NAMES = {v: k for k, v in _MATH_MODES.items()}
-_RULES = {"fixed": 0, "fraction": 1, "energy": 2, "entropy": 3, "entropy_effective": 3}
+_RULES = {**lower(RANK_RULE), "entropy": RANK_RULE["ENTROPY_EFFECTIVE"]}
 
 
 def _enum(value, table, what: str) -> int:

@@ -4,29 +4,10 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
+from ._enums import STATUS
 from ._lib import lib
 
-#: ``osft_status`` values by name (the C enum without the ``OSFT_STATUS_`` prefix).
-STATUS: Dict[str, int] = {
-    "OK": 0,
-    "NULL_POINTER": 1,
-    "INVALID_SHAPE": 2,
-    "INVALID_STRIDE": 3,
-    "OVERLAP": 4,
-    "OVERFLOW": 5,
-    "MISALIGNED": 6,
-    "DTYPE_UNSUPPORTED": 7,
-    "RANK_OUT_OF_RANGE": 8,
-    "INVALID_ARGUMENT": 9,
-    "PRECONDITION": 10,
-    "NOT_CONVERGED": 11,
-    "WORKSPACE_TOO_SMALL": 12,
-    "DEVICE_MISMATCH": 13,
-    "BACKEND_UNAVAILABLE": 14,
-    "ALLOCATION_FAILED": 15,
-    "INTERNAL": 16,
-    "NON_FINITE": 17,
-}
+#: Status names by value (``STATUS``, from :mod:`osft._enums`, is the reverse).
 STATUS_NAME: Dict[int, str] = {v: k for k, v in STATUS.items()}
 
 
@@ -125,25 +106,27 @@ class NonFiniteError(OsftError, ValueError):
     """``OSFT_STATUS_NON_FINITE``: a matrix to be factored (SVD, decompose) has NaN or Inf."""
 
 
-_BY_CODE: Dict[int, Type[OsftError]] = {
-    1: NullPointerError,
-    2: InvalidShapeError,
-    3: InvalidStrideError,
-    4: OverlapError,
-    5: SizeOverflowError,
-    6: MisalignedError,
-    7: DtypeError,
-    8: RankOutOfRangeError,
-    9: InvalidArgumentError,
-    10: PreconditionError,
-    11: NotConvergedError,
-    12: WorkspaceTooSmallError,
-    13: DeviceMismatchError,
-    14: BackendUnavailableError,
-    15: AllocationFailedError,
-    16: InternalError,
-    17: NonFiniteError,
+#: The exception class of every failure status, by status name.
+ERROR_CLASSES: Dict[str, Type[OsftError]] = {
+    "NULL_POINTER": NullPointerError,
+    "INVALID_SHAPE": InvalidShapeError,
+    "INVALID_STRIDE": InvalidStrideError,
+    "OVERLAP": OverlapError,
+    "OVERFLOW": SizeOverflowError,
+    "MISALIGNED": MisalignedError,
+    "DTYPE_UNSUPPORTED": DtypeError,
+    "RANK_OUT_OF_RANGE": RankOutOfRangeError,
+    "INVALID_ARGUMENT": InvalidArgumentError,
+    "PRECONDITION": PreconditionError,
+    "NOT_CONVERGED": NotConvergedError,
+    "WORKSPACE_TOO_SMALL": WorkspaceTooSmallError,
+    "DEVICE_MISMATCH": DeviceMismatchError,
+    "BACKEND_UNAVAILABLE": BackendUnavailableError,
+    "ALLOCATION_FAILED": AllocationFailedError,
+    "INTERNAL": InternalError,
+    "NON_FINITE": NonFiniteError,
 }
+_BY_CODE: Dict[int, Type[OsftError]] = {STATUS[name]: cls for name, cls in ERROR_CLASSES.items()}
 
 
 def error(status, message: str, function: str = "") -> OsftError:
@@ -164,7 +147,10 @@ def status_string(code: int) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
 
+_OK = STATUS["OK"]
+
+
 def check(code: int, function: str) -> None:
     """Raise the OsftError for a non-zero status, with the thread-local message."""
-    if code != 0:
+    if code != _OK:
         raise error(code, last_error_message(), function)

@@ -39,15 +39,16 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
+from ._enums import DEVICE, DTYPE
 from ._errors import error
 from ._lib import osft_matrix
 
 # osft_dtype values.
-F32, F64, F16, BF16 = 0, 1, 2, 3
+F32, F64, F16, BF16 = DTYPE["F32"], DTYPE["F64"], DTYPE["F16"], DTYPE["BF16"]
 DTYPE_NAMES = {F32: "float32", F64: "float64", F16: "float16", BF16: "bfloat16"}
 ITEMSIZE = {F32: 4, F64: 8, F16: 2, BF16: 2}
 # osft_device values.
-HOST, CUDA = 0, 1
+HOST, CUDA = DEVICE["HOST"], DEVICE["CUDA"]
 
 # DLPack device types (dlpack.h DLDeviceType).
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
