@@ -340,3 +340,61 @@ fn non_finite_input_policy() {
         }
     }
 }
+
+/// Phase 2 of the sharded projection writes `X` and reads the basis and the coefficients: an `X`
+/// that overlaps either (partly, or exactly where the shapes allow) is `Status::Overlap`, and no
+/// element of the shared allocation changes. Each case keeps the two inputs apart from each
+/// other, so the only fault is the one named.
+#[test]
+fn two_phase_apply_rejects_x_aliasing_its_inputs() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let (n, m, k) = (6usize, 4usize, 4usize); // k == m, so X can alias the left basis exactly
+    for side in [Side::Left, Side::Right] {
+        // Left: basis U (n x k), coef (k x m). Right: basis V (k x m), coef (n x k).
+        let (bshape, cshape) = if side == Side::Left { ((n, k), (k, m)) } else { ((k, m), (n, k)) };
+        let (blen, clen, xlen) = (bshape.0 * bshape.1, cshape.0 * cshape.1, n * m);
+        // (what, offset of basis, offset of coef, offset of X) in one f64 allocation.
+        let total = blen + clen + xlen + 8;
+        let cases = [
+            ("X starts inside the basis", 0, total - clen, 3),
+            ("X is the basis", 0, total - clen, 0),
+            ("the basis starts inside X", xlen / 2, total - clen, 0),
+            ("X starts inside the coefficients", total - blen, 0, clen - 2),
+            ("X ends inside the coefficients", 0, blen + xlen - 1, blen + 1),
+            ("X starts at the coefficients", total - blen, 0, 0),
+        ];
+        for (what, bo, co, xo) in cases {
+            if what == "X is the basis" && bshape != (n, m) {
+                continue;
+            }
+            let mut data: Vec<f64> = randn(&mut rng, 1, total).d;
+            let before: Vec<u64> = data.iter().map(|v| v.to_bits()).collect();
+            let base = data.as_mut_ptr() as usize;
+            let desc = |off: usize, (r, c): (usize, usize)| MatDesc {
+                addr: base + 8 * off,
+                dtype: DType::F64,
+                rows: r,
+                cols: c,
+                row_stride: c,
+                col_stride: 1,
+                batch: 1,
+                batch_stride: 0,
+                device: Device::Host,
+            };
+            assert!(bo + blen <= total && co + clen <= total && xo + xlen <= total, "{what}: bad case");
+            let (b, c, x) = (desc(bo, bshape), desc(co, cshape), desc(xo, (n, m)));
+            let res = unsafe { ctx.project_apply_raw(side, &b, &c, &x) };
+            let err = res.expect_err(&format!("{side:?}, {what}: accepted"));
+            assert_eq!(err.status(), Status::Overlap, "{side:?}, {what}: {err}");
+            let after: Vec<u64> = data.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(before, after, "{side:?}, {what}: a rejected call wrote");
+            // The same three matrices in disjoint places are accepted (the case is well formed).
+            let mut ok = randn(&mut rng, 1, blen + clen + xlen).d;
+            let base2 = ok.as_mut_ptr() as usize;
+            let at = |d: MatDesc, off: usize| MatDesc { addr: base2 + 8 * off, ..d };
+            let r = unsafe { ctx.project_apply_raw(side, &at(b, 0), &at(c, blen), &at(x, blen + clen)) };
+            assert!(r.is_ok(), "{side:?}, {what}: disjoint control failed: {r:?}");
+        }
+    }
+}

@@ -16,6 +16,10 @@ use osft::Status;
 mod support;
 use support::*;
 
+// The f64 reference SVD (one-sided Jacobi) and dense reference matrix of the Rust tests.
+#[allow(dead_code)]
+mod common;
+
 /// Element (i, j) of a host descriptor, as f64.
 fn at(m: &osft_matrix, i: i64, j: i64) -> f64 {
     let off = (i * m.row_stride + j * m.col_stride) as usize;
@@ -873,7 +877,7 @@ fn reconstruction_error_f64_compute_of_f32_data() {
     let (w, rest) = buf.split_at(16);
     let (u, rest) = rest.split_at(4);
     let (s, v) = rest.split_at(1);
-    let mut e = [0f64; 1];
+    let mut e = [f64::NAN; 2];
     unsafe {
         expect(
             osft_reconstruction_error(
@@ -891,6 +895,184 @@ fn reconstruction_error_f64_compute_of_f32_data() {
             ),
             OSFT_STATUS_OK,
         );
+    }
+    // The value, against f64 arithmetic on the same (exactly representable) entries: this rank-1
+    // term is far from W, so the error is of order 1, and a result of 0 is wrong.
+    let want = recon_error_f64(w, 4, 4, &[(u, s, v)]);
+    assert!(want > 0.1, "{want}");
+    // f64 compute of f32 data: the data are exact in f64, so only f64 rounding, a few ulps of the
+    // O(1) result, separates the two.
+    assert!((e[0] - want).abs() <= 64.0 * f64::EPSILON * want, "got {}, want {want}", e[0]);
+    assert!(e[1].is_nan(), "wrote past out_len");
+}
+
+/// `||W - sum_t U_t diag(S_t) V_t||_F / ||W||_F` in f64 over row-major f32 operands.
+fn recon_error_f64(w: &[f32], n: usize, m: usize, terms: &[(&[f32], &[f32], &[f32])]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for i in 0..n {
+        for j in 0..m {
+            let mut r = w[i * m + j] as f64;
+            den += r * r;
+            for (u, s, v) in terms {
+                let k = s.len();
+                for t in 0..k {
+                    r -= u[i * k + t] as f64 * s[t] as f64 * v[t * m + j] as f64;
+                }
+            }
+            num += r * r;
+        }
+    }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Reconstruction error with a compute type other than the data's, both ways (f32 data in f64,
+/// f64 data in f32) and equal, over a batch of two, with a split into a high and a low term
+/// that reconstructs W only approximately: each value against the f64 reference.
+#[test]
+fn reconstruction_error_value_for_every_compute_type() {
+    let c = Ctx::cpu();
+    let mut g = Lcg(0x5eed_0f_e77);
+    let (n, m, kh, kl) = (6usize, 5usize, 2usize, 2usize);
+    // Two batch entries of each operand, row-major, entries exact in f32.
+    let w = g.vec32(2 * n * m);
+    let uh = g.vec32(2 * n * kh);
+    let sh: Vec<f32> = g.vec32(2 * kh).iter().map(|x| x.abs() + 0.5).collect();
+    let vh = g.vec32(2 * kh * m);
+    let ul = g.vec32(2 * n * kl);
+    let sl: Vec<f32> = g.vec32(2 * kl).iter().map(|x| x.abs()).collect();
+    let vl = g.vec32(2 * kl * m);
+    let want: Vec<f64> = (0..2)
+        .map(|b| {
+            recon_error_f64(
+                &w[b * n * m..][..n * m],
+                n,
+                m,
+                &[
+                    (&uh[b * n * kh..][..n * kh], &sh[b * kh..][..kh], &vh[b * kh * m..][..kh * m]),
+                    (&ul[b * n * kl..][..n * kl], &sl[b * kl..][..kl], &vl[b * kl * m..][..kl * m]),
+                ],
+            )
+        })
+        .collect();
+    assert!(want.iter().all(|v| *v > 0.1), "{want:?}");
+    let to64 = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+    let w64 = to64(&w);
+    let (uh64, sh64, vh64, ul64, sl64, vl64) = (to64(&uh), to64(&sh), to64(&vh), to64(&ul), to64(&sl), to64(&vl));
+    for (data, compute) in [(F32, F64), (F64, F32), (F32, F32), (F64, F64)] {
+        let d = |v32: &[f32], v64: &[f64], r: usize, cc: usize| {
+            let one = if data == F32 { rm(v32, F32, r as i64, cc as i64) } else { rm(v64, F64, r as i64, cc as i64) };
+            batched(one, 2, (r * cc) as i64)
+        };
+        let (wd, uhd, shd, vhd) = (d(&w, &w64, n, m), d(&uh, &uh64, n, kh), d(&sh, &sh64, kh, 1), d(&vh, &vh64, kh, m));
+        let (uld, sld, vld) = (d(&ul, &ul64, n, kl), d(&sl, &sl64, kl, 1), d(&vl, &vl64, kl, m));
+        let mut e = [f64::NAN; 3];
+        unsafe {
+            expect(
+                osft_reconstruction_error(c.0, &wd, &uhd, &shd, &vhd, &uld, &sld, &vld, compute, e.as_mut_ptr(), 2),
+                OSFT_STATUS_OK,
+            );
+        }
+        // The data are exact in either type, so the error comes from the compute type's rounding
+        // of the products and sums: (kh + kl + 2) roundings of O(1) terms per element, relative.
+        let uc = if compute == F32 { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
+        let tol = 8.0 * (kh + kl + 2) as f64 * uc;
+        for b in 0..2 {
+            assert!(
+                (e[b] - want[b]).abs() <= tol * want[b].max(1.0),
+                "data {data} compute {compute} batch {b}: got {}, want {}",
+                e[b],
+                want[b]
+            );
+        }
+        assert!(e[2].is_nan(), "wrote past out_len");
+    }
+}
+
+/// The SVD's sign convention through the C ABI: in each column of U the entry of largest
+/// magnitude is positive and the row of Vt flips with it, so that U diag(S) Vt is still W; and
+/// U, S, Vt equal an independent f64 one-sided Jacobi SVD with the same convention applied.
+#[test]
+fn svd_sign_convention_against_f64_jacobi() {
+    let c = Ctx::cpu();
+    let mut g = Lcg(0x51_6e_f1);
+    for (n, m) in [(7usize, 4usize), (4, 7), (5, 5), (1, 6), (6, 1), (9, 3)] {
+        let r = n.min(m);
+        for dtype in [F32, F64] {
+            for col_major in [false, true] {
+                let wv = g.vec(n * m);
+                let wref = common::M { r: n, c: m, d: wv.clone() }; // row-major values
+                let what = format!("{n}x{m} dtype {dtype} col_major {col_major}");
+                // W in the requested layout; outputs row-major.
+                let wl: Vec<f64> = if col_major { wref.t().d.clone() } else { wv.clone() };
+                let wl32: Vec<f32> = wl.iter().map(|x| *x as f32).collect();
+                let (u64v, s64v, vt64v) = (vec![f64::NAN; n * r], vec![f64::NAN; r], vec![f64::NAN; r * m]);
+                let (u32v, s32v, vt32v) = (vec![f32::NAN; n * r], vec![f32::NAN; r], vec![f32::NAN; r * m]);
+                let wd = match (dtype == F32, col_major) {
+                    (true, false) => rm(&wl32, F32, n as i64, m as i64),
+                    (true, true) => cm(&wl32, F32, n as i64, m as i64),
+                    (false, false) => rm(&wl, F64, n as i64, m as i64),
+                    (false, true) => cm(&wl, F64, n as i64, m as i64),
+                };
+                let (ud, sd, vtd) = if dtype == F32 {
+                    (
+                        rm(&u32v, F32, n as i64, r as i64),
+                        rm(&s32v, F32, r as i64, 1),
+                        rm(&vt32v, F32, r as i64, m as i64),
+                    )
+                } else {
+                    (
+                        rm(&u64v, F64, n as i64, r as i64),
+                        rm(&s64v, F64, r as i64, 1),
+                        rm(&vt64v, F64, r as i64, m as i64),
+                    )
+                };
+                unsafe { expect(osft_svd(c.0, &wd, &ud, &sd, &vtd, dtype), OSFT_STATUS_OK) };
+                let (u, s, vt) = if dtype == F32 {
+                    let f = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+                    (f(&u32v), f(&s32v), f(&vt32v))
+                } else {
+                    (u64v.clone(), s64v.clone(), vt64v.clone())
+                };
+                let um = common::M { r: n, c: r, d: u };
+                let vtm = common::M { r, c: m, d: vt };
+                // The f64 reference of the very matrix the library saw (f32-rounded for f32).
+                let wseen = if dtype == F32 { wref.round::<f32>() } else { wref.clone() };
+                let (ur, sr, vtr) = common::jacobi_svd(&wseen);
+                assert!(
+                    common::sign_violations(&um).is_empty(),
+                    "{what}: columns of U with a negative largest entry: {:?}",
+                    common::sign_violations(&um)
+                );
+                // Rows of Vt flipped along: U diag(S) Vt is W.
+                let rec = um.mul(&vtm.scale_rows(&s));
+                let uc = if dtype == F32 { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
+                // Backward error of a one-sided SVD: O((n + m) u) ||W||.
+                let scale = wseen.fro();
+                assert!(rec.sub(&wseen).fro() <= 16.0 * (n + m) as f64 * uc * scale, "{what}: U S Vt is not W");
+                for t in 0..r {
+                    assert!(
+                        (s[t] - sr[t]).abs() <= 16.0 * (n + m) as f64 * uc * scale,
+                        "{what}: s[{t}] {} vs {}",
+                        s[t],
+                        sr[t]
+                    );
+                    // Singular vectors: perturbation O(u ||W|| / gap) (Wedin); a wrong sign is off by 2.
+                    let gap = (0..r)
+                        .filter(|&q| q != t)
+                        .map(|q| (sr[q] - sr[t]).abs())
+                        .fold(sr[t].max(scale * 1e-300), f64::min);
+                    let gap = if r == 1 { scale } else { gap };
+                    let tol = (16.0 * (n + m) as f64 * uc * scale / gap).min(0.5);
+                    let du = (0..n).map(|i| (um.at(i, t) - ur.at(i, t)).abs()).fold(0.0, f64::max);
+                    let dv = (0..m).map(|j| (vtm.at(t, j) - vtr.at(t, j)).abs()).fold(0.0, f64::max);
+                    assert!(du <= tol && dv <= tol, "{what}: triplet {t}: |dU| {du:e}, |dVt| {dv:e}, tol {tol:e}");
+                }
+            }
+        }
     }
 }
 

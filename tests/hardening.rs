@@ -965,23 +965,50 @@ fn regression_interleaved_batch_output_precondition() {
 #[test]
 fn regression_auto_strategy_refuses_batched_basis() {
     let c = Ctx::cpu();
-    let (k, m, b) = (4i64, 6i64, 3i64);
+    let (n, k, m, b) = (5i64, 4i64, 6i64, 3i64);
     let v = Lcg(41).vec((b * k * m) as usize);
     let vd = batched(rm(&v, F64, k, m), b, k * m);
+    let x0 = Lcg(43).vec((b * n * m) as usize);
+    // X_b - (X_b V_b^T) V_b in f64, for row-major X_b (n x m) and V_b (k x m) at the given
+    // element strides of V: the projection formula holds for any V, orthonormal or not.
+    let reference = |x: &[f64], vb: &dyn Fn(i64, i64) -> f64| -> Vec<f64> {
+        let mut y = x.to_vec();
+        for i in 0..n {
+            for t in 0..k {
+                let c: f64 = (0..m).map(|j| x[(i * m + j) as usize] * vb(t, j)).sum();
+                for j in 0..m {
+                    y[(i * m + j) as usize] -= c * vb(t, j);
+                }
+            }
+        }
+        y
+    };
+    // f64 data and compute: each entry sums 2 k m products of O(1) terms.
+    let tol = 8.0 * (2 * k * m) as f64 * f64::EPSILON;
     let mut p = null_mut();
     unsafe {
-        // The coefficient form takes this basis.
-        expect(
-            osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_COEFFICIENT as i32, &mut p),
-            OSFT_STATUS_OK,
-        );
-        osft_projector_destroy(p);
-        expect(
-            osft_projector_create(c.0, RIGHT, null(), &vd, osft_strategy::OSFT_STRATEGY_AUTO as i32, &mut p),
-            OSFT_STATUS_OK,
-        );
-        osft_projector_destroy(p);
-        // A non-BLAS single basis (every other column).
+        for strategy in [osft_strategy::OSFT_STRATEGY_COEFFICIENT, osft_strategy::OSFT_STRATEGY_AUTO] {
+            // The coefficient form takes this basis, and AUTO falls back to it.
+            expect(osft_projector_create(c.0, RIGHT, null(), &vd, strategy as i32, &mut p), OSFT_STATUS_OK);
+            let (mut l, mut r) = (-9, -9);
+            expect(osft_projector_strategies(p, &mut l, &mut r), OSFT_STATUS_OK);
+            assert_eq!((l, r), (-1, osft_strategy::OSFT_STRATEGY_COEFFICIENT as i32), "{strategy:?}");
+            // Applying it projects each X_b against its own V_b.
+            let x = x0.clone();
+            let xd = batched(rm(&x, F64, n, m), b, n * m);
+            expect(osft_projector_apply(p, &xd, null()), OSFT_STATUS_OK);
+            for e in 0..b {
+                let off = (e * n * m) as usize;
+                let vb = |t: i64, j: i64| v[(e * k * m + t * m + j) as usize];
+                let want = reference(&x0[off..off + (n * m) as usize], &vb);
+                for (q, w) in want.iter().enumerate() {
+                    assert!((x[off + q] - w).abs() <= tol, "{strategy:?} batch {e} element {q}: {} vs {w}", x[off + q]);
+                }
+            }
+            osft_projector_destroy(p);
+        }
+        // A non-BLAS single basis (every other column): AUTO takes the coefficient form, and the
+        // projection is right.
         let v2 = Lcg(42).vec((2 * k * m) as usize);
         expect(
             osft_projector_create(
@@ -994,6 +1021,12 @@ fn regression_auto_strategy_refuses_batched_basis() {
             ),
             OSFT_STATUS_OK,
         );
+        let x = x0[..(n * m) as usize].to_vec();
+        expect(osft_projector_apply(p, &rm(&x, F64, n, m), null()), OSFT_STATUS_OK);
+        let want = reference(&x0[..(n * m) as usize], &|t, j| v2[(t * 2 * m + 2 * j) as usize]);
+        for (q, w) in want.iter().enumerate() {
+            assert!((x[q] - w).abs() <= tol, "strided basis, element {q}: {} vs {w}", x[q]);
+        }
         osft_projector_destroy(p);
     }
 }

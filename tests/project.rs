@@ -379,3 +379,76 @@ fn leakage_of_a_batch_is_per_entry_and_zero_x_gives_zero() {
     assert_eq!(got[1], 0.0);
     assert!((got[2] - 1.0).abs() < 1e-12, "X inside span(U) leaks fully: {}", got[2]);
 }
+
+/// Half-type projection, one side at a time, against an f64 reference computed from the very
+/// (rounded) values the library holds, with a bound derived from the dtype's unit roundoff `u`:
+/// rounding elementwise to the dtype perturbs a matrix by at most `u` of its Frobenius norm, and
+/// the projection rounds twice (the coefficients, kept in the data type, and the output), each
+/// bounded by `||X||_F` (`||U^T X|| <= ||X||` and `||Y|| <= ||X||` up to the basis' own rounding);
+/// plus f32 accumulation, `(n + k) u_f32` per GEMM. So `||Y - Y_ref||_F <= (2u + 4 (n + k)
+/// u_f32) ||X||_F` — well below what removing 98% of the frozen part instead of all of it leaves
+/// (`0.02 ||U U^T X||_F`, about `0.02 sqrt(k / n) ||X||_F`) at the shapes with `k >= n / 2`.
+/// Shapes include `k = 0` (nothing removed: `Y = X`), `k = R` (everything in range), and `1 x N`
+/// / `N x 1`; several fixed seeds plus the run's own.
+#[test]
+fn half_type_projection_is_complete_within_unit_roundoff() {
+    use rand::SeedableRng;
+    let ctx = Context::cpu();
+    let mut seeds: Vec<rand::rngs::StdRng> = (1..=4u64).map(rand::rngs::StdRng::seed_from_u64).collect();
+    seeds.push(rng());
+    // (side, n, m, k): k columns of U (left) or rows of V (right).
+    let shapes = [
+        (Side::Left, 16, 24, 12),
+        (Side::Left, 24, 16, 16),
+        (Side::Left, 20, 20, 20), // k = R: U U^T = I, Y = 0
+        (Side::Left, 9, 7, 0),    // k = 0: Y = X
+        (Side::Left, 1, 32, 1),   // 1 x N, k = R = 1
+        (Side::Left, 1, 32, 0),
+        (Side::Right, 24, 16, 12),
+        (Side::Right, 16, 24, 16),
+        (Side::Right, 12, 12, 12),
+        (Side::Right, 32, 1, 1), // N x 1, k = R = 1
+        (Side::Right, 1, 32, 24),
+        (Side::Right, 7, 9, 0),
+    ];
+    for rng in seeds.iter_mut() {
+        for &(side, n, m, k) in &shapes {
+            check_half_projection::<bf16>(&ctx, rng, side, n, m, k);
+            check_half_projection::<f16>(&ctx, rng, side, n, m, k);
+        }
+    }
+}
+
+fn check_half_projection<T: Element>(
+    ctx: &Context,
+    rng: &mut rand::rngs::StdRng,
+    side: Side,
+    n: usize,
+    m: usize,
+    k: usize,
+) {
+    let what = format!("{} {side:?} {n}x{m} k={k}", T::DTYPE.name());
+    let x = randn(rng, n, m).round::<T>();
+    let (basis, bshape) = if side == Side::Left {
+        (orthonormal(rng, n, k).round::<T>(), (n, k))
+    } else {
+        (orthonormal(rng, m, k).t().round::<T>(), (k, m))
+    };
+    assert_eq!((basis.r, basis.c), bshape);
+    let mut bb = Buf::<T>::from(&basis, Layout::RowMajor);
+    let mut xb = Buf::<T>::from(&x, Layout::ColMajor);
+    let mut ob = Buf::<T>::poisoned(n, m, 1, Layout::RowMajor);
+    let (bd, xd, od) = (bb.desc(), xb.desc(), ob.desc());
+    let bases = if side == Side::Left { Bases { u: Some(&bd), v: None } } else { Bases { u: None, v: Some(&bd) } };
+    unsafe { ctx.project_raw(side, &bases, &xd, Some(&od)) }.unwrap();
+    let got = ob.get(0);
+    // f64 reference on the stored values.
+    let want =
+        if side == Side::Left { x.sub(&basis.mul(&basis.t().mul(&x))) } else { x.sub(&x.mul(&basis.t()).mul(&basis)) };
+    let bound = (2.0 * u(T::DTYPE) + 4.0 * (n.max(m) + k) as f64 * u(DType::F32)) * x.fro();
+    let err = got.sub(&want).fro();
+    assert!(err <= bound, "{what}: ||Y - Y_ref||_F = {err:e} > {bound:e} (||X||_F = {:e})", x.fro());
+    if k == 0 {
+        assert_eq!(got, x, "{what}: an empty basis must leave X as it is");
+    }
+}

@@ -205,3 +205,47 @@ fn read_vector_returns_singular_values_as_f64() {
     let got = unsafe { ctx.read_vector_raw(&b.desc()) }.unwrap();
     assert_eq!(got, [s.d.clone(), s.scale(2.0).d].concat());
 }
+
+/// `Fraction(f)` is `floor(f * R + 1e-9)`: PEFT's `int(f * R)` with a slack of 1e-9 so that a
+/// decimal fraction whose f64 product falls just short of an integer (0.29 * 100 =
+/// 28.999999999999996 in f64) still counts that integer. Pinned on hand-computed values, and on a
+/// grid against the rule evaluated in exact rational arithmetic.
+#[test]
+fn fraction_rank_rule_is_pinned_exactly() {
+    let ones = |r: usize| vec![1.0; r];
+    // (f, R, k): f * R in f64 just below an integer (rounded up by the slack), exactly at one,
+    // just above one, below by more than the slack (1e-8 * 100 = 1e-6: not rounded up), below by
+    // less than the slack (1e-12 * 100 = 1e-10: rounded up).
+    let table: [(f64, usize, usize); 16] = [
+        (0.29, 100, 29),
+        (0.57, 100, 57),
+        (0.58, 100, 58),
+        (0.58, 50, 29),
+        (0.29 - 1e-8, 100, 28),
+        (0.29 - 1e-12, 100, 29),
+        (0.25, 100, 25),
+        (0.3, 10, 3),
+        (0.07, 100, 7),
+        (0.28, 100, 28),
+        (1.0 / 3.0, 3, 1),
+        (0.1, 3, 0),
+        (0.2999999, 1000, 299),
+        (0.999, 1, 0),
+        (1.0, 7, 7),
+        (0.0, 7, 0),
+    ];
+    for (f, r, k) in table {
+        assert_eq!(exact_fraction_rank(f, r), k, "the exact reference disagrees with the table at f = {f:?}, R = {r}");
+        assert_eq!(select_rank(RankRule::Fraction(f), &ones(r)).unwrap(), k, "f = {f:?}, R = {r}");
+    }
+    // Every percentage against R = 100 (where half the f64 products fall short of the integer)
+    // and a few other R.
+    for r in [1usize, 3, 7, 50, 100, 768, 4096] {
+        let s = ones(r);
+        for i in 0..=100 {
+            let f = i as f64 / 100.0;
+            let want = exact_fraction_rank(f, r);
+            assert_eq!(select_rank(RankRule::Fraction(f), &s).unwrap(), want, "f = {f:?}, R = {r}");
+        }
+    }
+}

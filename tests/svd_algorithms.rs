@@ -57,14 +57,34 @@ fn certify(w: &M, (u, s, vt): &(M, Vec<f64>, M), t: f64, what: &str) {
     assert!(e <= t, "{what}: reconstruction {e:e} > {t:e}");
 }
 
+/// `||u - u_ref||_2` allowed for singular vector `t` of a factorization with backward error
+/// `t_rel * ||W||`: Wedin's bound `t_rel ||W|| / gap` with the gap to the other singular values
+/// (and to 0, for the complement a thin factor leaves out), capped at 0.5 — a sign flip is off
+/// by 2, so it never passes.
+fn vector_tol(s_ref: &[f64], t: usize, t_rel: f64, w_norm: f64) -> f64 {
+    let gap = (0..s_ref.len()).filter(|&q| q != t).map(|q| (s_ref[q] - s_ref[t]).abs()).fold(s_ref[t], f64::min);
+    (4.0 * t_rel * w_norm / gap.max(f64::MIN_POSITIVE)).min(0.5)
+}
+
+fn col_dist(a: &M, b: &M, t: usize) -> f64 {
+    (0..a.r).map(|i| (a.at(i, t) - b.at(i, t)).powi(2)).sum::<f64>().sqrt()
+}
+
+/// Every explicit algorithm against an independent f64 reference (a one-sided Jacobi SVD in the
+/// test support, no library code): the f64 certificate (orthonormal factors, reconstruction),
+/// the singular values, the sign convention, and each singular vector where its gap determines
+/// it.
 #[test]
 fn every_explicit_algorithm_matches_the_f64_reference_over_shapes() {
     let ctx = Context::cpu();
-    let reference = Context::cpu(); // Auto, f64
     let mut rng = rng();
     for (n, m) in [(1, 1), (5, 3), (3, 5), (16, 16), (32, 32), (40, 13), (13, 40), (64, 48)] {
         let ws: Vec<M> = (0..3).map(|_| randn(&mut rng, n, m)).collect();
-        let refs = svd_with::<f64>(&reference, &ws, SvdAlgorithm::Auto).unwrap();
+        let refs: Vec<(M, Vec<f64>, M)> = ws.iter().map(jacobi_svd).collect();
+        for (w, (ur, sr, vtr)) in ws.iter().zip(&refs) {
+            // The reference itself is an SVD of W to f64 accuracy.
+            certify(w, &(ur.clone(), sr.clone(), vtr.clone()), tol(n, m, DType::F64), &format!("reference {n}x{m}"));
+        }
         for alg in EXPLICIT {
             if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
                 continue; // refused: see the precondition test
@@ -77,9 +97,25 @@ fn every_explicit_algorithm_matches_the_f64_reference_over_shapes() {
                     let what = format!("{alg:?} {n}x{m} {} #{i}", what_t.name());
                     let t = tol(n, m, what_t);
                     certify(&ws[i], g, t, &what);
-                    let smax = refs[i].1[0];
-                    for (a, b) in g.1.iter().zip(&refs[i].1) {
+                    let (ur, sr, vtr) = &refs[i];
+                    let smax = sr[0];
+                    for (a, b) in g.1.iter().zip(sr) {
                         assert!((a - b).abs() <= t * smax, "{what}: S {a} vs f64 reference {b}");
+                    }
+                    assert!(
+                        sign_violations(&g.0).is_empty(),
+                        "{what}: sign convention broken in columns {:?}",
+                        sign_violations(&g.0)
+                    );
+                    let vt_t = g.2.t();
+                    let vtr_t = vtr.t();
+                    for c in 0..n.min(m) {
+                        let vt = vector_tol(sr, c, t, ws[i].fro());
+                        let (du, dv) = (col_dist(&g.0, ur, c), col_dist(&vt_t, &vtr_t, c));
+                        assert!(
+                            du <= vt && dv <= vt,
+                            "{what}: singular vectors {c}: |du| {du:e}, |dv| {dv:e} > {vt:e}"
+                        );
                     }
                 }
             }

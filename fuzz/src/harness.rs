@@ -670,21 +670,69 @@ fn check_status(st: osft_status, what: &str) -> R {
     Ok(())
 }
 
+/// Arena byte ranges of a descriptor's elements (none when it is absent, implausible, or too
+/// large to enumerate).
+fn footprint(a: &Arena, d: &Desc) -> Vec<std::ops::Range<usize>> {
+    if d.absent || !plausible(d) {
+        return vec![];
+    }
+    let Some(base) = a.at(d) else { return vec![] };
+    let s = esize(d.m.dtype);
+    elements(&d.m).into_iter().map(|(_, _, _, off)| base + off..base + off + s).collect()
+}
+
 /// Bytes that may change: the elements of the given output descriptors.
 fn writable(a: &Arena, p: &Problem, outs: &[usize]) -> Vec<bool> {
     let mut mask = vec![false; a.buf.len() * 8];
     for &i in outs {
-        let d = &p.descs[i];
-        if d.absent || !plausible(d) {
-            continue;
-        }
-        let Some(base) = a.at(d) else { continue };
-        let s = esize(d.m.dtype);
-        for (_, _, _, off) in elements(&d.m) {
-            mask[base + off..base + off + s].fill(true);
+        for r in footprint(a, &p.descs[i]) {
+            mask[r].fill(true);
         }
     }
     mask
+}
+
+/// [`writable`] less every element of the inputs `ins`: for a call that must refuse any output
+/// aliasing an input (see [`output_alias`]), an accepted call never writes there. (Not for calls
+/// that take an exact alias as "in place", such as `osft_project` with `out` equal to `X`.)
+fn writable_not_inputs(a: &Arena, p: &Problem, outs: &[usize], ins: &[usize]) -> Vec<bool> {
+    let mut mask = writable(a, p, outs);
+    for &i in ins {
+        for r in footprint(a, &p.descs[i]) {
+            mask[r].fill(false);
+        }
+    }
+    mask
+}
+
+/// Whether some element of an output in `outs` shares a byte with an element of another
+/// operand of the call (`others`: inputs, or other outputs). For the two-phase calls such a call
+/// must be refused (`OSFT_STATUS_OVERLAP` or another non-OK status), however it came about (a
+/// mutation that points one operand into another's memory, or makes two descriptors identical).
+fn output_alias(a: &Arena, p: &Problem, outs: &[usize], others: &[usize]) -> Option<String> {
+    for &o in outs {
+        let mut mask = vec![false; a.buf.len() * 8];
+        for r in footprint(a, &p.descs[o]) {
+            mask[r].fill(true);
+        }
+        for &j in others.iter().chain(outs) {
+            if j == o {
+                continue;
+            }
+            if footprint(a, &p.descs[j]).into_iter().any(|r| mask[r].iter().any(|b| *b)) {
+                return Some(format!("output {} overlaps {}", p.descs[o].name, p.descs[j].name));
+            }
+        }
+    }
+    None
+}
+
+/// A call whose output aliases another operand was accepted.
+fn refuse_alias(st: osft_status, a: &Arena, p: &Problem, outs: &[usize], others: &[usize], what: &str) -> R {
+    match output_alias(a, p, outs, others) {
+        Some(why) if st == OSFT_STATUS_OK => Err(format!("{what}: accepted although {why}")),
+        _ => Ok(()),
+    }
 }
 
 /// On a rejected call nothing may change — except the outputs when the rejection is a tolerated
@@ -1357,10 +1405,11 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     let what = format!("osft_project_partial (side {side_arg}){}", p.describe());
     check_status(st, &what)?;
     expect_ok(st, &p, false, false, &what)?;
+    refuse_alias(st, &a, &p, &[coef], &[x, basis], &what)?;
     if st != OSFT_STATUS_OK {
         check_writes(&before, &a, &p, fail_mask(&a, &p, &[coef], st, &what).as_deref(), &what)?;
     } else {
-        check_writes(&before, &a, &p, Some(&writable(&a, &p, &[coef])), &what)?;
+        check_writes(&before, &a, &p, Some(&writable_not_inputs(&a, &p, &[coef], &[x, basis])), &what)?;
         if !p.mutated {
             let after = a.bytes().to_vec();
             for e in 0..b {
@@ -1394,10 +1443,11 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, false, &what)?;
+    refuse_alias(st, &a, &p, &[x], &[basis, coef], &what)?;
     if st != OSFT_STATUS_OK {
         return check_writes(&before, &a, &p, fail_mask(&a, &p, &[x], st, &what).as_deref(), &what);
     }
-    check_writes(&before, &a, &p, Some(&writable(&a, &p, &[x])), &what)?;
+    check_writes(&before, &a, &p, Some(&writable_not_inputs(&a, &p, &[x], &[basis, coef])), &what)?;
     if p.mutated {
         return Ok(());
     }

@@ -228,6 +228,47 @@ static void bad_inputs(osft_context *ctx) {
     }
 }
 
+/* Phase 2 of the sharded projection (X <- X - U C on the left, X - C V on the right) writes X and
+ * reads the basis and the coefficients: an X overlapping either is OSFT_STATUS_OVERLAP and leaves
+ * every element of the shared allocation as it was. The two inputs never overlap each other, so
+ * the overlap named is the only fault; the same matrices placed apart are accepted. */
+static void apply_aliasing(osft_context *ctx) {
+    enum { AN = 6, AM = 4, AK = 4, TOTAL = 3 * AN * AM + 8 };
+    double buf[TOTAL], before[TOTAL], apart[TOTAL];
+    int side, c, i;
+    for (side = 0; side < 2; side++) {
+        const int32_t sd = side ? OSFT_SIDE_RIGHT : OSFT_SIDE_LEFT;
+        /* Left: basis U (AN x AK), coef (AK x AM). Right: basis V (AK x AM), coef (AN x AK). */
+        const int64_t br = side ? AK : AN, bc = side ? AM : AK, cr = side ? AN : AK, cc = side ? AK : AM;
+        const int64_t blen = br * bc, clen = cr * cc, xlen = AN * AM;
+        /* offsets of basis, coef, X */
+        const int64_t cases[6][3] = {
+            {0, TOTAL - clen, 3},                   /* X starts inside the basis */
+            {0, TOTAL - clen, 0},                   /* X is the basis (left: same shape) */
+            {xlen / 2, TOTAL - clen, 0},            /* the basis starts inside X */
+            {TOTAL - blen, 0, clen - 2},            /* X starts inside the coefficients */
+            {0, blen + xlen - 1, blen + 1},         /* X ends inside the coefficients */
+            {TOTAL - blen, 0, 0},                   /* X starts at the coefficients */
+        };
+        for (c = 0; c < 6; c++) {
+            osft_matrix B, C, X;
+            for (i = 0; i < TOTAL; i++) buf[i] = rnd();
+            memcpy(before, buf, sizeof buf);
+            B = mat(buf + cases[c][0], OSFT_DTYPE_F64, br, bc, bc, 1);
+            C = mat(buf + cases[c][1], OSFT_DTYPE_F64, cr, cc, cc, 1);
+            X = mat(buf + cases[c][2], OSFT_DTYPE_F64, AN, AM, AM, 1);
+            EXPECT_STATUS(osft_project_apply(ctx, sd, &B, &C, &X), OSFT_STATUS_OVERLAP);
+            CHECK(memcmp(before, buf, sizeof buf) == 0);
+            if (memcmp(before, buf, sizeof buf) != 0) fprintf(stderr, "  side %d case %d wrote\n", side, c);
+            B.data = apart;
+            C.data = apart + blen;
+            X.data = apart + blen + clen;
+            for (i = 0; i < TOTAL; i++) apart[i] = rnd();
+            OK(osft_project_apply(ctx, sd, &B, &C, &X));
+        }
+    }
+}
+
 /* Versions, status strings, the message's life cycle, the panic boundary, handles. */
 static void basics(void) {
     osft_context *ctx = NULL;
@@ -294,6 +335,7 @@ int main(void) {
     projector_lifetime();
     OK(osft_context_create(OSFT_BACKEND_CPU, 0, &ctx));
     if (ctx) bad_inputs(ctx);
+    if (ctx) apply_aliasing(ctx);
     osft_context_destroy(ctx);
     return finish("test_errors");
 }

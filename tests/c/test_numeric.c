@@ -47,6 +47,16 @@ static void layer(osft_context *ctx, int64_t n, int64_t m, int64_t k, int32_t dt
             CHECK_NEAR(du, a == t ? 1.0 : 0.0, 10 * tol);
             CHECK_NEAR(dv, a == t ? 1.0 : 0.0, 10 * tol);
         }
+    /* Sign convention: in each column of U the entry of largest magnitude (the first on ties) is
+     * positive. (V's rows flip along with U's columns: the reconstruction below checks that.) */
+    for (t = 0; t < r; t++) {
+        int64_t best = 0;
+        for (i = 1; i < n; i++)
+            if (fabs(t < k ? get(&U_h, 0, i, t) : get(&U_l, 0, i, t - k)) >
+                fabs(t < k ? get(&U_h, 0, best, t) : get(&U_l, 0, best, t - k)))
+                best = i;
+        CHECK((t < k ? get(&U_h, 0, best, t) : get(&U_l, 0, best, t - k)) > 0.0);
+    }
     /* W = U diag(S) V. */
     for (i = 0; i < n; i++)
         for (j = 0; j < m; j++) {
@@ -176,6 +186,38 @@ static void projectors_and_shards(osft_context *ctx) {
     }
 }
 
+/* osft_svd's sign convention on its own: tall, wide and square f64 matrices, U and Vt in both
+ * layouts. Each column of U has a positive entry of largest magnitude, and U diag(S) Vt is still
+ * W (so Vt's rows were flipped with U's columns). */
+static void svd_signs(osft_context *ctx) {
+    static const int64_t shapes[4][2] = {{7, 4}, {4, 7}, {5, 5}, {8, 2}};
+    double w[64], u[64], s[8], vt[64];
+    int c, lay;
+    for (c = 0; c < 4; c++)
+        for (lay = 0; lay < 2; lay++) {
+            const int64_t n = shapes[c][0], m = shapes[c][1], r = n < m ? n : m;
+            osft_matrix W = dense(w, OSFT_DTYPE_F64, n, m, lay), U = dense(u, OSFT_DTYPE_F64, n, r, !lay),
+                        S = dense(s, OSFT_DTYPE_F64, r, 1, 1), V = dense(vt, OSFT_DTYPE_F64, r, m, lay);
+            int64_t i, j, t, best;
+            double err = 0.0;
+            fill(&W);
+            OK(osft_svd(ctx, &W, &U, &S, &V, OSFT_DTYPE_F64));
+            for (t = 0; t < r; t++) {
+                for (best = 0, i = 1; i < n; i++)
+                    if (fabs(get(&U, 0, i, t)) > fabs(get(&U, 0, best, t))) best = i;
+                CHECK(get(&U, 0, best, t) > 0.0);
+            }
+            for (i = 0; i < n; i++)
+                for (j = 0; j < m; j++) {
+                    double rec = 0.0;
+                    for (t = 0; t < r; t++) rec += get(&U, 0, i, t) * s[t] * get(&V, 0, t, j);
+                    err += (rec - get(&W, 0, i, j)) * (rec - get(&W, 0, i, j));
+                }
+            /* f64 backward error: a few (n + m) ulps of ||W||. */
+            CHECK(sqrt(err) <= 1e-13 * frob(&W, 0));
+        }
+}
+
 /* A strided batch of 3 matrices through one call equals three single calls; the list form too. */
 static void batches(osft_context *ctx) {
     enum { B = 3, N = 6, M = 4 };
@@ -236,6 +278,35 @@ static void ranks(void) {
         for (i = 0; i < 5; i++) h -= s[i] / 15.0 * log(s[i] / 15.0);
         CHECK(k == (int64_t)floor(exp(h) + 0.5));
     }
+    /* Fraction: k = floor(f R + 1e-9), values worked out by hand in exact arithmetic. The f64
+     * products 0.29 * 100 = 28.999999999999996, 0.57 * 100 = 56.99999999999999 and 0.58 * 50 =
+     * 28.999999999999996 fall just short of the integer, which the 1e-9 slack restores; a fraction
+     * short by 1e-8 (product short by 1e-6) is not restored, one short by 1e-12 is. */
+    {
+        static const struct {
+            double f;
+            int64_t r, k;
+        } fr[] = {{0.29, 100, 29}, {0.57, 100, 57}, {0.58, 100, 58},       {0.58, 50, 29},
+                  {0.29 - 1e-8, 100, 28}, {0.29 - 1e-12, 100, 29}, {0.25, 100, 25}, {0.3, 10, 3},
+                  {0.07, 100, 7}, {0.28, 100, 28}, {1.0 / 3.0, 3, 1},       {0.1, 3, 0},
+                  {0.2999999, 1000, 299}, {0.999, 1, 0}, {1.0, 7, 7}, {0.0, 7, 0}};
+        static double ones[1000];
+        size_t c;
+        int i;
+        for (i = 0; i < 1000; i++) ones[i] = 1.0;
+        for (c = 0; c < sizeof fr / sizeof fr[0]; c++) {
+            k = -1;
+            OK(osft_select_rank(ones, (size_t)fr[c].r, OSFT_RANK_FRACTION, fr[c].f, &k));
+            if (k != fr[c].k) fprintf(stderr, "fraction %.17g of %d: k = %d, want %d\n", fr[c].f, (int)fr[c].r, (int)k, (int)fr[c].k);
+            CHECK(k == fr[c].k);
+        }
+        /* Every percentage of R = 100 is exactly that many: i / 100 * 100 is within 1e-9 of i. */
+        for (i = 0; i <= 100; i++) {
+            k = -1;
+            OK(osft_select_rank(ones, 100, OSFT_RANK_FRACTION, i / 100.0, &k));
+            CHECK(k == i);
+        }
+    }
     OK(osft_adaptive_ranks(imp, full, 3, 0.2, 0.6, ks));
     /* mean 1, mid 0.4: ratios 0.2, 0.4, 0.6 */
     CHECK(ks[0] == 20 && ks[1] == 40 && ks[2] == 60);
@@ -255,6 +326,7 @@ int main(void) {
     }
     for (pad = 0; pad < 2; pad++) layer(ctx, 8, 5, 2, pad ? OSFT_DTYPE_F64 : OSFT_DTYPE_F32, pad, 1);
     projectors_and_shards(ctx);
+    svd_signs(ctx);
     batches(ctx);
     ranks();
     osft_context_destroy(ctx);
