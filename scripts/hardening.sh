@@ -10,7 +10,9 @@
 #    scaled down (valgrind is ~50x slower): OSFT_FUZZ_ITERS=60, OSFT_THREADS_ROUNDS=1;
 # 3. checks whether Miri can run here (it cannot on this toolchain: see RELIABILITY.md) and says so.
 # The C/C++ tests run under valgrind in tests/c/run.sh already. The last line is
-# "N passed, M failed"; the exit status is non-zero on any failure.
+# "N passed, M failed, K skipped"; the exit status is non-zero on any failure. Without valgrind
+# the memcheck runs are skipped, each with a SKIP line; OSFT_REQUIRE_VALGRIND=1 (set by
+# scripts/test.sh) makes that a failure.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,6 +21,7 @@ mkdir -p "$LOG"
 export RUST_BACKTRACE=0
 passed=0
 failed=0
+skipped=0
 failures=()
 
 step() {
@@ -63,7 +66,16 @@ if command -v valgrind >/dev/null 2>&1; then
         step "valgrind-$t" env OSFT_FUZZ_ITERS=60 OSFT_THREADS_ROUNDS=1 "${VALGRIND[@]}" "$b" --test-threads=2
     done
 else
-    echo "note: valgrind not installed: the memcheck runs are skipped"
+    for t in "${TESTS[@]}"; do
+        if [ "${OSFT_REQUIRE_VALGRIND:-0}" = 1 ]; then
+            failed=$((failed + 1))
+            failures+=("valgrind-$t")
+            echo "FAIL  valgrind-$t: valgrind is not installed, and OSFT_REQUIRE_VALGRIND=1 requires it"
+        else
+            skipped=$((skipped + 1))
+            echo "SKIP  valgrind-$t: not run: valgrind is not installed (OSFT_REQUIRE_VALGRIND=1 makes this a failure)"
+        fi
+    done
 fi
 
 # Miri: needs the `miri` component (nightly only; nothing can be downloaded here).
@@ -82,5 +94,5 @@ miri_probe | sed 's/^/miri: /'
 if [ "$failed" -gt 0 ]; then
     echo "failed: ${failures[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -11,15 +11,17 @@
 # 4. the shared builds again under valgrind --leak-check=full --error-exitcode=1 (or, without
 #    valgrind, the static builds under AddressSanitizer/LeakSanitizer), plus a negative control
 #    that leaks on purpose and must be caught;
-# 5. when cmake is installed: `cmake --install` of this tree, then a consumer project
-#    (tests/c/cmake_consumer) builds the trainer example with find_package(osft CONFIG REQUIRED)
-#    and with add_subdirectory(), on osft::osft and osft::osft_static, and runs it; the example C
-#    program is built from the installed osft.pc with pkg-config, shared and static.
+# 5. with cmake: `cmake --install` of this tree, then a consumer project (tests/c/cmake_consumer)
+#    builds the trainer example with find_package(osft CONFIG REQUIRED) and with
+#    add_subdirectory(), on osft::osft and osft::osft_static, and runs it; with pkg-config too,
+#    the example C program is built from the installed osft.pc, shared and static.
 #
-# Each line says PASS or FAIL for one program/configuration; the last line is
-# "N passed, M failed". The exit status is non-zero when anything failed.
+# Each line says PASS, FAIL or SKIP for one program/configuration; the last line is
+# "N passed, M failed, K skipped". The exit status is non-zero when anything failed.
 # Environment: OSFT_MEMCHECK=valgrind|asan|none (default: valgrind when installed, else asan),
 # OSFT_SKIP_CARGO_BUILD=1 to reuse target/release as it is, CC / CXX to pick compilers.
+# Without cmake (or pkg-config) their checks are skipped, each with a SKIP line saying why;
+# OSFT_REQUIRE_CMAKE=1 (OSFT_REQUIRE_PKGCONFIG=1) makes that a failure (scripts/test.sh sets both).
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -36,6 +38,7 @@ export RUST_BACKTRACE=0 # the panic-boundary test panics on purpose: keep its no
 
 passed=0
 failed=0
+skipped=0
 failures=()
 mkdir -p "$OUT"
 
@@ -58,7 +61,7 @@ finish() {
     if [ "$failed" -gt 0 ]; then
         printf 'failed: %s\n' "${failures[*]}"
     fi
-    printf '%d passed, %d failed\n' "$passed" "$failed"
+    printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
     [ "$failed" -eq 0 ]
     exit $?
 }
@@ -183,7 +186,8 @@ asan)
     step leak-control-asan leak_control_asan
     ;;
 none)
-    echo "memory checking skipped (OSFT_MEMCHECK=none)"
+    skipped=$((skipped + ${#PROGRAMS[@]} + 1))
+    echo "SKIP  memory checking of $((${#PROGRAMS[@]} + 1)) programs: not run (OSFT_MEMCHECK=none)"
     ;;
 *)
     echo "unknown OSFT_MEMCHECK=$MEMCHECK"
@@ -192,7 +196,19 @@ none)
     ;;
 esac
 
-# --- 5. CMake package and pkg-config (when cmake is installed) --------------------------------
+# --- 5. CMake package and pkg-config ---------------------------------------------------------
+# not_run NAME WHY SWITCH: a check that cannot run here: a skip, or a failure when $SWITCH=1.
+not_run() {
+    if [ "${!3:-0}" = 1 ]; then
+        failed=$((failed + 1))
+        failures+=("$1")
+        printf 'FAIL  %s: %s, and %s=1 requires it\n' "$1" "$2" "$3"
+    else
+        skipped=$((skipped + 1))
+        printf 'SKIP  %s: not run: %s (%s=1 makes this a failure)\n' "$1" "$2" "$3"
+    fi
+}
+
 cmake_install() {
     rm -rf "$OUT/cmake-build" "$OUT/cmake-install"
     cmake -S "$ROOT" -B "$OUT/cmake-build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$OUT/cmake-install" &&
@@ -230,10 +246,13 @@ if command -v cmake >/dev/null 2>&1; then
     if command -v pkg-config >/dev/null 2>&1; then
         step pkg-config pkg_config_consumer
     else
-        echo "note: pkg-config not installed: the pkg-config check is not run"
+        not_run pkg-config "pkg-config is not installed" OSFT_REQUIRE_PKGCONFIG
     fi
 else
-    echo "note: cmake not installed: the CMake package and pkg-config checks are not run"
+    for c in cmake-install cmake-find_package cmake-add_subdirectory; do
+        not_run "$c" "cmake is not installed" OSFT_REQUIRE_CMAKE
+    done
+    not_run pkg-config "needs the CMake install of osft.pc, and cmake is not installed" OSFT_REQUIRE_CMAKE
 fi
 
 finish
