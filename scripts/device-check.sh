@@ -11,9 +11,10 @@
 # With the device tool (about 15 minutes of device time per session, machine start included):
 #   run(command="bash scripts/device-check.sh run", carry=["target/device-check"], timeout_s=540)
 #   run(command="bash scripts/device-check.sh bench", carry=["target/device-check"], timeout_s=400)
-# `run` stays well under 8 minutes: the full check, a compute-sanitizer memcheck of the --quick
-# subset, then the torch tests of the Python package (tests/test_torch*.py) on the GPU with the
-# carried libosft.so and a carried pytest. `all` does both in one call.
+# `run` stays well under 8 minutes: the full check, the test suite's GPU tests (tests/ffi_cuda.rs,
+# ignored where there is no GPU, run here with --include-ignored), a compute-sanitizer memcheck of
+# the --quick subset, then the torch tests of the Python package (tests/test_torch*.py) on the GPU
+# with the carried libosft.so and a carried pytest. `all` does both in one call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN_DIR=target/device-check
@@ -25,6 +26,10 @@ build)
     mkdir -p "$BIN_DIR"
     # Stripped: the whole carried tree must stay under 64 MiB.
     strip -o "$BIN_DIR/device_check" target/release/examples/device_check
+    # The test suite's GPU tests (#[ignore]d without a GPU), to run there with --include-ignored.
+    exe="$(cargo test --release --features cuda --test ffi_cuda --no-run --message-format=json |
+        python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')"
+    strip -o "$BIN_DIR/ffi_cuda" "$exe"
     # The C library for the Python binding (torch tests, gpu_compare.py), stripped as well.
     cargo build --release --lib
     strip -o "$BIN_DIR/libosft.so" target/release/libosft.so
@@ -64,6 +69,10 @@ run | bench | all)
     fi
     timeout 240 "$BIN_DIR/device_check" 2>&1 | tee "$OUT/device-check.txt"
     status=${PIPESTATUS[0]}
+    timeout 60 "$BIN_DIR/ffi_cuda" --include-ignored --test-threads=1 > "$OUT/ffi-cuda.txt" 2>&1
+    ffi=$?
+    tail -3 "$OUT/ffi-cuda.txt"
+    echo "ffi_cuda (GPU tests of the test suite) exit code: $ffi" | tee -a "$OUT/ffi-cuda.txt"
     SAN="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
     if [ -n "$SAN" ]; then
         timeout 150 "$SAN" --tool memcheck --leak-check full --error-exitcode 3 "$BIN_DIR/device_check" --quick > "$OUT/memcheck.txt" 2>&1
@@ -82,7 +91,7 @@ run | bench | all)
     if [ "$1" = all ]; then
         timeout 380 python3 benches/gpu_compare.py --json "$OUT/gpu-compare.json" 2>&1 | tee "$OUT/gpu-compare.txt"
     fi
-    [ "$status" -eq 0 ] && [ "$san" -eq 0 ] && [ "$py" -eq 0 ]
+    [ "$status" -eq 0 ] && [ "$ffi" -eq 0 ] && [ "$san" -eq 0 ] && [ "$py" -eq 0 ]
     ;;
 *)
     echo "usage: $0 build|run|bench|all" >&2
