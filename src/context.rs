@@ -23,12 +23,15 @@ use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::exec::cpu::CpuExecutor;
 use crate::exec::{Buffer, Executor, MathMode, SvdAlgorithm, SvdReport};
-use crate::ops::decompose::{self, Parts};
-use crate::ops::project::{self, Bases, Side, Strategy};
-use crate::ops::rank;
-use crate::ops::reconstruct::{self, Term};
-use crate::ops::svd::{self, SvdOut, SvdPlan};
-use crate::ops::{diagnostics, Ws};
+use crate::ops::decompose::{self, DecomposePlan, Parts};
+use crate::ops::diagnostics::{LeakagePlan, OrthonormalityPlan, ReconstructionErrorPlan};
+use crate::ops::project::{
+    self, ApplyPlan, Bases, PartialPlan, ProjectPlan, ProjectorPlan, ProjectorSide, Side, Strategy,
+};
+use crate::ops::rank::{ImportancePlan, ReadVectorPlan};
+use crate::ops::reconstruct::{ReconstructPlan, Term};
+use crate::ops::svd::{self, SvdListPlan, SvdOut, SvdPlan, SvdProblem, SvdRoutine};
+use crate::ops::{Plan, Ws};
 use crate::view::{MatMut, MatRef};
 
 enum Workspace {
@@ -162,99 +165,90 @@ impl Context {
         self.ws.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `f` with a workspace of at least `need` bytes (checked before `f` runs).
-    fn with_ws<R>(&self, need: usize, f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>) -> Result<R> {
-        self.with_ws_range(need, need, f)
-    }
-
-    /// As `with_ws`, for ops that can stream through less than their preferred workspace: a
-    /// caller's workspace must hold `min` bytes; the context's own grows to `preferred`.
-    fn with_ws_range<R>(
-        &self,
-        min: usize,
-        preferred: usize,
-        f: impl FnOnce(&dyn Executor, &mut Ws) -> Result<R>,
-    ) -> Result<R> {
+    /// Run a plan built for this context's executor, with a workspace of at least
+    /// `plan.workspace().min` bytes: a caller's workspace must hold that much; the context's own
+    /// grows to `preferred`.
+    ///
+    /// # Safety
+    /// The plan's descriptors must describe valid memory of the context's device, and the plan
+    /// must have been built with [`Context::executor`].
+    unsafe fn execute<P: Plan>(&self, plan: &P) -> Result<P::Output> {
+        let need = plan.workspace();
         let mut guard = self.lock();
         let dev = self.exec.device();
         let (addr, bytes) = match &mut *guard {
             Workspace::User { addr, bytes } => {
-                if *bytes < min {
-                    return Err(Error::WorkspaceTooSmall { needed: min, given: *bytes });
+                if *bytes < need.min {
+                    return Err(Error::WorkspaceTooSmall { needed: need.min, given: *bytes });
                 }
                 (*addr, *bytes)
             }
             Workspace::Cached(buf) => {
-                if buf.as_ref().is_none_or(|b| b.bytes < preferred) {
+                if buf.as_ref().is_none_or(|b| b.bytes < need.preferred) {
                     *buf = None; // free the old one before allocating the larger
-                    *buf = Some(self.exec.alloc(preferred)?);
+                    *buf = Some(self.exec.alloc(need.preferred)?);
                 }
-                let b = buf.as_ref().unwrap();
+                let b = buf.as_ref().expect("allocated above");
                 (b.addr, b.bytes)
             }
         };
         let mut ws = Ws::over(addr, bytes, dev);
-        f(&*self.exec, &mut ws)
+        // SAFETY: the caller vouches for the plan's memory; `ws` is the context's workspace
+        // (caller-set or allocated on this device), at least `need.min` bytes, and held
+        // exclusively under the lock for the whole run.
+        unsafe { plan.run(&*self.exec, &mut ws) }
     }
 
     // -----------------------------------------------------------------------------------------
-    // Raw (descriptor) API.
+    // Raw (descriptor) API: each method builds the op's plan (every check) and runs it.
 
+    /// Workspace bytes an SVD of `w` prefers (the whole batch at once, capped at
+    /// [`svd::MAX_CHUNK_BYTES`]); any caller workspace holding one matrix's share also works.
     pub fn svd_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
         svd::check_input(&*self.exec, w, compute)?;
-        svd::workspace_size(&*self.exec, w, compute, SvdPlan::full(self.svd_algorithm()))
+        let routine = SvdRoutine::full(self.svd_algorithm());
+        svd::check_routine(w, compute, routine)?;
+        Ok(svd::workspace_need(&*self.exec, w, compute, routine)?.preferred)
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_raw(&self, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
-        svd::check_input(&*self.exec, w, compute)?;
-        svd::check_outputs(&*self.exec, w, out)?;
-        let alg = self.svd_algorithm();
-        let (min, preferred) = svd_ws_range(&*self.exec, w, compute, SvdPlan::full(alg))?;
-        self.with_ws_range(min, preferred, |e, ws| svd::svd(e, ws, w, out, compute, alg))
+        let plan = SvdPlan::new(&*self.exec, w, out, compute, self.svd_algorithm())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// Workspace bytes for [`Context::svd_list_raw`] over `ws`: the largest single problem's
-    /// (its whole batch, capped at `MAX_CHUNK_BYTES`), enough for the list to run. The list runs
-    /// in waves of problems that fit the workspace side by side, each wave one concurrent
-    /// grouped SVD; a caller workspace of this size may need several waves. A context
-    /// allocating its own workspace grows it to fit the whole list in one wave (every problem's
-    /// share side by side, capped at `MAX_CHUNK_BYTES`; [`svd::list_workspace_preferred`]).
+    /// (its whole batch, capped at [`svd::MAX_CHUNK_BYTES`]), enough for the list to run. The list
+    /// runs in waves of problems that fit the workspace side by side (see [`svd::SvdListPlan`]);
+    /// a caller workspace of this size may need several waves. A context allocating its own
+    /// workspace grows it to fit the whole list in one wave.
     pub fn svd_list_workspace_size(&self, ws: &[&MatDesc], compute: DType) -> Result<usize> {
+        let routine = SvdRoutine::full(self.svd_algorithm());
+        let mut need = 0;
         for w in ws {
             svd::check_input(&*self.exec, w, compute)?;
+            svd::check_routine(w, compute, routine)?;
+            need = need.max(svd::workspace_need(&*self.exec, w, compute, routine)?.preferred);
         }
-        svd::list_workspace_size(&*self.exec, ws, compute, self.svd_algorithm())
+        Ok(need)
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
-    pub unsafe fn svd_list_raw(&self, problems: &[svd::SvdProblem], compute: DType) -> Result<()> {
-        let mut min = 0;
-        let alg = self.svd_algorithm();
-        for p in problems {
-            svd::check_input(&*self.exec, p.w, compute)?;
-            let (a, _) = svd_ws_range(&*self.exec, p.w, compute, SvdPlan::full(alg))?;
-            min = min.max(a);
-        }
-        // The context's own workspace grows to run the list as one wave (capped); a caller's
-        // need only hold the largest problem's one-matrix share.
-        let ws: Vec<&MatDesc> = problems.iter().map(|p| p.w).collect();
-        let preferred = svd::list_workspace_preferred(&*self.exec, &ws, compute, alg)?.max(min);
-        self.with_ws_range(min, preferred, |e, ws| svd::svd_list(e, ws, problems, compute, alg))
+    pub unsafe fn svd_list_raw(&self, problems: &[SvdProblem], compute: DType) -> Result<()> {
+        let plan = SvdListPlan::new(&*self.exec, problems, compute, self.svd_algorithm())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn decompose_raw(&self, w: &MatDesc, k: usize, parts: &Parts, compute: DType) -> Result<()> {
-        svd::check_input(&*self.exec, w, compute)?;
-        decompose::check_k(w, k)?;
-        decompose::check_parts(&*self.exec, w, k, parts)?;
-        let alg = self.svd_algorithm();
-        let plan = decompose::plan(alg, k, parts)?;
-        let (min, preferred) = svd_ws_range(&*self.exec, w, compute, plan)?;
-        self.with_ws_range(min, preferred, |e, ws| decompose::decompose(e, ws, w, k, parts, compute, alg))
+        let plan = DecomposePlan::new(&*self.exec, w, k, parts, compute, self.svd_algorithm())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// Workspace a decomposition of `w` prefers (the whole batch at once); any caller workspace
@@ -262,35 +256,44 @@ impl Context {
     /// depends on `k`; this query (which has no `k`) reports it for the largest subspace — use
     /// [`Context::decompose_workspace_size_k`] for the exact figure.
     pub fn decompose_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
-        svd::check_input(&*self.exec, w, compute)?;
-        decompose::workspace_size(&*self.exec, w, compute, self.svd_algorithm(), None)
+        Ok(decompose::workspace_need(&*self.exec, w, compute, self.svd_algorithm(), None)?.preferred)
     }
 
     /// As [`Context::decompose_workspace_size`], for a split at `k`.
     pub fn decompose_workspace_size_k(&self, w: &MatDesc, k: usize, compute: DType) -> Result<usize> {
-        svd::check_input(&*self.exec, w, compute)?;
-        decompose::check_k(w, k)?;
-        decompose::workspace_size(&*self.exec, w, compute, self.svd_algorithm(), Some(k))
+        Ok(decompose::workspace_need(&*self.exec, w, compute, self.svd_algorithm(), Some(k))?.preferred)
     }
 
     pub fn leakage_workspace_size(&self, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<usize> {
-        diagnostics::leakage_workspace_size(&*self.exec, side, basis, x)
+        Ok(LeakagePlan::new(&*self.exec, side, basis, x)?.workspace().min)
     }
 
     pub fn orthonormality_error_workspace_size(&self, basis: &MatDesc, columns: bool) -> Result<usize> {
-        diagnostics::orthonormality_workspace_size(&*self.exec, basis, columns)
+        Ok(OrthonormalityPlan::new(&*self.exec, basis, columns)?.workspace().min)
+    }
+
+    pub fn reconstruction_error_workspace_size(&self, w: &MatDesc, terms: &[Term], compute: DType) -> Result<usize> {
+        Ok(ReconstructionErrorPlan::new(&*self.exec, w, terms, compute)?.workspace().min)
+    }
+
+    pub fn layer_importance_workspace_size(&self, w: &MatDesc, activations: &MatDesc, compute: DType) -> Result<usize> {
+        Ok(ImportancePlan::new(&*self.exec, w, activations, compute)?.workspace().min)
+    }
+
+    pub fn read_vector_workspace_size(&self, v: &MatDesc) -> Result<usize> {
+        Ok(ReadVectorPlan::new(&*self.exec, v)?.workspace().min)
     }
 
     pub fn reconstruct_workspace_size(&self, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
-        reconstruct::workspace_size(&*self.exec, terms, out, compute)
+        Ok(ReconstructPlan::new(&*self.exec, terms, out, compute, self.math_mode())?.workspace().min)
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn reconstruct_raw(&self, terms: &[Term], out: &MatDesc, compute: DType) -> Result<()> {
-        let need = reconstruct::workspace_size(&*self.exec, terms, out, compute)?;
-        let math = self.math_mode();
-        self.with_ws(need, |e, ws| reconstruct::reconstruct(e, ws, terms, out, compute, math))
+        let plan = ReconstructPlan::new(&*self.exec, terms, out, compute, self.math_mode())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     pub fn project_workspace_size(
@@ -300,62 +303,73 @@ impl Context {
         x: &MatDesc,
         out: Option<&MatDesc>,
     ) -> Result<usize> {
-        project::workspace_size(&*self.exec, side, bases, x, out)
+        Ok(ProjectPlan::new(&*self.exec, side, bases, x, out, self.math_mode())?.workspace().min)
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_raw(&self, side: Side, bases: &Bases, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
-        let need = project::workspace_size(&*self.exec, side, bases, x, out)?;
-        let math = self.math_mode();
-        self.with_ws(need, |e, ws| project::project(e, ws, side, bases, x, out, math))
+        let plan = ProjectPlan::new(&*self.exec, side, bases, x, out, self.math_mode())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_partial_raw(&self, side: Side, basis: &MatDesc, x: &MatDesc, coef: &MatDesc) -> Result<()> {
-        project::partial(&*self.exec, side, basis, x, coef, self.math_mode())
+        let plan = PartialPlan::new(&*self.exec, side, basis, x, coef, self.math_mode())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
+    }
+
+    pub fn project_apply_workspace_size(
+        &self,
+        side: Side,
+        basis: &MatDesc,
+        coef: &MatDesc,
+        x: &MatDesc,
+    ) -> Result<usize> {
+        Ok(ApplyPlan::new(&*self.exec, side, basis, coef, x, self.math_mode())?.workspace().min)
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn project_apply_raw(&self, side: Side, basis: &MatDesc, coef: &MatDesc, x: &MatDesc) -> Result<()> {
-        // Validate first: the workspace is sized from `coef`, which must be known good.
-        let need = if project::check_shard_apply(&*self.exec, side, basis, coef, x)? {
-            project::apply_workspace_size(coef, x)?
-        } else {
-            0
-        };
-        let math = self.math_mode();
-        self.with_ws(need, |e, ws| project::apply(e, ws, side, basis, coef, x, math))
+        let plan = ApplyPlan::new(&*self.exec, side, basis, coef, x, self.math_mode())?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn leakage_raw(&self, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<Vec<f64>> {
-        let need = diagnostics::leakage_workspace_size(&*self.exec, side, basis, x)?;
-        self.with_ws(need, |e, ws| diagnostics::leakage(e, ws, side, basis, x))
+        let plan = LeakagePlan::new(&*self.exec, side, basis, x)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn orthonormality_error_raw(&self, basis: &MatDesc, columns: bool) -> Result<Vec<f64>> {
-        let need = diagnostics::orthonormality_workspace_size(&*self.exec, basis, columns)?;
-        self.with_ws(need, |e, ws| diagnostics::orthonormality_error(e, ws, basis, columns))
+        let plan = OrthonormalityPlan::new(&*self.exec, basis, columns)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn reconstruction_error_raw(&self, w: &MatDesc, terms: &[Term], compute: DType) -> Result<Vec<f64>> {
-        let need = diagnostics::reconstruction_workspace_size(&*self.exec, w, terms, compute)?;
-        self.with_ws(need, |e, ws| diagnostics::reconstruction_error(e, ws, w, terms, compute))
+        let plan = ReconstructionErrorPlan::new(&*self.exec, w, terms, compute)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn layer_importance_raw(&self, w: &MatDesc, activations: &MatDesc, compute: DType) -> Result<Vec<f64>> {
-        let need = rank::importance_workspace_size(&*self.exec, w, activations, compute)?;
-        self.with_ws(need, |e, ws| rank::layer_importance(e, ws, w, activations, compute))
+        let plan = ImportancePlan::new(&*self.exec, w, activations, compute)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     /// Read singular values (any dtype, any device) to the host as f64; flat, batch entry after
@@ -364,9 +378,9 @@ impl Context {
     /// # Safety
     /// The descriptor must describe valid memory of the context's device.
     pub unsafe fn read_vector_raw(&self, v: &MatDesc) -> Result<Vec<f64>> {
-        rank::check_read_vector(&*self.exec, v)?; // before the workspace is sized from `v`
-        let need = rank::read_vector_workspace_size(v)?;
-        self.with_ws(need, |e, ws| rank::read_vector(e, ws, v))
+        let plan = ReadVectorPlan::new(&*self.exec, v)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.execute(&plan) }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -533,12 +547,6 @@ impl Context {
     }
 }
 
-/// Workspace an SVD of `w` can stream through (one matrix at a time) and the one it prefers.
-fn svd_ws_range(exec: &dyn Executor, w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<(usize, usize)> {
-    let one = svd::workspace_size(exec, &MatDesc { batch: 1, ..*w }, compute, plan)?;
-    Ok((one, svd::workspace_size(exec, w, compute, plan)?))
-}
-
 /// Outputs of [`Context::decompose`].
 #[derive(Debug, Default)]
 pub struct DecomposeOut<'a, O: Element> {
@@ -564,18 +572,13 @@ impl<T: Element> FactorsRef<'_, T> {
     }
 }
 
-/// One side's evaluation: coefficient form over the caller's basis, or a cached `P = I - B B^T`.
-struct SidePlan {
-    left: bool,
-    basis: MatDesc,
-    cached: Option<(Buffer, MatDesc)>,
-}
-
 /// Repeated projection against fixed bases; see [`project::choose`] for when the cached form is
 /// used. Borrows the caller's bases for `'b` (the coefficient form reads them on every call).
 pub struct Projector<'b> {
     side: Side,
-    plans: Vec<SidePlan>,
+    sides: Vec<ProjectorSide>,
+    /// The cached projectors' memory, owned by the projector (`sides` describe it).
+    _buffers: Vec<Buffer>,
     _bases: std::marker::PhantomData<&'b ()>,
 }
 
@@ -590,7 +593,7 @@ impl<'b> Projector<'b> {
         strategy: Strategy,
         max_bytes: usize,
     ) -> Result<Self> {
-        let mut plans = vec![];
+        let (mut sides, mut buffers) = (vec![], vec![]);
         for (left, b) in [(true, u), (false, v)] {
             if (left && !side.left()) || (!left && !side.right()) {
                 continue;
@@ -628,20 +631,23 @@ impl<'b> Projector<'b> {
                     .ok_or_else(|| Error::overflow(name, format!("a {n} x {n} {} projector", b.dtype.name())))?;
                 let buf = ctx.executor().alloc(bytes)?;
                 let p = MatDesc::col_major(buf.addr, b.dtype, n, n).with_device(ctx.executor().device());
-                project::build_projector(ctx.executor(), left, &b, &p)?;
-                Some((buf, p))
+                buffers.push(buf);
+                // SAFETY: `p` is the buffer just allocated on the executor's device; the basis
+                // is the caller's, valid by this function's contract.
+                unsafe { project::build_projector(ctx.executor(), left, &b, &p) }?;
+                Some(p)
             } else {
                 None
             };
-            plans.push(SidePlan { left, basis: b, cached });
+            sides.push(ProjectorSide { left, basis: b, cached });
         }
-        Ok(Projector { side, plans, _bases: std::marker::PhantomData })
+        Ok(Projector { side, sides, _buffers: buffers, _bases: std::marker::PhantomData })
     }
 
     /// The strategy each side uses: `(left, right)`, `None` for a side not projected.
     pub fn strategies(&self) -> (Option<Strategy>, Option<Strategy>) {
         let get = |left: bool| {
-            self.plans.iter().find(|p| p.left == left).map(|p| {
+            self.sides.iter().find(|p| p.left == left).map(|p| {
                 if p.cached.is_some() {
                     Strategy::CachedProjector
                 } else {
@@ -652,66 +658,24 @@ impl<'b> Projector<'b> {
         (get(true), get(false))
     }
 
-    fn bases(&self) -> Bases<'_> {
-        Bases {
-            u: self.plans.iter().find(|p| p.left).map(|p| &p.basis),
-            v: self.plans.iter().find(|p| !p.left).map(|p| &p.basis),
-        }
+    /// The validated application of this projector to `x` (in place, or into `out`).
+    pub fn plan(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<ProjectorPlan> {
+        ProjectorPlan::new(ctx.executor(), self.side, &self.sides, x, out, ctx.math_mode())
     }
 
     /// Workspace bytes [`Projector::apply_raw`] needs for `x` and `out` (a caller workspace set
     /// on the context must hold this much).
     pub fn workspace_size(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
-        let target = project::check_apply(ctx.executor(), self.side, &self.bases(), x, out)?;
-        let blas = crate::ops::is_blas(x) && crate::ops::is_blas_out(&target);
-        let mut need = 0;
-        let mut src = *x;
-        for plan in &self.plans {
-            let dst = if target != src { Some(&target) } else { None };
-            need = need.max(match (&plan.cached, blas) {
-                (Some((_, p)), true) => project::apply_projector_workspace_size(plan.left, p, &src, dst)?,
-                _ => {
-                    let side = if plan.left { Side::Left } else { Side::Right };
-                    project::workspace_size(
-                        ctx.executor(),
-                        side,
-                        &Bases { u: Some(&plan.basis), v: Some(&plan.basis) },
-                        &src,
-                        dst,
-                    )?
-                }
-            });
-            src = target;
-        }
-        Ok(need)
+        Ok(self.plan(ctx, x, out)?.workspace().min)
     }
 
     /// # Safety
-    /// Descriptors must describe valid memory of the context's device.
+    /// Descriptors must describe valid memory of the context's device, and `ctx` must be the
+    /// context the projector was built on.
     pub unsafe fn apply_raw(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
-        let bases = self.bases();
-        let target = project::check_apply(ctx.executor(), self.side, &bases, x, out)?;
-        let blas = crate::ops::is_blas(x) && crate::ops::is_blas_out(&target);
-        let mut src = *x;
-        for plan in &self.plans {
-            let dst = if target != src { Some(&target) } else { None };
-            match (&plan.cached, blas) {
-                (Some((_, p)), true) => {
-                    let need = project::apply_projector_workspace_size(plan.left, p, &src, dst)?;
-                    let math = ctx.math_mode();
-                    ctx.with_ws(need, |e, ws| project::apply_projector(e, ws, plan.left, p, &src, dst, math))?;
-                }
-                _ => {
-                    let side = if plan.left { Side::Left } else { Side::Right };
-                    let b = Bases { u: Some(&plan.basis), v: Some(&plan.basis) };
-                    let need = project::workspace_size(ctx.executor(), side, &b, &src, dst)?;
-                    let math = ctx.math_mode();
-                    ctx.with_ws(need, |e, ws| project::project(e, ws, side, &b, &src, dst, math))?;
-                }
-            }
-            src = target;
-        }
-        Ok(())
+        let plan = self.plan(ctx, x, out)?;
+        // SAFETY: the caller's contract; the cached projectors are this projector's own buffers.
+        unsafe { ctx.execute(&plan) }
     }
 
     /// Project `x` in place.

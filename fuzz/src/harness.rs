@@ -2008,6 +2008,16 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     let (st, q) =
         query("osft_read_vector_workspace_size", |b| unsafe { osft_read_vector_workspace_size(ctx, &d1, b) })?;
     let mut allowed = model_statuses(&d1, a1);
+    // The query plans the read, so it refuses what the read refuses: a buffer on another device
+    // (checked first), then a matrix that is not a vector.
+    if let Some(ok) = allowed.iter().position(|s| *s == OSFT_STATUS_OK) {
+        let empty = d1.rows == 0 || d1.cols == 0 || d1.batch == 0;
+        if !empty && d1.device != 0 {
+            allowed[ok] = OSFT_STATUS_DEVICE_MISMATCH;
+        } else if d1.rows > 1 && d1.cols > 1 {
+            allowed[ok] = OSFT_STATUS_INVALID_SHAPE;
+        }
+    }
     // A valid vector whose f64 copy cannot exist: the scratch size itself overflows.
     let count = (d1.rows as u128).saturating_mul(d1.cols as u128).saturating_mul(d1.batch as u128);
     if allowed.contains(&OSFT_STATUS_OK) && count.saturating_mul(8) > isize::MAX as u128 {
@@ -2021,9 +2031,7 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     }
     if let Some(bytes) = q {
         let len = (d1.rows as u128).saturating_mul(d1.cols as u128).saturating_mul(d1.batch as u128);
-        if d1.rows > 1 && d1.cols > 1 {
-            // Validation passes; the op itself would reject a non-vector. Nothing to check.
-        } else if (bytes as u128) < len.saturating_mul(8) {
+        if (bytes as u128) < len.saturating_mul(8) {
             return Err(format!("read_vector_workspace_size of {d1:?}: {bytes} bytes for {len} doubles"));
         }
     }

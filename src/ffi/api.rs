@@ -21,7 +21,6 @@ use crate::ops::decompose::Parts;
 use crate::ops::project::{self, Bases};
 use crate::ops::reconstruct::Term;
 use crate::ops::svd::{SvdOut, SvdProblem};
-use crate::ops::{diagnostics, rank};
 use crate::RankRule;
 
 const fn parse_u32(s: &str) -> u32 {
@@ -599,7 +598,7 @@ pub unsafe extern "C" fn osft_layer_importance_workspace_size(
         let out = out_ptr(bytes, "bytes")?;
         let w = desc(w, "W")?;
         let x = desc(activations, "activations")?;
-        let n = rank::importance_workspace_size(c.ctx.executor(), &w, &x, super::boundary::compute(compute)?)?;
+        let n = c.ctx.layer_importance_workspace_size(&w, &x, super::boundary::compute(compute)?)?;
         *out = n;
         Ok(())
     })
@@ -637,11 +636,10 @@ pub unsafe extern "C" fn osft_read_vector_workspace_size(
     bytes: *mut usize,
 ) -> osft_status {
     guard(|| {
-        context(ctx)?;
+        let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let d = desc(v, "vector")?;
-        d.validate("vector", true)?;
-        *out = rank::read_vector_workspace_size(&d)?;
+        *out = c.ctx.read_vector_workspace_size(&d)?;
         Ok(())
     })
 }
@@ -985,7 +983,7 @@ pub unsafe extern "C" fn osft_leakage_workspace_size(
         let side = super::boundary::side(side)?;
         let b = desc(basis, "basis")?;
         let x = desc(x, "X")?;
-        *o = diagnostics::leakage_workspace_size(c.ctx.executor(), side, &b, &x)?;
+        *o = c.ctx.leakage_workspace_size(side, &b, &x)?;
         Ok(())
     })
 }
@@ -1034,7 +1032,7 @@ pub unsafe extern "C" fn osft_orthonormality_error_workspace_size(
         let o = out_ptr(bytes, "bytes")?;
         let cols = columns(side)?;
         let b = desc(basis, "basis")?;
-        *o = diagnostics::orthonormality_workspace_size(c.ctx.executor(), &b, cols)?;
+        *o = c.ctx.orthonormality_error_workspace_size(&b, cols)?;
         Ok(())
     })
 }
@@ -1086,7 +1084,7 @@ pub unsafe extern "C" fn osft_reconstruction_error_workspace_size(
         let w = desc(w, "W")?;
         let t = terms(u_high, s_high, v_high, u_low, s_low, v_low)?;
         let compute = super::boundary::compute(compute)?;
-        *o = diagnostics::reconstruction_workspace_size(c.ctx.executor(), &w, &as_terms(&t), compute)?;
+        *o = c.ctx.reconstruction_error_workspace_size(&w, &as_terms(&t), compute)?;
         Ok(())
     })
 }

@@ -5,7 +5,7 @@
 //! `k = 0` (nothing frozen) and `k = R` (everything frozen) are valid; the empty parts may then
 //! be passed as `0`-column / `0`-row descriptors or omitted.
 
-use super::svd::{self, Factors, SvdPlan};
+use super::svd::{self, Factors, SvdRoutine};
 use super::*;
 use crate::desc::check_disjoint_staged;
 use crate::exec::SvdAlgorithm;
@@ -88,73 +88,106 @@ pub fn wants_low(parts: &Parts) -> bool {
 /// The SVD a decomposition runs: the full thin SVD, or — for the randomized algorithm, which
 /// serves only the frozen top-`k` part — the top `k`. Requesting a low part with the randomized
 /// algorithm is `InvalidArgument` (never a silent fallback).
-pub fn plan(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdPlan> {
+pub fn routine(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdRoutine> {
     if algorithm != SvdAlgorithm::Randomized {
-        return Ok(SvdPlan::full(algorithm));
+        return Ok(SvdRoutine::full(algorithm));
     }
     if wants_low(parts) {
         return Err(Error::InvalidArgument(
             "the randomized SVD (OSFT_SVD_RANDOMIZED) computes only the top k: pass NULL for U_low, S_low and V_low, or choose another algorithm".into(),
         ));
     }
-    Ok(SvdPlan { algorithm, top_k: Some(k) })
+    Ok(SvdRoutine { algorithm, top_k: Some(k) })
 }
 
-/// Workspace bytes for [`decompose`]: that of the SVD. `k` is needed by the randomized
-/// algorithm only; without it (`None`, the C query has no `k`) its size is reported for the
-/// largest subspace it allows, `k + p = min(N, M) - 1` (cuSOLVER's `Xgesvdr` workspace grows
-/// with `k + p`; `decompose` itself sizes exactly and refuses a workspace that is too small).
-pub fn workspace_size(
+/// The workspace of a decomposition of `w` by `algorithm`, before its outputs are known (the
+/// workspace query). `k` matters to the randomized algorithm only; without it (`None`, the C
+/// query has no `k`) its size is reported for the largest subspace it allows,
+/// `k + p = min(N, M) - 1` (cuSOLVER's `Xgesvdr` workspace grows with `k + p`; a
+/// [`DecomposePlan`] sizes exactly and refuses a workspace that is too small).
+pub fn workspace_need(
     exec: &dyn Executor,
     w: &MatDesc,
     compute: DType,
     algorithm: SvdAlgorithm,
     k: Option<usize>,
-) -> Result<usize> {
-    let plan = match (algorithm, k) {
+) -> Result<WorkspaceNeed> {
+    svd::check_input(exec, w, compute)?;
+    if let Some(k) = k {
+        check_k(w, k)?;
+    }
+    let routine = match (algorithm, k) {
         (SvdAlgorithm::Randomized, k) => {
             let n = w.rows.min(w.cols);
             let k = k.unwrap_or_else(|| n.saturating_sub(1 + crate::exec::GESVDR_OVERSAMPLING).max(1));
-            SvdPlan { algorithm, top_k: Some(k) }
+            SvdRoutine { algorithm, top_k: Some(k) }
         }
-        _ => SvdPlan::full(algorithm),
+        _ => SvdRoutine::full(algorithm),
     };
-    svd::workspace_size(exec, w, compute, plan)
+    svd::workspace_need(exec, w, compute, routine)
 }
 
-/// Decompose `w` (one matrix or a strided batch, any layout, any dtype) and split at `k`.
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn decompose(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    w: &MatDesc,
+/// A validated decomposition of `w` (one matrix or a strided batch, any layout, any dtype),
+/// split at `k`.
+#[derive(Clone, Copy, Debug)]
+pub struct DecomposePlan {
+    w: MatDesc,
     k: usize,
-    parts: &Parts,
+    parts: [Option<MatDesc>; 6],
     compute: DType,
-    algorithm: SvdAlgorithm,
-) -> Result<()> {
-    svd::check_input(exec, w, compute)?;
-    check_k(w, k)?;
-    let (s_high, s_low) = check_parts(exec, w, k, parts)?;
-    let plan = plan(algorithm, k, parts)?;
-    let r = w.rows.min(w.cols);
-    svd::run(exec, ws, w, compute, plan, &mut |f: &Factors| {
-        let put = |src: MatDesc, dst: Option<&MatDesc>| -> Result<()> {
-            match dst {
-                Some(d) if !src.is_empty() => copy(exec, &src, &d.batch_range(f.b0, f.nb)),
-                _ => Ok(()),
+    routine: SvdRoutine,
+    need: WorkspaceNeed,
+}
+
+impl DecomposePlan {
+    pub fn new(
+        exec: &dyn Executor,
+        w: &MatDesc,
+        k: usize,
+        parts: &Parts,
+        compute: DType,
+        algorithm: SvdAlgorithm,
+    ) -> Result<Self> {
+        svd::check_input(exec, w, compute)?;
+        check_k(w, k)?;
+        let (s_high, s_low) = check_parts(exec, w, k, parts)?;
+        let routine = routine(algorithm, k, parts)?;
+        svd::check_routine(w, compute, routine)?;
+        let need = svd::workspace_need(exec, w, compute, routine)?;
+        let parts =
+            [parts.u_high.copied(), s_high, parts.v_high.copied(), parts.u_low.copied(), s_low, parts.v_low.copied()];
+        Ok(DecomposePlan { w: *w, k, parts, compute, routine, need })
+    }
+}
+
+impl Plan for DecomposePlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        self.need
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        let (w, k) = (&self.w, self.k);
+        let [u_high, s_high, v_high, u_low, s_low, v_low] = &self.parts;
+        let r = w.rows.min(w.cols);
+        let full = self.routine.top_k.is_none();
+        svd::factor(exec, ws, w, self.compute, self.routine, &mut |f: &Factors| {
+            let put = |src: MatDesc, dst: &Option<MatDesc>| -> Result<()> {
+                match dst {
+                    Some(d) if !src.is_empty() => copy(exec, &src, &d.batch_range(f.b0, f.nb)),
+                    _ => Ok(()),
+                }
+            };
+            put(f.u.cols_range(0, k), u_high)?;
+            put(f.vt.rows_range(0, k), v_high)?;
+            put(f.s.rows_range(0, k), s_high)?;
+            if full {
+                put(f.u.cols_range(k, r - k), u_low)?;
+                put(f.vt.rows_range(k, r - k), v_low)?;
+                put(f.s.rows_range(k, r - k), s_low)?;
             }
-        };
-        put(f.u.cols_range(0, k), parts.u_high)?;
-        put(f.vt.rows_range(0, k), parts.v_high)?;
-        put(f.s.rows_range(0, k), s_high.as_ref())?;
-        if plan.top_k.is_none() {
-            put(f.u.cols_range(k, r - k), parts.u_low)?;
-            put(f.vt.rows_range(k, r - k), parts.v_low)?;
-            put(f.s.rows_range(k, r - k), s_low.as_ref())?;
-        }
-        Ok(())
-    })
+            Ok(())
+        })
+    }
 }

@@ -70,33 +70,47 @@ fn leakage_layout(
     Ok((sb, sx, coef))
 }
 
-pub fn leakage_workspace_size(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<usize> {
-    let left = check_leakage(exec, side, basis, x)?;
-    let mut ws = Ws::measure(exec.device());
-    leakage_layout(&mut ws, left, basis, x)?;
-    Ok(ws.used())
+/// A validated leakage measurement of `x` into the span of `basis` on one side, per batch entry.
+#[derive(Clone, Copy, Debug)]
+pub struct LeakagePlan {
+    left: bool,
+    basis: MatDesc,
+    x: MatDesc,
+    need: usize,
 }
 
-/// Leakage of `x` into the span of `basis` on `side`, per batch entry.
-///
-/// # Safety
-/// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn leakage(exec: &dyn Executor, ws: &mut Ws, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<Vec<f64>> {
-    let left = check_leakage(exec, side, basis, x)?;
-    let (sb, sx, coef) = leakage_layout(ws, left, basis, x)?;
-    let b = staged(exec, basis, sb)?;
-    let xs = staged(exec, x, sx)?;
-    let gc = compute_for(x.dtype);
-    if coef.rows > 0 && coef.cols > 0 {
-        if left {
-            gemm(exec, &coef, 1.0, &b.t(), &xs, 0.0, gc)?;
-        } else {
-            gemm(exec, &coef, 1.0, &xs, &b.t(), 0.0, gc)?;
-        }
+impl LeakagePlan {
+    pub fn new(exec: &dyn Executor, side: Side, basis: &MatDesc, x: &MatDesc) -> Result<Self> {
+        let left = check_leakage(exec, side, basis, x)?;
+        let need = measure(exec.device(), |ws| leakage_layout(ws, left, basis, x).map(drop))?;
+        Ok(LeakagePlan { left, basis: *basis, x: *x, need })
     }
-    let num = exec.sum_squares(coef.rows, coef.cols, coef.batch, &strided2d(&coef))?;
-    let den = exec.sum_squares(x.rows, x.cols, x.batch, &strided2d(x))?;
-    Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { 0.0 } else { (n / d).sqrt() }).collect())
+}
+
+impl Plan for LeakagePlan {
+    type Output = Vec<f64>;
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
+        let (left, basis, x) = (self.left, &self.basis, &self.x);
+        let (sb, sx, coef) = leakage_layout(ws, left, basis, x)?;
+        let b = staged(exec, basis, sb)?;
+        let xs = staged(exec, x, sx)?;
+        let gc = compute_for(x.dtype);
+        if coef.rows > 0 && coef.cols > 0 {
+            if left {
+                gemm(exec, &coef, 1.0, &b.t(), &xs, 0.0, gc)?;
+            } else {
+                gemm(exec, &coef, 1.0, &xs, &b.t(), 0.0, gc)?;
+            }
+        }
+        let num = exec.sum_squares(coef.rows, coef.cols, coef.batch, &strided2d(&coef))?;
+        let den = exec.sum_squares(x.rows, x.cols, x.batch, &strided2d(x))?;
+        Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { 0.0 } else { (n / d).sqrt() }).collect())
+    }
 }
 
 fn ortho_layout(ws: &mut Ws, basis: &MatDesc, columns: bool) -> Result<(Option<MatDesc>, MatDesc)> {
@@ -106,70 +120,79 @@ fn ortho_layout(ws: &mut Ws, basis: &MatDesc, columns: bool) -> Result<(Option<M
     Ok((sb, g))
 }
 
-pub fn orthonormality_workspace_size(exec: &dyn Executor, basis: &MatDesc, columns: bool) -> Result<usize> {
-    basis.validate("basis", true)?;
-    check_device(exec, &[("basis", basis)])?;
-    let mut ws = Ws::measure(exec.device());
-    ortho_layout(&mut ws, basis, columns)?;
-    Ok(ws.used())
-}
-
-/// `||B^T B - I||_F` (`columns`) or `||B B^T - I||_F`, per batch entry.
-///
-/// # Safety
-/// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn orthonormality_error(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    basis: &MatDesc,
+/// A validated orthonormality measurement: `||B^T B - I||_F` (`columns`) or `||B B^T - I||_F`,
+/// per batch entry.
+#[derive(Clone, Copy, Debug)]
+pub struct OrthonormalityPlan {
+    basis: MatDesc,
     columns: bool,
-) -> Result<Vec<f64>> {
-    basis.validate("basis", true)?;
-    check_device(exec, &[("basis", basis)])?;
-    let (sb, g) = ortho_layout(ws, basis, columns)?;
-    if g.rows == 0 {
-        return Ok(vec![0.0; basis.batch]);
+    need: usize,
+}
+
+impl OrthonormalityPlan {
+    pub fn new(exec: &dyn Executor, basis: &MatDesc, columns: bool) -> Result<Self> {
+        basis.validate("basis", true)?;
+        check_device(exec, &[("basis", basis)])?;
+        let need = measure(exec.device(), |ws| ortho_layout(ws, basis, columns).map(drop))?;
+        Ok(OrthonormalityPlan { basis: *basis, columns, need })
     }
-    let b = staged(exec, basis, sb)?;
-    let b = if columns { b } else { b.t() };
-    gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
-    exec.add_diagonal(
-        g.rows,
-        &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride },
-        g.batch,
-        -1.0,
-    )?;
-    Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
 }
 
-pub fn reconstruction_workspace_size(
-    exec: &dyn Executor,
-    w: &MatDesc,
-    terms: &[Term],
-    compute: DType,
-) -> Result<usize> {
-    w.validate("W", false)?;
-    check_device(exec, &[("W", w)])?;
-    reconstruct::scratch_workspace_size(exec, terms, w, compute)
+impl Plan for OrthonormalityPlan {
+    type Output = Vec<f64>;
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
+        let (basis, columns) = (&self.basis, self.columns);
+        let (sb, g) = ortho_layout(ws, basis, columns)?;
+        if g.rows == 0 {
+            return Ok(vec![0.0; basis.batch]);
+        }
+        let b = staged(exec, basis, sb)?;
+        let b = if columns { b } else { b.t() };
+        gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
+        exec.add_diagonal(
+            g.rows,
+            &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride },
+            g.batch,
+            -1.0,
+        )?;
+        Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
+    }
 }
 
-/// Relative reconstruction error of `w` by the given terms, per batch entry.
-///
-/// # Safety
-/// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn reconstruction_error(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    w: &MatDesc,
-    terms: &[Term],
-    compute: DType,
-) -> Result<Vec<f64>> {
-    w.validate("W", false)?;
-    check_device(exec, &[("W", w)])?;
-    let r = reconstruct::reconstruct_scratch(exec, ws, terms, w, compute)?;
-    // r <- W - r
-    axpby(exec, 1.0, w, -1.0, &r)?;
-    let num = exec.sum_squares(r.rows, r.cols, r.batch, &strided2d(&r))?;
-    let den = exec.sum_squares(w.rows, w.cols, w.batch, &strided2d(w))?;
-    Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { n.sqrt() } else { (n / d).sqrt() }).collect())
+/// A validated relative reconstruction error of `w` by the given terms, per batch entry.
+#[derive(Clone, Debug)]
+pub struct ReconstructionErrorPlan {
+    w: MatDesc,
+    rec: reconstruct::ScratchReconstruction,
+}
+
+impl ReconstructionErrorPlan {
+    pub fn new(exec: &dyn Executor, w: &MatDesc, terms: &[Term], compute: DType) -> Result<Self> {
+        w.validate("W", false)?;
+        check_device(exec, &[("W", w)])?;
+        Ok(ReconstructionErrorPlan { w: *w, rec: reconstruct::ScratchReconstruction::new(exec, terms, w, compute)? })
+    }
+}
+
+impl Plan for ReconstructionErrorPlan {
+    type Output = Vec<f64>;
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.rec.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
+        let w = &self.w;
+        let r = self.rec.run(exec, ws)?;
+        // r <- W - r
+        axpby(exec, 1.0, w, -1.0, &r)?;
+        let num = exec.sum_squares(r.rows, r.cols, r.batch, &strided2d(&r))?;
+        let den = exec.sum_squares(w.rows, w.cols, w.batch, &strided2d(w))?;
+        Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { n.sqrt() } else { (n / d).sqrt() }).collect())
+    }
 }

@@ -1,10 +1,13 @@
 //! The OSFT algorithms, written once against [`Executor`](crate::exec::Executor).
 //!
-//! Each op validates every descriptor first (nothing is written before all checks pass), lays out
-//! its scratch with a [`Ws`] — the same function measures the workspace size for the query and
-//! carves the real workspace, so the two cannot disagree — and then issues primitive calls.
-//! Functions here take raw descriptors and are `unsafe`: the caller vouches that each descriptor
-//! describes valid memory of the executor's device. [`crate::Context`] wraps them in a safe API.
+//! Each op is planned before it runs, as cuFFT plans and cuBLASLt matmul descriptors are: a safe
+//! constructor (`XxxPlan::new`) checks every descriptor and precondition — shapes, dtypes, strides,
+//! overlap, device, rank, the SVD routine's limits — and measures the workspace the op needs
+//! ([`WorkspaceNeed`]); [`Plan::run`] then only lays out its scratch with a [`Ws`] (the same layout
+//! function measured it, so query and run cannot disagree) and issues primitive calls, with no
+//! further checks. `run` is the one `unsafe` step: its only contract is that the described memory
+//! is valid. Workspace queries, [`crate::Context`]'s op methods, cached projectors and the C
+//! functions are all uses of plans.
 #![allow(clippy::missing_safety_doc)] // the one contract above applies to every `unsafe fn` here
 
 pub mod decompose;
@@ -18,6 +21,46 @@ use crate::desc::MatDesc;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::exec::{Addr, AxpbyArgs, ComputeType, Executor, GemmArgs, Op, Strided, Strided2d};
+
+/// The workspace an op needs: it runs with `min` bytes (streaming a batch through the workspace
+/// where it can) and fastest with `preferred` (never less than `min`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceNeed {
+    pub min: usize,
+    pub preferred: usize,
+}
+
+impl WorkspaceNeed {
+    /// An op that needs exactly `bytes`, no more, no less.
+    pub fn exact(bytes: usize) -> Self {
+        WorkspaceNeed { min: bytes, preferred: bytes }
+    }
+}
+
+/// A validated op, ready to run on the executor it was planned for.
+pub trait Plan {
+    /// What the op returns to the host (`()` for ops that only write the caller's buffers).
+    type Output;
+
+    /// The workspace [`Plan::run`] needs.
+    fn workspace(&self) -> WorkspaceNeed;
+
+    /// Run the op. Every check was done when the plan was built; nothing is checked again.
+    ///
+    /// # Safety
+    /// The descriptors the plan was built from must describe valid memory of `exec`'s device
+    /// (readable inputs, writable outputs), `exec` must be the executor the plan was built with,
+    /// and `ws` must carve valid workspace memory of that device, of at least
+    /// `self.workspace().min` bytes.
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Self::Output>;
+}
+
+/// Bytes the scratch laid out by `f` takes (a measuring [`Ws`]; nothing is allocated or run).
+pub(crate) fn measure(device: crate::desc::Device, f: impl FnOnce(&mut Ws) -> Result<()>) -> Result<usize> {
+    let mut ws = Ws::measure(device);
+    f(&mut ws)?;
+    Ok(ws.used())
+}
 
 /// Alignment of every scratch region (what cuBLAS wants for vectorised access).
 const WS_ALIGN: usize = 256;
@@ -39,6 +82,11 @@ impl Ws {
     /// Carves from `bytes` of executor memory at `base`.
     pub fn over(base: Addr, bytes: usize, device: crate::desc::Device) -> Self {
         Ws { device, base: Some(base), bytes, used: 0 }
+    }
+    /// The same memory (or measurement), carved afresh from its start: for steps that run one
+    /// after the other and may reuse each other's scratch.
+    pub fn restart(&self) -> Ws {
+        Ws { used: 0, ..self.clone() }
     }
     /// Bytes needed so far (for `measure`) or used so far.
     pub fn used(&self) -> usize {

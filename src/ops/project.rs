@@ -153,71 +153,95 @@ fn layout(ws: &mut Ws, side: Side, bases: &Bases, x: &MatDesc, target: &MatDesc)
     Ok(Scratch { stage, u, v, coef })
 }
 
-/// Workspace bytes for [`project`].
-pub fn workspace_size(
-    exec: &dyn Executor,
+/// A validated projection of `X` (in place, or into `out`) away from the bases, in the
+/// coefficient form.
+#[derive(Clone, Copy, Debug)]
+pub struct ProjectPlan {
     side: Side,
-    bases: &Bases,
-    x: &MatDesc,
-    out: Option<&MatDesc>,
-) -> Result<usize> {
-    let target = check(exec, side, bases, x, out)?;
-    let mut ws = Ws::measure(exec.device());
-    layout(&mut ws, side, bases, x, &target)?;
-    Ok(ws.used())
+    u: Option<MatDesc>,
+    v: Option<MatDesc>,
+    x: MatDesc,
+    target: MatDesc,
+    compute: ComputeType,
+    need: usize,
 }
 
-/// Project `x` (in place when `out` is `None` or the same descriptor) away from the bases.
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device; `ws` must be valid
-/// workspace memory of the size it was created with.
-pub unsafe fn project(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    side: Side,
-    bases: &Bases,
-    x: &MatDesc,
-    out: Option<&MatDesc>,
-    math: MathMode,
-) -> Result<()> {
-    let target = check(exec, side, bases, x, out)?;
-    let s = layout(ws, side, bases, x, &target)?;
-    let compute = ComputeType::for_data(x.dtype, math);
-    // Bring X to where the GEMMs can write it.
-    let t = match s.stage {
-        Some(st) => {
-            copy(exec, x, &st)?;
-            st
-        }
-        None => {
-            if target != *x {
-                copy(exec, x, &target)?;
-            }
-            target
-        }
-    };
-    let staged = |d: &MatDesc, st: Option<MatDesc>| -> Result<MatDesc> {
-        match st {
+impl ProjectPlan {
+    /// Check a projection of `x` (into `out`, or in place when `out` is `None` or `x` itself).
+    pub fn new(
+        exec: &dyn Executor,
+        side: Side,
+        bases: &Bases,
+        x: &MatDesc,
+        out: Option<&MatDesc>,
+        math: MathMode,
+    ) -> Result<Self> {
+        let target = check(exec, side, bases, x, out)?;
+        let (u, v) = need_basis(side, bases)?;
+        Self::checked(exec, side, u.copied(), v.copied(), x, &target, ComputeType::for_data(x.dtype, math))
+    }
+
+    /// The plan of a call [`check`] accepted (`target`: what it returned).
+    fn checked(
+        exec: &dyn Executor,
+        side: Side,
+        u: Option<MatDesc>,
+        v: Option<MatDesc>,
+        x: &MatDesc,
+        target: &MatDesc,
+        compute: ComputeType,
+    ) -> Result<Self> {
+        let b = Bases { u: u.as_ref(), v: v.as_ref() };
+        let need = measure(exec.device(), |ws| layout(ws, side, &b, x, target).map(drop))?;
+        Ok(ProjectPlan { side, u, v, x: *x, target: *target, compute, need })
+    }
+}
+
+impl Plan for ProjectPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        let (x, target, compute) = (&self.x, &self.target, self.compute);
+        let s = layout(ws, self.side, &Bases { u: self.u.as_ref(), v: self.v.as_ref() }, x, target)?;
+        // Bring X to where the GEMMs can write it.
+        let t = match s.stage {
             Some(st) => {
-                copy(exec, d, &st)?;
-                Ok(st)
+                copy(exec, x, &st)?;
+                st
             }
-            None => Ok(*d),
+            None => {
+                if target != x {
+                    copy(exec, x, target)?;
+                }
+                *target
+            }
+        };
+        let staged = |d: &MatDesc, st: Option<MatDesc>| -> Result<MatDesc> {
+            match st {
+                Some(st) => {
+                    copy(exec, d, &st)?;
+                    Ok(st)
+                }
+                None => Ok(*d),
+            }
+        };
+        if let Some(u) = &self.u {
+            let u = staged(u, s.u)?;
+            project_left(exec, compute, &u, &t, s.coef)?;
         }
-    };
-    if side.left() {
-        let u = staged(bases.u.unwrap(), s.u)?;
-        project_left(exec, compute, &u, &t, s.coef)?;
+        if let Some(v) = &self.v {
+            let v = staged(v, s.v)?;
+            project_right(exec, compute, &v, &t, s.coef)?;
+        }
+        if s.stage.is_some() {
+            copy(exec, &t, target)?;
+        }
+        Ok(())
     }
-    if side.right() {
-        let v = staged(bases.v.unwrap(), s.v)?;
-        project_right(exec, compute, &v, &t, s.coef)?;
-    }
-    if s.stage.is_some() {
-        copy(exec, &t, &target)?;
-    }
-    Ok(())
 }
 
 /// `t <- t - U (U^T t)`: two strided-batched GEMMs for the whole batch.
@@ -345,35 +369,56 @@ fn check_shard(exec: &dyn Executor, left: bool, basis: &MatDesc, x: &MatDesc, x_
     Ok(())
 }
 
-/// Phase 1: this shard's partial coefficients, `coef = U_r^T X_r` (left, `k x M`) or
-/// `coef = X_r V_r^T` (right, `N x k`), overwriting `coef`. Sum them over shards, then [`apply`].
-/// `coef` may be f32 for f16/bf16 data (recommended: the all-reduce then sums in f32).
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn partial(
-    exec: &dyn Executor,
-    side: Side,
-    basis: &MatDesc,
-    x: &MatDesc,
-    coef: &MatDesc,
-    math: MathMode,
-) -> Result<()> {
-    let left = one_side(side)?;
-    check_shard(exec, left, basis, x, false)?;
-    let (r, c) = coef_shape(left, basis, x);
-    check_coef(x, coef, r, c, true)?;
-    check_out_batch("coef", coef, x.batch)?;
-    check_device(exec, &[("coef", coef)])?;
-    check_disjoint(&[("coef", coef)], &[("X", x), ("basis", basis)])?;
-    if r == 0 || c == 0 {
-        return Ok(());
+/// Phase 1 of a sharded projection, validated: this shard's partial coefficients,
+/// `coef = U_r^T X_r` (left, `k x M`) or `coef = X_r V_r^T` (right, `N x k`), overwriting `coef`.
+/// Sum them over shards, then [`ApplyPlan`]. `coef` may be f32 for f16/bf16 data (recommended:
+/// the all-reduce then sums in f32). Needs no workspace.
+#[derive(Clone, Copy, Debug)]
+pub struct PartialPlan {
+    left: bool,
+    basis: MatDesc,
+    x: MatDesc,
+    coef: MatDesc,
+    compute: ComputeType,
+}
+
+impl PartialPlan {
+    pub fn new(
+        exec: &dyn Executor,
+        side: Side,
+        basis: &MatDesc,
+        x: &MatDesc,
+        coef: &MatDesc,
+        math: MathMode,
+    ) -> Result<Self> {
+        let left = one_side(side)?;
+        check_shard(exec, left, basis, x, false)?;
+        let (r, c) = coef_shape(left, basis, x);
+        check_coef(x, coef, r, c, true)?;
+        check_out_batch("coef", coef, x.batch)?;
+        check_device(exec, &[("coef", coef)])?;
+        check_disjoint(&[("coef", coef)], &[("X", x), ("basis", basis)])?;
+        Ok(PartialPlan { left, basis: *basis, x: *x, coef: *coef, compute: ComputeType::for_data(x.dtype, math) })
     }
-    let compute = ComputeType::for_data(x.dtype, math);
-    if left {
-        gemm(exec, coef, 1.0, &basis.t(), x, 0.0, compute)
-    } else {
-        gemm(exec, coef, 1.0, x, &basis.t(), 0.0, compute)
+}
+
+impl Plan for PartialPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(0)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, _ws: &mut Ws) -> Result<()> {
+        let (basis, x, coef) = (&self.basis, &self.x, &self.coef);
+        if coef.is_empty() {
+            return Ok(());
+        }
+        if self.left {
+            gemm(exec, coef, 1.0, &basis.t(), x, 0.0, self.compute)
+        } else {
+            gemm(exec, coef, 1.0, x, &basis.t(), 0.0, self.compute)
+        }
     }
 }
 
@@ -388,56 +433,69 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
     }
 }
 
-/// Every check of [`apply`], before any workspace is taken (a context sizes and allocates its
-/// workspace only for a valid call: an invalid `coef` must get its own error, not an allocation
-/// of its claimed size). `Ok(false)`: nothing to compute (an empty product).
-pub fn check_shard_apply(
-    exec: &dyn Executor,
-    side: Side,
-    basis: &MatDesc,
-    coef: &MatDesc,
-    x: &MatDesc,
-) -> Result<bool> {
-    let left = one_side(side)?;
-    check_shard(exec, left, basis, x, true)?;
-    let (r, c) = coef_shape(left, basis, x);
-    check_coef(x, coef, r, c, false)?;
-    check_batch(x.batch, &[("coef", coef)])?;
-    check_device(exec, &[("coef", coef)])?;
-    check_disjoint(&[("X", x)], &[("coef", coef), ("basis", basis)])?;
-    Ok(r > 0 && c > 0)
+/// Phase 2 of a sharded projection, validated: with the all-reduced coefficients,
+/// `X_r <- X_r - U_r coef` (left) or `X_r <- X_r - coef V_r` (right), in place.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyPlan {
+    left: bool,
+    basis: MatDesc,
+    coef: MatDesc,
+    x: MatDesc,
+    compute: ComputeType,
+    /// Nothing to compute (an empty product).
+    empty: bool,
+    need: usize,
 }
 
-/// Phase 2: with the all-reduced coefficients, `X_r <- X_r - U_r coef` (left) or
-/// `X_r <- X_r - coef V_r` (right), in place.
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn apply(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    side: Side,
-    basis: &MatDesc,
-    coef: &MatDesc,
-    x: &MatDesc,
-    math: MathMode,
-) -> Result<()> {
-    if !check_shard_apply(exec, side, basis, coef, x)? {
-        return Ok(());
+impl ApplyPlan {
+    /// Every check before any workspace is measured: the workspace is sized from `coef`, so an
+    /// invalid `coef` gets its own error, never an allocation of its claimed size.
+    pub fn new(
+        exec: &dyn Executor,
+        side: Side,
+        basis: &MatDesc,
+        coef: &MatDesc,
+        x: &MatDesc,
+        math: MathMode,
+    ) -> Result<Self> {
+        let left = one_side(side)?;
+        check_shard(exec, left, basis, x, true)?;
+        let (r, c) = coef_shape(left, basis, x);
+        check_coef(x, coef, r, c, false)?;
+        check_batch(x.batch, &[("coef", coef)])?;
+        check_device(exec, &[("coef", coef)])?;
+        check_disjoint(&[("X", x)], &[("coef", coef), ("basis", basis)])?;
+        let empty = r == 0 || c == 0;
+        let need = if empty { 0 } else { apply_workspace_size(coef, x)? };
+        let compute = ComputeType::for_data(x.dtype, math);
+        Ok(ApplyPlan { left, basis: *basis, coef: *coef, x: *x, compute, empty, need })
     }
-    let left = one_side(side)?;
-    let coef = if coef.dtype != x.dtype {
-        let st = ws.mat(x.dtype, coef.rows, coef.cols, coef.batch)?;
-        copy(exec, coef, &st)?;
-        st
-    } else {
-        *coef
-    };
-    let compute = ComputeType::for_data(x.dtype, math);
-    if left {
-        gemm(exec, x, -1.0, basis, &coef, 1.0, compute)
-    } else {
-        gemm(exec, x, -1.0, &coef, basis, 1.0, compute)
+}
+
+impl Plan for ApplyPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        if self.empty {
+            return Ok(());
+        }
+        let (basis, x) = (&self.basis, &self.x);
+        let coef = if self.coef.dtype != x.dtype {
+            let st = ws.mat(x.dtype, self.coef.rows, self.coef.cols, self.coef.batch)?;
+            copy(exec, &self.coef, &st)?;
+            st
+        } else {
+            self.coef
+        };
+        if self.left {
+            gemm(exec, x, -1.0, basis, &coef, 1.0, self.compute)
+        } else {
+            gemm(exec, x, -1.0, &coef, basis, 1.0, self.compute)
+        }
     }
 }
 
@@ -500,75 +558,142 @@ fn panel(len: usize) -> usize {
     len.min(256.max(len.div_ceil(8)))
 }
 
-/// Workspace for [`apply_projector`].
-pub fn apply_projector_workspace_size(left: bool, p: &MatDesc, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
-    let in_place = out.is_none_or(|o| o == x);
-    if !in_place {
-        return Ok(0);
-    }
-    let mut ws = Ws::measure(x.device);
-    let (r, c) = if left { (p.rows, panel(x.cols)) } else { (panel(x.rows), p.rows) };
-    ws.mat(x.dtype, r, c, x.batch)?;
-    Ok(ws.used())
+/// One side of a [`Projector`](crate::Projector): its basis, and the cached `P = I - B B^T`
+/// (built by [`build_projector`]) when that side uses the cached form.
+#[derive(Clone, Copy, Debug)]
+pub struct ProjectorSide {
+    pub left: bool,
+    pub basis: MatDesc,
+    pub cached: Option<MatDesc>,
+}
+
+/// One step of a projector application: a side in the coefficient form, or by its cached `P`.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Coefficient(ProjectPlan),
+    Cached(CachedPlan),
 }
 
 /// `X <- P X` (left) or `X <- X P` (right) with a cached projector; out of place in one GEMM,
-/// in place by panels through a small scratch (GEMM cannot write its own input). `x` and `out`
-/// must already be validated by [`check`] and be BLAS-compatible.
-///
-/// # Safety
-/// Descriptors must describe valid memory of the executor's device.
-pub(crate) unsafe fn apply_projector(
-    exec: &dyn Executor,
-    ws: &mut Ws,
+/// in place by panels through a small scratch (GEMM cannot write its own input). Built only
+/// for BLAS-compatible `x` and `out`, already validated.
+#[derive(Clone, Copy, Debug)]
+struct CachedPlan {
     left: bool,
-    p: &MatDesc,
-    x: &MatDesc,
-    out: Option<&MatDesc>,
-    math: MathMode,
-) -> Result<()> {
-    let compute = ComputeType::for_data(x.dtype, math);
-    match out {
-        Some(o) if o != x => {
-            if left {
-                gemm(exec, o, 1.0, p, x, 0.0, compute)
-            } else {
-                gemm(exec, o, 1.0, x, p, 0.0, compute)
-            }
-        }
-        _ => {
-            let len = if left { x.cols } else { x.rows };
-            let w = panel(len);
-            let (r, c) = if left { (p.rows, w) } else { (w, p.rows) };
-            let tmp = ws.mat(x.dtype, r, c, x.batch)?;
-            let mut s = 0;
-            while s < len {
-                let width = w.min(len - s);
-                let (xs, ts) = if left {
-                    (x.cols_range(s, width), tmp.cols_range(0, width))
-                } else {
-                    (x.rows_range(s, width), tmp.rows_range(0, width))
-                };
+    p: MatDesc,
+    x: MatDesc,
+    out: Option<MatDesc>,
+    compute: ComputeType,
+    need: usize,
+}
+
+impl CachedPlan {
+    fn new(left: bool, p: MatDesc, x: MatDesc, out: Option<MatDesc>, compute: ComputeType) -> Result<Self> {
+        let need = if out.is_some_and(|o| o != x) {
+            0
+        } else {
+            let (r, c) = if left { (p.rows, panel(x.cols)) } else { (panel(x.rows), p.rows) };
+            measure(x.device, |ws| ws.mat(x.dtype, r, c, x.batch).map(drop))?
+        };
+        Ok(CachedPlan { left, p, x, out, compute, need })
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        let (left, p, x, compute) = (self.left, &self.p, &self.x, self.compute);
+        match &self.out {
+            Some(o) if o != x => {
                 if left {
-                    gemm(exec, &ts, 1.0, p, &xs, 0.0, compute)?;
+                    gemm(exec, o, 1.0, p, x, 0.0, compute)
                 } else {
-                    gemm(exec, &ts, 1.0, &xs, p, 0.0, compute)?;
+                    gemm(exec, o, 1.0, x, p, 0.0, compute)
                 }
-                copy(exec, &ts, &xs)?;
-                s += width;
             }
-            Ok(())
+            _ => {
+                let len = if left { x.cols } else { x.rows };
+                let w = panel(len);
+                let (r, c) = if left { (p.rows, w) } else { (w, p.rows) };
+                let tmp = ws.mat(x.dtype, r, c, x.batch)?;
+                let mut s = 0;
+                while s < len {
+                    let width = w.min(len - s);
+                    let (xs, ts) = if left {
+                        (x.cols_range(s, width), tmp.cols_range(0, width))
+                    } else {
+                        (x.rows_range(s, width), tmp.rows_range(0, width))
+                    };
+                    if left {
+                        gemm(exec, &ts, 1.0, p, &xs, 0.0, compute)?;
+                    } else {
+                        gemm(exec, &ts, 1.0, &xs, p, 0.0, compute)?;
+                    }
+                    copy(exec, &ts, &xs)?;
+                    s += width;
+                }
+                Ok(())
+            }
         }
     }
 }
 
-/// Validation for a cached-projector application (same rules as [`project`]).
-pub(crate) fn check_apply(
-    exec: &dyn Executor,
-    side: Side,
-    bases: &Bases,
-    x: &MatDesc,
-    out: Option<&MatDesc>,
-) -> Result<MatDesc> {
-    check(exec, side, bases, x, out)
+/// A validated application of a projector's sides to `X` (in place or into `out`): the same
+/// checks as [`ProjectPlan`], then one step per side — the cached `P` where that side has one and
+/// `X` and the target are in BLAS layouts, else the coefficient form. The steps run one after the
+/// other over the same workspace.
+#[derive(Clone, Debug)]
+pub struct ProjectorPlan {
+    steps: Vec<Step>,
+}
+
+impl ProjectorPlan {
+    pub fn new(
+        exec: &dyn Executor,
+        side: Side,
+        sides: &[ProjectorSide],
+        x: &MatDesc,
+        out: Option<&MatDesc>,
+        math: MathMode,
+    ) -> Result<Self> {
+        let basis = |left: bool| sides.iter().find(|s| s.left == left).map(|s| &s.basis);
+        let target = check(exec, side, &Bases { u: basis(true), v: basis(false) }, x, out)?;
+        let blas = is_blas(x) && is_blas_out(&target);
+        let compute = ComputeType::for_data(x.dtype, math);
+        let mut steps = Vec::with_capacity(sides.len());
+        let mut src = *x;
+        for s in sides {
+            let dst = if target != src { Some(target) } else { None };
+            steps.push(match (s.cached, blas) {
+                (Some(p), true) => Step::Cached(CachedPlan::new(s.left, p, src, dst, compute)?),
+                _ => {
+                    let (u, v, one) =
+                        if s.left { (Some(s.basis), None, Side::Left) } else { (None, Some(s.basis), Side::Right) };
+                    Step::Coefficient(ProjectPlan::checked(exec, one, u, v, &src, &target, compute)?)
+                }
+            });
+            src = target;
+        }
+        Ok(ProjectorPlan { steps })
+    }
+}
+
+impl Plan for ProjectorPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        let need = self.steps.iter().map(|s| match s {
+            Step::Coefficient(p) => p.need,
+            Step::Cached(c) => c.need,
+        });
+        WorkspaceNeed::exact(need.max().unwrap_or(0))
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        for step in &self.steps {
+            let mut ws = ws.restart();
+            match step {
+                Step::Coefficient(p) => p.run(exec, &mut ws)?,
+                Step::Cached(c) => c.run(exec, &mut ws)?,
+            }
+        }
+        Ok(())
+    }
 }

@@ -150,98 +150,113 @@ fn importance_layout(ws: &mut Ws, w: &MatDesc, x: &MatDesc, compute: DType) -> R
     })
 }
 
-pub fn importance_workspace_size(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<usize> {
-    importance_check(exec, w, x, compute)?;
-    let mut ws = Ws::measure(exec.device());
-    importance_layout(&mut ws, w, x, compute)?;
-    Ok(ws.used())
-}
-
-/// Layer importance `mean over samples of cos(x[:R], (W x)[:R])`, one per batch entry. `x` holds
-/// one sample per row (`S x M`, as a batch of activations is stored); `W` is `N x M`.
-///
-/// # Safety
-/// Descriptors must describe valid memory of the executor's device.
-pub unsafe fn layer_importance(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    w: &MatDesc,
-    x: &MatDesc,
+/// A validated layer importance `mean over samples of cos(x[:R], (W x)[:R])`, one per batch
+/// entry. `x` holds one sample per row (`S x M`, as a batch of activations is stored); `W` is
+/// `N x M`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportancePlan {
+    w: MatDesc,
+    x: MatDesc,
     compute: DType,
-) -> Result<Vec<f64>> {
-    importance_check(exec, w, x, compute)?;
-    let s = importance_layout(ws, w, x, compute)?;
-    let r = w.rows.min(w.cols);
-    copy(exec, x, &s.xs)?;
-    copy(exec, &w.rows_range(0, r), &s.ws_)?;
-    // Y (S x R) = X W[:R]^T
-    gemm(exec, &s.y, 1.0, &s.xs, &s.ws_.t(), 0.0, compute_for(compute))?;
-    let b = s.y.batch;
-    let mut out = Vec::with_capacity(b);
-    for i in 0..b {
-        let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
-        let yb = s.y.batch_range(i, 1);
-        // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
-        let a = Vectors {
-            addr: xb.addr,
-            dtype: compute,
-            len: r,
-            elem_stride: xb.col_stride,
-            vec_stride: xb.row_stride,
-            batch_stride: 0,
-        };
-        let c = Vectors {
-            addr: yb.addr,
-            dtype: compute,
-            len: r,
-            elem_stride: yb.col_stride,
-            vec_stride: yb.row_stride,
-            batch_stride: 0,
-        };
-        out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
-    }
-    Ok(out)
+    need: usize,
 }
 
-/// Read a vector (e.g. singular values) of `len = rows * cols` elements per batch entry from
-/// executor memory to the host as f64, through a small scratch. The result is flat: batch entry
-/// `b` is `[b * len, (b + 1) * len)`.
-///
-/// # Safety
-/// `v` must describe valid memory of the executor's device.
-pub unsafe fn read_vector(exec: &dyn Executor, ws: &mut Ws, v: &MatDesc) -> Result<Vec<f64>> {
-    check_read_vector(exec, v)?;
-    let len = v.rows * v.cols;
-    if len == 0 {
-        return Ok(vec![]);
+impl ImportancePlan {
+    pub fn new(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<Self> {
+        importance_check(exec, w, x, compute)?;
+        let need = measure(exec.device(), |ws| importance_layout(ws, w, x, compute).map(drop))?;
+        Ok(ImportancePlan { w: *w, x: *x, compute, need })
     }
-    let col = as_column(v, len, "vector")?;
-    let st = ws.mat(DType::F64, len, 1, v.batch)?;
-    copy(exec, &col, &st)?;
-    let n = len * v.batch; // fits: the scratch of n doubles was carved above
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(n * 8).map_err(|_| Error::AllocationFailed { bytes: n * 8 })?;
-    bytes.resize(n * 8, 0u8);
-    exec.read_to_host(st.addr, &mut bytes)?;
-    Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
 }
 
-/// Every check of [`read_vector`], before any workspace is sized from `v` (a context allocates
-/// only for a valid call: a matrix that is not a vector, or an invalid descriptor, gets its own
-/// error rather than an allocation of its claimed size).
-pub fn check_read_vector(exec: &dyn Executor, v: &MatDesc) -> Result<()> {
-    v.validate("vector", true)?;
-    check_device(exec, &[("vector", v)])?;
-    let len = v.rows * v.cols; // fits: validated (or empty)
-    if len > 0 {
-        as_column(v, len, "vector")?;
+impl Plan for ImportancePlan {
+    type Output = Vec<f64>;
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
     }
-    Ok(())
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
+        let (w, x, compute) = (&self.w, &self.x, self.compute);
+        let s = importance_layout(ws, w, x, compute)?;
+        let r = w.rows.min(w.cols);
+        copy(exec, x, &s.xs)?;
+        copy(exec, &w.rows_range(0, r), &s.ws_)?;
+        // Y (S x R) = X W[:R]^T
+        gemm(exec, &s.y, 1.0, &s.xs, &s.ws_.t(), 0.0, compute_for(compute))?;
+        let b = s.y.batch;
+        let mut out = Vec::with_capacity(b);
+        for i in 0..b {
+            let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
+            let yb = s.y.batch_range(i, 1);
+            // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
+            let a = Vectors {
+                addr: xb.addr,
+                dtype: compute,
+                len: r,
+                elem_stride: xb.col_stride,
+                vec_stride: xb.row_stride,
+                batch_stride: 0,
+            };
+            let c = Vectors {
+                addr: yb.addr,
+                dtype: compute,
+                len: r,
+                elem_stride: yb.col_stride,
+                vec_stride: yb.row_stride,
+                batch_stride: 0,
+            };
+            out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
+        }
+        Ok(out)
+    }
 }
 
-pub fn read_vector_workspace_size(v: &MatDesc) -> Result<usize> {
-    let mut ws = Ws::measure(v.device);
-    let len = v.rows.checked_mul(v.cols).ok_or_else(|| Error::overflow("vector", "length"))?;
-    ws.mat(DType::F64, len, 1, v.batch)?;
-    Ok(ws.used())
+/// A validated read of a vector (e.g. singular values) of `len = rows * cols` elements per batch
+/// entry from executor memory to the host as f64, through a small scratch. The result is flat:
+/// batch entry `b` is `[b * len, (b + 1) * len)`. Every check comes before the workspace is
+/// sized from `v`: a matrix that is not a vector, or an invalid descriptor, gets its own error
+/// rather than an allocation of its claimed size.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadVectorPlan {
+    v: MatDesc,
+    need: usize,
+}
+
+impl ReadVectorPlan {
+    pub fn new(exec: &dyn Executor, v: &MatDesc) -> Result<Self> {
+        v.validate("vector", true)?;
+        check_device(exec, &[("vector", v)])?;
+        let len = v.rows * v.cols; // fits: validated (or empty)
+        if len > 0 {
+            as_column(v, len, "vector")?;
+        }
+        let need = measure(v.device, |ws| ws.mat(DType::F64, len, 1, v.batch).map(drop))?;
+        Ok(ReadVectorPlan { v: *v, need })
+    }
+}
+
+impl Plan for ReadVectorPlan {
+    type Output = Vec<f64>;
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
+        let v = &self.v;
+        let len = v.rows * v.cols;
+        if len == 0 {
+            return Ok(vec![]);
+        }
+        let col = as_column(v, len, "vector")?;
+        let st = ws.mat(DType::F64, len, 1, v.batch)?;
+        copy(exec, &col, &st)?;
+        let n = len * v.batch; // fits: the scratch of n doubles was carved above
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(n * 8).map_err(|_| Error::AllocationFailed { bytes: n * 8 })?;
+        bytes.resize(n * 8, 0u8);
+        exec.read_to_host(st.addr, &mut bytes)?;
+        Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
+    }
 }

@@ -20,6 +20,7 @@ pub struct Term<'a> {
 }
 
 /// Validated shapes of a term.
+#[derive(Clone, Copy, Debug)]
 struct Checked {
     u: MatDesc,
     s: MatDesc,
@@ -94,33 +95,39 @@ fn check_all(
     Ok(checked)
 }
 
-/// Workspace bytes for [`reconstruct`].
-pub fn workspace_size(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType) -> Result<usize> {
-    let checked = check_all(exec, terms, out, compute, true)?;
-    let mut ws = Ws::measure(exec.device());
-    layout(&mut ws, &checked, out, compute)?;
-    Ok(ws.used())
-}
-
-/// Reconstruct into `out`.
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device.
-pub unsafe fn reconstruct(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    terms: &[Term],
-    out: &MatDesc,
+/// A validated reconstruction into the caller's `out`.
+#[derive(Clone, Debug)]
+pub struct ReconstructPlan {
+    terms: Vec<Checked>,
+    out: MatDesc,
     compute: DType,
     math: MathMode,
-) -> Result<()> {
-    let checked = check_all(exec, terms, out, compute, true)?;
-    let s = layout(ws, &checked, out, compute)?;
-    accumulate(exec, &checked, &s, out, compute, math)?;
-    if s.acc != *out {
-        copy(exec, &s.acc, out)?;
+    need: usize,
+}
+
+impl ReconstructPlan {
+    pub fn new(exec: &dyn Executor, terms: &[Term], out: &MatDesc, compute: DType, math: MathMode) -> Result<Self> {
+        let terms = check_all(exec, terms, out, compute, true)?;
+        let need = measure(exec.device(), |ws| layout(ws, &terms, out, compute).map(drop))?;
+        Ok(ReconstructPlan { terms, out: *out, compute, math, need })
     }
-    Ok(())
+}
+
+impl Plan for ReconstructPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        WorkspaceNeed::exact(self.need)
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        let s = layout(ws, &self.terms, &self.out, self.compute)?;
+        accumulate(exec, &self.terms, &s, &self.out, self.compute, self.math)?;
+        if s.acc != self.out {
+            copy(exec, &s.acc, &self.out)?;
+        }
+        Ok(())
+    }
 }
 
 unsafe fn accumulate(
@@ -176,34 +183,34 @@ unsafe fn accumulate(
     Ok(())
 }
 
-/// Reconstruct into compute-type scratch (for diagnostics); returns the scratch descriptor.
-pub(crate) unsafe fn reconstruct_scratch(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    terms: &[Term],
-    like: &MatDesc,
+/// A validated reconstruction into compute-type scratch shaped like `like` (for diagnostics,
+/// always exact): the scratch comes first in the workspace, then the reconstruction's own.
+#[derive(Clone, Debug)]
+pub(crate) struct ScratchReconstruction {
+    terms: Vec<Checked>,
+    like: MatDesc,
     compute: DType,
-) -> Result<MatDesc> {
-    let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
-    let checked = check_all(exec, terms, &target, compute, false)?;
-    let s = layout(ws, &checked, &target, compute)?;
-    accumulate(exec, &checked, &s, &target, compute, MathMode::Exact)?; // diagnostics measure: always exact
-    Ok(target)
+    pub(crate) need: usize,
 }
 
-/// Workspace of [`reconstruct_scratch`].
-pub(crate) fn scratch_workspace_size(
-    exec: &dyn Executor,
-    terms: &[Term],
-    like: &MatDesc,
-    compute: DType,
-) -> Result<usize> {
-    let mut ws = Ws::measure(exec.device());
-    let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
-    // Validate against a stand-in with a non-null address (measuring addresses are 0); it is
-    // scratch, so it is not checked for aliasing with the inputs.
-    let probe = MatDesc { addr: like.addr, device: like.device, ..target };
-    let checked = check_all(exec, terms, &probe, compute, false)?;
-    layout(&mut ws, &checked, &target, compute)?;
-    Ok(ws.used())
+impl ScratchReconstruction {
+    pub(crate) fn new(exec: &dyn Executor, terms: &[Term], like: &MatDesc, compute: DType) -> Result<Self> {
+        let mut ws = Ws::measure(exec.device());
+        let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
+        // Validate against a stand-in with a non-null address (measuring addresses are 0); it is
+        // scratch, so it is not checked for aliasing with the inputs.
+        let probe = MatDesc { addr: like.addr, device: like.device, ..target };
+        let terms = check_all(exec, terms, &probe, compute, false)?;
+        layout(&mut ws, &terms, &target, compute)?;
+        Ok(ScratchReconstruction { terms, like: *like, compute, need: ws.used() })
+    }
+
+    /// Reconstruct; returns the scratch descriptor holding the result.
+    pub(crate) unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<MatDesc> {
+        let like = &self.like;
+        let target = ws.mat(self.compute, like.rows, like.cols, like.batch)?;
+        let s = layout(ws, &self.terms, &target, self.compute)?;
+        accumulate(exec, &self.terms, &s, &target, self.compute, MathMode::Exact)?;
+        Ok(target)
+    }
 }

@@ -23,19 +23,19 @@ use crate::exec::{
     GesvdArgs, GesvdCall, GesvdrArgs, SignFixArgs, SvdAlgorithm, Vectors, GESVDR_ITERATIONS, GESVDR_OVERSAMPLING,
 };
 
-/// What an SVD computes: the algorithm (`Auto` resolved per shape by
+/// Which routine an SVD runs: the algorithm (`Auto` resolved per shape by
 /// [`SvdAlgorithm::resolve`]) and, for the randomized SVD only, the top `k` to keep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SvdPlan {
+pub struct SvdRoutine {
     pub algorithm: SvdAlgorithm,
     /// `Some(k)`: only the top `k` triplets are wanted (the randomized SVD's use; required for
     /// it). `None`: the full thin SVD.
     pub top_k: Option<usize>,
 }
 
-impl SvdPlan {
+impl SvdRoutine {
     pub fn full(algorithm: SvdAlgorithm) -> Self {
-        SvdPlan { algorithm, top_k: None }
+        SvdRoutine { algorithm, top_k: None }
     }
 }
 
@@ -77,7 +77,7 @@ fn layout(
     n: usize,
     nb: usize,
     compute: DType,
-    plan: SvdPlan,
+    plan: SvdRoutine,
 ) -> Result<Layout> {
     let a = ws.mat(compute, m, n, nb)?;
     let s = ws.mat(compute, n, 1, nb)?;
@@ -100,7 +100,7 @@ fn chunk(
     n: usize,
     batch: usize,
     compute: DType,
-    plan: SvdPlan,
+    plan: SvdRoutine,
 ) -> Result<usize> {
     let need = |nb: usize| -> Result<usize> {
         let mut w = Ws::measure(exec.device());
@@ -127,18 +127,32 @@ pub(crate) fn check_input(exec: &dyn Executor, w: &MatDesc, compute: DType) -> R
     check_device(exec, &[("W", w)])
 }
 
-/// Workspace bytes for the SVD of `w` (shape and batch matter, not the address).
-pub fn workspace_size(exec: &dyn Executor, w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<usize> {
+/// Workspace bytes for the SVD of `w` by `routine` (shape and batch matter, not the address):
+/// the whole batch at once, capped at [`MAX_CHUNK_BYTES`].
+fn workspace_bytes(exec: &dyn Executor, w: &MatDesc, compute: DType, routine: SvdRoutine) -> Result<usize> {
     let mut ws = Ws::measure(exec.device());
     // SAFETY: a measuring workspace only lays out scratch; no primitive runs.
-    unsafe { run(exec, &mut ws, w, compute, plan, &mut |_| Ok(())) }?;
+    unsafe { factor(exec, &mut ws, w, compute, routine, &mut |_| Ok(())) }?;
     Ok(ws.used())
+}
+
+/// The workspace an SVD of `w` by `routine` needs: one matrix's share (the batch then streams
+/// through it) and the whole batch's (capped at [`MAX_CHUNK_BYTES`]).
+pub(crate) fn workspace_need(
+    exec: &dyn Executor,
+    w: &MatDesc,
+    compute: DType,
+    routine: SvdRoutine,
+) -> Result<WorkspaceNeed> {
+    let min = workspace_bytes(exec, &MatDesc { batch: 1, ..*w }, compute, routine)?;
+    let preferred = workspace_bytes(exec, w, compute, routine)?;
+    Ok(WorkspaceNeed { min, preferred: preferred.max(min) })
 }
 
 /// Check that `plan` can serve an SVD of `w`: the randomized SVD only with a top `k`, and its
 /// `k` within `cusolverDnXgesvdr`'s range. The routines' other preconditions are the
 /// executor's (reported by the workspace query, before anything runs).
-pub fn check_plan(w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<()> {
+pub fn check_routine(w: &MatDesc, compute: DType, plan: SvdRoutine) -> Result<()> {
     let (m, n) = (w.rows.max(w.cols), w.rows.min(w.cols));
     match (plan.algorithm, plan.top_k) {
         (SvdAlgorithm::Randomized, None) => Err(Error::InvalidArgument(
@@ -152,16 +166,17 @@ pub fn check_plan(w: &MatDesc, compute: DType, plan: SvdPlan) -> Result<()> {
 
 /// Run the factorisation chunk by chunk, handing each chunk's compute-type factors to `emit`
 /// (with `plan.top_k = Some(k)`, only the top `k` triplets: `U` has `k` columns, `Vt` `k` rows).
-/// With a measuring `ws`, only lays out scratch and calls nothing.
-pub(crate) unsafe fn run(
+/// With a measuring `ws`, only lays out scratch and calls nothing. `w` and `plan` must have
+/// passed [`check_input`] and [`check_routine`]; non-finite input is refused here, before
+/// anything is factored or written.
+pub(crate) unsafe fn factor(
     exec: &dyn Executor,
     ws: &mut Ws,
     w: &MatDesc,
     compute: DType,
-    plan: SvdPlan,
+    plan: SvdRoutine,
     emit: &mut dyn FnMut(&Factors) -> Result<()>,
 ) -> Result<()> {
-    check_plan(w, compute, plan)?;
     let (big, small) = (w.rows.max(w.cols), w.rows.min(w.cols));
     let transposed = w.rows < w.cols;
     let (m, n) = (big, small);
@@ -320,32 +335,68 @@ pub(crate) fn check_outputs(exec: &dyn Executor, w: &MatDesc, out: &SvdOut) -> R
 
 use crate::desc::{check_disjoint, check_disjoint_staged};
 
-/// Thin SVD of `w` (one matrix or a strided batch) into the caller's `U`, `S`, `Vt`, each in any
-/// layout and dtype, computed in `compute` (f32 or f64).
-///
-/// # Safety
-/// Every descriptor must describe valid memory of the executor's device, and `ws` valid
-/// workspace memory of at least the bytes it was created with.
-pub unsafe fn svd(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    w: &MatDesc,
-    out: &SvdOut,
-    compute: DType,
-    algorithm: SvdAlgorithm,
-) -> Result<()> {
-    check_input(exec, w, compute)?;
-    let s_out = check_outputs(exec, w, out)?;
-    run(exec, ws, w, compute, SvdPlan::full(algorithm), &mut |f| write_out(exec, f, out, &s_out))
+/// The outputs of one SVD, validated: `S` normalised to a column.
+#[derive(Clone, Copy, Debug)]
+struct Outputs {
+    u: Option<MatDesc>,
+    s: MatDesc,
+    vt: Option<MatDesc>,
 }
 
-/// Copy a chunk's factors to the caller's outputs (`s_out`: `S` as a column).
-unsafe fn write_out(exec: &dyn Executor, f: &Factors, out: &SvdOut, s_out: &MatDesc) -> Result<()> {
-    if let Some(u) = out.u {
+impl Outputs {
+    fn checked(exec: &dyn Executor, w: &MatDesc, out: &SvdOut) -> Result<Self> {
+        let s = check_outputs(exec, w, out)?;
+        Ok(Outputs { u: out.u.copied(), s, vt: out.vt.copied() })
+    }
+}
+
+/// A validated thin SVD of `w` (one matrix or a strided batch) into the caller's `U`, `S`, `Vt`,
+/// each in any layout and dtype, computed in `compute` (f32 or f64).
+#[derive(Clone, Copy, Debug)]
+pub struct SvdPlan {
+    w: MatDesc,
+    out: Outputs,
+    compute: DType,
+    routine: SvdRoutine,
+    need: WorkspaceNeed,
+}
+
+impl SvdPlan {
+    pub fn new(
+        exec: &dyn Executor,
+        w: &MatDesc,
+        out: &SvdOut,
+        compute: DType,
+        algorithm: SvdAlgorithm,
+    ) -> Result<Self> {
+        check_input(exec, w, compute)?;
+        let out = Outputs::checked(exec, w, out)?;
+        let routine = SvdRoutine::full(algorithm);
+        check_routine(w, compute, routine)?;
+        let need = workspace_need(exec, w, compute, routine)?;
+        Ok(SvdPlan { w: *w, out, compute, routine, need })
+    }
+}
+
+impl Plan for SvdPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        self.need
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        factor(exec, ws, &self.w, self.compute, self.routine, &mut |f| write_out(exec, f, &self.out))
+    }
+}
+
+/// Copy a chunk's factors to the caller's outputs.
+unsafe fn write_out(exec: &dyn Executor, f: &Factors, out: &Outputs) -> Result<()> {
+    if let Some(u) = &out.u {
         copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
     }
-    copy(exec, &f.s, &s_out.batch_range(f.b0, f.nb))?;
-    if let Some(vt) = out.vt {
+    copy(exec, &f.s, &out.s.batch_range(f.b0, f.nb))?;
+    if let Some(vt) = &out.vt {
         copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
     }
     Ok(())
@@ -358,174 +409,164 @@ pub struct SvdProblem<'a> {
     pub out: SvdOut<'a>,
 }
 
-/// SVD of a list of matrices of different shapes. All are validated — shapes, aliasing across
-/// problems, non-finite values — before any output is written.
+/// A validated SVD of a list of matrices of different shapes. Every problem is checked — shapes,
+/// aliasing across problems — when the plan is built; non-finite values are refused when it
+/// runs, before any output is written.
 ///
 /// **Waves.** Consecutive problems whose whole batches fit the workspace side by side (each its
-/// own scratch and routine workspace, laid out as [`svd()`] would) form a wave: every problem of the
-/// wave is staged, then one [`Executor::gesvd_grouped`] factors them all (concurrently on the
+/// own scratch and routine workspace, laid out as [`SvdPlan`] would) form a wave: every problem of
+/// the wave is staged, then one [`Executor::gesvd_grouped`] factors them all (concurrently on the
 /// CUDA executor's stream pool, one fork/join and one convergence read-back), then each gets its
 /// sign fix and is copied out. A problem whose batch does not fit on its own is streamed in
-/// chunks as by [`svd()`], in a wave of its own. So a workspace that holds only the largest single
-/// problem's need ([`list_workspace_size`]) still works, as waves of fewer problems; a larger one
-/// ([`list_workspace_preferred`]) runs the list in fewer waves. Non-convergence is
-/// `Error::NotConverged { problem: Some(i), index }` with `i` the problem and `index` the
-/// matrix of its batch.
-///
-/// # Safety
-/// As for [`svd()`].
-pub unsafe fn svd_list<'a>(
-    exec: &dyn Executor,
-    ws: &mut Ws,
-    problems: &[SvdProblem<'a>],
+/// chunks as by [`SvdPlan`], in a wave of its own. So a workspace that holds only the largest
+/// single problem's one-matrix share still works, as waves of fewer problems; a larger one runs
+/// the list in fewer waves ([`WorkspaceNeed::preferred`]: the whole list as one wave, capped at
+/// [`MAX_CHUNK_BYTES`]). Non-convergence is `Error::NotConverged { problem: Some(i), index }`
+/// with `i` the problem and `index` the matrix of its batch.
+#[derive(Clone, Debug)]
+pub struct SvdListPlan {
+    problems: Vec<SvdPlan>,
     compute: DType,
     algorithm: SvdAlgorithm,
-) -> Result<()> {
-    fn cross(e: Error, i: usize, j: usize) -> Error {
-        match e {
-            Error::Overlap { arg, msg } => {
-                Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") }
+    need: WorkspaceNeed,
+    largest: usize,
+}
+
+impl SvdListPlan {
+    pub fn new(
+        exec: &dyn Executor,
+        problems: &[SvdProblem<'_>],
+        compute: DType,
+        algorithm: SvdAlgorithm,
+    ) -> Result<Self> {
+        fn cross(e: Error, i: usize, j: usize) -> Error {
+            match e {
+                Error::Overlap { arg, msg } => {
+                    Error::Overlap { arg: format!("problem {i}: {arg}"), msg: format!("{msg} (problem {j})") }
+                }
+                e => e,
             }
-            e => e,
         }
+        let mut plans = Vec::with_capacity(problems.len());
+        for (i, p) in problems.iter().enumerate() {
+            let ctx = |e: Error| match e {
+                Error::InvalidShape { arg, msg } => Error::InvalidShape { arg: format!("problem {i}: {arg}"), msg },
+                e => e,
+            };
+            plans.push(SvdPlan::new(exec, p.w, &p.out, compute, algorithm).map_err(ctx)?);
+        }
+        // Problem i's outputs are written before problem j is read: no output may touch another
+        // problem's input or outputs.
+        let outs = |p: &SvdProblem<'_>| -> Vec<(&'static str, MatDesc)> {
+            [("U", p.out.u), ("S", Some(p.out.s)), ("Vt", p.out.vt)]
+                .into_iter()
+                .filter_map(|(n, d)| d.map(|d| (n, *d)))
+                .collect()
+        };
+        for (i, pi) in problems.iter().enumerate() {
+            for (j, pj) in problems.iter().enumerate().skip(i + 1) {
+                let (oi, oj) = (outs(pi), outs(pj));
+                let oi: Vec<(&str, &MatDesc)> = oi.iter().map(|(n, d)| (*n, d)).collect();
+                let oj: Vec<(&str, &MatDesc)> = oj.iter().map(|(n, d)| (*n, d)).collect();
+                let both: Vec<_> = oi.iter().chain(oj.iter()).cloned().collect();
+                check_disjoint(&both, &[]).map_err(|e| cross(e, i, j))?;
+                check_disjoint(&oi, &[("W", pj.w)]).map_err(|e| cross(e, i, j))?;
+                check_disjoint(&oj, &[("W", pi.w)]).map_err(|e| cross(e, j, i))?;
+            }
+        }
+        // A caller's workspace need only hold the largest problem's one-matrix share; the
+        // context's own grows to run the list as one wave (every problem's share side by side).
+        let (mut min, mut largest, mut sum) = (0usize, 0usize, 0usize);
+        for p in &plans {
+            min = min.max(p.need.min);
+            largest = largest.max(p.need.preferred);
+            sum = sum.saturating_add(p.need.preferred);
+        }
+        let preferred = largest.max(sum.min(MAX_CHUNK_BYTES)).max(min);
+        Ok(SvdListPlan { problems: plans, compute, algorithm, need: WorkspaceNeed { min, preferred }, largest })
     }
-    for (i, p) in problems.iter().enumerate() {
-        let ctx = |e: Error| match e {
-            Error::InvalidShape { arg, msg } => Error::InvalidShape { arg: format!("problem {i}: {arg}"), msg },
+
+    /// The largest single problem's workspace with its whole batch at once (capped at
+    /// [`MAX_CHUNK_BYTES`]): what the list's workspace query reports.
+    pub fn largest_problem_bytes(&self) -> usize {
+        self.largest
+    }
+}
+
+impl Plan for SvdListPlan {
+    type Output = ();
+
+    fn workspace(&self) -> WorkspaceNeed {
+        self.need
+    }
+
+    unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
+        let (problems, compute, algorithm) = (&self.problems, self.compute, self.algorithm);
+        for (i, p) in problems.iter().enumerate() {
+            check_finite(exec, &p.w, &format!("problem {i}: W"))?;
+        }
+        let base = ws.base.unwrap_or(0);
+        let in_problem = |e: Error, i: usize| match e {
+            Error::NotConverged { index, .. } => Error::NotConverged { problem: Some(i), index },
             e => e,
         };
-        check_input(exec, p.w, compute).map_err(ctx)?;
-        check_outputs(exec, p.w, &p.out).map_err(ctx)?;
-        check_plan(p.w, compute, SvdPlan::full(algorithm))?;
-    }
-    // Problem i's outputs are written before problem j is read: no output may touch another
-    // problem's input or outputs.
-    let outs = |p: &SvdProblem<'a>| -> Vec<(&'static str, &'a MatDesc)> {
-        [("U", p.out.u), ("S", Some(p.out.s)), ("Vt", p.out.vt)]
-            .into_iter()
-            .filter_map(|(n, d)| d.map(|d| (n, d)))
-            .collect()
-    };
-    for (i, pi) in problems.iter().enumerate() {
-        for (j, pj) in problems.iter().enumerate().skip(i + 1) {
-            let (oi, oj) = (outs(pi), outs(pj));
-            let both: Vec<_> = oi.iter().chain(oj.iter()).cloned().collect();
-            check_disjoint(&both, &[]).map_err(|e| cross(e, i, j))?;
-            check_disjoint(&oi, &[("W", pj.w)]).map_err(|e| cross(e, i, j))?;
-            check_disjoint(&oj, &[("W", pi.w)]).map_err(|e| cross(e, j, i))?;
-        }
-    }
-    for (i, p) in problems.iter().enumerate() {
-        check_finite(exec, p.w, &format!("problem {i}: W"))?;
-    }
-    if ws.is_measuring() {
-        // Lay out what the largest problem needs (the list's required size); nothing runs.
-        for p in problems {
-            let mut sub = Ws::measure(ws.device);
-            run(exec, &mut sub, p.w, compute, SvdPlan::full(algorithm), &mut |_| Ok(()))?;
-            ws.used = ws.used.max(sub.used());
-        }
-        return Ok(());
-    }
-    let base = ws.base.unwrap_or(0);
-    let in_problem = |e: Error, i: usize| match e {
-        Error::NotConverged { index, .. } => Error::NotConverged { problem: Some(i), index },
-        e => e,
-    };
-    let mut i = 0;
-    while i < problems.len() {
-        // Plan a wave: problems i.. whose whole batches fit side by side.
-        let mut wave = Ws::over(base, ws.bytes, ws.device);
-        let mut members: Vec<(usize, Layout)> = vec![];
-        // One past the last problem of the wave (empty batches join any wave: nothing to do).
-        let mut end = i;
-        for (j, p) in problems.iter().enumerate().skip(i) {
-            if p.w.batch == 0 {
-                end = j + 1;
+        let mut i = 0;
+        while i < problems.len() {
+            // Plan a wave: problems i.. whose whole batches fit side by side.
+            let mut wave = Ws::over(base, ws.bytes, ws.device);
+            let mut members: Vec<(usize, Layout)> = vec![];
+            // One past the last problem of the wave (empty batches join any wave: nothing to do).
+            let mut end = i;
+            for (j, p) in problems.iter().enumerate().skip(i) {
+                if p.w.batch == 0 {
+                    end = j + 1;
+                    continue;
+                }
+                let (m, n) = (p.w.rows.max(p.w.cols), p.w.rows.min(p.w.cols));
+                let mut trial = wave.clone();
+                match layout(exec, &mut trial, m, n, p.w.batch, compute, SvdRoutine::full(algorithm)) {
+                    Ok(l) => {
+                        wave = trial;
+                        members.push((j, l));
+                        end = j + 1;
+                    }
+                    Err(Error::WorkspaceTooSmall { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if members.is_empty() && end < problems.len() {
+                // Problem `end`'s batch does not fit whole: streamed in chunks, on its own.
+                let mut sub = Ws::over(base, ws.bytes, ws.device);
+                problems[end].run(exec, &mut sub).map_err(|e| in_problem(e, end))?;
+                i = end + 1;
                 continue;
             }
-            let (m, n) = (p.w.rows.max(p.w.cols), p.w.rows.min(p.w.cols));
-            let mut trial = wave.clone();
-            match layout(exec, &mut trial, m, n, p.w.batch, compute, SvdPlan::full(algorithm)) {
-                Ok(l) => {
-                    wave = trial;
-                    members.push((j, l));
-                    end = j + 1;
+            if members.is_empty() {
+                break; // only empty batches were left
+            }
+            let mut calls = Vec::with_capacity(members.len());
+            for (j, l) in &members {
+                let args = stage(exec, l, &problems[*j].w, compute)?;
+                calls.push(GesvdCall {
+                    args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args },
+                    work: l.work,
+                    work_bytes: l.work_bytes,
+                });
+            }
+            exec.gesvd_grouped(&calls).map_err(|e| match e {
+                Error::NotConverged { problem: Some(g), index } => {
+                    Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index }
                 }
-                Err(Error::WorkspaceTooSmall { .. }) => break,
-                Err(e) => return Err(e),
+                e => e,
+            })?;
+            for (j, l) in &members {
+                let p = &problems[*j];
+                let n = p.w.rows.min(p.w.cols);
+                let f = finish(exec, l, 0, p.w.batch, n, p.w.rows < p.w.cols, compute)?;
+                write_out(exec, &f, &p.out)?;
             }
+            i = end;
         }
-        if members.is_empty() && end < problems.len() {
-            // Problem i's batch does not fit whole: streamed in chunks, on its own.
-            let p = &problems[end];
-            let mut sub = Ws::over(base, ws.bytes, ws.device);
-            svd(exec, &mut sub, p.w, &p.out, compute, algorithm).map_err(|e| in_problem(e, end))?;
-            i = end + 1;
-            continue;
-        }
-        if members.is_empty() {
-            break; // only empty batches were left
-        }
-        let mut calls = Vec::with_capacity(members.len());
-        for (j, l) in &members {
-            let w = problems[*j].w;
-            let args = stage(exec, l, w, compute)?;
-            calls.push(GesvdCall {
-                args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args },
-                work: l.work,
-                work_bytes: l.work_bytes,
-            });
-        }
-        exec.gesvd_grouped(&calls).map_err(|e| match e {
-            Error::NotConverged { problem: Some(g), index } => {
-                Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index }
-            }
-            e => e,
-        })?;
-        for (j, l) in &members {
-            let p = &problems[*j];
-            let n = p.w.rows.min(p.w.cols);
-            let f = finish(exec, l, 0, p.w.batch, n, p.w.rows < p.w.cols, compute)?;
-            let s_out = as_column(p.out.s, n, "S")?;
-            write_out(exec, &f, &p.out, &s_out)?;
-        }
-        i = end;
+        Ok(())
     }
-    Ok(())
-}
-
-/// Workspace bytes an [`svd_list`] requires: the largest single problem's (its whole batch at
-/// once, capped at [`MAX_CHUNK_BYTES`], as [`workspace_size`] reports it). Any workspace of at
-/// least the largest problem's one-matrix share works (problems then run in more waves or
-/// chunks).
-pub fn list_workspace_size(
-    exec: &dyn Executor,
-    ws: &[&MatDesc],
-    compute: DType,
-    algorithm: SvdAlgorithm,
-) -> Result<usize> {
-    let mut need = 0;
-    for w in ws {
-        need = need.max(workspace_size(exec, w, compute, SvdPlan::full(algorithm))?);
-    }
-    Ok(need)
-}
-
-/// Workspace bytes that let an [`svd_list`] run as one wave: every problem's
-/// [`workspace_size`] side by side, capped at [`MAX_CHUNK_BYTES`], and never less than
-/// [`list_workspace_size`]. What a context allocating its own workspace grows it to.
-pub fn list_workspace_preferred(
-    exec: &dyn Executor,
-    ws: &[&MatDesc],
-    compute: DType,
-    algorithm: SvdAlgorithm,
-) -> Result<usize> {
-    let (mut max, mut sum) = (0usize, 0usize);
-    for w in ws {
-        let one = workspace_size(exec, w, compute, SvdPlan::full(algorithm))?;
-        max = max.max(one);
-        sum = sum.saturating_add(one);
-    }
-    Ok(max.max(sum.min(MAX_CHUNK_BYTES)))
 }
