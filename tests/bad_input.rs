@@ -1,6 +1,7 @@
 //! Every validation fault gets its own error, and a rejected call writes nothing: outputs are
 //! poisoned beforehand and compared bit for bit afterwards (inputs too).
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::ops::decompose::Parts;
@@ -135,7 +136,9 @@ fn projection_faults() {
     let (ud, vd, xd, od, ubd, x3d, u2d, o64) =
         (u.desc(), v.desc(), x.desc(), out.desc(), ubf.desc(), x3.desc(), u2.desc(), out64.desc());
     let v6 = MatDesc { rows: 6, cols: 5, ..xd };
-    let cases: Vec<(&str, Side, Bases, MatDesc, Option<MatDesc>, Status)> = vec![
+    // (what, side, bases, X, out, expected status)
+    type Case<'a> = (&'a str, Side, Bases<'a>, MatDesc, Option<MatDesc>, Status);
+    let cases: Vec<Case> = vec![
         ("missing V_high for Both", Side::Both, Bases { u: Some(&ud), v: None }, xd, None, Status::NullPointer),
         ("basis dtype differs", Side::Left, Bases { u: Some(&ubd), v: None }, xd, None, Status::DtypeUnsupported),
         ("basis rows differ", Side::Left, Bases { u: Some(&vd), v: None }, xd, None, Status::InvalidShape),

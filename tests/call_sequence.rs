@@ -3,6 +3,7 @@
 //! strided-batched GEMMs with cuBLAS arguments, allocates nothing once the workspace exists, and
 //! a batched SVD is one batched `gesvd`.
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::exec::cpu::CpuExecutor;

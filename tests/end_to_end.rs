@@ -3,6 +3,7 @@
 //! `V_low V_high^T` are still ~0, the frozen part is bit-for-bit unchanged, and the reconstruction
 //! matches an f64 reference. A control run without projection shows the same check failing.
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::{Context, DType, DecomposeOut, FactorsRef, MatMut, MatRef, Side};

@@ -17,7 +17,7 @@ mod support;
 use support::*;
 
 // The f64 reference SVD (one-sided Jacobi) and dense reference matrix of the Rust tests.
-#[allow(dead_code)]
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 
 /// Element (i, j) of a host descriptor, as f64.
@@ -544,6 +544,36 @@ fn both_sides_projector_and_two_phase() {
     }
 }
 
+/// `OSFT_RANK_FRACTION` through the C ABI is `floor(f R + 1e-9)` exactly: every percentage of
+/// several `R` against the rule evaluated in exact rational arithmetic (the test support's
+/// `exact_fraction_rank`, which does not use f64 products at all).
+#[test]
+fn fraction_rank_through_the_abi_is_floor_of_f_r_plus_1e9() {
+    let s = vec![1.0f64; 4096];
+    for r in [3usize, 50, 100, 1000, 4096] {
+        for i in 0..=100 {
+            let f = i as f64 / 100.0;
+            let mut k = -1i64;
+            unsafe {
+                expect(
+                    osft_select_rank(s.as_ptr(), r, osft_rank_rule::OSFT_RANK_FRACTION as i32, f, &mut k),
+                    OSFT_STATUS_OK,
+                )
+            };
+            assert_eq!(k, common::exact_fraction_rank(f, r) as i64, "f = {f:?}, R = {r}");
+        }
+    }
+    // 0.29 * 100 is 28.999999999999996 in f64: the slack makes it 29.
+    let mut k = -1i64;
+    unsafe {
+        expect(
+            osft_select_rank(s.as_ptr(), 100, osft_rank_rule::OSFT_RANK_FRACTION as i32, 0.29, &mut k),
+            OSFT_STATUS_OK,
+        )
+    };
+    assert_eq!(k, 29);
+}
+
 #[test]
 fn rank_selection() {
     let s = [4.0, 3.0, 2.0, 1.0];
@@ -935,7 +965,7 @@ fn recon_error_f64(w: &[f32], n: usize, m: usize, terms: &[(&[f32], &[f32], &[f3
 #[test]
 fn reconstruction_error_value_for_every_compute_type() {
     let c = Ctx::cpu();
-    let mut g = Lcg(0x5eed_0f_e77);
+    let mut g = Lcg(0x0005_eed0_fe77);
     let (n, m, kh, kl) = (6usize, 5usize, 2usize, 2usize);
     // Two batch entries of each operand, row-major, entries exact in f32.
     let w = g.vec32(2 * n * m);

@@ -1,11 +1,13 @@
 //! Reconstruction against `U_h diag(S_h) V_h + U_l diag(S_l) V_l` in f64; rank-selection rules on
 //! hand-checkable spectra; layer importance against an f64 reference.
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::ops::reconstruct::Term;
 use osft::{adaptive_ranks, bf16, f16, select_rank, Context, DType, Element, RankRule};
 
+#[allow(clippy::too_many_arguments)] // one case of the sweep: shape, ranks, batch, layouts, compute
 fn run_reconstruct<TP: Element, TO: Element>(
     ctx: &Context,
     rng: &mut rand::rngs::StdRng,

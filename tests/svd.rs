@@ -3,6 +3,7 @@
 //! reproduces `W`. Together these determine `S` uniquely, so no second SVD is needed as a
 //! reference. Run over shapes, layouts, input/output dtypes and batches.
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::ops::decompose::Parts;
@@ -74,11 +75,11 @@ fn svd_f32_f64_all_shapes_and_layouts() {
         for lw in LAYOUTS {
             for lo in [Layout::RowMajor, Layout::PaddedCol(2)] {
                 let what = format!("{n}x{m} W {lw:?} out {lo:?}");
-                let g = &run_svd::<f64, f64>(&ctx, &[w.clone()], lw, lo, DType::F64)[0];
+                let g = &run_svd::<f64, f64>(&ctx, std::slice::from_ref(&w), lw, lo, DType::F64)[0];
                 check_certificate(&w, g, tol(n, m, DType::F64, DType::F64), &format!("f64 {what}"));
                 check_signs(g, DType::F64, &what);
                 let w32 = w.round::<f32>();
-                let g = &run_svd::<f32, f32>(&ctx, &[w32.clone()], lw, lo, DType::F32)[0];
+                let g = &run_svd::<f32, f32>(&ctx, std::slice::from_ref(&w32), lw, lo, DType::F32)[0];
                 check_certificate(&w32, g, tol(n, m, DType::F32, DType::F32), &format!("f32 {what}"));
                 check_signs(g, DType::F32, &what);
             }
@@ -94,11 +95,13 @@ fn svd_half_inputs_are_upcast_and_outputs_rounded() {
         let w = randn(&mut rng, n, m);
         // bf16 W -> f32 compute -> f32 outputs: W is exactly the bf16 values.
         let wb = w.round::<bf16>();
-        let g = &run_svd::<bf16, f32>(&ctx, &[wb.clone()], Layout::RowMajor, Layout::ColMajor, DType::F32)[0];
+        let g =
+            &run_svd::<bf16, f32>(&ctx, std::slice::from_ref(&wb), Layout::RowMajor, Layout::ColMajor, DType::F32)[0];
         check_certificate(&wb, g, tol(n, m, DType::F32, DType::F32), "bf16 -> f32");
         // f16 W -> f64 compute -> bf16 outputs.
         let wh = w.round::<f16>();
-        let g = &run_svd::<f16, bf16>(&ctx, &[wh.clone()], Layout::ColMajor, Layout::RowMajor, DType::F64)[0];
+        let g =
+            &run_svd::<f16, bf16>(&ctx, std::slice::from_ref(&wh), Layout::ColMajor, Layout::RowMajor, DType::F64)[0];
         check_certificate(&wh, g, tol(n, m, DType::F64, DType::BF16), "f16 -> f64 -> bf16");
         // f32 W -> f64 compute -> f16 outputs.
         let g = &run_svd::<f32, f16>(&ctx, &[w.round::<f32>()], Layout::Spaced, Layout::PaddedRow(1), DType::F64)[0];
@@ -112,7 +115,7 @@ fn svd_rank_deficient_has_zero_tail() {
     let mut rng = rng();
     for (n, m, r) in [(20, 12, 3), (12, 20, 5), (16, 16, 1), (8, 8, 0)] {
         let w = if r == 0 { M::zeros(n, m) } else { randn(&mut rng, n, r).mul(&randn(&mut rng, r, m)) };
-        let g = &run_svd::<f64, f64>(&ctx, &[w.clone()], Layout::RowMajor, Layout::RowMajor, DType::F64)[0];
+        let g = &run_svd::<f64, f64>(&ctx, std::slice::from_ref(&w), Layout::RowMajor, Layout::RowMajor, DType::F64)[0];
         let t = tol(n, m, DType::F64, DType::F64);
         check_certificate(&w, g, t, &format!("rank {r} {n}x{m}"));
         let s0 = g.s[0].max(1.0);
@@ -134,7 +137,7 @@ fn svd_strided_batch_matches_single_calls() {
             for (i, (w, g)) in ws.iter().zip(&batch).enumerate() {
                 let t = tol(n, m, DType::F64, DType::F64);
                 check_certificate(w, g, t, &format!("batch entry {i} {n}x{m} {lw:?}"));
-                let single = &run_svd::<f64, f64>(&ctx, &[w.clone()], lw, Layout::RowMajor, DType::F64)[0];
+                let single = &run_svd::<f64, f64>(&ctx, std::slice::from_ref(w), lw, Layout::RowMajor, DType::F64)[0];
                 let ds = g.s.iter().zip(&single.s).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
                 assert!(ds <= t * single.s[0], "batch entry {i}: singular values differ from a single call by {ds:e}");
             }

@@ -7,6 +7,7 @@
 //! an explicit choice is honoured, that the randomized SVD receives `k`, and that the math mode
 //! reaches every data GEMM as its compute type (and no diagnostic GEMM).
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::exec::cpu::CpuExecutor;

@@ -6,6 +6,7 @@
 //! support), and non-convergence injected per matrix to check that it names the right problem and
 //! matrix.
 
+#[allow(dead_code)] // each test binary uses part of the support
 mod common;
 use common::*;
 use osft::desc::{Device, MatDesc};

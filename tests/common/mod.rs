@@ -1,7 +1,6 @@
 //! Test support: an f64 dense reference matrix, random inputs, and storing a reference matrix
 //! into a buffer of any dtype and layout (and reading it back). The references here are naive
 //! f64 loops, independent of faer and of the code under test.
-#![allow(dead_code)]
 
 use osft::{DType, Element, MatDesc};
 use rand::rngs::StdRng;
@@ -84,10 +83,11 @@ impl M {
     }
     /// `diag(s) * self`.
     pub fn scale_rows(&self, s: &[f64]) -> M {
+        assert!(s.len() >= self.r);
         let mut o = self.clone();
-        for i in 0..self.r {
+        for (i, si) in s.iter().enumerate().take(self.r) {
             for j in 0..self.c {
-                o.d[i * self.c + j] *= s[i];
+                o.d[i * self.c + j] *= si;
             }
         }
         o
