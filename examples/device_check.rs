@@ -82,6 +82,7 @@ impl Report {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one case of the sweep: side, shape, batch, layout, placement
 fn project_case<T: Element>(
     gpu: &Context,
     cpu: &Context,
@@ -127,8 +128,8 @@ fn project_case<T: Element>(
     unsafe { cpu.project_raw(side, &Bases { u: Some(&hud), v: Some(&hvd) }, &hxd, None) }.unwrap();
     let tol = 3.0 * u_of(T::DTYPE) + 4.0 * (n.max(m) + k) as f64 * u_of(T::DTYPE.default_compute());
     let (mut worst_ref, mut worst_cpu) = (0.0f64, 0.0f64);
-    for b in 0..batch {
-        let mut want = xs[b].clone();
+    for (b, x) in xs.iter().enumerate() {
+        let mut want = x.clone();
         if side != Side::Right {
             want = want.sub(&u.mul(&u.t().mul(&want)));
         }
@@ -136,8 +137,8 @@ fn project_case<T: Element>(
             want = want.sub(&want.mul(&v.t()).mul(&v));
         }
         let y = got.get(b);
-        worst_ref = worst_ref.max(y.sub(&want).fro() / xs[b].fro());
-        worst_cpu = worst_cpu.max(y.sub(&hx.get(b)).fro() / xs[b].fro());
+        worst_ref = worst_ref.max(y.sub(&want).fro() / x.fro());
+        worst_cpu = worst_cpu.max(y.sub(&hx.get(b)).fro() / x.fro());
     }
     let pad = got.padding_untouched();
     rep.case(
@@ -151,6 +152,7 @@ fn u_of(d: DType) -> f64 {
     d.unit_roundoff()
 }
 
+#[allow(clippy::too_many_arguments)] // one case of the sweep: shape, batch, layout, compute type
 fn svd_case<TW: Element, TO: Element>(
     gpu: &Context,
     rng: &mut rand::rngs::StdRng,
@@ -185,10 +187,10 @@ fn svd_case<TW: Element, TO: Element>(
     let tol = 10.0 * n.max(m) as f64 * u_of(compute) + 4.0 * (r as f64).sqrt() * u_of(TO::DTYPE);
     let mut worst = 0.0f64;
     let mut ok = hu.padding_untouched() && hs.padding_untouched() && hv.padding_untouched();
-    for b in 0..batch {
+    for (b, w) in ws.iter().enumerate() {
         let (u, s, vt) = (hu.get(b), hs.get(b).d, hv.get(b));
         ok &= s.windows(2).all(|p| p[0] >= p[1]) && s.iter().all(|x| *x >= 0.0);
-        let rec = u.mul(&vt.scale_rows(&s)).sub(&ws[b]).fro() / ws[b].fro();
+        let rec = u.mul(&vt.scale_rows(&s)).sub(w).fro() / w.fro();
         worst = worst.max(rec).max(ortho_err_cols(&u)).max(ortho_err_cols(&vt.t()));
         for j in 0..r {
             let col: Vec<f64> = (0..n).map(|i| u.at(i, j)).collect();
