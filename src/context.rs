@@ -25,13 +25,12 @@ use crate::exec::cpu::CpuExecutor;
 use crate::exec::{Buffer, Executor, MathMode, SvdAlgorithm, SvdReport};
 use crate::ops::decompose::{self, DecomposePlan, Parts};
 use crate::ops::diagnostics::{LeakagePlan, OrthonormalityPlan, ReconstructionErrorPlan};
-use crate::ops::project::{
-    self, ApplyPlan, Bases, PartialPlan, ProjectPlan, ProjectorPlan, ProjectorSide, Side, Strategy,
-};
+use crate::ops::project::{self, ApplyPlan, Bases, PartialPlan, ProjectPlan, Side, Strategy};
 use crate::ops::rank::{ImportancePlan, ReadVectorPlan};
 use crate::ops::reconstruct::{ReconstructPlan, Term};
-use crate::ops::svd::{self, SvdListPlan, SvdOut, SvdPlan, SvdProblem, SvdRoutine};
+use crate::ops::svd::{self, SvdListPlan, SvdOut, SvdPlan, SvdProblem};
 use crate::ops::{Plan, Ws};
+use crate::projector::Projector;
 use crate::view::{MatMut, MatRef};
 
 enum Workspace {
@@ -172,7 +171,7 @@ impl Context {
     /// # Safety
     /// The plan's descriptors must describe valid memory of the context's device, and the plan
     /// must have been built with [`Context::executor`].
-    unsafe fn execute<P: Plan>(&self, plan: &P) -> Result<P::Output> {
+    pub(crate) unsafe fn execute<P: Plan>(&self, plan: &P) -> Result<P::Output> {
         let need = plan.workspace();
         let mut guard = self.lock();
         let dev = self.exec.device();
@@ -205,10 +204,7 @@ impl Context {
     /// Workspace bytes an SVD of `w` prefers (the whole batch at once, capped at
     /// [`svd::MAX_CHUNK_BYTES`]); any caller workspace holding one matrix's share also works.
     pub fn svd_workspace_size(&self, w: &MatDesc, compute: DType) -> Result<usize> {
-        svd::check_input(&*self.exec, w, compute)?;
-        let routine = SvdRoutine::full(self.svd_algorithm());
-        svd::check_routine(w, compute, routine)?;
-        Ok(svd::workspace_need(&*self.exec, w, compute, routine)?.preferred)
+        Ok(svd::workspace_query(&*self.exec, w, compute, self.svd_algorithm())?.preferred)
     }
 
     /// # Safety
@@ -225,12 +221,9 @@ impl Context {
     /// a caller workspace of this size may need several waves. A context allocating its own
     /// workspace grows it to fit the whole list in one wave.
     pub fn svd_list_workspace_size(&self, ws: &[&MatDesc], compute: DType) -> Result<usize> {
-        let routine = SvdRoutine::full(self.svd_algorithm());
         let mut need = 0;
         for w in ws {
-            svd::check_input(&*self.exec, w, compute)?;
-            svd::check_routine(w, compute, routine)?;
-            need = need.max(svd::workspace_need(&*self.exec, w, compute, routine)?.preferred);
+            need = need.max(svd::workspace_query(&*self.exec, w, compute, self.svd_algorithm())?.preferred);
         }
         Ok(need)
     }
@@ -569,124 +562,5 @@ pub struct FactorsRef<'a, T: Element> {
 impl<T: Element> FactorsRef<'_, T> {
     fn term(&self) -> Term<'_> {
         Term { u: self.u.desc(), s: self.s.desc(), v: self.v.desc() }
-    }
-}
-
-/// Repeated projection against fixed bases; see [`project::choose`] for when the cached form is
-/// used. Borrows the caller's bases for `'b` (the coefficient form reads them on every call).
-pub struct Projector<'b> {
-    side: Side,
-    sides: Vec<ProjectorSide>,
-    /// The cached projectors' memory, owned by the projector (`sides` describe it).
-    _buffers: Vec<Buffer>,
-    _bases: std::marker::PhantomData<&'b ()>,
-}
-
-impl<'b> Projector<'b> {
-    /// # Safety
-    /// The basis descriptors must describe valid memory of the context's device for `'b`.
-    pub unsafe fn new(
-        ctx: &Context,
-        side: Side,
-        u: Option<MatDesc>,
-        v: Option<MatDesc>,
-        strategy: Strategy,
-        max_bytes: usize,
-    ) -> Result<Self> {
-        let (mut sides, mut buffers) = (vec![], vec![]);
-        for (left, b) in [(true, u), (false, v)] {
-            if (left && !side.left()) || (!left && !side.right()) {
-                continue;
-            }
-            let name = if left { "U_high" } else { "V_high" };
-            let b = b.ok_or_else(|| Error::NullPointer { arg: name.into() })?;
-            b.validate(name, true)?;
-            crate::ops::check_device(ctx.executor(), &[(name, &b)])?;
-            let (n, k) = if left { (b.rows, b.cols) } else { (b.cols, b.rows) };
-            if k > n {
-                return Err(Error::RankOutOfRange(format!("{name}: {k} basis vectors in dimension {n}")));
-            }
-            // AUTO takes the cached form only where it can: one basis, in a BLAS layout.
-            let cacheable = b.batch == 1 && crate::ops::is_blas(&b);
-            let chosen = match project::choose(strategy, b.dtype, n, k, max_bytes) {
-                Strategy::CachedProjector if strategy == Strategy::Auto && !cacheable => Strategy::Coefficient,
-                s => s,
-            };
-            let cached = if chosen == Strategy::CachedProjector {
-                if !b.dtype.is_compute() {
-                    return Err(Error::DtypeUnsupported(format!(
-                        "a cached projector needs f32 or f64 bases, not {}",
-                        b.dtype.name()
-                    )));
-                }
-                if b.batch != 1 {
-                    return Err(Error::InvalidArgument("a cached projector takes one basis, not a batch".into()));
-                }
-                if !crate::ops::is_blas(&b) {
-                    return Err(Error::stride(name, "a cached projector needs a row- or column-major basis"));
-                }
-                let bytes = n
-                    .checked_mul(n)
-                    .and_then(|x| x.checked_mul(b.dtype.size()))
-                    .ok_or_else(|| Error::overflow(name, format!("a {n} x {n} {} projector", b.dtype.name())))?;
-                let buf = ctx.executor().alloc(bytes)?;
-                let p = MatDesc::col_major(buf.addr, b.dtype, n, n).with_device(ctx.executor().device());
-                buffers.push(buf);
-                // SAFETY: `p` is the buffer just allocated on the executor's device; the basis
-                // is the caller's, valid by this function's contract.
-                unsafe { project::build_projector(ctx.executor(), left, &b, &p) }?;
-                Some(p)
-            } else {
-                None
-            };
-            sides.push(ProjectorSide { left, basis: b, cached });
-        }
-        Ok(Projector { side, sides, _buffers: buffers, _bases: std::marker::PhantomData })
-    }
-
-    /// The strategy each side uses: `(left, right)`, `None` for a side not projected.
-    pub fn strategies(&self) -> (Option<Strategy>, Option<Strategy>) {
-        let get = |left: bool| {
-            self.sides.iter().find(|p| p.left == left).map(|p| {
-                if p.cached.is_some() {
-                    Strategy::CachedProjector
-                } else {
-                    Strategy::Coefficient
-                }
-            })
-        };
-        (get(true), get(false))
-    }
-
-    /// The validated application of this projector to `x` (in place, or into `out`).
-    pub fn plan(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<ProjectorPlan> {
-        ProjectorPlan::new(ctx.executor(), self.side, &self.sides, x, out, ctx.math_mode())
-    }
-
-    /// Workspace bytes [`Projector::apply_raw`] needs for `x` and `out` (a caller workspace set
-    /// on the context must hold this much).
-    pub fn workspace_size(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<usize> {
-        Ok(self.plan(ctx, x, out)?.workspace().min)
-    }
-
-    /// # Safety
-    /// Descriptors must describe valid memory of the context's device, and `ctx` must be the
-    /// context the projector was built on.
-    pub unsafe fn apply_raw(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
-        let plan = self.plan(ctx, x, out)?;
-        // SAFETY: the caller's contract; the cached projectors are this projector's own buffers.
-        unsafe { ctx.execute(&plan) }
-    }
-
-    /// Project `x` in place.
-    pub fn apply<T: Element>(&self, ctx: &Context, x: &mut MatMut<'_, T>) -> Result<()> {
-        // SAFETY: borrow-checked host views.
-        unsafe { self.apply_raw(ctx, x.desc(), None) }
-    }
-
-    /// Project `x` into `out`.
-    pub fn apply_into<T: Element>(&self, ctx: &Context, x: &MatRef<'_, T>, out: &mut MatMut<'_, T>) -> Result<()> {
-        // SAFETY: borrow-checked host views.
-        unsafe { self.apply_raw(ctx, x.desc(), Some(out.desc())) }
     }
 }

@@ -39,9 +39,10 @@ pub mod error;
 pub mod exec;
 pub mod ffi;
 pub mod ops;
+pub mod projector;
 pub mod view;
 
-pub use context::{Context, DecomposeOut, FactorsRef, Projector};
+pub use context::{Context, DecomposeOut, FactorsRef};
 pub use desc::{Device, MatDesc};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result, Status};
@@ -49,4 +50,5 @@ pub use exec::{MathMode, SvdAlgorithm, SvdReport};
 pub use half::{bf16, f16};
 pub use ops::project::{Side, Strategy};
 pub use ops::rank::{adaptive_ranks, select_rank, RankRule};
+pub use projector::Projector;
 pub use view::{MatMut, MatRef};

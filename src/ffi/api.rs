@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use super::boundary::*;
 use super::types::*;
-use crate::context::{Context, Projector};
+use crate::context::Context;
 use crate::desc::MatDesc;
 use crate::error::{Error, Result};
 use crate::ops::decompose::Parts;
 use crate::ops::project::{self, Bases};
 use crate::ops::reconstruct::Term;
 use crate::ops::svd::{SvdOut, SvdProblem};
+use crate::projector::Projector;
 use crate::RankRule;
 
 const fn parse_u32(s: &str) -> u32 {

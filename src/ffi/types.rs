@@ -5,9 +5,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use crate::context::{Context, Projector};
+use crate::context::Context;
 use crate::desc::MatDesc;
 use crate::error::Status;
+use crate::projector::Projector;
 
 /// ABI version of this header: bumped only if an incompatible change is ever made (the ABI is
 /// additive-only, so this should stay 1). Compare with `osft_abi_version()` at run time.

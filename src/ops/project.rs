@@ -558,6 +558,69 @@ fn panel(len: usize) -> usize {
     len.min(256.max(len.div_ceil(8)))
 }
 
+/// One side of a [`Projector`](crate::Projector) as requested, validated, with its evaluation
+/// order chosen: `cached_bytes` is the size of its cached `n x n` projector when it uses one.
+#[derive(Clone, Copy, Debug)]
+pub struct SideChoice {
+    pub basis: MatDesc,
+    /// `n`: the side's dimension (`N` for `U_high`, `M` for `V_high`).
+    pub dimension: usize,
+    pub cached_bytes: Option<usize>,
+}
+
+impl SideChoice {
+    /// The choice for the left (`U_high`) or right (`V_high`) side of a projector on `side`;
+    /// `None` when `side` does not project that side.
+    pub fn new(
+        exec: &dyn Executor,
+        side: Side,
+        left: bool,
+        basis: Option<MatDesc>,
+        strategy: Strategy,
+        max_bytes: usize,
+    ) -> Result<Option<Self>> {
+        if (left && !side.left()) || (!left && !side.right()) {
+            return Ok(None);
+        }
+        let name = if left { "U_high" } else { "V_high" };
+        let b = basis.ok_or_else(|| Error::NullPointer { arg: name.into() })?;
+        b.validate(name, true)?;
+        check_device(exec, &[(name, &b)])?;
+        let (n, k) = if left { (b.rows, b.cols) } else { (b.cols, b.rows) };
+        if k > n {
+            return Err(Error::RankOutOfRange(format!("{name}: {k} basis vectors in dimension {n}")));
+        }
+        // AUTO takes the cached form only where it can: one basis, in a BLAS layout.
+        let cacheable = b.batch == 1 && is_blas(&b);
+        let chosen = match choose(strategy, b.dtype, n, k, max_bytes) {
+            Strategy::CachedProjector if strategy == Strategy::Auto && !cacheable => Strategy::Coefficient,
+            s => s,
+        };
+        let cached_bytes = if chosen == Strategy::CachedProjector {
+            if !b.dtype.is_compute() {
+                return Err(Error::DtypeUnsupported(format!(
+                    "a cached projector needs f32 or f64 bases, not {}",
+                    b.dtype.name()
+                )));
+            }
+            if b.batch != 1 {
+                return Err(Error::InvalidArgument("a cached projector takes one basis, not a batch".into()));
+            }
+            if !is_blas(&b) {
+                return Err(Error::stride(name, "a cached projector needs a row- or column-major basis"));
+            }
+            let bytes = n
+                .checked_mul(n)
+                .and_then(|x| x.checked_mul(b.dtype.size()))
+                .ok_or_else(|| Error::overflow(name, format!("a {n} x {n} {} projector", b.dtype.name())))?;
+            Some(bytes)
+        } else {
+            None
+        };
+        Ok(Some(SideChoice { basis: b, dimension: n, cached_bytes }))
+    }
+}
+
 /// One side of a [`Projector`](crate::Projector): its basis, and the cached `P = I - B B^T`
 /// (built by [`build_projector`]) when that side uses the cached form.
 #[derive(Clone, Copy, Debug)]

@@ -149,6 +149,20 @@ pub(crate) fn workspace_need(
     Ok(WorkspaceNeed { min, preferred: preferred.max(min) })
 }
 
+/// The workspace query of an SVD of `w` by `algorithm`: every check of the input, then
+/// [`workspace_need`].
+pub fn workspace_query(
+    exec: &dyn Executor,
+    w: &MatDesc,
+    compute: DType,
+    algorithm: SvdAlgorithm,
+) -> Result<WorkspaceNeed> {
+    check_input(exec, w, compute)?;
+    let routine = SvdRoutine::full(algorithm);
+    check_routine(w, compute, routine)?;
+    workspace_need(exec, w, compute, routine)
+}
+
 /// Check that `plan` can serve an SVD of `w`: the randomized SVD only with a top `k`, and its
 /// `k` within `cusolverDnXgesvdr`'s range. The routines' other preconditions are the
 /// executor's (reported by the workspace query, before anything runs).
