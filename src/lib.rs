@@ -6,9 +6,11 @@
 //!
 //! Architecture ("one algorithm, two executors"): the algorithms in [`ops`] are written once
 //! against the [`exec::Executor`] trait, whose primitives follow cuBLAS/cuSOLVER semantics; the
-//! CPU executor ([`exec::cpu`]) runs them on host memory, the CUDA executor (feature `cuda`, in
-//! its own module once it lands) on the caller's stream. [`Context`] holds an executor and its
-//! workspace and offers the safe API over typed views ([`MatRef`], [`MatMut`]).
+//! CPU executor ([`exec::cpu`]) runs them on host memory, the CUDA executor (`exec::cuda`, feature
+//! `cuda`) on the caller's stream. Each op is a plan ([`ops::Plan`]): a safe constructor checks
+//! every descriptor and sizes the workspace, an `unsafe` run does the work. [`Context`] holds an
+//! executor and its workspace, runs plans, and offers the safe API over typed views ([`MatRef`],
+//! [`MatMut`]); [`Projector`] caches a projection's evaluation order; [`ffi`] is the C ABI.
 //!
 //! ```
 //! use osft::{Context, DType, MatMut, MatRef, Side};

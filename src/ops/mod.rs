@@ -1,4 +1,4 @@
-//! The OSFT algorithms, written once against [`Executor`](crate::exec::Executor).
+//! The OSFT algorithms, written once against the [`Executor`] primitives.
 //!
 //! Each op is planned before it runs, as cuFFT plans and cuBLASLt matmul descriptors are: a safe
 //! constructor (`XxxPlan::new`) checks every descriptor and precondition — shapes, dtypes, strides,

@@ -23,8 +23,8 @@
 //!
 //! **Two-phase sharded projection.** When the basis and `X` are split across ranks along the
 //! contracted dimension (left: rows of `U_high` and `X`, FSDP's `Shard(0)`; right: columns of
-//! `V_high` and `X`), the coefficient matrix is a sum of per-shard partials: [`partial`] computes
-//! this rank's `U_r^T X_r` (or `X_r V_r^T`), the caller all-reduces (sum) it, and [`apply`]
+//! `V_high` and `X`), the coefficient matrix is a sum of per-shard partials: [`PartialPlan`] computes
+//! this rank's `U_r^T X_r` (or `X_r V_r^T`), the caller all-reduces (sum) it, and [`ApplyPlan`]
 //! subtracts `U_r C` (or `C V_r`) locally.
 
 use super::*;
@@ -422,7 +422,7 @@ impl Plan for PartialPlan {
     }
 }
 
-/// Workspace bytes for [`apply`] (a cast copy of `coef` when its dtype differs from `X`'s).
+/// Workspace bytes for [`ApplyPlan`] (a cast copy of `coef` when its dtype differs from `X`'s).
 pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
     if coef.dtype == x.dtype {
         Ok(0)

@@ -8,7 +8,7 @@
 //! | `EntropyEffective` | `round(exp(H(p)))`, `p = s / sum s` | Roy & Vetterli's effective rank, clamped to `[0, R]`; zero matrix gives 0 |
 //!
 //! **Adaptive rule** ([`adaptive_ranks`]): layer importance `I(W) = mean_x cos(x[:R], (W x)[:R])`
-//! over caller-given activations ([`layer_importance`]); each layer's importance is normalised by
+//! over caller-given activations ([`ImportancePlan`]); each layer's importance is normalised by
 //! the mean over layers, `r = I / mean(I)`, and the retained (frozen) fraction is
 //! `clamp(r * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)`: a layer of average importance
 //! freezes the midpoint ratio, more important layers freeze more, up to `max_ratio`. `k =

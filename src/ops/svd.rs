@@ -15,7 +15,7 @@
 //!
 //! Batches are processed in chunks that fit the workspace: the workspace-size query reports the
 //! size for the whole batch at once (capped at [`MAX_CHUNK_BYTES`]); any workspace that holds one
-//! matrix's scratch works, more is faster. A list of shapes ([`svd_list`]) runs in waves of
+//! matrix's scratch works, more is faster. A list of shapes ([`SvdListPlan`]) runs in waves of
 //! problems that fit the workspace side by side, each wave one [`Executor::gesvd_grouped`].
 
 use super::*;
@@ -150,7 +150,7 @@ pub(crate) fn workspace_need(
 }
 
 /// The workspace query of an SVD of `w` by `algorithm`: every check of the input, then
-/// [`workspace_need`].
+/// the workspace it needs (one matrix's share, and the whole batch's).
 pub fn workspace_query(
     exec: &dyn Executor,
     w: &MatDesc,
