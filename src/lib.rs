@@ -34,6 +34,10 @@
 //! # Ok::<(), osft::Error>(())
 //! ```
 
+// Every unsafe operation sits in an explicit `unsafe {}` block with its `SAFETY:` reason, even
+// inside an `unsafe fn`.
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod context;
 pub mod desc;
 pub mod dtype;

@@ -67,21 +67,29 @@ macro_rules! with_elem {
 
 #[inline(always)]
 unsafe fn get<T: Element>(addr: Addr, off: usize) -> T {
-    *(addr as *const T).add(off)
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe { *(addr as *const T).add(off) }
 }
 #[inline(always)]
 unsafe fn put<T: Element>(addr: Addr, off: usize, v: T) {
-    *(addr as *mut T).add(off) = v
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe { *(addr as *mut T).add(off) = v }
 }
 
 /// Column-major view of a strided operand, transposed when `op == T`.
 unsafe fn view<'a, T>(s: &Strided, b: usize, rows: usize, cols: usize, op: Op) -> MatRef<'a, T> {
-    let p = (s.addr as *const T).add(b * s.stride);
-    let m = MatRef::from_raw_parts(p, rows, cols, 1, s.ld as isize);
-    if op == Op::T {
-        m.transpose()
-    } else {
-        m
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        let p = (s.addr as *const T).add(b * s.stride);
+        let m = MatRef::from_raw_parts(p, rows, cols, 1, s.ld as isize);
+        if op == Op::T {
+            m.transpose()
+        } else {
+            m
+        }
     }
 }
 
@@ -96,89 +104,97 @@ fn par_for(n: usize, work_per_item: usize, f: impl Fn(usize) + Send + Sync) {
 
 impl CpuExecutor {
     unsafe fn gemm_native<T: Element + faer::traits::ComplexField>(&self, g: &GemmArgs) {
-        let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
-        let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
-        let flops = g.m * g.n * g.k.max(1);
-        // Many small problems: threads across the batch. Few large ones: threads inside faer.
-        let across = g.batch > 1 && flops < 1 << 21;
-        let inner_par = if across { Par::Seq } else { Par::rayon(0) };
-        let run = |b: usize| {
-            let cptr = (g.c.addr as *mut T).add(b * g.c.stride);
-            let mut c = MatMut::<T>::from_raw_parts_mut(cptr, g.m, g.n, 1, g.c.ld as isize);
-            if g.k == 0 || g.alpha == 0.0 {
-                scale_mat(c.rb_mut(), g.beta);
-                return;
-            }
-            let a = view::<T>(&g.a, b, ar, ac, g.transa);
-            let bm = view::<T>(&g.b, b, br, bc, g.transb);
-            let accum = if g.beta == 0.0 {
-                Accum::Replace
-            } else {
-                if g.beta != 1.0 {
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
+            let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
+            let flops = g.m * g.n * g.k.max(1);
+            // Many small problems: threads across the batch. Few large ones: threads inside faer.
+            let across = g.batch > 1 && flops < 1 << 21;
+            let inner_par = if across { Par::Seq } else { Par::rayon(0) };
+            let run = |b: usize| {
+                let cptr = (g.c.addr as *mut T).add(b * g.c.stride);
+                let mut c = MatMut::<T>::from_raw_parts_mut(cptr, g.m, g.n, 1, g.c.ld as isize);
+                if g.k == 0 || g.alpha == 0.0 {
                     scale_mat(c.rb_mut(), g.beta);
+                    return;
                 }
-                Accum::Add
+                let a = view::<T>(&g.a, b, ar, ac, g.transa);
+                let bm = view::<T>(&g.b, b, br, bc, g.transb);
+                let accum = if g.beta == 0.0 {
+                    Accum::Replace
+                } else {
+                    if g.beta != 1.0 {
+                        scale_mat(c.rb_mut(), g.beta);
+                    }
+                    Accum::Add
+                };
+                faer::linalg::matmul::matmul(c, accum, a, bm, T::from_f64(g.alpha), inner_par);
             };
-            faer::linalg::matmul::matmul(c, accum, a, bm, T::from_f64(g.alpha), inner_par);
-        };
-        if across {
-            (0..g.batch).into_par_iter().for_each(run);
-        } else {
-            (0..g.batch).for_each(run);
+            if across {
+                (0..g.batch).into_par_iter().for_each(run);
+            } else {
+                (0..g.batch).for_each(run);
+            }
         }
     }
 
     /// Half-precision operands: convert `op(A)` once and `op(B)` / `C` by column panels to f32,
     /// multiply in f32, round the result once into `C`'s type.
     unsafe fn gemm_half(&self, g: &GemmArgs) -> Result<()> {
-        let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
-        let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
-        let (mut a32, mut b32, mut c32) = (
-            zeroed_f32(g.m.checked_mul(g.k))?,
-            zeroed_f32(g.k.checked_mul(HALF_PANEL.min(g.n)))?,
-            zeroed_f32(g.m.checked_mul(HALF_PANEL.min(g.n)))?,
-        );
-        for b in 0..g.batch {
-            // op(A) -> a32 (m x k, column-major)
-            let _ = (ar, ac, br, bc);
-            let (rs_a, cs_a) = if g.transa == Op::N { (1, g.a.ld) } else { (g.a.ld, 1) };
-            convert_to_f32(g.a.dtype, g.a.addr, b * g.a.stride, rs_a, cs_a, g.m, g.k, &mut a32);
-            let a = MatRef::<f32>::from_raw_parts(a32.as_ptr(), g.m, g.k, 1, g.m.max(1) as isize);
-            let (rs_b, cs_b) = if g.transb == Op::N { (1, g.b.ld) } else { (g.b.ld, 1) };
-            let mut j0 = 0;
-            while j0 < g.n {
-                let p = HALF_PANEL.min(g.n - j0);
-                convert_to_f32(g.b.dtype, g.b.addr, b * g.b.stride + j0 * cs_b, rs_b, cs_b, g.k, p, &mut b32);
-                let bm = MatRef::<f32>::from_raw_parts(b32.as_ptr(), g.k, p, 1, g.k.max(1) as isize);
-                let c_off = b * g.c.stride + j0 * g.c.ld;
-                let accum = if g.beta == 0.0 {
-                    Accum::Replace
-                } else {
-                    convert_to_f32(g.c.dtype, g.c.addr, c_off, 1, g.c.ld, g.m, p, &mut c32);
-                    for v in &mut c32[..g.m * p] {
-                        *v *= g.beta as f32;
-                    }
-                    Accum::Add
-                };
-                let mut c = MatMut::<f32>::from_raw_parts_mut(c32.as_mut_ptr(), g.m, p, 1, g.m.max(1) as isize);
-                if g.k == 0 {
-                    if g.beta == 0.0 {
-                        c.fill(0.0);
-                    }
-                } else {
-                    faer::linalg::matmul::matmul(c.rb_mut(), accum, a, bm, g.alpha as f32, Par::rayon(0));
-                }
-                with_elem!(g.c.dtype, C, {
-                    for j in 0..p {
-                        for i in 0..g.m {
-                            put::<C>(g.c.addr, c_off + i + j * g.c.ld, C::from_f32(c32[i + j * g.m]));
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
+            let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
+            let (mut a32, mut b32, mut c32) = (
+                zeroed_f32(g.m.checked_mul(g.k))?,
+                zeroed_f32(g.k.checked_mul(HALF_PANEL.min(g.n)))?,
+                zeroed_f32(g.m.checked_mul(HALF_PANEL.min(g.n)))?,
+            );
+            for b in 0..g.batch {
+                // op(A) -> a32 (m x k, column-major)
+                let _ = (ar, ac, br, bc);
+                let (rs_a, cs_a) = if g.transa == Op::N { (1, g.a.ld) } else { (g.a.ld, 1) };
+                convert_to_f32(g.a.dtype, g.a.addr, b * g.a.stride, rs_a, cs_a, g.m, g.k, &mut a32);
+                let a = MatRef::<f32>::from_raw_parts(a32.as_ptr(), g.m, g.k, 1, g.m.max(1) as isize);
+                let (rs_b, cs_b) = if g.transb == Op::N { (1, g.b.ld) } else { (g.b.ld, 1) };
+                let mut j0 = 0;
+                while j0 < g.n {
+                    let p = HALF_PANEL.min(g.n - j0);
+                    convert_to_f32(g.b.dtype, g.b.addr, b * g.b.stride + j0 * cs_b, rs_b, cs_b, g.k, p, &mut b32);
+                    let bm = MatRef::<f32>::from_raw_parts(b32.as_ptr(), g.k, p, 1, g.k.max(1) as isize);
+                    let c_off = b * g.c.stride + j0 * g.c.ld;
+                    let accum = if g.beta == 0.0 {
+                        Accum::Replace
+                    } else {
+                        convert_to_f32(g.c.dtype, g.c.addr, c_off, 1, g.c.ld, g.m, p, &mut c32);
+                        for v in &mut c32[..g.m * p] {
+                            *v *= g.beta as f32;
                         }
+                        Accum::Add
+                    };
+                    let mut c = MatMut::<f32>::from_raw_parts_mut(c32.as_mut_ptr(), g.m, p, 1, g.m.max(1) as isize);
+                    if g.k == 0 {
+                        if g.beta == 0.0 {
+                            c.fill(0.0);
+                        }
+                    } else {
+                        faer::linalg::matmul::matmul(c.rb_mut(), accum, a, bm, g.alpha as f32, Par::rayon(0));
                     }
-                });
-                j0 += p;
+                    with_elem!(g.c.dtype, C, {
+                        for j in 0..p {
+                            for i in 0..g.m {
+                                put::<C>(g.c.addr, c_off + i + j * g.c.ld, C::from_f32(c32[i + j * g.m]));
+                            }
+                        }
+                    });
+                    j0 += p;
+                }
             }
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -202,13 +218,17 @@ unsafe fn convert_to_f32(
     cols: usize,
     out: &mut [f32],
 ) {
-    with_elem!(dt, T, {
-        for j in 0..cols {
-            for i in 0..rows {
-                out[i + j * rows] = get::<T>(addr, off + i * rs + j * cs).to_f32();
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        with_elem!(dt, T, {
+            for j in 0..cols {
+                for i in 0..rows {
+                    out[i + j * rows] = get::<T>(addr, off + i * rs + j * cs).to_f32();
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 fn scale_mat<T: Element + faer::traits::ComplexField>(mut c: MatMut<'_, T>, beta: f64) {
@@ -223,22 +243,26 @@ fn scale_mat<T: Element + faer::traits::ComplexField>(mut c: MatMut<'_, T>, beta
 }
 
 unsafe fn axpby_typed<S: Element, D: Element>(a: &AxpbyArgs) {
-    let (src, dst) = (a.src, a.dst);
-    // Inner loop along the destination's smaller stride.
-    let rows_inner = dst.row_stride <= dst.col_stride;
-    let (outer, inner) = if rows_inner { (a.cols, a.rows) } else { (a.rows, a.cols) };
-    let f = |ob: usize| {
-        let (b, o) = (ob / outer, ob % outer);
-        for i in 0..inner {
-            let (r, c) = if rows_inner { (i, o) } else { (o, i) };
-            let so = b * src.batch_stride + r * src.row_stride + c * src.col_stride;
-            let d_o = b * dst.batch_stride + r * dst.row_stride + c * dst.col_stride;
-            let s = if a.alpha == 0.0 { 0.0 } else { a.alpha * get::<S>(src.addr, so).to_f64() };
-            let v = if a.beta == 0.0 { s } else { s + a.beta * get::<D>(dst.addr, d_o).to_f64() };
-            put::<D>(dst.addr, d_o, D::from_f64(v));
-        }
-    };
-    par_for(a.batch * outer, inner, f);
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        let (src, dst) = (a.src, a.dst);
+        // Inner loop along the destination's smaller stride.
+        let rows_inner = dst.row_stride <= dst.col_stride;
+        let (outer, inner) = if rows_inner { (a.cols, a.rows) } else { (a.rows, a.cols) };
+        let f = |ob: usize| {
+            let (b, o) = (ob / outer, ob % outer);
+            for i in 0..inner {
+                let (r, c) = if rows_inner { (i, o) } else { (o, i) };
+                let so = b * src.batch_stride + r * src.row_stride + c * src.col_stride;
+                let d_o = b * dst.batch_stride + r * dst.row_stride + c * dst.col_stride;
+                let s = if a.alpha == 0.0 { 0.0 } else { a.alpha * get::<S>(src.addr, so).to_f64() };
+                let v = if a.beta == 0.0 { s } else { s + a.beta * get::<D>(dst.addr, d_o).to_f64() };
+                put::<D>(dst.addr, d_o, D::from_f64(v));
+            }
+        };
+        par_for(a.batch * outer, inner, f);
+    }
 }
 
 impl Executor for CpuExecutor {
@@ -258,59 +282,79 @@ impl Executor for CpuExecutor {
         Ok(Buffer::new(ptr as usize, bytes, Box::new(Aligned { ptr, layout })))
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
-        std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
-        Ok(())
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+            Ok(())
+        }
     }
     unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
-        Ok(())
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
+            Ok(())
+        }
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
 
     unsafe fn gemm_strided_batched(&self, g: &GemmArgs) -> Result<()> {
-        g.check()?;
-        if g.m == 0 || g.n == 0 {
-            return Ok(());
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            g.check()?;
+            if g.m == 0 || g.n == 0 {
+                return Ok(());
+            }
+            // The reduced-precision compute types (TF32 / bf16 tensor cores on CUDA) are computed
+            // exactly in f32 here: the CPU ignores the math mode, its results are at least as accurate.
+            match g.c.dtype {
+                DType::F64 => self.gemm_native::<f64>(g),
+                DType::F32 if g.a.dtype == DType::F32 => self.gemm_native::<f32>(g),
+                _ => self.gemm_half(g)?,
+            }
+            Ok(())
         }
-        // The reduced-precision compute types (TF32 / bf16 tensor cores on CUDA) are computed
-        // exactly in f32 here: the CPU ignores the math mode, its results are at least as accurate.
-        match g.c.dtype {
-            DType::F64 => self.gemm_native::<f64>(g),
-            DType::F32 if g.a.dtype == DType::F32 => self.gemm_native::<f32>(g),
-            _ => self.gemm_half(g)?,
-        }
-        Ok(())
     }
 
     unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
-        if a.rows == 0 || a.cols == 0 || a.batch == 0 {
-            return Ok(());
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            if a.rows == 0 || a.cols == 0 || a.batch == 0 {
+                return Ok(());
+            }
+            with_elem!(a.src.dtype, S, {
+                with_elem!(a.dst.dtype, D, {
+                    axpby_typed::<S, D>(a);
+                })
+            });
+            Ok(())
         }
-        with_elem!(a.src.dtype, S, {
-            with_elem!(a.dst.dtype, D, {
-                axpby_typed::<S, D>(a);
-            })
-        });
-        Ok(())
     }
 
     unsafe fn dgmm(&self, d: &DgmmArgs) -> Result<()> {
-        d.check()?;
-        with_elem!(d.a.dtype, T, {
-            for b in 0..d.batch {
-                for j in 0..d.n {
-                    for i in 0..d.m {
-                        let xi = if d.left { i } else { j };
-                        let x = get::<T>(d.x, b * d.stride_x + xi * d.incx).to_f64();
-                        let v = get::<T>(d.a.addr, b * d.a.stride + i + j * d.a.ld).to_f64() * x;
-                        put::<T>(d.c.addr, b * d.c.stride + i + j * d.c.ld, T::from_f64(v));
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            d.check()?;
+            with_elem!(d.a.dtype, T, {
+                for b in 0..d.batch {
+                    for j in 0..d.n {
+                        for i in 0..d.m {
+                            let xi = if d.left { i } else { j };
+                            let x = get::<T>(d.x, b * d.stride_x + xi * d.incx).to_f64();
+                            let v = get::<T>(d.a.addr, b * d.a.stride + i + j * d.a.ld).to_f64() * x;
+                            put::<T>(d.c.addr, b * d.c.stride + i + j * d.c.ld, T::from_f64(v));
+                        }
                     }
                 }
-            }
-        });
-        Ok(())
+            });
+            Ok(())
+        }
     }
 
     fn gesvd_buffer_size(
@@ -329,15 +373,19 @@ impl Executor for CpuExecutor {
     /// Every algorithm computes faer's exact thin SVD here, after the routine's preconditions
     /// (`GesvdArgs::check`) have been enforced exactly as on CUDA.
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        g.check()?;
-        let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch, g.algorithm)?;
-        if work_bytes < needed {
-            return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
-        }
-        match g.a.dtype {
-            DType::F32 => gesvd_typed::<f32>(g, work, needed),
-            DType::F64 => gesvd_typed::<f64>(g, work, needed),
-            _ => unreachable!("checked above"),
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            g.check()?;
+            let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch, g.algorithm)?;
+            if work_bytes < needed {
+                return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
+            }
+            match g.a.dtype {
+                DType::F32 => gesvd_typed::<f32>(g, work, needed),
+                DType::F64 => gesvd_typed::<f64>(g, work, needed),
+                _ => unreachable!("checked above"),
+            }
         }
     }
 
@@ -369,118 +417,142 @@ impl Executor for CpuExecutor {
     /// The exact SVD truncated to the top `k` (the CPU result is exact, not randomized), after
     /// `cusolverDnXgesvdr`'s preconditions (`GesvdrArgs::check`).
     unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        g.check()?;
-        let needed = self.gesvdr_buffer_size(g.m, g.n, g.k, g.p, g.niters, g.a.dtype, g.batch)?;
-        if work_bytes < needed {
-            return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
-        }
-        match g.a.dtype {
-            DType::F32 => gesvdr_typed::<f32>(g, work, needed),
-            DType::F64 => gesvdr_typed::<f64>(g, work, needed),
-            _ => unreachable!("checked above"),
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            g.check()?;
+            let needed = self.gesvdr_buffer_size(g.m, g.n, g.k, g.p, g.niters, g.a.dtype, g.batch)?;
+            if work_bytes < needed {
+                return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
+            }
+            match g.a.dtype {
+                DType::F32 => gesvdr_typed::<f32>(g, work, needed),
+                DType::F64 => gesvdr_typed::<f64>(g, work, needed),
+                _ => unreachable!("checked above"),
+            }
         }
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
-        if s.left.dtype != s.right.dtype {
-            return Err(Error::precondition("svd_sign_fix", "left and right vectors must share a type"));
-        }
-        with_elem!(s.left.dtype, T, {
-            for b in 0..s.batch {
-                for v in 0..s.count {
-                    let lo = b * s.left.batch_stride + v * s.left.vec_stride;
-                    let (mut best, mut arg) = (-1.0f64, 0usize);
-                    for e in 0..s.left.len {
-                        let a = get::<T>(s.left.addr, lo + e * s.left.elem_stride).to_f64().abs();
-                        if a > best {
-                            best = a;
-                            arg = e;
-                        }
-                    }
-                    if s.left.len > 0 && get::<T>(s.left.addr, lo + arg * s.left.elem_stride).to_f64() < 0.0 {
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            if s.left.dtype != s.right.dtype {
+                return Err(Error::precondition("svd_sign_fix", "left and right vectors must share a type"));
+            }
+            with_elem!(s.left.dtype, T, {
+                for b in 0..s.batch {
+                    for v in 0..s.count {
+                        let lo = b * s.left.batch_stride + v * s.left.vec_stride;
+                        let (mut best, mut arg) = (-1.0f64, 0usize);
                         for e in 0..s.left.len {
-                            let o = lo + e * s.left.elem_stride;
-                            put::<T>(s.left.addr, o, T::from_f64(-get::<T>(s.left.addr, o).to_f64()));
+                            let a = get::<T>(s.left.addr, lo + e * s.left.elem_stride).to_f64().abs();
+                            if a > best {
+                                best = a;
+                                arg = e;
+                            }
                         }
-                        let ro = b * s.right.batch_stride + v * s.right.vec_stride;
-                        for e in 0..s.right.len {
-                            let o = ro + e * s.right.elem_stride;
-                            put::<T>(s.right.addr, o, T::from_f64(-get::<T>(s.right.addr, o).to_f64()));
+                        if s.left.len > 0 && get::<T>(s.left.addr, lo + arg * s.left.elem_stride).to_f64() < 0.0 {
+                            for e in 0..s.left.len {
+                                let o = lo + e * s.left.elem_stride;
+                                put::<T>(s.left.addr, o, T::from_f64(-get::<T>(s.left.addr, o).to_f64()));
+                            }
+                            let ro = b * s.right.batch_stride + v * s.right.vec_stride;
+                            for e in 0..s.right.len {
+                                let o = ro + e * s.right.elem_stride;
+                                put::<T>(s.right.addr, o, T::from_f64(-get::<T>(s.right.addr, o).to_f64()));
+                            }
                         }
                     }
                 }
-            }
-        });
-        Ok(())
+            });
+            Ok(())
+        }
     }
 
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        let mut out = vec![0f64; batch];
-        with_elem!(x.dtype, T, {
-            for (b, o) in out.iter_mut().enumerate() {
-                let mut acc = 0f64;
-                for j in 0..cols {
-                    for i in 0..rows {
-                        let v = get::<T>(x.addr, b * x.batch_stride + i * x.row_stride + j * x.col_stride).to_f64();
-                        acc += v * v;
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            let mut out = vec![0f64; batch];
+            with_elem!(x.dtype, T, {
+                for (b, o) in out.iter_mut().enumerate() {
+                    let mut acc = 0f64;
+                    for j in 0..cols {
+                        for i in 0..rows {
+                            let v = get::<T>(x.addr, b * x.batch_stride + i * x.row_stride + j * x.col_stride).to_f64();
+                            acc += v * v;
+                        }
                     }
+                    *o = acc;
                 }
-                *o = acc;
-            }
-        });
-        Ok(out)
+            });
+            Ok(out)
+        }
     }
 
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        let mut out = vec![0u64; batch];
-        with_elem!(x.dtype, T, {
-            for (b, o) in out.iter_mut().enumerate() {
-                for j in 0..cols {
-                    for i in 0..rows {
-                        let v = get::<T>(x.addr, b * x.batch_stride + i * x.row_stride + j * x.col_stride).to_f64();
-                        *o += (!v.is_finite()) as u64;
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            let mut out = vec![0u64; batch];
+            with_elem!(x.dtype, T, {
+                for (b, o) in out.iter_mut().enumerate() {
+                    for j in 0..cols {
+                        for i in 0..rows {
+                            let v = get::<T>(x.addr, b * x.batch_stride + i * x.row_stride + j * x.col_stride).to_f64();
+                            *o += (!v.is_finite()) as u64;
+                        }
                     }
                 }
-            }
-        });
-        Ok(out)
+            });
+            Ok(out)
+        }
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
-        with_elem!(a.dtype, T, {
-            for b in 0..batch {
-                for i in 0..n {
-                    let o = b * a.stride + i + i * a.ld;
-                    put::<T>(a.addr, o, T::from_f64(get::<T>(a.addr, o).to_f64() + alpha));
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            with_elem!(a.dtype, T, {
+                for b in 0..batch {
+                    for i in 0..n {
+                        let o = b * a.stride + i + i * a.ld;
+                        put::<T>(a.addr, o, T::from_f64(get::<T>(a.addr, o).to_f64() + alpha));
+                    }
                 }
-            }
-        });
-        Ok(())
+            });
+            Ok(())
+        }
     }
 
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
-        if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
-            return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
+        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+        // `check()`.
+        unsafe {
+            if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
+                return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
+            }
+            let mut total = 0f64;
+            with_elem!(a.dtype, A, {
+                with_elem!(b.dtype, B, {
+                    for v in 0..count {
+                        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+                        for e in 0..a.len {
+                            let x = get::<A>(a.addr, v * a.vec_stride + e * a.elem_stride).to_f64();
+                            let y = get::<B>(b.addr, v * b.vec_stride + e * b.elem_stride).to_f64();
+                            dot += x * y;
+                            na += x * x;
+                            nb += y * y;
+                        }
+                        if na > 0.0 && nb > 0.0 {
+                            total += dot / (na.sqrt() * nb.sqrt());
+                        }
+                    }
+                })
+            });
+            Ok(total)
         }
-        let mut total = 0f64;
-        with_elem!(a.dtype, A, {
-            with_elem!(b.dtype, B, {
-                for v in 0..count {
-                    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-                    for e in 0..a.len {
-                        let x = get::<A>(a.addr, v * a.vec_stride + e * a.elem_stride).to_f64();
-                        let y = get::<B>(b.addr, v * b.vec_stride + e * b.elem_stride).to_f64();
-                        dot += x * y;
-                        na += x * x;
-                        nb += y * y;
-                    }
-                    if na > 0.0 && nb > 0.0 {
-                        total += dot / (na.sqrt() * nb.sqrt());
-                    }
-                }
-            })
-        });
-        Ok(total)
     }
 }
 
@@ -520,33 +592,37 @@ unsafe fn per_matrix(
     work_bytes: usize,
     one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync,
 ) -> Result<()> {
-    let nl = lanes(batch);
-    let per = work_bytes / nl;
-    let results: Vec<Result<()>> = (0..nl)
-        .into_par_iter()
-        .map(|lane| {
-            let buf = std::slice::from_raw_parts_mut((work + lane * per) as *mut MaybeUninit<u8>, per);
-            // Lane `lane` takes batch entries lane, lane + nl, ...; report the first failure.
-            let mut b = lane;
-            while b < batch {
-                one(b, buf)?;
-                b += nl;
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        let nl = lanes(batch);
+        let per = work_bytes / nl;
+        let results: Vec<Result<()>> = (0..nl)
+            .into_par_iter()
+            .map(|lane| {
+                let buf = std::slice::from_raw_parts_mut((work + lane * per) as *mut MaybeUninit<u8>, per);
+                // Lane `lane` takes batch entries lane, lane + nl, ...; report the first failure.
+                let mut b = lane;
+                while b < batch {
+                    one(b, buf)?;
+                    b += nl;
+                }
+                Ok(())
+            })
+            .collect();
+        // Report the lowest failing index across lanes.
+        let mut first: Option<usize> = None;
+        for r in results {
+            match r {
+                Ok(()) => {}
+                Err(Error::NotConverged { index, .. }) => first = Some(first.map_or(index, |f: usize| f.min(index))),
+                Err(e) => return Err(e),
             }
-            Ok(())
-        })
-        .collect();
-    // Report the lowest failing index across lanes.
-    let mut first: Option<usize> = None;
-    for r in results {
-        match r {
-            Ok(()) => {}
-            Err(Error::NotConverged { index, .. }) => first = Some(first.map_or(index, |f: usize| f.min(index))),
-            Err(e) => return Err(e),
         }
-    }
-    match first {
-        Some(index) => Err(Error::NotConverged { problem: None, index }),
-        None => Ok(()),
+        match first {
+            Some(index) => Err(Error::NotConverged { problem: None, index }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -555,18 +631,29 @@ unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(
     work: Addr,
     work_bytes: usize,
 ) -> Result<()> {
-    let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
-    per_matrix(g.batch, work, work_bytes, |b, buf| {
-        let stack = MemStack::new(buf);
-        let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), g.m, g.n, 1, g.a.ld as isize);
-        let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
-        let u = MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
-        // faer returns V; VT stored column-major is V stored row-major.
-        let v =
-            MatMut::<T>::from_raw_parts_mut((g.vt.addr as *mut T).add(b * g.vt.stride), g.n, g.n, g.vt.ld as isize, 1);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
-            .map_err(|_| Error::NotConverged { problem: None, index: b })
-    })
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
+        per_matrix(g.batch, work, work_bytes, |b, buf| {
+            let stack = MemStack::new(buf);
+            let a =
+                MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), g.m, g.n, 1, g.a.ld as isize);
+            let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
+            let u =
+                MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
+            // faer returns V; VT stored column-major is V stored row-major.
+            let v = MatMut::<T>::from_raw_parts_mut(
+                (g.vt.addr as *mut T).add(b * g.vt.stride),
+                g.n,
+                g.n,
+                g.vt.ld as isize,
+                1,
+            );
+            svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
+                .map_err(|_| Error::NotConverged { problem: None, index: b })
+        })
+    }
 }
 
 unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(
@@ -574,31 +661,35 @@ unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(
     work: Addr,
     work_bytes: usize,
 ) -> Result<()> {
-    let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
-    let (m, n, k) = (g.m, g.n, g.k);
-    per_matrix(g.batch, work, work_bytes, |b, buf| {
-        // Lane scratch: [U m x n | V n x n | S n | faer stack], each aligned by construction of
-        // the size query (ALIGN-rounded); split at element boundaries.
-        let base = buf.as_mut_ptr() as *mut T;
-        let (uf, vf, sf) = (base, base.add(m * n), base.add(m * n + n * n));
-        let used = ((m * n + n * n + n) * std::mem::size_of::<T>()).next_multiple_of(ALIGN);
-        let stack = MemStack::new(&mut buf[used..]);
-        let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), m, n, 1, g.a.ld as isize);
-        let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
-        let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
-        let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
-        svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
-            .map_err(|_| Error::NotConverged { problem: None, index: b })?;
-        for j in 0..k {
-            put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
-            for i in 0..m {
-                put::<T>(g.u.addr, b * g.u.stride + i + j * g.u.ld, *uf.add(i + j * m));
+    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
+    // `check()`.
+    unsafe {
+        let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
+        let (m, n, k) = (g.m, g.n, g.k);
+        per_matrix(g.batch, work, work_bytes, |b, buf| {
+            // Lane scratch: [U m x n | V n x n | S n | faer stack], each aligned by construction of
+            // the size query (ALIGN-rounded); split at element boundaries.
+            let base = buf.as_mut_ptr() as *mut T;
+            let (uf, vf, sf) = (base, base.add(m * n), base.add(m * n + n * n));
+            let used = ((m * n + n * n + n) * std::mem::size_of::<T>()).next_multiple_of(ALIGN);
+            let stack = MemStack::new(&mut buf[used..]);
+            let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), m, n, 1, g.a.ld as isize);
+            let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
+            let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
+            let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
+            svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
+                .map_err(|_| Error::NotConverged { problem: None, index: b })?;
+            for j in 0..k {
+                put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
+                for i in 0..m {
+                    put::<T>(g.u.addr, b * g.u.stride + i + j * g.u.ld, *uf.add(i + j * m));
+                }
+                // VT[j, i] = V[i, j]
+                for i in 0..n {
+                    put::<T>(g.vt.addr, b * g.vt.stride + j + i * g.vt.ld, *vf.add(i + j * n));
+                }
             }
-            // VT[j, i] = V[i, j]
-            for i in 0..n {
-                put::<T>(g.vt.addr, b * g.vt.stride + j + i * g.vt.ld, *vf.add(i + j * n));
-            }
-        }
-        Ok(())
-    })
+            Ok(())
+        })
+    }
 }

@@ -584,13 +584,16 @@ pub trait Executor: Send + Sync {
     unsafe fn gemm_strided_batched(&self, args: &GemmArgs) -> Result<()>;
     /// Several independent strided-batched GEMMs (`cublasGemmGroupedBatchedEx` on CUDA).
     unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
-        for g in groups {
-            g.check()?;
+        // SAFETY: the trait's contract: the arguments describe valid memory of this executor's device.
+        unsafe {
+            for g in groups {
+                g.check()?;
+            }
+            for g in groups {
+                self.gemm_strided_batched(g)?;
+            }
+            Ok(())
         }
-        for g in groups {
-            self.gemm_strided_batched(g)?;
-        }
-        Ok(())
     }
     unsafe fn axpby(&self, args: &AxpbyArgs) -> Result<()>;
     unsafe fn dgmm(&self, args: &DgmmArgs) -> Result<()>;
@@ -612,11 +615,14 @@ pub trait Executor: Send + Sync {
     /// The default runs the groups one after another; the CUDA executor runs all of them
     /// concurrently on its stream pool, joined back to the caller's stream once.
     unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        check_gesvd_calls(self, calls)?;
-        for (g, c) in calls.iter().enumerate() {
-            self.gesvd_strided_batched(&c.args, c.work, c.work_bytes).map_err(|e| in_group(e, g))?;
+        // SAFETY: the trait's contract: the arguments describe valid memory of this executor's device.
+        unsafe {
+            check_gesvd_calls(self, calls)?;
+            for (g, c) in calls.iter().enumerate() {
+                self.gesvd_strided_batched(&c.args, c.work, c.work_bytes).map_err(|e| in_group(e, g))?;
+            }
+            Ok(())
         }
-        Ok(())
     }
     /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
     #[allow(clippy::too_many_arguments)] // the routine's own problem parameters

@@ -76,12 +76,18 @@ impl<E: Executor> Executor for Recording<E> {
         self.inner.alloc(bytes)
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
-        self.rec(Call::ReadToHost(dst.len()));
-        self.inner.read_to_host(src, dst)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::ReadToHost(dst.len()));
+            self.inner.read_to_host(src, dst)
+        }
     }
     unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
-        self.rec(Call::WriteFromHost(src.len()));
-        self.inner.write_from_host(src, dst)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::WriteFromHost(src.len()));
+            self.inner.write_from_host(src, dst)
+        }
     }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
@@ -93,16 +99,25 @@ impl<E: Executor> Executor for Recording<E> {
         self.inner.stream()
     }
     unsafe fn gemm_strided_batched(&self, a: &GemmArgs) -> Result<()> {
-        self.rec(Call::Gemm(*a));
-        self.inner.gemm_strided_batched(a)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Gemm(*a));
+            self.inner.gemm_strided_batched(a)
+        }
     }
     unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
-        self.rec(Call::Axpby(*a));
-        self.inner.axpby(a)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Axpby(*a));
+            self.inner.axpby(a)
+        }
     }
     unsafe fn dgmm(&self, a: &DgmmArgs) -> Result<()> {
-        self.rec(Call::Dgmm(*a));
-        self.inner.dgmm(a)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Dgmm(*a));
+            self.inner.dgmm(a)
+        }
     }
     fn gesvd_buffer_size(
         &self,
@@ -127,42 +142,69 @@ impl<E: Executor> Executor for Recording<E> {
         self.inner.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
     }
     unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        self.rec(Call::Gesvdr(*a));
-        self.inner.gesvdr_strided_batched(a, work, work_bytes)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Gesvdr(*a));
+            self.inner.gesvdr_strided_batched(a, work, work_bytes)
+        }
     }
     fn last_svd_report(&self) -> Option<SvdReport> {
         self.inner.last_svd_report()
     }
     unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
-        self.rec(Call::GemmGrouped(groups.to_vec()));
-        self.inner.gemm_grouped(groups)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::GemmGrouped(groups.to_vec()));
+            self.inner.gemm_grouped(groups)
+        }
     }
     unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        self.rec(Call::Gesvd(*a));
-        self.inner.gesvd_strided_batched(a, work, work_bytes)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Gesvd(*a));
+            self.inner.gesvd_strided_batched(a, work, work_bytes)
+        }
     }
     unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        self.rec(Call::GesvdGrouped(calls.to_vec()));
-        self.inner.gesvd_grouped(calls)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::GesvdGrouped(calls.to_vec()));
+            self.inner.gesvd_grouped(calls)
+        }
     }
     unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> Result<()> {
-        self.rec(Call::SignFix(*a));
-        self.inner.svd_sign_fix(a)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::SignFix(*a));
+            self.inner.svd_sign_fix(a)
+        }
     }
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        self.rec(Call::SumSquares { rows, cols, batch });
-        self.inner.sum_squares(rows, cols, batch, x)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::SumSquares { rows, cols, batch });
+            self.inner.sum_squares(rows, cols, batch, x)
+        }
     }
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        self.rec(Call::CountNonfinite { rows, cols, batch });
-        self.inner.count_nonfinite(rows, cols, batch, x)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::CountNonfinite { rows, cols, batch });
+            self.inner.count_nonfinite(rows, cols, batch, x)
+        }
     }
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
-        self.rec(Call::AddDiagonal { n, batch });
-        self.inner.add_diagonal(n, a, batch, alpha)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::AddDiagonal { n, batch });
+            self.inner.add_diagonal(n, a, batch, alpha)
+        }
     }
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
-        self.rec(Call::CosineSum { count });
-        self.inner.cosine_sum(a, b, count)
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::CosineSum { count });
+            self.inner.cosine_sum(a, b, count)
+        }
     }
 }

@@ -132,7 +132,8 @@ pub unsafe extern "C" fn osft_context_create(
     device_ordinal: i32,
     out: *mut *mut osft_context,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let out = out_ptr(out, "out")?;
         let b = super::boundary::backend(backend)?;
         let ordinal = u32::try_from(device_ordinal)
@@ -169,7 +170,9 @@ pub unsafe extern "C" fn osft_context_create(
 pub unsafe extern "C" fn osft_context_destroy(ctx: *mut osft_context) {
     guard_value((), || {
         if !ctx.is_null() {
-            drop(Box::from_raw(ctx));
+            // SAFETY: a non-null handle came from its `*_create` and is destroyed once (the
+            // caller's contract).
+            drop(unsafe { Box::from_raw(ctx) });
         }
     })
 }
@@ -177,7 +180,8 @@ pub unsafe extern "C" fn osft_context_destroy(ctx: *mut osft_context) {
 /// The backend the context runs on (`OSFT_BACKEND_CPU` or `OSFT_BACKEND_CUDA`; never AUTO).
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_backend(ctx: *mut osft_context, backend: *mut i32) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(backend, "backend")?;
         *out = c.backend as i32;
@@ -190,7 +194,8 @@ pub unsafe extern "C" fn osft_context_backend(ctx: *mut osft_context, backend: *
 /// no-op) and returns `OSFT_STATUS_INVALID_ARGUMENT` for anything else.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_stream(ctx: *mut osft_context, stream: *mut c_void) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         if c.backend == osft_backend::OSFT_BACKEND_CPU {
             if !stream.is_null() {
@@ -208,7 +213,8 @@ pub unsafe extern "C" fn osft_context_set_stream(ctx: *mut osft_context, stream:
 /// context).
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream: *mut *mut c_void) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(stream, "stream")?;
         *out = c.ctx.stream() as *mut c_void;
@@ -229,7 +235,8 @@ pub unsafe extern "C" fn osft_context_set_workspace(
     ptr: *mut c_void,
     bytes: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         if ptr.is_null() && bytes > 0 {
             return Err(Error::NullPointer { arg: "workspace".into() });
@@ -247,7 +254,8 @@ pub unsafe extern "C" fn osft_context_set_workspace(
 /// scratch allocates (and caches) its own.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_release_workspace(ctx: *mut osft_context) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         context(ctx)?.ctx.release_workspace();
         Ok(())
     })
@@ -256,7 +264,8 @@ pub unsafe extern "C" fn osft_context_release_workspace(ctx: *mut osft_context) 
 /// Bytes of workspace the context holds now (allocated by it or set by the caller).
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_workspace_bytes(ctx: *mut osft_context, bytes: *mut usize) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         *out = c.ctx.workspace_bytes();
@@ -271,7 +280,8 @@ pub unsafe extern "C" fn osft_context_workspace_bytes(ctx: *mut osft_context, by
 /// (`OSFT_STATUS_PRECONDITION` or `OSFT_STATUS_INVALID_ARGUMENT`), never falls back silently.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_svd_algorithm(ctx: *mut osft_context, algorithm: i32) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let a = svd_algorithm(algorithm)?;
         c.ctx.set_svd_algorithm(a);
@@ -282,7 +292,8 @@ pub unsafe extern "C" fn osft_context_set_svd_algorithm(ctx: *mut osft_context, 
 /// The context's SVD algorithm (an `osft_svd_algorithm` value) in `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_get_svd_algorithm(ctx: *const osft_context, out: *mut i32) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(out, "out")?;
         *out = c.ctx.svd_algorithm() as i32;
@@ -296,7 +307,8 @@ pub unsafe extern "C" fn osft_context_get_svd_algorithm(ctx: *const osft_context
 /// mode and computes exactly.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_math_mode(ctx: *mut osft_context, mode: i32) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let m = math_mode(mode)?;
         c.ctx.set_math_mode(m);
@@ -307,7 +319,8 @@ pub unsafe extern "C" fn osft_context_set_math_mode(ctx: *mut osft_context, mode
 /// The context's math mode (an `osft_math_mode` value) in `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, out: *mut i32) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(out, "out")?;
         *out = c.ctx.math_mode() as i32;
@@ -327,7 +340,8 @@ pub unsafe extern "C" fn osft_svd_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let w = desc(w, "W")?;
@@ -351,7 +365,8 @@ pub unsafe extern "C" fn osft_svd(
     vt: *const osft_matrix,
     compute: i32,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let w = desc(w, "W")?;
         let s = desc(s, "S")?;
@@ -376,7 +391,8 @@ pub unsafe extern "C" fn osft_svd_list_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let ws = desc_array(w, count, "W")?;
@@ -401,7 +417,8 @@ pub unsafe extern "C" fn osft_svd_list(
     vt: *const osft_matrix,
     compute: i32,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         if count > 0 {
             if w.is_null() {
@@ -436,7 +453,8 @@ pub unsafe extern "C" fn osft_decompose_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let w = desc(w, "W")?;
@@ -465,7 +483,8 @@ pub unsafe extern "C" fn osft_decompose(
     v_low: *const osft_matrix,
     compute: i32,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let w = desc(w, "W")?;
         let k = count(k, "k")?;
@@ -502,7 +521,8 @@ pub unsafe extern "C" fn osft_select_rank(
     param: f64,
     k: *mut i64,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let out = out_ptr(k, "k")?;
         let s = slice(s, len, "s")?;
         let rule = match rule {
@@ -546,7 +566,8 @@ pub unsafe extern "C" fn osft_adaptive_ranks(
     max_ratio: f64,
     ranks: *mut i64,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let imp = slice(importance, count, "importance")?;
         let fr = slice(full_ranks, count, "full_ranks")?;
         let out = out_slice(ranks, count, count, "ranks")?;
@@ -574,7 +595,8 @@ pub unsafe extern "C" fn osft_layer_importance(
     out: *mut f64,
     out_len: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let w = desc(w, "W")?;
         let x = desc(activations, "activations")?;
@@ -594,7 +616,8 @@ pub unsafe extern "C" fn osft_layer_importance_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let w = desc(w, "W")?;
@@ -615,7 +638,8 @@ pub unsafe extern "C" fn osft_read_vector(
     out: *mut f64,
     out_len: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let d = desc(v, "vector")?;
         let need = d
@@ -636,7 +660,8 @@ pub unsafe extern "C" fn osft_read_vector_workspace_size(
     v: *const osft_matrix,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(bytes, "bytes")?;
         let d = desc(v, "vector")?;
@@ -663,17 +688,20 @@ unsafe fn term(
     s: *const osft_matrix,
     v: *const osft_matrix,
 ) -> Result<Option<[MatDesc; 3]>> {
-    let given = [u, s, v].iter().filter(|p| !p.is_null()).count();
-    if given == 0 {
-        return Ok(None);
+    // SAFETY: the C caller's contract (module docs): a non-null pointer is valid for what it describes.
+    unsafe {
+        let given = [u, s, v].iter().filter(|p| !p.is_null()).count();
+        if given == 0 {
+            return Ok(None);
+        }
+        if given < 3 {
+            let missing = [u, s, v].iter().zip(names).find(|(p, _)| p.is_null()).map(|(_, n)| n).unwrap_or("?");
+            return Err(Error::NullPointer {
+                arg: format!("{missing} (give all of {}, {}, {} or none)", names[0], names[1], names[2]),
+            });
+        }
+        Ok(Some([desc(u, names[0])?, desc(s, names[1])?, desc(v, names[2])?]))
     }
-    if given < 3 {
-        let missing = [u, s, v].iter().zip(names).find(|(p, _)| p.is_null()).map(|(_, n)| n).unwrap_or("?");
-        return Err(Error::NullPointer {
-            arg: format!("{missing} (give all of {}, {}, {} or none)", names[0], names[1], names[2]),
-        });
-    }
-    Ok(Some([desc(u, names[0])?, desc(s, names[1])?, desc(v, names[2])?]))
 }
 
 unsafe fn terms(
@@ -684,9 +712,12 @@ unsafe fn terms(
     s_low: *const osft_matrix,
     v_low: *const osft_matrix,
 ) -> Result<Vec<[MatDesc; 3]>> {
-    let hi = term(["U_high", "S_high", "V_high"], u_high, s_high, v_high)?;
-    let lo = term(["U_low", "S_low", "V_low"], u_low, s_low, v_low)?;
-    Ok([hi, lo].into_iter().flatten().collect())
+    // SAFETY: the C caller's contract (module docs): a non-null pointer is valid for what it describes.
+    unsafe {
+        let hi = term(["U_high", "S_high", "V_high"], u_high, s_high, v_high)?;
+        let lo = term(["U_low", "S_low", "V_low"], u_low, s_low, v_low)?;
+        Ok([hi, lo].into_iter().flatten().collect())
+    }
 }
 
 fn as_terms(t: &[[MatDesc; 3]]) -> Vec<Term<'_>> {
@@ -709,7 +740,8 @@ pub unsafe extern "C" fn osft_reconstruct(
     out: *const osft_matrix,
     compute: i32,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let t = terms(u_high, s_high, v_high, u_low, s_low, v_low)?;
         let o = desc(out, "W")?;
@@ -732,7 +764,8 @@ pub unsafe extern "C" fn osft_reconstruct_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let b = out_ptr(bytes, "bytes")?;
         let t = terms(u_high, s_high, v_high, u_low, s_low, v_low)?;
@@ -763,7 +796,8 @@ pub unsafe extern "C" fn osft_project(
     x: *const osft_matrix,
     out: *const osft_matrix,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let side = super::boundary::side(side)?;
         let x = desc(x, "X")?;
@@ -785,7 +819,8 @@ pub unsafe extern "C" fn osft_project_workspace_size(
     out: *const osft_matrix,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let b = out_ptr(bytes, "bytes")?;
         let side = super::boundary::side(side)?;
@@ -810,7 +845,8 @@ pub unsafe extern "C" fn osft_project_partial(
     x: *const osft_matrix,
     coef: *const osft_matrix,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let side = super::boundary::side(side)?;
         let b = desc(basis, "basis")?;
@@ -830,7 +866,8 @@ pub unsafe extern "C" fn osft_project_apply(
     coef: *const osft_matrix,
     x: *const osft_matrix,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let side = super::boundary::side(side)?;
         let b = desc(basis, "basis")?;
@@ -849,7 +886,8 @@ pub unsafe extern "C" fn osft_project_apply_workspace_size(
     x: *const osft_matrix,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         context(ctx)?;
         let b = out_ptr(bytes, "bytes")?;
         let k = desc(coef, "coef")?;
@@ -879,7 +917,8 @@ pub unsafe extern "C" fn osft_projector_create(
     strategy: i32,
     out: *mut *mut osft_projector,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let out = out_ptr(out, "out")?;
         let side = super::boundary::side(side)?;
@@ -901,7 +940,8 @@ pub unsafe extern "C" fn osft_projector_apply(
     x: *const osft_matrix,
     out: *const osft_matrix,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let p = super::boundary::projector(projector)?;
         let x = desc(x, "X")?;
         let o = opt_desc(out, "out")?;
@@ -918,7 +958,8 @@ pub unsafe extern "C" fn osft_projector_strategies(
     left: *mut i32,
     right: *mut i32,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let p = super::boundary::projector(projector)?;
         let (l, r) = p.proj.strategies();
         let code = |s: Option<crate::Strategy>| s.map_or(-1, |s| s as i32);
@@ -937,7 +978,9 @@ pub unsafe extern "C" fn osft_projector_strategies(
 pub unsafe extern "C" fn osft_projector_destroy(projector: *mut osft_projector) {
     guard_value((), || {
         if !projector.is_null() {
-            drop(Box::from_raw(projector));
+            // SAFETY: a non-null handle came from its `*_create` and is destroyed once (the
+            // caller's contract).
+            drop(unsafe { Box::from_raw(projector) });
         }
     })
 }
@@ -958,7 +1001,8 @@ pub unsafe extern "C" fn osft_leakage(
     out: *mut f64,
     out_len: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let side = super::boundary::side(side)?;
         let b = desc(basis, "basis")?;
@@ -978,7 +1022,8 @@ pub unsafe extern "C" fn osft_leakage_workspace_size(
     x: *const osft_matrix,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let o = out_ptr(bytes, "bytes")?;
         let side = super::boundary::side(side)?;
@@ -1010,7 +1055,8 @@ pub unsafe extern "C" fn osft_orthonormality_error(
     out: *mut f64,
     out_len: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let cols = columns(side)?;
         let b = desc(basis, "basis")?;
@@ -1028,7 +1074,8 @@ pub unsafe extern "C" fn osft_orthonormality_error_workspace_size(
     basis: *const osft_matrix,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let o = out_ptr(bytes, "bytes")?;
         let cols = columns(side)?;
@@ -1054,7 +1101,8 @@ pub unsafe extern "C" fn osft_reconstruction_error(
     out: *mut f64,
     out_len: usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let w = desc(w, "W")?;
         let t = terms(u_high, s_high, v_high, u_low, s_low, v_low)?;
@@ -1079,7 +1127,8 @@ pub unsafe extern "C" fn osft_reconstruction_error_workspace_size(
     compute: i32,
     bytes: *mut usize,
 ) -> osft_status {
-    guard(|| {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
         let c = context(ctx)?;
         let o = out_ptr(bytes, "bytes")?;
         let w = desc(w, "W")?;

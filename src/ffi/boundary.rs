@@ -107,8 +107,11 @@ pub(crate) fn out_ptr<T>(p: *mut T, arg: &str) -> Result<*mut T> {
 /// # Safety
 /// A non-null `ctx` must come from `osft_context_create` and not have been destroyed.
 pub(crate) unsafe fn context<'a>(ctx: *const osft_context) -> Result<&'a osft_context> {
-    check_ptr(ctx, "ctx")?;
-    Ok(&*ctx)
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        check_ptr(ctx, "ctx")?;
+        Ok(&*ctx)
+    }
 }
 
 /// The projector behind a handle.
@@ -116,8 +119,11 @@ pub(crate) unsafe fn context<'a>(ctx: *const osft_context) -> Result<&'a osft_co
 /// # Safety
 /// A non-null `p` must come from `osft_projector_create` and not have been destroyed.
 pub(crate) unsafe fn projector<'a>(p: *const osft_projector) -> Result<&'a osft_projector> {
-    check_ptr(p, "projector")?;
-    Ok(&*p)
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        check_ptr(p, "projector")?;
+        Ok(&*p)
+    }
 }
 
 /// A host array of `len` elements (`NULL` allowed when `len == 0`).
@@ -125,14 +131,17 @@ pub(crate) unsafe fn projector<'a>(p: *const osft_projector) -> Result<&'a osft_
 /// # Safety
 /// A non-null `p` must point to `len` readable elements.
 pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, arg: &str) -> Result<&'a [T]> {
-    if len == 0 && p.is_null() {
-        return Ok(&[]);
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        if len == 0 && p.is_null() {
+            return Ok(&[]);
+        }
+        check_ptr(p, arg)?;
+        if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+            return Err(Error::overflow(arg, format!("{len} elements")));
+        }
+        Ok(std::slice::from_raw_parts(p, len))
     }
-    check_ptr(p, arg)?;
-    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
-        return Err(Error::overflow(arg, format!("{len} elements")));
-    }
-    Ok(std::slice::from_raw_parts(p, len))
 }
 
 /// Check a caller result array of `len` elements that must hold `need`; returns it as a slice
@@ -141,17 +150,20 @@ pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, arg: &str) -> Result<
 /// # Safety
 /// A non-null `p` must point to `len` writable elements.
 pub(crate) unsafe fn out_slice<'a, T>(p: *mut T, len: usize, need: usize, arg: &str) -> Result<&'a mut [T]> {
-    if len < need {
-        return Err(Error::shape(arg, format!("array of {len} elements is too short: {need} needed")));
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        if len < need {
+            return Err(Error::shape(arg, format!("array of {len} elements is too short: {need} needed")));
+        }
+        if need == 0 {
+            return Ok(&mut []);
+        }
+        check_ptr(p as *const T, arg)?;
+        if need > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+            return Err(Error::overflow(arg, format!("{need} elements")));
+        }
+        Ok(std::slice::from_raw_parts_mut(p, need))
     }
-    if need == 0 {
-        return Ok(&mut []);
-    }
-    check_ptr(p as *const T, arg)?;
-    if need > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
-        return Err(Error::overflow(arg, format!("{need} elements")));
-    }
-    Ok(std::slice::from_raw_parts_mut(p, need))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,8 +291,11 @@ pub(crate) fn matrix(m: &osft_matrix, arg: &str) -> Result<MatDesc> {
 /// # Safety
 /// A non-null `p` must point to a readable `osft_matrix`.
 pub(crate) unsafe fn desc(p: *const osft_matrix, arg: &str) -> Result<MatDesc> {
-    check_ptr(p, arg)?;
-    matrix(&*p, arg)
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        check_ptr(p, arg)?;
+        matrix(&*p, arg)
+    }
 }
 
 /// An optional descriptor argument (`NULL` = absent).
@@ -288,10 +303,13 @@ pub(crate) unsafe fn desc(p: *const osft_matrix, arg: &str) -> Result<MatDesc> {
 /// # Safety
 /// As for [`desc`].
 pub(crate) unsafe fn opt_desc(p: *const osft_matrix, arg: &str) -> Result<Option<MatDesc>> {
-    if p.is_null() {
-        Ok(None)
-    } else {
-        desc(p, arg).map(Some)
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe {
+        if p.is_null() {
+            Ok(None)
+        } else {
+            desc(p, arg).map(Some)
+        }
     }
 }
 
@@ -300,7 +318,8 @@ pub(crate) unsafe fn opt_desc(p: *const osft_matrix, arg: &str) -> Result<Option
 /// # Safety
 /// A non-null `p` must point to `count` readable `osft_matrix` values.
 pub(crate) unsafe fn desc_array(p: *const osft_matrix, count: usize, arg: &str) -> Result<Vec<MatDesc>> {
-    slice(p, count, arg)?.iter().enumerate().map(|(i, m)| matrix(m, &format!("{arg}[{i}]"))).collect()
+    // SAFETY: the C caller's contract (module docs of `ffi::api`): a non-null pointer is valid for what it describes.
+    unsafe { slice(p, count, arg)?.iter().enumerate().map(|(i, m)| matrix(m, &format!("{arg}[{i}]"))).collect() }
 }
 
 /// A non-negative `int64_t` count or rank.

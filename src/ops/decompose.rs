@@ -168,26 +168,30 @@ impl Plan for DecomposePlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        let (w, k) = (&self.w, self.k);
-        let [u_high, s_high, v_high, u_low, s_low, v_low] = &self.parts;
-        let r = w.rows.min(w.cols);
-        let full = self.routine.top_k.is_none();
-        svd::factor(exec, ws, w, self.compute, self.routine, &mut |f: &Factors| {
-            let put = |src: MatDesc, dst: &Option<MatDesc>| -> Result<()> {
-                match dst {
-                    Some(d) if !src.is_empty() => copy(exec, &src, &d.batch_range(f.b0, f.nb)),
-                    _ => Ok(()),
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (w, k) = (&self.w, self.k);
+            let [u_high, s_high, v_high, u_low, s_low, v_low] = &self.parts;
+            let r = w.rows.min(w.cols);
+            let full = self.routine.top_k.is_none();
+            svd::factor(exec, ws, w, self.compute, self.routine, &mut |f: &Factors| {
+                let put = |src: MatDesc, dst: &Option<MatDesc>| -> Result<()> {
+                    match dst {
+                        Some(d) if !src.is_empty() => copy(exec, &src, &d.batch_range(f.b0, f.nb)),
+                        _ => Ok(()),
+                    }
+                };
+                put(f.u.cols_range(0, k), u_high)?;
+                put(f.vt.rows_range(0, k), v_high)?;
+                put(f.s.rows_range(0, k), s_high)?;
+                if full {
+                    put(f.u.cols_range(k, r - k), u_low)?;
+                    put(f.vt.rows_range(k, r - k), v_low)?;
+                    put(f.s.rows_range(k, r - k), s_low)?;
                 }
-            };
-            put(f.u.cols_range(0, k), u_high)?;
-            put(f.vt.rows_range(0, k), v_high)?;
-            put(f.s.rows_range(0, k), s_high)?;
-            if full {
-                put(f.u.cols_range(k, r - k), u_low)?;
-                put(f.vt.rows_range(k, r - k), v_low)?;
-                put(f.s.rows_range(k, r - k), s_low)?;
-            }
-            Ok(())
-        })
+                Ok(())
+            })
+        }
     }
 }

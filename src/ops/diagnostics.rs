@@ -26,12 +26,16 @@ fn stage_if_needed(ws: &mut Ws, d: &MatDesc) -> Result<Option<MatDesc>> {
 }
 
 unsafe fn staged(exec: &dyn Executor, d: &MatDesc, st: Option<MatDesc>) -> Result<MatDesc> {
-    match st {
-        Some(st) => {
-            copy(exec, d, &st)?;
-            Ok(st)
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        match st {
+            Some(st) => {
+                copy(exec, d, &st)?;
+                Ok(st)
+            }
+            None => Ok(*d),
         }
-        None => Ok(*d),
     }
 }
 
@@ -95,21 +99,25 @@ impl Plan for LeakagePlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
-        let (left, basis, x) = (self.left, &self.basis, &self.x);
-        let (sb, sx, coef) = leakage_layout(ws, left, basis, x)?;
-        let b = staged(exec, basis, sb)?;
-        let xs = staged(exec, x, sx)?;
-        let gc = compute_for(x.dtype);
-        if coef.rows > 0 && coef.cols > 0 {
-            if left {
-                gemm(exec, &coef, 1.0, &b.t(), &xs, 0.0, gc)?;
-            } else {
-                gemm(exec, &coef, 1.0, &xs, &b.t(), 0.0, gc)?;
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (left, basis, x) = (self.left, &self.basis, &self.x);
+            let (sb, sx, coef) = leakage_layout(ws, left, basis, x)?;
+            let b = staged(exec, basis, sb)?;
+            let xs = staged(exec, x, sx)?;
+            let gc = compute_for(x.dtype);
+            if coef.rows > 0 && coef.cols > 0 {
+                if left {
+                    gemm(exec, &coef, 1.0, &b.t(), &xs, 0.0, gc)?;
+                } else {
+                    gemm(exec, &coef, 1.0, &xs, &b.t(), 0.0, gc)?;
+                }
             }
+            let num = exec.sum_squares(coef.rows, coef.cols, coef.batch, &strided2d(&coef))?;
+            let den = exec.sum_squares(x.rows, x.cols, x.batch, &strided2d(x))?;
+            Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { 0.0 } else { (n / d).sqrt() }).collect())
         }
-        let num = exec.sum_squares(coef.rows, coef.cols, coef.batch, &strided2d(&coef))?;
-        let den = exec.sum_squares(x.rows, x.cols, x.batch, &strided2d(x))?;
-        Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { 0.0 } else { (n / d).sqrt() }).collect())
     }
 }
 
@@ -146,21 +154,25 @@ impl Plan for OrthonormalityPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
-        let (basis, columns) = (&self.basis, self.columns);
-        let (sb, g) = ortho_layout(ws, basis, columns)?;
-        if g.rows == 0 {
-            return Ok(vec![0.0; basis.batch]);
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (basis, columns) = (&self.basis, self.columns);
+            let (sb, g) = ortho_layout(ws, basis, columns)?;
+            if g.rows == 0 {
+                return Ok(vec![0.0; basis.batch]);
+            }
+            let b = staged(exec, basis, sb)?;
+            let b = if columns { b } else { b.t() };
+            gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
+            exec.add_diagonal(
+                g.rows,
+                &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride },
+                g.batch,
+                -1.0,
+            )?;
+            Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
         }
-        let b = staged(exec, basis, sb)?;
-        let b = if columns { b } else { b.t() };
-        gemm(exec, &g, 1.0, &b.t(), &b, 0.0, compute_for(basis.dtype))?;
-        exec.add_diagonal(
-            g.rows,
-            &Strided { addr: g.addr, dtype: g.dtype, ld: g.rows, stride: g.batch_stride },
-            g.batch,
-            -1.0,
-        )?;
-        Ok(exec.sum_squares(g.rows, g.cols, g.batch, &strided2d(&g))?.into_iter().map(f64::sqrt).collect())
     }
 }
 
@@ -187,12 +199,16 @@ impl Plan for ReconstructionErrorPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
-        let w = &self.w;
-        let r = self.rec.run(exec, ws)?;
-        // r <- W - r
-        axpby(exec, 1.0, w, -1.0, &r)?;
-        let num = exec.sum_squares(r.rows, r.cols, r.batch, &strided2d(&r))?;
-        let den = exec.sum_squares(w.rows, w.cols, w.batch, &strided2d(w))?;
-        Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { n.sqrt() } else { (n / d).sqrt() }).collect())
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let w = &self.w;
+            let r = self.rec.run(exec, ws)?;
+            // r <- W - r
+            axpby(exec, 1.0, w, -1.0, &r)?;
+            let num = exec.sum_squares(r.rows, r.cols, r.batch, &strided2d(&r))?;
+            let den = exec.sum_squares(w.rows, w.cols, w.batch, &strided2d(w))?;
+            Ok(num.iter().zip(&den).map(|(n, d)| if *d == 0.0 { n.sqrt() } else { (n / d).sqrt() }).collect())
+        }
     }
 }

@@ -206,50 +206,62 @@ pub unsafe fn gemm(
     beta: f64,
     compute: ComputeType,
 ) -> Result<()> {
-    let (cop, ldc) = blas_layout(c).ok_or_else(|| Error::Internal("gemm output is not BLAS-compatible".into()))?;
-    if cop == Op::T {
-        return gemm(exec, &c.t(), alpha, &b.t(), &a.t(), beta, compute);
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let (cop, ldc) = blas_layout(c).ok_or_else(|| Error::Internal("gemm output is not BLAS-compatible".into()))?;
+        if cop == Op::T {
+            return gemm(exec, &c.t(), alpha, &b.t(), &a.t(), beta, compute);
+        }
+        let (aop, lda) =
+            blas_layout(a).ok_or_else(|| Error::Internal("gemm operand A is not BLAS-compatible".into()))?;
+        let (bop, ldb) =
+            blas_layout(b).ok_or_else(|| Error::Internal("gemm operand B is not BLAS-compatible".into()))?;
+        debug_assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows);
+        // The reduced-precision compute types (the math mode) exist for all-f32 operands only.
+        let all_f32 = a.dtype == DType::F32 && b.dtype == DType::F32 && c.dtype == DType::F32;
+        let compute = if compute.is_f32() && !all_f32 { ComputeType::F32 } else { compute };
+        exec.gemm_strided_batched(&GemmArgs {
+            transa: aop,
+            transb: bop,
+            m: c.rows,
+            n: c.cols,
+            k: a.cols,
+            alpha,
+            a: Strided { addr: a.addr, dtype: a.dtype, ld: lda, stride: batch_stride(a, c.batch) },
+            b: Strided { addr: b.addr, dtype: b.dtype, ld: ldb, stride: batch_stride(b, c.batch) },
+            beta,
+            c: Strided { addr: c.addr, dtype: c.dtype, ld: ldc, stride: c.batch_stride },
+            batch: c.batch,
+            compute,
+        })
     }
-    let (aop, lda) = blas_layout(a).ok_or_else(|| Error::Internal("gemm operand A is not BLAS-compatible".into()))?;
-    let (bop, ldb) = blas_layout(b).ok_or_else(|| Error::Internal("gemm operand B is not BLAS-compatible".into()))?;
-    debug_assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows);
-    // The reduced-precision compute types (the math mode) exist for all-f32 operands only.
-    let all_f32 = a.dtype == DType::F32 && b.dtype == DType::F32 && c.dtype == DType::F32;
-    let compute = if compute.is_f32() && !all_f32 { ComputeType::F32 } else { compute };
-    exec.gemm_strided_batched(&GemmArgs {
-        transa: aop,
-        transb: bop,
-        m: c.rows,
-        n: c.cols,
-        k: a.cols,
-        alpha,
-        a: Strided { addr: a.addr, dtype: a.dtype, ld: lda, stride: batch_stride(a, c.batch) },
-        b: Strided { addr: b.addr, dtype: b.dtype, ld: ldb, stride: batch_stride(b, c.batch) },
-        beta,
-        c: Strided { addr: c.addr, dtype: c.dtype, ld: ldc, stride: c.batch_stride },
-        batch: c.batch,
-        compute,
-    })
 }
 
 /// `dst = alpha * src + beta * dst` element-wise with casting; `src` of batch 1 is broadcast.
 pub unsafe fn axpby(exec: &dyn Executor, alpha: f64, src: &MatDesc, beta: f64, dst: &MatDesc) -> Result<()> {
-    let mut s = strided2d(src);
-    s.batch_stride = batch_stride(src, dst.batch);
-    exec.axpby(&AxpbyArgs {
-        rows: dst.rows,
-        cols: dst.cols,
-        batch: dst.batch,
-        alpha,
-        src: s,
-        beta,
-        dst: strided2d(dst),
-    })
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let mut s = strided2d(src);
+        s.batch_stride = batch_stride(src, dst.batch);
+        exec.axpby(&AxpbyArgs {
+            rows: dst.rows,
+            cols: dst.cols,
+            batch: dst.batch,
+            alpha,
+            src: s,
+            beta,
+            dst: strided2d(dst),
+        })
+    }
 }
 
 /// Copy (and cast) `src` into `dst`.
 pub unsafe fn copy(exec: &dyn Executor, src: &MatDesc, dst: &MatDesc) -> Result<()> {
-    axpby(exec, 1.0, src, 0.0, dst)
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe { axpby(exec, 1.0, src, 0.0, dst) }
 }
 
 /// GEMM compute type for data of `dtype`.

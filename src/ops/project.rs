@@ -205,42 +205,46 @@ impl Plan for ProjectPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        let (x, target, compute) = (&self.x, &self.target, self.compute);
-        let s = layout(ws, self.side, &Bases { u: self.u.as_ref(), v: self.v.as_ref() }, x, target)?;
-        // Bring X to where the GEMMs can write it.
-        let t = match s.stage {
-            Some(st) => {
-                copy(exec, x, &st)?;
-                st
-            }
-            None => {
-                if target != x {
-                    copy(exec, x, target)?;
-                }
-                *target
-            }
-        };
-        let staged = |d: &MatDesc, st: Option<MatDesc>| -> Result<MatDesc> {
-            match st {
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (x, target, compute) = (&self.x, &self.target, self.compute);
+            let s = layout(ws, self.side, &Bases { u: self.u.as_ref(), v: self.v.as_ref() }, x, target)?;
+            // Bring X to where the GEMMs can write it.
+            let t = match s.stage {
                 Some(st) => {
-                    copy(exec, d, &st)?;
-                    Ok(st)
+                    copy(exec, x, &st)?;
+                    st
                 }
-                None => Ok(*d),
+                None => {
+                    if target != x {
+                        copy(exec, x, target)?;
+                    }
+                    *target
+                }
+            };
+            let staged = |d: &MatDesc, st: Option<MatDesc>| -> Result<MatDesc> {
+                match st {
+                    Some(st) => {
+                        copy(exec, d, &st)?;
+                        Ok(st)
+                    }
+                    None => Ok(*d),
+                }
+            };
+            if let Some(u) = &self.u {
+                let u = staged(u, s.u)?;
+                project_left(exec, compute, &u, &t, s.coef)?;
             }
-        };
-        if let Some(u) = &self.u {
-            let u = staged(u, s.u)?;
-            project_left(exec, compute, &u, &t, s.coef)?;
+            if let Some(v) = &self.v {
+                let v = staged(v, s.v)?;
+                project_right(exec, compute, &v, &t, s.coef)?;
+            }
+            if s.stage.is_some() {
+                copy(exec, &t, target)?;
+            }
+            Ok(())
         }
-        if let Some(v) = &self.v {
-            let v = staged(v, s.v)?;
-            project_right(exec, compute, &v, &t, s.coef)?;
-        }
-        if s.stage.is_some() {
-            copy(exec, &t, target)?;
-        }
-        Ok(())
     }
 }
 
@@ -252,13 +256,17 @@ unsafe fn project_left(
     t: &MatDesc,
     coef_addr: Addr,
 ) -> Result<()> {
-    let k = u.cols;
-    if k == 0 {
-        return Ok(());
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let k = u.cols;
+        if k == 0 {
+            return Ok(());
+        }
+        let coef = coef_like(t, coef_addr, k, t.cols);
+        gemm(exec, &coef, 1.0, &u.t(), t, 0.0, compute)?;
+        gemm(exec, t, -1.0, u, &coef, 1.0, compute)
     }
-    let coef = coef_like(t, coef_addr, k, t.cols);
-    gemm(exec, &coef, 1.0, &u.t(), t, 0.0, compute)?;
-    gemm(exec, t, -1.0, u, &coef, 1.0, compute)
 }
 
 /// `t <- t - (t V^T) V`.
@@ -269,13 +277,17 @@ unsafe fn project_right(
     t: &MatDesc,
     coef_addr: Addr,
 ) -> Result<()> {
-    let k = v.rows;
-    if k == 0 {
-        return Ok(());
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let k = v.rows;
+        if k == 0 {
+            return Ok(());
+        }
+        let coef = coef_like(t, coef_addr, t.rows, k);
+        gemm(exec, &coef, 1.0, t, &v.t(), 0.0, compute)?;
+        gemm(exec, t, -1.0, &coef, v, 1.0, compute)
     }
-    let coef = coef_like(t, coef_addr, t.rows, k);
-    gemm(exec, &coef, 1.0, t, &v.t(), 0.0, compute)?;
-    gemm(exec, t, -1.0, &coef, v, 1.0, compute)
 }
 
 /// The packed `rows x cols` coefficient matrix at `addr`, row-major when `t` is: then the GEMMs
@@ -410,14 +422,18 @@ impl Plan for PartialPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, _ws: &mut Ws) -> Result<()> {
-        let (basis, x, coef) = (&self.basis, &self.x, &self.coef);
-        if coef.is_empty() {
-            return Ok(());
-        }
-        if self.left {
-            gemm(exec, coef, 1.0, &basis.t(), x, 0.0, self.compute)
-        } else {
-            gemm(exec, coef, 1.0, x, &basis.t(), 0.0, self.compute)
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (basis, x, coef) = (&self.basis, &self.x, &self.coef);
+            if coef.is_empty() {
+                return Ok(());
+            }
+            if self.left {
+                gemm(exec, coef, 1.0, &basis.t(), x, 0.0, self.compute)
+            } else {
+                gemm(exec, coef, 1.0, x, &basis.t(), 0.0, self.compute)
+            }
         }
     }
 }
@@ -480,21 +496,25 @@ impl Plan for ApplyPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        if self.empty {
-            return Ok(());
-        }
-        let (basis, x) = (&self.basis, &self.x);
-        let coef = if self.coef.dtype != x.dtype {
-            let st = ws.mat(x.dtype, self.coef.rows, self.coef.cols, self.coef.batch)?;
-            copy(exec, &self.coef, &st)?;
-            st
-        } else {
-            self.coef
-        };
-        if self.left {
-            gemm(exec, x, -1.0, basis, &coef, 1.0, self.compute)
-        } else {
-            gemm(exec, x, -1.0, &coef, basis, 1.0, self.compute)
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            if self.empty {
+                return Ok(());
+            }
+            let (basis, x) = (&self.basis, &self.x);
+            let coef = if self.coef.dtype != x.dtype {
+                let st = ws.mat(x.dtype, self.coef.rows, self.coef.cols, self.coef.batch)?;
+                copy(exec, &self.coef, &st)?;
+                st
+            } else {
+                self.coef
+            };
+            if self.left {
+                gemm(exec, x, -1.0, basis, &coef, 1.0, self.compute)
+            } else {
+                gemm(exec, x, -1.0, &coef, basis, 1.0, self.compute)
+            }
         }
     }
 }
@@ -542,15 +562,19 @@ pub fn choose(strategy: Strategy, dtype: DType, n: usize, k: usize, max_bytes: u
 /// # Safety
 /// Descriptors must describe valid memory of the executor's device.
 pub unsafe fn build_projector(exec: &dyn Executor, left: bool, basis: &MatDesc, p: &MatDesc) -> Result<()> {
-    let compute = compute_for(basis.dtype);
-    let b = if left { *basis } else { basis.t() }; // n x k, orthonormal columns
-    gemm(exec, p, -1.0, &b, &b.t(), 0.0, compute)?;
-    exec.add_diagonal(
-        p.rows,
-        &Strided { addr: p.addr, dtype: p.dtype, ld: p.rows.max(1), stride: p.batch_stride },
-        p.batch,
-        1.0,
-    )
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let compute = compute_for(basis.dtype);
+        let b = if left { *basis } else { basis.t() }; // n x k, orthonormal columns
+        gemm(exec, p, -1.0, &b, &b.t(), 0.0, compute)?;
+        exec.add_diagonal(
+            p.rows,
+            &Strided { addr: p.addr, dtype: p.dtype, ld: p.rows.max(1), stride: p.batch_stride },
+            p.batch,
+            1.0,
+        )
+    }
 }
 
 /// Column (left) or row (right) panel width for in-place application of a cached projector.
@@ -662,37 +686,41 @@ impl CachedPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        let (left, p, x, compute) = (self.left, &self.p, &self.x, self.compute);
-        match &self.out {
-            Some(o) if o != x => {
-                if left {
-                    gemm(exec, o, 1.0, p, x, 0.0, compute)
-                } else {
-                    gemm(exec, o, 1.0, x, p, 0.0, compute)
-                }
-            }
-            _ => {
-                let len = if left { x.cols } else { x.rows };
-                let w = panel(len);
-                let (r, c) = if left { (p.rows, w) } else { (w, p.rows) };
-                let tmp = ws.mat(x.dtype, r, c, x.batch)?;
-                let mut s = 0;
-                while s < len {
-                    let width = w.min(len - s);
-                    let (xs, ts) = if left {
-                        (x.cols_range(s, width), tmp.cols_range(0, width))
-                    } else {
-                        (x.rows_range(s, width), tmp.rows_range(0, width))
-                    };
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (left, p, x, compute) = (self.left, &self.p, &self.x, self.compute);
+            match &self.out {
+                Some(o) if o != x => {
                     if left {
-                        gemm(exec, &ts, 1.0, p, &xs, 0.0, compute)?;
+                        gemm(exec, o, 1.0, p, x, 0.0, compute)
                     } else {
-                        gemm(exec, &ts, 1.0, &xs, p, 0.0, compute)?;
+                        gemm(exec, o, 1.0, x, p, 0.0, compute)
                     }
-                    copy(exec, &ts, &xs)?;
-                    s += width;
                 }
-                Ok(())
+                _ => {
+                    let len = if left { x.cols } else { x.rows };
+                    let w = panel(len);
+                    let (r, c) = if left { (p.rows, w) } else { (w, p.rows) };
+                    let tmp = ws.mat(x.dtype, r, c, x.batch)?;
+                    let mut s = 0;
+                    while s < len {
+                        let width = w.min(len - s);
+                        let (xs, ts) = if left {
+                            (x.cols_range(s, width), tmp.cols_range(0, width))
+                        } else {
+                            (x.rows_range(s, width), tmp.rows_range(0, width))
+                        };
+                        if left {
+                            gemm(exec, &ts, 1.0, p, &xs, 0.0, compute)?;
+                        } else {
+                            gemm(exec, &ts, 1.0, &xs, p, 0.0, compute)?;
+                        }
+                        copy(exec, &ts, &xs)?;
+                        s += width;
+                    }
+                    Ok(())
+                }
             }
         }
     }
@@ -750,13 +778,17 @@ impl Plan for ProjectorPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        for step in &self.steps {
-            let mut ws = ws.restart();
-            match step {
-                Step::Coefficient(p) => p.run(exec, &mut ws)?,
-                Step::Cached(c) => c.run(exec, &mut ws)?,
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            for step in &self.steps {
+                let mut ws = ws.restart();
+                match step {
+                    Step::Coefficient(p) => p.run(exec, &mut ws)?,
+                    Step::Cached(c) => c.run(exec, &mut ws)?,
+                }
             }
+            Ok(())
         }
-        Ok(())
     }
 }

@@ -177,38 +177,42 @@ impl Plan for ImportancePlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
-        let (w, x, compute) = (&self.w, &self.x, self.compute);
-        let s = importance_layout(ws, w, x, compute)?;
-        let r = w.rows.min(w.cols);
-        copy(exec, x, &s.xs)?;
-        copy(exec, &w.rows_range(0, r), &s.ws_)?;
-        // Y (S x R) = X W[:R]^T
-        gemm(exec, &s.y, 1.0, &s.xs, &s.ws_.t(), 0.0, compute_for(compute))?;
-        let b = s.y.batch;
-        let mut out = Vec::with_capacity(b);
-        for i in 0..b {
-            let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
-            let yb = s.y.batch_range(i, 1);
-            // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
-            let a = Vectors {
-                addr: xb.addr,
-                dtype: compute,
-                len: r,
-                elem_stride: xb.col_stride,
-                vec_stride: xb.row_stride,
-                batch_stride: 0,
-            };
-            let c = Vectors {
-                addr: yb.addr,
-                dtype: compute,
-                len: r,
-                elem_stride: yb.col_stride,
-                vec_stride: yb.row_stride,
-                batch_stride: 0,
-            };
-            out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (w, x, compute) = (&self.w, &self.x, self.compute);
+            let s = importance_layout(ws, w, x, compute)?;
+            let r = w.rows.min(w.cols);
+            copy(exec, x, &s.xs)?;
+            copy(exec, &w.rows_range(0, r), &s.ws_)?;
+            // Y (S x R) = X W[:R]^T
+            gemm(exec, &s.y, 1.0, &s.xs, &s.ws_.t(), 0.0, compute_for(compute))?;
+            let b = s.y.batch;
+            let mut out = Vec::with_capacity(b);
+            for i in 0..b {
+                let xb = s.xs.batch_range(i.min(s.xs.batch - 1), 1);
+                let yb = s.y.batch_range(i, 1);
+                // Row v of X[:, :R] and of Y: element stride = column stride, vector stride = row stride.
+                let a = Vectors {
+                    addr: xb.addr,
+                    dtype: compute,
+                    len: r,
+                    elem_stride: xb.col_stride,
+                    vec_stride: xb.row_stride,
+                    batch_stride: 0,
+                };
+                let c = Vectors {
+                    addr: yb.addr,
+                    dtype: compute,
+                    len: r,
+                    elem_stride: yb.col_stride,
+                    vec_stride: yb.row_stride,
+                    batch_stride: 0,
+                };
+                out.push(exec.cosine_sum(&a, &c, x.rows)? / x.rows as f64);
+            }
+            Ok(out)
         }
-        Ok(out)
     }
 }
 
@@ -244,19 +248,23 @@ impl Plan for ReadVectorPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<Vec<f64>> {
-        let v = &self.v;
-        let len = v.rows * v.cols;
-        if len == 0 {
-            return Ok(vec![]);
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let v = &self.v;
+            let len = v.rows * v.cols;
+            if len == 0 {
+                return Ok(vec![]);
+            }
+            let col = as_column(v, len, "vector")?;
+            let st = ws.mat(DType::F64, len, 1, v.batch)?;
+            copy(exec, &col, &st)?;
+            let n = len * v.batch; // fits: the scratch of n doubles was carved above
+            let mut bytes = Vec::new();
+            bytes.try_reserve_exact(n * 8).map_err(|_| Error::AllocationFailed { bytes: n * 8 })?;
+            bytes.resize(n * 8, 0u8);
+            exec.read_to_host(st.addr, &mut bytes)?;
+            Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
         }
-        let col = as_column(v, len, "vector")?;
-        let st = ws.mat(DType::F64, len, 1, v.batch)?;
-        copy(exec, &col, &st)?;
-        let n = len * v.batch; // fits: the scratch of n doubles was carved above
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(n * 8).map_err(|_| Error::AllocationFailed { bytes: n * 8 })?;
-        bytes.resize(n * 8, 0u8);
-        exec.read_to_host(st.addr, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).collect())
     }
 }

@@ -121,12 +121,16 @@ impl Plan for ReconstructPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        let s = layout(ws, &self.terms, &self.out, self.compute)?;
-        accumulate(exec, &self.terms, &s, &self.out, self.compute, self.math)?;
-        if s.acc != self.out {
-            copy(exec, &s.acc, &self.out)?;
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let s = layout(ws, &self.terms, &self.out, self.compute)?;
+            accumulate(exec, &self.terms, &s, &self.out, self.compute, self.math)?;
+            if s.acc != self.out {
+                copy(exec, &s.acc, &self.out)?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -138,49 +142,53 @@ unsafe fn accumulate(
     compute: DType,
     math: MathMode,
 ) -> Result<()> {
-    let (n, m) = (out.rows, out.cols);
-    let gc = ComputeType::for_data(compute, math);
-    let mut beta = 0.0;
-    for (i, t) in terms.iter().enumerate() {
-        if t.r == 0 {
-            continue;
-        }
-        let scale_u = n <= m;
-        let sc = s.scaled[i];
-        copy(exec, if scale_u { &t.u } else { &t.v }, &sc)?;
-        copy(exec, &t.s, &s.svec[i])?;
-        let sv = s.svec[i];
-        exec.dgmm(&DgmmArgs {
-            left: !scale_u,
-            m: sc.rows,
-            n: sc.cols,
-            a: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
-            x: sv.addr,
-            incx: 1,
-            stride_x: sv.batch_stride,
-            c: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
-            batch: sc.batch,
-        })?;
-        let other_src = if scale_u { &t.v } else { &t.u };
-        let other = match s.other[i] {
-            Some(st) => {
-                copy(exec, other_src, &st)?;
-                st
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let (n, m) = (out.rows, out.cols);
+        let gc = ComputeType::for_data(compute, math);
+        let mut beta = 0.0;
+        for (i, t) in terms.iter().enumerate() {
+            if t.r == 0 {
+                continue;
             }
-            None => *other_src,
-        };
-        if scale_u {
-            gemm(exec, &s.acc, 1.0, &sc, &other, beta, gc)?;
-        } else {
-            gemm(exec, &s.acc, 1.0, &other, &sc, beta, gc)?;
+            let scale_u = n <= m;
+            let sc = s.scaled[i];
+            copy(exec, if scale_u { &t.u } else { &t.v }, &sc)?;
+            copy(exec, &t.s, &s.svec[i])?;
+            let sv = s.svec[i];
+            exec.dgmm(&DgmmArgs {
+                left: !scale_u,
+                m: sc.rows,
+                n: sc.cols,
+                a: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
+                x: sv.addr,
+                incx: 1,
+                stride_x: sv.batch_stride,
+                c: Strided { addr: sc.addr, dtype: compute, ld: sc.col_stride, stride: sc.batch_stride },
+                batch: sc.batch,
+            })?;
+            let other_src = if scale_u { &t.v } else { &t.u };
+            let other = match s.other[i] {
+                Some(st) => {
+                    copy(exec, other_src, &st)?;
+                    st
+                }
+                None => *other_src,
+            };
+            if scale_u {
+                gemm(exec, &s.acc, 1.0, &sc, &other, beta, gc)?;
+            } else {
+                gemm(exec, &s.acc, 1.0, &other, &sc, beta, gc)?;
+            }
+            beta = 1.0;
         }
-        beta = 1.0;
+        if beta == 0.0 {
+            // Every term had rank 0: W is zero.
+            axpby(exec, 0.0, &s.acc, 0.0, &s.acc)?;
+        }
+        Ok(())
     }
-    if beta == 0.0 {
-        // Every term had rank 0: W is zero.
-        axpby(exec, 0.0, &s.acc, 0.0, &s.acc)?;
-    }
-    Ok(())
 }
 
 /// A validated reconstruction into compute-type scratch shaped like `like` (for diagnostics,
@@ -207,10 +215,14 @@ impl ScratchReconstruction {
 
     /// Reconstruct; returns the scratch descriptor holding the result.
     pub(crate) unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<MatDesc> {
-        let like = &self.like;
-        let target = ws.mat(self.compute, like.rows, like.cols, like.batch)?;
-        let s = layout(ws, &self.terms, &target, self.compute)?;
-        accumulate(exec, &self.terms, &s, &target, self.compute, MathMode::Exact)?;
-        Ok(target)
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let like = &self.like;
+            let target = ws.mat(self.compute, like.rows, like.cols, like.batch)?;
+            let s = layout(ws, &self.terms, &target, self.compute)?;
+            accumulate(exec, &self.terms, &s, &target, self.compute, MathMode::Exact)?;
+            Ok(target)
+        }
     }
 }

@@ -191,75 +191,83 @@ pub(crate) unsafe fn factor(
     plan: SvdRoutine,
     emit: &mut dyn FnMut(&Factors) -> Result<()>,
 ) -> Result<()> {
-    let (big, small) = (w.rows.max(w.cols), w.rows.min(w.cols));
-    let transposed = w.rows < w.cols;
-    let (m, n) = (big, small);
-    let nb_max = chunk(exec, ws, m, n, w.batch, compute, plan)?;
-    let l = layout(exec, ws, m, n, nb_max, compute, plan)?;
-    let algorithm = plan.algorithm.resolve(m, n);
-    // Triplets computed: all n, or the top k.
-    let r = plan.top_k.unwrap_or(n);
-    if ws.is_measuring() {
-        return Ok(());
-    }
-    // Non-finite input is refused before anything is factored or written (documented policy).
-    check_finite(exec, w, "W")?;
-    let mut b0 = 0;
-    while b0 < w.batch {
-        let nb = nb_max.min(w.batch - b0);
-        let wc = w.batch_range(b0, nb);
-        match plan.top_k {
-            Some(k) => {
-                let a = stage(exec, &l, &wc, compute)?;
-                let args = GesvdrArgs {
-                    m,
-                    n,
-                    k,
-                    p: gesvdr_oversampling(n, k),
-                    niters: GESVDR_ITERATIONS,
-                    a: a.a,
-                    s: a.s,
-                    stride_s: n,
-                    u: a.u,
-                    vt: a.vt,
-                    batch: nb,
-                };
-                exec.gesvdr_strided_batched(&args, l.work, l.work_bytes)
-            }
-            None => {
-                let a = GesvdArgs { algorithm, ..stage(exec, &l, &wc, compute)? };
-                exec.gesvd_strided_batched(&a, l.work, l.work_bytes)
-            }
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let (big, small) = (w.rows.max(w.cols), w.rows.min(w.cols));
+        let transposed = w.rows < w.cols;
+        let (m, n) = (big, small);
+        let nb_max = chunk(exec, ws, m, n, w.batch, compute, plan)?;
+        let l = layout(exec, ws, m, n, nb_max, compute, plan)?;
+        let algorithm = plan.algorithm.resolve(m, n);
+        // Triplets computed: all n, or the top k.
+        let r = plan.top_k.unwrap_or(n);
+        if ws.is_measuring() {
+            return Ok(());
         }
-        .map_err(|e| match e {
-            Error::NotConverged { problem, index } => Error::NotConverged { problem, index: b0 + index },
-            e => e,
-        })?;
-        emit(&finish(exec, &l, b0, nb, r, transposed, compute)?)?;
-        b0 += nb;
+        // Non-finite input is refused before anything is factored or written (documented policy).
+        check_finite(exec, w, "W")?;
+        let mut b0 = 0;
+        while b0 < w.batch {
+            let nb = nb_max.min(w.batch - b0);
+            let wc = w.batch_range(b0, nb);
+            match plan.top_k {
+                Some(k) => {
+                    let a = stage(exec, &l, &wc, compute)?;
+                    let args = GesvdrArgs {
+                        m,
+                        n,
+                        k,
+                        p: gesvdr_oversampling(n, k),
+                        niters: GESVDR_ITERATIONS,
+                        a: a.a,
+                        s: a.s,
+                        stride_s: n,
+                        u: a.u,
+                        vt: a.vt,
+                        batch: nb,
+                    };
+                    exec.gesvdr_strided_batched(&args, l.work, l.work_bytes)
+                }
+                None => {
+                    let a = GesvdArgs { algorithm, ..stage(exec, &l, &wc, compute)? };
+                    exec.gesvd_strided_batched(&a, l.work, l.work_bytes)
+                }
+            }
+            .map_err(|e| match e {
+                Error::NotConverged { problem, index } => Error::NotConverged { problem, index: b0 + index },
+                e => e,
+            })?;
+            emit(&finish(exec, &l, b0, nb, r, transposed, compute)?)?;
+            b0 += nb;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Copy the chunk `wc` (as `W`, or `W^T` when it is wide) into the scratch `A` of `l`, and
 /// return the thin-SVD arguments over `l` (algorithm `Auto`: the caller sets it).
 unsafe fn stage(exec: &dyn Executor, l: &Layout, wc: &MatDesc, compute: DType) -> Result<GesvdArgs> {
-    let transposed = wc.rows < wc.cols;
-    let (m, n) = (wc.rows.max(wc.cols), wc.rows.min(wc.cols));
-    let nb = wc.batch;
-    let a = MatDesc { batch: nb, ..l.a };
-    copy(exec, &if transposed { wc.t() } else { *wc }, &a)?;
-    Ok(GesvdArgs {
-        m,
-        n,
-        a: Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n },
-        s: l.s.addr,
-        stride_s: n,
-        u: Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n },
-        vt: Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n },
-        batch: nb,
-        algorithm: SvdAlgorithm::Auto,
-    })
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let transposed = wc.rows < wc.cols;
+        let (m, n) = (wc.rows.max(wc.cols), wc.rows.min(wc.cols));
+        let nb = wc.batch;
+        let a = MatDesc { batch: nb, ..l.a };
+        copy(exec, &if transposed { wc.t() } else { *wc }, &a)?;
+        Ok(GesvdArgs {
+            m,
+            n,
+            a: Strided { addr: a.addr, dtype: compute, ld: m, stride: m * n },
+            s: l.s.addr,
+            stride_s: n,
+            u: Strided { addr: l.u.addr, dtype: compute, ld: m, stride: m * n },
+            vt: Strided { addr: l.vt.addr, dtype: compute, ld: n, stride: n * n },
+            batch: nb,
+            algorithm: SvdAlgorithm::Auto,
+        })
+    }
 }
 
 /// After the routine: fix the signs of the `r` computed triplets of a chunk of `nb` matrices
@@ -273,44 +281,52 @@ unsafe fn finish(
     transposed: bool,
     compute: DType,
 ) -> Result<Factors> {
-    // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
-    let u_r = MatDesc { batch: nb, cols: r, ..l.u };
-    let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
-    let (u, vt) = if transposed {
-        // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
-        (vt_r.t(), u_r.t())
-    } else {
-        (u_r, vt_r)
-    };
-    exec.svd_sign_fix(&SignFixArgs {
-        count: r,
-        batch: nb,
-        left: Vectors {
-            addr: u.addr,
-            dtype: compute,
-            len: u.rows,
-            elem_stride: u.row_stride,
-            vec_stride: u.col_stride,
-            batch_stride: u.batch_stride,
-        },
-        right: Vectors {
-            addr: vt.addr,
-            dtype: compute,
-            len: vt.cols,
-            elem_stride: vt.col_stride,
-            vec_stride: vt.row_stride,
-            batch_stride: vt.batch_stride,
-        },
-    })?;
-    Ok(Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        // The computed triplets: U's first r columns (ld m), VT's first r rows (ld n).
+        let u_r = MatDesc { batch: nb, cols: r, ..l.u };
+        let vt_r = MatDesc { batch: nb, rows: r, ..l.vt };
+        let (u, vt) = if transposed {
+            // W^T = U' S V'^T  =>  U = V' = (VT')^T, Vt = U'^T
+            (vt_r.t(), u_r.t())
+        } else {
+            (u_r, vt_r)
+        };
+        exec.svd_sign_fix(&SignFixArgs {
+            count: r,
+            batch: nb,
+            left: Vectors {
+                addr: u.addr,
+                dtype: compute,
+                len: u.rows,
+                elem_stride: u.row_stride,
+                vec_stride: u.col_stride,
+                batch_stride: u.batch_stride,
+            },
+            right: Vectors {
+                addr: vt.addr,
+                dtype: compute,
+                len: vt.cols,
+                elem_stride: vt.col_stride,
+                vec_stride: vt.row_stride,
+                batch_stride: vt.batch_stride,
+            },
+        })?;
+        Ok(Factors { b0, nb, u, s: MatDesc { batch: nb, rows: r, ..l.s }, vt })
+    }
 }
 
 /// `Error::NonFinite` with the first batch index of `w` holding NaN or Inf.
 pub(crate) unsafe fn check_finite(exec: &dyn Executor, w: &MatDesc, arg: &str) -> Result<()> {
-    let bad = exec.count_nonfinite(w.rows, w.cols, w.batch, &strided2d(w))?;
-    match bad.iter().position(|c| *c > 0) {
-        Some(index) => Err(Error::NonFinite { arg: arg.to_string(), index }),
-        None => Ok(()),
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        let bad = exec.count_nonfinite(w.rows, w.cols, w.batch, &strided2d(w))?;
+        match bad.iter().position(|c| *c > 0) {
+            Some(index) => Err(Error::NonFinite { arg: arg.to_string(), index }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -400,20 +416,26 @@ impl Plan for SvdPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        factor(exec, ws, &self.w, self.compute, self.routine, &mut |f| write_out(exec, f, &self.out))
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe { factor(exec, ws, &self.w, self.compute, self.routine, &mut |f| write_out(exec, f, &self.out)) }
     }
 }
 
 /// Copy a chunk's factors to the caller's outputs.
 unsafe fn write_out(exec: &dyn Executor, f: &Factors, out: &Outputs) -> Result<()> {
-    if let Some(u) = &out.u {
-        copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
+    // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+    // contract of the primitives it calls.
+    unsafe {
+        if let Some(u) = &out.u {
+            copy(exec, &f.u, &u.batch_range(f.b0, f.nb))?;
+        }
+        copy(exec, &f.s, &out.s.batch_range(f.b0, f.nb))?;
+        if let Some(vt) = &out.vt {
+            copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
+        }
+        Ok(())
     }
-    copy(exec, &f.s, &out.s.batch_range(f.b0, f.nb))?;
-    if let Some(vt) = &out.vt {
-        copy(exec, &f.vt, &vt.batch_range(f.b0, f.nb))?;
-    }
-    Ok(())
 }
 
 /// One problem of a list of differently shaped SVDs.
@@ -515,72 +537,76 @@ impl Plan for SvdListPlan {
     }
 
     unsafe fn run(&self, exec: &dyn Executor, ws: &mut Ws) -> Result<()> {
-        let (problems, compute, algorithm) = (&self.problems, self.compute, self.algorithm);
-        for (i, p) in problems.iter().enumerate() {
-            check_finite(exec, &p.w, &format!("problem {i}: W"))?;
-        }
-        let base = ws.base.unwrap_or(0);
-        let in_problem = |e: Error, i: usize| match e {
-            Error::NotConverged { index, .. } => Error::NotConverged { problem: Some(i), index },
-            e => e,
-        };
-        let mut i = 0;
-        while i < problems.len() {
-            // Plan a wave: problems i.. whose whole batches fit side by side.
-            let mut wave = Ws::over(base, ws.bytes, ws.device);
-            let mut members: Vec<(usize, Layout)> = vec![];
-            // One past the last problem of the wave (empty batches join any wave: nothing to do).
-            let mut end = i;
-            for (j, p) in problems.iter().enumerate().skip(i) {
-                if p.w.batch == 0 {
-                    end = j + 1;
+        // SAFETY: this function's contract (every descriptor describes valid memory of the executor's device) is the
+        // contract of the primitives it calls.
+        unsafe {
+            let (problems, compute, algorithm) = (&self.problems, self.compute, self.algorithm);
+            for (i, p) in problems.iter().enumerate() {
+                check_finite(exec, &p.w, &format!("problem {i}: W"))?;
+            }
+            let base = ws.base.unwrap_or(0);
+            let in_problem = |e: Error, i: usize| match e {
+                Error::NotConverged { index, .. } => Error::NotConverged { problem: Some(i), index },
+                e => e,
+            };
+            let mut i = 0;
+            while i < problems.len() {
+                // Plan a wave: problems i.. whose whole batches fit side by side.
+                let mut wave = Ws::over(base, ws.bytes, ws.device);
+                let mut members: Vec<(usize, Layout)> = vec![];
+                // One past the last problem of the wave (empty batches join any wave: nothing to do).
+                let mut end = i;
+                for (j, p) in problems.iter().enumerate().skip(i) {
+                    if p.w.batch == 0 {
+                        end = j + 1;
+                        continue;
+                    }
+                    let (m, n) = (p.w.rows.max(p.w.cols), p.w.rows.min(p.w.cols));
+                    let mut trial = wave.clone();
+                    match layout(exec, &mut trial, m, n, p.w.batch, compute, SvdRoutine::full(algorithm)) {
+                        Ok(l) => {
+                            wave = trial;
+                            members.push((j, l));
+                            end = j + 1;
+                        }
+                        Err(Error::WorkspaceTooSmall { .. }) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if members.is_empty() && end < problems.len() {
+                    // Problem `end`'s batch does not fit whole: streamed in chunks, on its own.
+                    let mut sub = Ws::over(base, ws.bytes, ws.device);
+                    problems[end].run(exec, &mut sub).map_err(|e| in_problem(e, end))?;
+                    i = end + 1;
                     continue;
                 }
-                let (m, n) = (p.w.rows.max(p.w.cols), p.w.rows.min(p.w.cols));
-                let mut trial = wave.clone();
-                match layout(exec, &mut trial, m, n, p.w.batch, compute, SvdRoutine::full(algorithm)) {
-                    Ok(l) => {
-                        wave = trial;
-                        members.push((j, l));
-                        end = j + 1;
+                if members.is_empty() {
+                    break; // only empty batches were left
+                }
+                let mut calls = Vec::with_capacity(members.len());
+                for (j, l) in &members {
+                    let args = stage(exec, l, &problems[*j].w, compute)?;
+                    calls.push(GesvdCall {
+                        args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args },
+                        work: l.work,
+                        work_bytes: l.work_bytes,
+                    });
+                }
+                exec.gesvd_grouped(&calls).map_err(|e| match e {
+                    Error::NotConverged { problem: Some(g), index } => {
+                        Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index }
                     }
-                    Err(Error::WorkspaceTooSmall { .. }) => break,
-                    Err(e) => return Err(e),
+                    e => e,
+                })?;
+                for (j, l) in &members {
+                    let p = &problems[*j];
+                    let n = p.w.rows.min(p.w.cols);
+                    let f = finish(exec, l, 0, p.w.batch, n, p.w.rows < p.w.cols, compute)?;
+                    write_out(exec, &f, &p.out)?;
                 }
+                i = end;
             }
-            if members.is_empty() && end < problems.len() {
-                // Problem `end`'s batch does not fit whole: streamed in chunks, on its own.
-                let mut sub = Ws::over(base, ws.bytes, ws.device);
-                problems[end].run(exec, &mut sub).map_err(|e| in_problem(e, end))?;
-                i = end + 1;
-                continue;
-            }
-            if members.is_empty() {
-                break; // only empty batches were left
-            }
-            let mut calls = Vec::with_capacity(members.len());
-            for (j, l) in &members {
-                let args = stage(exec, l, &problems[*j].w, compute)?;
-                calls.push(GesvdCall {
-                    args: GesvdArgs { algorithm: algorithm.resolve(args.m, args.n), ..args },
-                    work: l.work,
-                    work_bytes: l.work_bytes,
-                });
-            }
-            exec.gesvd_grouped(&calls).map_err(|e| match e {
-                Error::NotConverged { problem: Some(g), index } => {
-                    Error::NotConverged { problem: Some(members.get(g).map_or(g, |(j, _)| *j)), index }
-                }
-                e => e,
-            })?;
-            for (j, l) in &members {
-                let p = &problems[*j];
-                let n = p.w.rows.min(p.w.cols);
-                let f = finish(exec, l, 0, p.w.batch, n, p.w.rows < p.w.cols, compute)?;
-                write_out(exec, &f, &p.out)?;
-            }
-            i = end;
+            Ok(())
         }
-        Ok(())
     }
 }

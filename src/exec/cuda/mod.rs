@@ -395,22 +395,25 @@ unsafe fn launch_impl(
     block: u32,
     params: &mut [*mut c_void],
 ) -> Result<()> {
-    cu_check(
-        cu::cuLaunchKernel(
-            f,
-            grid.0.max(1),
-            grid.1.max(1),
-            1,
-            block,
-            1,
-            1,
-            0,
-            h.stream,
-            params.as_mut_ptr(),
-            std::ptr::null_mut(),
-        ),
-        "cuLaunchKernel",
-    )
+    // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+    unsafe {
+        cu_check(
+            cu::cuLaunchKernel(
+                f,
+                grid.0.max(1),
+                grid.1.max(1),
+                1,
+                block,
+                1,
+                1,
+                0,
+                h.stream,
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            ),
+            "cuLaunchKernel",
+        )
+    }
 }
 
 /// Blocks for a grid-stride loop over `n` items.
@@ -436,20 +439,26 @@ impl Executor for CudaExecutor {
         Ok(Buffer::new(ptr as usize, bytes, Box::new(DeviceAlloc { ptr, ctx: h.ctx })))
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
-        let h = self.lock()?;
-        cu_check(
-            cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream),
-            "cuMemcpyDtoHAsync",
-        )?;
-        cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let h = self.lock()?;
+            cu_check(
+                cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream),
+                "cuMemcpyDtoHAsync",
+            )?;
+            cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        }
     }
     unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
-        let h = self.lock()?;
-        cu_check(
-            cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream),
-            "cuMemcpyHtoDAsync",
-        )?;
-        cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let h = self.lock()?;
+            cu_check(
+                cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream),
+                "cuMemcpyHtoDAsync",
+            )?;
+            cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        }
     }
     fn synchronize(&self) -> Result<()> {
         let h = self.lock()?;
@@ -472,46 +481,49 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn gemm_strided_batched(&self, g: &GemmArgs) -> Result<()> {
-        g.check()?;
-        if g.m == 0 || g.n == 0 {
-            return Ok(());
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            if g.m == 0 || g.n == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let (a32, b32) = (g.alpha as f32, g.beta as f32);
+            let (alpha, beta): (*const c_void, *const c_void) = if g.compute == ComputeType::F64 {
+                (&g.alpha as *const f64 as *const c_void, &g.beta as *const f64 as *const c_void)
+            } else {
+                (&a32 as *const f32 as *const c_void, &b32 as *const f32 as *const c_void)
+            };
+            let compute = cublas_compute(g.compute);
+            cb_check(
+                cb::cublasGemmStridedBatchedEx_64(
+                    h.cublas,
+                    op(g.transa),
+                    op(g.transb),
+                    g.m as i64,
+                    g.n as i64,
+                    g.k as i64,
+                    alpha,
+                    g.a.addr as *const c_void,
+                    cublas_type(g.a.dtype),
+                    g.a.ld as i64,
+                    g.a.stride as i64,
+                    g.b.addr as *const c_void,
+                    cublas_type(g.b.dtype),
+                    g.b.ld as i64,
+                    g.b.stride as i64,
+                    beta,
+                    g.c.addr as *mut c_void,
+                    cublas_type(g.c.dtype),
+                    g.c.ld as i64,
+                    g.c.stride as i64,
+                    g.batch as i64,
+                    compute,
+                    cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                ),
+                "cublasGemmStridedBatchedEx",
+            )
         }
-        let h = self.lock()?;
-        let (a32, b32) = (g.alpha as f32, g.beta as f32);
-        let (alpha, beta): (*const c_void, *const c_void) = if g.compute == ComputeType::F64 {
-            (&g.alpha as *const f64 as *const c_void, &g.beta as *const f64 as *const c_void)
-        } else {
-            (&a32 as *const f32 as *const c_void, &b32 as *const f32 as *const c_void)
-        };
-        let compute = cublas_compute(g.compute);
-        cb_check(
-            cb::cublasGemmStridedBatchedEx_64(
-                h.cublas,
-                op(g.transa),
-                op(g.transb),
-                g.m as i64,
-                g.n as i64,
-                g.k as i64,
-                alpha,
-                g.a.addr as *const c_void,
-                cublas_type(g.a.dtype),
-                g.a.ld as i64,
-                g.a.stride as i64,
-                g.b.addr as *const c_void,
-                cublas_type(g.b.dtype),
-                g.b.ld as i64,
-                g.b.stride as i64,
-                beta,
-                g.c.addr as *mut c_void,
-                cublas_type(g.c.dtype),
-                g.c.ld as i64,
-                g.c.stride as i64,
-                g.batch as i64,
-                compute,
-                cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            ),
-            "cublasGemmStridedBatchedEx",
-        )
     }
 
     /// `cublasGemmGroupedBatchedEx_64` (cuBLAS 12.5+) where every group shares one type
@@ -530,64 +542,154 @@ impl Executor for CudaExecutor {
     /// `set_stream`, order the old stream's work before the new one's (as with cuBLAS's own
     /// workspace).
     unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
-        for g in groups {
-            g.check()?;
-        }
-        let live: Vec<&GemmArgs> = groups.iter().filter(|g| g.m > 0 && g.n > 0).collect();
-        if live.is_empty() {
-            return Ok(());
-        }
-        let g0 = live[0];
-        let uniform = live.iter().all(|g| {
-            g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute
-        });
-        use DType::*;
-        let supported = matches!(
-            (g0.compute, g0.a.dtype, g0.b.dtype, g0.c.dtype),
-            (ComputeType::F32 | ComputeType::F32FastTf32, F32, F32, F32)
-                | (ComputeType::F32, F16, F16, F16)
-                | (ComputeType::F32, BF16, BF16, BF16)
-                | (ComputeType::F64, F64, F64, F64)
-        );
-        let grouped_available = self.h.lock().map(|h| h.cublas_version >= 120500).unwrap_or(false);
-        if !uniform || !supported || live.len() == 1 || !grouped_available {
-            for g in live {
-                self.gemm_strided_batched(g)?;
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            for g in groups {
+                g.check()?;
             }
-            return Ok(());
-        }
-        let total: usize = live.iter().map(|g| g.batch).sum();
-        let mut h = self.lock()?;
-        if h.ptrs.is_none_or(|(_, cap)| cap < total) {
-            if let Some((old, _)) = h.ptrs.take() {
-                cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
-                cu::cuMemFree_v2(old);
+            let live: Vec<&GemmArgs> = groups.iter().filter(|g| g.m > 0 && g.n > 0).collect();
+            if live.is_empty() {
+                return Ok(());
             }
-            let cap = total.next_power_of_two().max(256);
-            let mut p = 0;
-            if cu::cuMemAlloc_v2(&mut p, 3 * cap * 8) != cu::CUresult::CUDA_SUCCESS {
-                return Err(Error::AllocationFailed { bytes: 3 * cap * 8 });
-            }
-            h.ptrs = Some((p, cap));
-        }
-        let (base, cap) = h.ptrs.unwrap();
-        let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
-        let mut off = 0usize;
-        for g in &live {
-            let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
-            let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
-                g.batch as i64,
-                g.a.addr as u64,
-                (g.a.stride * sa) as i64,
-                g.b.addr as u64,
-                (g.b.stride * sb) as i64,
-                g.c.addr as u64,
-                (g.c.stride * scc) as i64,
-                pa + (off * 8) as u64,
-                pb + (off * 8) as u64,
-                pc + (off * 8) as u64,
+            let g0 = live[0];
+            let uniform = live.iter().all(|g| {
+                g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute
+            });
+            use DType::*;
+            let supported = matches!(
+                (g0.compute, g0.a.dtype, g0.b.dtype, g0.c.dtype),
+                (ComputeType::F32 | ComputeType::F32FastTf32, F32, F32, F32)
+                    | (ComputeType::F32, F16, F16, F16)
+                    | (ComputeType::F32, BF16, BF16, BF16)
+                    | (ComputeType::F64, F64, F64, F64)
             );
-            let mut p: [*mut c_void; 10] = [
+            let grouped_available = self.h.lock().map(|h| h.cublas_version >= 120500).unwrap_or(false);
+            if !uniform || !supported || live.len() == 1 || !grouped_available {
+                for g in live {
+                    self.gemm_strided_batched(g)?;
+                }
+                return Ok(());
+            }
+            let total: usize = live.iter().map(|g| g.batch).sum();
+            let mut h = self.lock()?;
+            if h.ptrs.is_none_or(|(_, cap)| cap < total) {
+                if let Some((old, _)) = h.ptrs.take() {
+                    cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
+                    cu::cuMemFree_v2(old);
+                }
+                let cap = total.next_power_of_two().max(256);
+                let mut p = 0;
+                if cu::cuMemAlloc_v2(&mut p, 3 * cap * 8) != cu::CUresult::CUDA_SUCCESS {
+                    return Err(Error::AllocationFailed { bytes: 3 * cap * 8 });
+                }
+                h.ptrs = Some((p, cap));
+            }
+            let (base, cap) = h.ptrs.unwrap();
+            let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
+            let mut off = 0usize;
+            for g in &live {
+                let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
+                let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
+                    g.batch as i64,
+                    g.a.addr as u64,
+                    (g.a.stride * sa) as i64,
+                    g.b.addr as u64,
+                    (g.b.stride * sb) as i64,
+                    g.c.addr as u64,
+                    (g.c.stride * scc) as i64,
+                    pa + (off * 8) as u64,
+                    pb + (off * 8) as u64,
+                    pc + (off * 8) as u64,
+                );
+                let mut p: [*mut c_void; 10] = [
+                    &args.0 as *const _ as *mut c_void,
+                    &args.1 as *const _ as *mut c_void,
+                    &args.2 as *const _ as *mut c_void,
+                    &args.3 as *const _ as *mut c_void,
+                    &args.4 as *const _ as *mut c_void,
+                    &args.5 as *const _ as *mut c_void,
+                    &args.6 as *const _ as *mut c_void,
+                    &args.7 as *const _ as *mut c_void,
+                    &args.8 as *const _ as *mut c_void,
+                    &args.9 as *const _ as *mut c_void,
+                ];
+                launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
+                off += g.batch;
+            }
+            // Host arrays, one entry per group (read by cuBLAS during the call).
+            let ta: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transa)).collect();
+            let tb: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transb)).collect();
+            let dims = |f: &dyn Fn(&GemmArgs) -> usize| -> Vec<i64> { live.iter().map(|g| f(g) as i64).collect() };
+            let (mm, nn, kk) = (dims(&|g| g.m), dims(&|g| g.n), dims(&|g| g.k));
+            let (lda, ldb, ldc, size) = (dims(&|g| g.a.ld), dims(&|g| g.b.ld), dims(&|g| g.c.ld), dims(&|g| g.batch));
+            let (al64, be64): (Vec<f64>, Vec<f64>) =
+                (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
+            let (al32, be32): (Vec<f32>, Vec<f32>) =
+                (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
+            let (alpha, beta): (*const c_void, *const c_void) = if g0.compute == ComputeType::F64 {
+                (al64.as_ptr() as *const c_void, be64.as_ptr() as *const c_void)
+            } else {
+                (al32.as_ptr() as *const c_void, be32.as_ptr() as *const c_void)
+            };
+            cb_check(
+                cb::cublasGemmGroupedBatchedEx_64(
+                    h.cublas,
+                    ta.as_ptr(),
+                    tb.as_ptr(),
+                    mm.as_ptr(),
+                    nn.as_ptr(),
+                    kk.as_ptr(),
+                    alpha,
+                    pa as *const *const c_void,
+                    cublas_type(g0.a.dtype),
+                    lda.as_ptr(),
+                    pb as *const *const c_void,
+                    cublas_type(g0.b.dtype),
+                    ldb.as_ptr(),
+                    beta,
+                    pc as *const *mut c_void,
+                    cublas_type(g0.c.dtype),
+                    ldc.as_ptr(),
+                    live.len() as i64,
+                    size.as_ptr(),
+                    cublas_compute(g0.compute),
+                ),
+                "cublasGemmGroupedBatchedEx",
+            )
+        }
+    }
+
+    unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if a.rows == 0 || a.cols == 0 || a.batch == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            // Consecutive threads walk the destination's unit (smallest) stride.
+            let (mut rows, mut cols, mut s, mut d) = (a.rows, a.cols, a.src, a.dst);
+            if d.row_stride > d.col_stride {
+                std::mem::swap(&mut rows, &mut cols);
+                std::mem::swap(&mut s.row_stride, &mut s.col_stride);
+                std::mem::swap(&mut d.row_stride, &mut d.col_stride);
+            }
+            let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
+            let args: (i64, i64, i64, f64, u64, i64, i64, i64, f64, u64, i64, i64, i64) = (
+                rows as i64,
+                cols as i64,
+                a.batch as i64,
+                a.alpha,
+                s.addr as u64,
+                s.row_stride as i64,
+                s.col_stride as i64,
+                s.batch_stride as i64,
+                a.beta,
+                d.addr as u64,
+                d.row_stride as i64,
+                d.col_stride as i64,
+                d.batch_stride as i64,
+            );
+            let mut p: [*mut c_void; 13] = [
                 &args.0 as *const _ as *mut c_void,
                 &args.1 as *const _ as *mut c_void,
                 &args.2 as *const _ as *mut c_void,
@@ -598,135 +700,54 @@ impl Executor for CudaExecutor {
                 &args.7 as *const _ as *mut c_void,
                 &args.8 as *const _ as *mut c_void,
                 &args.9 as *const _ as *mut c_void,
+                &args.10 as *const _ as *mut c_void,
+                &args.11 as *const _ as *mut c_void,
+                &args.12 as *const _ as *mut c_void,
             ];
-            launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
-            off += g.batch;
+            launch_named(&h, &name, (blocks(rows * cols * a.batch), 1), &mut p)
         }
-        // Host arrays, one entry per group (read by cuBLAS during the call).
-        let ta: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transa)).collect();
-        let tb: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transb)).collect();
-        let dims = |f: &dyn Fn(&GemmArgs) -> usize| -> Vec<i64> { live.iter().map(|g| f(g) as i64).collect() };
-        let (mm, nn, kk) = (dims(&|g| g.m), dims(&|g| g.n), dims(&|g| g.k));
-        let (lda, ldb, ldc, size) = (dims(&|g| g.a.ld), dims(&|g| g.b.ld), dims(&|g| g.c.ld), dims(&|g| g.batch));
-        let (al64, be64): (Vec<f64>, Vec<f64>) =
-            (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
-        let (al32, be32): (Vec<f32>, Vec<f32>) =
-            (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
-        let (alpha, beta): (*const c_void, *const c_void) = if g0.compute == ComputeType::F64 {
-            (al64.as_ptr() as *const c_void, be64.as_ptr() as *const c_void)
-        } else {
-            (al32.as_ptr() as *const c_void, be32.as_ptr() as *const c_void)
-        };
-        cb_check(
-            cb::cublasGemmGroupedBatchedEx_64(
-                h.cublas,
-                ta.as_ptr(),
-                tb.as_ptr(),
-                mm.as_ptr(),
-                nn.as_ptr(),
-                kk.as_ptr(),
-                alpha,
-                pa as *const *const c_void,
-                cublas_type(g0.a.dtype),
-                lda.as_ptr(),
-                pb as *const *const c_void,
-                cublas_type(g0.b.dtype),
-                ldb.as_ptr(),
-                beta,
-                pc as *const *mut c_void,
-                cublas_type(g0.c.dtype),
-                ldc.as_ptr(),
-                live.len() as i64,
-                size.as_ptr(),
-                cublas_compute(g0.compute),
-            ),
-            "cublasGemmGroupedBatchedEx",
-        )
-    }
-
-    unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
-        if a.rows == 0 || a.cols == 0 || a.batch == 0 {
-            return Ok(());
-        }
-        let h = self.lock()?;
-        // Consecutive threads walk the destination's unit (smallest) stride.
-        let (mut rows, mut cols, mut s, mut d) = (a.rows, a.cols, a.src, a.dst);
-        if d.row_stride > d.col_stride {
-            std::mem::swap(&mut rows, &mut cols);
-            std::mem::swap(&mut s.row_stride, &mut s.col_stride);
-            std::mem::swap(&mut d.row_stride, &mut d.col_stride);
-        }
-        let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
-        let args: (i64, i64, i64, f64, u64, i64, i64, i64, f64, u64, i64, i64, i64) = (
-            rows as i64,
-            cols as i64,
-            a.batch as i64,
-            a.alpha,
-            s.addr as u64,
-            s.row_stride as i64,
-            s.col_stride as i64,
-            s.batch_stride as i64,
-            a.beta,
-            d.addr as u64,
-            d.row_stride as i64,
-            d.col_stride as i64,
-            d.batch_stride as i64,
-        );
-        let mut p: [*mut c_void; 13] = [
-            &args.0 as *const _ as *mut c_void,
-            &args.1 as *const _ as *mut c_void,
-            &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void,
-            &args.4 as *const _ as *mut c_void,
-            &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void,
-            &args.7 as *const _ as *mut c_void,
-            &args.8 as *const _ as *mut c_void,
-            &args.9 as *const _ as *mut c_void,
-            &args.10 as *const _ as *mut c_void,
-            &args.11 as *const _ as *mut c_void,
-            &args.12 as *const _ as *mut c_void,
-        ];
-        launch_named(&h, &name, (blocks(rows * cols * a.batch), 1), &mut p)
     }
 
     unsafe fn dgmm(&self, d: &DgmmArgs) -> Result<()> {
-        d.check()?;
-        if d.m == 0 || d.n == 0 {
-            return Ok(());
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            d.check()?;
+            if d.m == 0 || d.n == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let args: (i32, i64, i64, u64, i64, i64, u64, i64, i64, u64, i64, i64, i64) = (
+                d.left as i32,
+                d.m as i64,
+                d.n as i64,
+                d.a.addr as u64,
+                d.a.ld as i64,
+                d.a.stride as i64,
+                d.x as u64,
+                d.incx as i64,
+                d.stride_x as i64,
+                d.c.addr as u64,
+                d.c.ld as i64,
+                d.c.stride as i64,
+                d.batch as i64,
+            );
+            let mut p: [*mut c_void; 13] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
+                &args.10 as *const _ as *mut c_void,
+                &args.11 as *const _ as *mut c_void,
+                &args.12 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
         }
-        let h = self.lock()?;
-        let args: (i32, i64, i64, u64, i64, i64, u64, i64, i64, u64, i64, i64, i64) = (
-            d.left as i32,
-            d.m as i64,
-            d.n as i64,
-            d.a.addr as u64,
-            d.a.ld as i64,
-            d.a.stride as i64,
-            d.x as u64,
-            d.incx as i64,
-            d.stride_x as i64,
-            d.c.addr as u64,
-            d.c.ld as i64,
-            d.c.stride as i64,
-            d.batch as i64,
-        );
-        let mut p: [*mut c_void; 13] = [
-            &args.0 as *const _ as *mut c_void,
-            &args.1 as *const _ as *mut c_void,
-            &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void,
-            &args.4 as *const _ as *mut c_void,
-            &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void,
-            &args.7 as *const _ as *mut c_void,
-            &args.8 as *const _ as *mut c_void,
-            &args.9 as *const _ as *mut c_void,
-            &args.10 as *const _ as *mut c_void,
-            &args.11 as *const _ as *mut c_void,
-            &args.12 as *const _ as *mut c_void,
-        ];
-        launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
     }
 
     fn gesvd_buffer_size(
@@ -764,183 +785,114 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        g.check()?;
-        // One group: the same path as a list (the routine's calls on the stream pool, joined).
-        self.run_grouped(&[GesvdCall { args: *g, work, work_bytes }], false)
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            // One group: the same path as a list (the routine's calls on the stream pool, joined).
+            self.run_grouped(&[GesvdCall { args: *g, work, work_bytes }], false)
+        }
     }
 
     unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        check_gesvd_calls(self, calls)?;
-        self.run_grouped(calls, true)
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            check_gesvd_calls(self, calls)?;
+            self.run_grouped(calls, true)
+        }
     }
 
     unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        g.check()?;
-        let mut h = self.lock()?;
-        h.report = None;
-        let l = svd_layout(&h, SvdAlgorithm::Randomized, g.m, g.n, g.a.dtype, g.batch, Some((g.k, g.p, g.niters)))?;
-        if work_bytes < l.total {
-            return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            let mut h = self.lock()?;
+            h.report = None;
+            let l = svd_layout(&h, SvdAlgorithm::Randomized, g.m, g.n, g.a.dtype, g.batch, Some((g.k, g.p, g.niters)))?;
+            if work_bytes < l.total {
+                return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
+            }
+            let (info, vf) = (work + l.info, work + l.v);
+            let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+            let sdt = solver_type(dt);
+            let units: Vec<(usize, usize)> = (0..g.batch).map(|b| (b % l.lanes, l.host_bytes)).collect();
+            let res = fan_out(&mut h, &units, |lane, b, host| {
+                let dev = work + (b % l.lanes) * l.lane_bytes;
+                cs_check(
+                    cs::cusolverDnXgesvdr(
+                        lane.solver,
+                        lane.params,
+                        b'S' as i8,
+                        b'S' as i8,
+                        m as i64,
+                        n as i64,
+                        g.k as i64,
+                        g.p as i64,
+                        g.niters as i64,
+                        sdt,
+                        (g.a.addr + b * g.a.stride * sz) as *mut c_void,
+                        g.a.ld as i64,
+                        sdt,
+                        (g.s + b * g.stride_s * sz) as *mut c_void,
+                        sdt,
+                        (g.u.addr + b * g.u.stride * sz) as *mut c_void,
+                        g.u.ld as i64,
+                        sdt,
+                        (vf + b * n * n * sz) as *mut c_void,
+                        n as i64,
+                        sdt,
+                        dev as *mut c_void,
+                        l.lwork,
+                        host.as_mut_ptr() as *mut c_void,
+                        l.host_bytes,
+                        (info + b * 4) as *mut i32,
+                    ),
+                    "cusolverDnXgesvdr",
+                )
+            });
+            drop(h);
+            res?;
+            // VT (k x n) = the first k columns of V, transposed.
+            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+            self.axpby(&AxpbyArgs {
+                rows: g.k,
+                cols: n,
+                batch: g.batch,
+                alpha: 1.0,
+                src: s2(vf, n, 1, n * n),
+                beta: 0.0,
+                dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
+            })?;
+            let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
+            self.h.lock().unwrap_or_else(|e| e.into_inner()).report =
+                Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
+            checked
         }
-        let (info, vf) = (work + l.info, work + l.v);
-        let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
-        let sdt = solver_type(dt);
-        let units: Vec<(usize, usize)> = (0..g.batch).map(|b| (b % l.lanes, l.host_bytes)).collect();
-        let res = fan_out(&mut h, &units, |lane, b, host| {
-            let dev = work + (b % l.lanes) * l.lane_bytes;
-            cs_check(
-                cs::cusolverDnXgesvdr(
-                    lane.solver,
-                    lane.params,
-                    b'S' as i8,
-                    b'S' as i8,
-                    m as i64,
-                    n as i64,
-                    g.k as i64,
-                    g.p as i64,
-                    g.niters as i64,
-                    sdt,
-                    (g.a.addr + b * g.a.stride * sz) as *mut c_void,
-                    g.a.ld as i64,
-                    sdt,
-                    (g.s + b * g.stride_s * sz) as *mut c_void,
-                    sdt,
-                    (g.u.addr + b * g.u.stride * sz) as *mut c_void,
-                    g.u.ld as i64,
-                    sdt,
-                    (vf + b * n * n * sz) as *mut c_void,
-                    n as i64,
-                    sdt,
-                    dev as *mut c_void,
-                    l.lwork,
-                    host.as_mut_ptr() as *mut c_void,
-                    l.host_bytes,
-                    (info + b * 4) as *mut i32,
-                ),
-                "cusolverDnXgesvdr",
-            )
-        });
-        drop(h);
-        res?;
-        // VT (k x n) = the first k columns of V, transposed.
-        let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-        self.axpby(&AxpbyArgs {
-            rows: g.k,
-            cols: n,
-            batch: g.batch,
-            alpha: 1.0,
-            src: s2(vf, n, 1, n * n),
-            beta: 0.0,
-            dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
-        })?;
-        let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
-        self.h.lock().unwrap_or_else(|e| e.into_inner()).report =
-            Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
-        checked
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
-        if s.left.dtype != s.right.dtype || !s.left.dtype.is_compute() {
-            return Err(Error::precondition("svd_sign_fix", "left and right vectors must share an f32/f64 type"));
-        }
-        if s.count == 0 || s.batch == 0 {
-            return Ok(());
-        }
-        let h = self.lock()?;
-        let (l, r) = (s.left, s.right);
-        let args: (i64, u64, i64, i64, i64, i64, u64, i64, i64, i64) = (
-            l.len as i64,
-            l.addr as u64,
-            l.elem_stride as i64,
-            l.vec_stride as i64,
-            l.batch_stride as i64,
-            r.len as i64,
-            r.addr as u64,
-            r.elem_stride as i64,
-            r.vec_stride as i64,
-            r.batch_stride as i64,
-        );
-        let mut p: [*mut c_void; 10] = [
-            &args.0 as *const _ as *mut c_void,
-            &args.1 as *const _ as *mut c_void,
-            &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void,
-            &args.4 as *const _ as *mut c_void,
-            &args.5 as *const _ as *mut c_void,
-            &args.6 as *const _ as *mut c_void,
-            &args.7 as *const _ as *mut c_void,
-            &args.8 as *const _ as *mut c_void,
-            &args.9 as *const _ as *mut c_void,
-        ];
-        let name = format!("osft_sign_fix_{}", sfx(l.dtype));
-        for b0 in (0..s.batch).step_by(65535) {
-            // Batches beyond gridDim.y's limit go in slices.
-            let nb = (s.batch - b0).min(65535);
-            let off = (b0 * l.batch_stride * l.dtype.size()) as u64;
-            let roff = (b0 * r.batch_stride * r.dtype.size()) as u64;
-            let (la, ra) = (args.1 + off, args.6 + roff);
-            p[1] = &la as *const _ as *mut c_void;
-            p[6] = &ra as *const _ as *mut c_void;
-            launch_named(&h, &name, (s.count as u32, nb as u32), &mut p)?;
-        }
-        Ok(())
-    }
-
-    unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        Ok(self
-            .per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?
-            .into_iter()
-            .map(f64::from_ne_bytes)
-            .collect())
-    }
-
-    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        Ok(self
-            .per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?
-            .into_iter()
-            .map(u64::from_ne_bytes)
-            .collect())
-    }
-
-    unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
-        if n == 0 || batch == 0 {
-            return Ok(());
-        }
-        let h = self.lock()?;
-        let args: (i64, u64, i64, i64, i64, f64) =
-            (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
-        let mut p: [*mut c_void; 6] = [
-            &args.0 as *const _ as *mut c_void,
-            &args.1 as *const _ as *mut c_void,
-            &args.2 as *const _ as *mut c_void,
-            &args.3 as *const _ as *mut c_void,
-            &args.4 as *const _ as *mut c_void,
-            &args.5 as *const _ as *mut c_void,
-        ];
-        launch_named(&h, &format!("osft_add_diagonal_{}", sfx(a.dtype)), (blocks(n * batch), 1), &mut p)
-    }
-
-    unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
-        if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
-            return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
-        }
-        if count == 0 {
-            return Ok(0.0);
-        }
-        let out = self.alloc(count * 8)?;
-        {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if s.left.dtype != s.right.dtype || !s.left.dtype.is_compute() {
+                return Err(Error::precondition("svd_sign_fix", "left and right vectors must share an f32/f64 type"));
+            }
+            if s.count == 0 || s.batch == 0 {
+                return Ok(());
+            }
             let h = self.lock()?;
-            let args: (i64, u64, i64, i64, u64, i64, i64, u64) = (
-                a.len as i64,
-                a.addr as u64,
-                a.elem_stride as i64,
-                a.vec_stride as i64,
-                b.addr as u64,
-                b.elem_stride as i64,
-                b.vec_stride as i64,
-                out.addr as u64,
+            let (l, r) = (s.left, s.right);
+            let args: (i64, u64, i64, i64, i64, i64, u64, i64, i64, i64) = (
+                l.len as i64,
+                l.addr as u64,
+                l.elem_stride as i64,
+                l.vec_stride as i64,
+                l.batch_stride as i64,
+                r.len as i64,
+                r.addr as u64,
+                r.elem_stride as i64,
+                r.vec_stride as i64,
+                r.batch_stride as i64,
             );
-            let mut p: [*mut c_void; 8] = [
+            let mut p: [*mut c_void; 10] = [
                 &args.0 as *const _ as *mut c_void,
                 &args.1 as *const _ as *mut c_void,
                 &args.2 as *const _ as *mut c_void,
@@ -949,12 +901,105 @@ impl Executor for CudaExecutor {
                 &args.5 as *const _ as *mut c_void,
                 &args.6 as *const _ as *mut c_void,
                 &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
             ];
-            launch_named(&h, &format!("osft_cosine_{}", sfx(a.dtype)), (count as u32, 1), &mut p)?;
+            let name = format!("osft_sign_fix_{}", sfx(l.dtype));
+            for b0 in (0..s.batch).step_by(65535) {
+                // Batches beyond gridDim.y's limit go in slices.
+                let nb = (s.batch - b0).min(65535);
+                let off = (b0 * l.batch_stride * l.dtype.size()) as u64;
+                let roff = (b0 * r.batch_stride * r.dtype.size()) as u64;
+                let (la, ra) = (args.1 + off, args.6 + roff);
+                p[1] = &la as *const _ as *mut c_void;
+                p[6] = &ra as *const _ as *mut c_void;
+                launch_named(&h, &name, (s.count as u32, nb as u32), &mut p)?;
+            }
+            Ok(())
         }
-        let mut bytes = vec![0u8; count * 8];
-        self.read_to_host(out.addr, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())
+    }
+
+    unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            Ok(self
+                .per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?
+                .into_iter()
+                .map(f64::from_ne_bytes)
+                .collect())
+        }
+    }
+
+    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            Ok(self
+                .per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?
+                .into_iter()
+                .map(u64::from_ne_bytes)
+                .collect())
+        }
+    }
+
+    unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if n == 0 || batch == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let args: (i64, u64, i64, i64, i64, f64) =
+                (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
+            let mut p: [*mut c_void; 6] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, &format!("osft_add_diagonal_{}", sfx(a.dtype)), (blocks(n * batch), 1), &mut p)
+        }
+    }
+
+    unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
+                return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
+            }
+            if count == 0 {
+                return Ok(0.0);
+            }
+            let out = self.alloc(count * 8)?;
+            {
+                let h = self.lock()?;
+                let args: (i64, u64, i64, i64, u64, i64, i64, u64) = (
+                    a.len as i64,
+                    a.addr as u64,
+                    a.elem_stride as i64,
+                    a.vec_stride as i64,
+                    b.addr as u64,
+                    b.elem_stride as i64,
+                    b.vec_stride as i64,
+                    out.addr as u64,
+                );
+                let mut p: [*mut c_void; 8] = [
+                    &args.0 as *const _ as *mut c_void,
+                    &args.1 as *const _ as *mut c_void,
+                    &args.2 as *const _ as *mut c_void,
+                    &args.3 as *const _ as *mut c_void,
+                    &args.4 as *const _ as *mut c_void,
+                    &args.5 as *const _ as *mut c_void,
+                    &args.6 as *const _ as *mut c_void,
+                    &args.7 as *const _ as *mut c_void,
+                ];
+                launch_named(&h, &format!("osft_cosine_{}", sfx(a.dtype)), (count as u32, 1), &mut p)?;
+            }
+            let mut bytes = vec![0u8; count * 8];
+            self.read_to_host(out.addr, &mut bytes)?;
+            Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())
+        }
     }
 }
 
@@ -964,9 +1009,12 @@ impl CudaExecutor {
     /// routine's report says by how much); < 0 a parameter cuSOLVER rejected (`Precondition`).
     /// `host` (gesvda's `h_R_nrmF`, gesvdp's `h_err_sigma`), where given, must be finite.
     unsafe fn check_info(&self, info: Addr, batch: usize, routine: &'static str, host: &[f64]) -> Result<()> {
-        let mut bytes = vec![0u8; batch * 4];
-        self.read_to_host(info, &mut bytes)?;
-        info_status(&bytes, routine, host)
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let mut bytes = vec![0u8; batch * 4];
+            self.read_to_host(info, &mut bytes)?;
+            info_status(&bytes, routine, host)
+        }
     }
 
     /// The groups of a grouped SVD (checked by the caller), all at once: one fork from the
@@ -979,329 +1027,344 @@ impl CudaExecutor {
     /// groups on different streams never share scratch. `grouped`: errors name the group
     /// (`NotConverged { problem: Some(g) }`); otherwise (a single strided batch) they do not.
     unsafe fn run_grouped(&self, calls: &[GesvdCall], grouped: bool) -> Result<()> {
-        let tag = |e: Error, g: usize| if grouped { in_group(e, g) } else { e };
-        let mut h = self.lock()?;
-        h.report = None;
-        // Groups with matrices in them, with their routine and workspace layout.
-        let mut groups: Vec<(usize, SvdAlgorithm, SvdLayout)> = Vec::with_capacity(calls.len());
-        for (gi, c) in calls.iter().enumerate() {
-            let g = &c.args;
-            if g.batch == 0 {
-                continue;
-            }
-            let alg = g.algorithm.resolve(g.m, g.n);
-            let l = svd_layout(&h, alg, g.m, g.n, g.a.dtype, g.batch, None)?;
-            if c.work_bytes < l.total {
-                return Err(Error::WorkspaceTooSmall { needed: l.total, given: c.work_bytes });
-            }
-            groups.push((gi, alg, l));
-        }
-        if groups.is_empty() {
-            return Ok(());
-        }
-        // The units of work, each with its pool stream and host workspace bytes: groups take
-        // the pool round-robin, so a list of single matrices spreads over every stream.
-        // `b % l.lanes` is matrix b's workspace slice; all matrices of one slice map to one
-        // stream (l.lanes <= the pool size), which runs them in order.
-        let np = h.lanes.len();
-        let (mut units, mut kinds) = (vec![], vec![]);
-        let mut next = 0;
-        for (k, (_, alg, l)) in groups.iter().enumerate() {
-            if matches!(alg, SvdAlgorithm::JacobiBatched | SvdAlgorithm::ApproxBatched) {
-                units.push((next % np, 0));
-                kinds.push((k, None));
-                next += 1;
-            } else {
-                for b in 0..calls[groups[k].0].args.batch {
-                    units.push(((next + b % l.lanes) % np, l.host_bytes));
-                    kinds.push((k, Some(b)));
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let tag = |e: Error, g: usize| if grouped { in_group(e, g) } else { e };
+            let mut h = self.lock()?;
+            h.report = None;
+            // Groups with matrices in them, with their routine and workspace layout.
+            let mut groups: Vec<(usize, SvdAlgorithm, SvdLayout)> = Vec::with_capacity(calls.len());
+            for (gi, c) in calls.iter().enumerate() {
+                let g = &c.args;
+                if g.batch == 0 {
+                    continue;
                 }
-                next += l.lanes;
-            }
-        }
-        // Host outputs, one per matrix, written by the routine (gesvda's h_R_nrmF, gesvdp's
-        // h_err_sigma); allocated before the fan-out and not resized, read after the join.
-        let mut host_vals: Vec<Vec<f64>> = groups
-            .iter()
-            .map(|(gi, alg, _)| {
-                if matches!(alg, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Polar) {
-                    vec![0f64; calls[*gi].args.batch]
-                } else {
-                    vec![]
+                let alg = g.algorithm.resolve(g.m, g.n);
+                let l = svd_layout(&h, alg, g.m, g.n, g.a.dtype, g.batch, None)?;
+                if c.work_bytes < l.total {
+                    return Err(Error::WorkspaceTooSmall { needed: l.total, given: c.work_bytes });
                 }
-            })
-            .collect();
-        let mut jacobi_lanes = vec![false; np];
-        let res = fan_out(&mut h, &units, |lane, unit, host| {
-            let (k, b) = kinds[unit];
-            let (gi, alg, ref l) = groups[k];
-            let (g, work) = (&calls[gi].args, calls[gi].work);
-            let info = work + l.info;
-            let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
-            let f64t = dt == DType::F64;
-            let Some(b) = b else {
-                // A batched routine: the whole group in one call on this stream.
-                let dev = work + l.dev;
-                return if alg == SvdAlgorithm::JacobiBatched {
-                    // Full U (m x m) and V (n x n) into scratch; thin U and VT copied after the join.
-                    let (uf, vf) = (work + l.u_full, work + l.v_full);
-                    macro_rules! call {
-                        ($f:ident, $t:ty) => {
-                            cs::$f(
-                                lane.solver,
-                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                                m as i32,
-                                n as i32,
-                                g.a.addr as *mut $t,
-                                g.a.ld as i32,
-                                g.s as *mut $t,
-                                uf as *mut $t,
-                                m as i32,
-                                vf as *mut $t,
-                                n as i32,
-                                dev as *mut $t,
-                                l.lwork as i32,
-                                info as *mut i32,
-                                lane.gesvdj,
-                                g.batch as i32,
-                            )
-                        };
-                    }
-                    cs_check(
-                        if f64t { call!(cusolverDnDgesvdjBatched, f64) } else { call!(cusolverDnSgesvdjBatched, f32) },
-                        "gesvdjBatched",
-                    )
+                groups.push((gi, alg, l));
+            }
+            if groups.is_empty() {
+                return Ok(());
+            }
+            // The units of work, each with its pool stream and host workspace bytes: groups take
+            // the pool round-robin, so a list of single matrices spreads over every stream.
+            // `b % l.lanes` is matrix b's workspace slice; all matrices of one slice map to one
+            // stream (l.lanes <= the pool size), which runs them in order.
+            let np = h.lanes.len();
+            let (mut units, mut kinds) = (vec![], vec![]);
+            let mut next = 0;
+            for (k, (_, alg, l)) in groups.iter().enumerate() {
+                if matches!(alg, SvdAlgorithm::JacobiBatched | SvdAlgorithm::ApproxBatched) {
+                    units.push((next % np, 0));
+                    kinds.push((k, None));
+                    next += 1;
                 } else {
-                    // rank = n (all pairs); U in place (packed, checked), V into scratch; one
-                    // residual per matrix on the host (read after the join).
-                    let (vf, res) = (work + l.v, host_vals[k].as_mut_ptr());
-                    macro_rules! call {
-                        ($f:ident, $t:ty) => {
-                            cs::$f(
-                                lane.solver,
-                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                                n as i32,
-                                m as i32,
-                                n as i32,
-                                g.a.addr as *const $t,
-                                g.a.ld as i32,
-                                g.a.stride as i64,
-                                g.s as *mut $t,
-                                g.stride_s as i64,
-                                g.u.addr as *mut $t,
-                                g.u.ld as i32,
-                                g.u.stride as i64,
-                                vf as *mut $t,
-                                n as i32,
-                                (n * n) as i64,
-                                dev as *mut $t,
-                                l.lwork as i32,
-                                info as *mut i32,
-                                res,
-                                g.batch as i32,
-                            )
-                        };
+                    for b in 0..calls[groups[k].0].args.batch {
+                        units.push(((next + b % l.lanes) % np, l.host_bytes));
+                        kinds.push((k, Some(b)));
                     }
-                    cs_check(
-                        if f64t {
-                            call!(cusolverDnDgesvdaStridedBatched, f64)
-                        } else {
-                            call!(cusolverDnSgesvdaStridedBatched, f32)
-                        },
-                        "gesvdaStridedBatched",
-                    )
+                    next += l.lanes;
+                }
+            }
+            // Host outputs, one per matrix, written by the routine (gesvda's h_R_nrmF, gesvdp's
+            // h_err_sigma); allocated before the fan-out and not resized, read after the join.
+            let mut host_vals: Vec<Vec<f64>> = groups
+                .iter()
+                .map(|(gi, alg, _)| {
+                    if matches!(alg, SvdAlgorithm::ApproxBatched | SvdAlgorithm::Polar) {
+                        vec![0f64; calls[*gi].args.batch]
+                    } else {
+                        vec![]
+                    }
+                })
+                .collect();
+            let mut jacobi_lanes = vec![false; np];
+            let res = fan_out(&mut h, &units, |lane, unit, host| {
+                let (k, b) = kinds[unit];
+                let (gi, alg, ref l) = groups[k];
+                let (g, work) = (&calls[gi].args, calls[gi].work);
+                let info = work + l.info;
+                let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+                let f64t = dt == DType::F64;
+                let Some(b) = b else {
+                    // A batched routine: the whole group in one call on this stream.
+                    let dev = work + l.dev;
+                    return if alg == SvdAlgorithm::JacobiBatched {
+                        // Full U (m x m) and V (n x n) into scratch; thin U and VT copied after the join.
+                        let (uf, vf) = (work + l.u_full, work + l.v_full);
+                        macro_rules! call {
+                            ($f:ident, $t:ty) => {
+                                cs::$f(
+                                    lane.solver,
+                                    cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                    m as i32,
+                                    n as i32,
+                                    g.a.addr as *mut $t,
+                                    g.a.ld as i32,
+                                    g.s as *mut $t,
+                                    uf as *mut $t,
+                                    m as i32,
+                                    vf as *mut $t,
+                                    n as i32,
+                                    dev as *mut $t,
+                                    l.lwork as i32,
+                                    info as *mut i32,
+                                    lane.gesvdj,
+                                    g.batch as i32,
+                                )
+                            };
+                        }
+                        cs_check(
+                            if f64t {
+                                call!(cusolverDnDgesvdjBatched, f64)
+                            } else {
+                                call!(cusolverDnSgesvdjBatched, f32)
+                            },
+                            "gesvdjBatched",
+                        )
+                    } else {
+                        // rank = n (all pairs); U in place (packed, checked), V into scratch; one
+                        // residual per matrix on the host (read after the join).
+                        let (vf, res) = (work + l.v, host_vals[k].as_mut_ptr());
+                        macro_rules! call {
+                            ($f:ident, $t:ty) => {
+                                cs::$f(
+                                    lane.solver,
+                                    cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                    n as i32,
+                                    m as i32,
+                                    n as i32,
+                                    g.a.addr as *const $t,
+                                    g.a.ld as i32,
+                                    g.a.stride as i64,
+                                    g.s as *mut $t,
+                                    g.stride_s as i64,
+                                    g.u.addr as *mut $t,
+                                    g.u.ld as i32,
+                                    g.u.stride as i64,
+                                    vf as *mut $t,
+                                    n as i32,
+                                    (n * n) as i64,
+                                    dev as *mut $t,
+                                    l.lwork as i32,
+                                    info as *mut i32,
+                                    res,
+                                    g.batch as i32,
+                                )
+                            };
+                        }
+                        cs_check(
+                            if f64t {
+                                call!(cusolverDnDgesvdaStridedBatched, f64)
+                            } else {
+                                call!(cusolverDnSgesvdaStridedBatched, f32)
+                            },
+                            "gesvdaStridedBatched",
+                        )
+                    };
                 };
-            };
-            // Matrix b of a per-matrix routine, in its group's workspace slice b % lanes.
-            let dev = work + (b % l.lanes) * l.lane_bytes;
-            let sdt = solver_type(dt);
-            let a = (g.a.addr + b * g.a.stride * sz) as *mut c_void;
-            let s = (g.s + b * g.stride_s * sz) as *mut c_void;
-            let u = (g.u.addr + b * g.u.stride * sz) as *mut c_void;
-            let v = (work + l.v + b * n * n * sz) as *mut c_void;
-            let inf = (info + b * 4) as *mut i32;
-            match alg {
-                SvdAlgorithm::Qr => cs_check(
-                    cs::cusolverDnXgesvd(
-                        lane.solver,
-                        lane.params,
-                        b'S' as i8,
-                        b'S' as i8,
-                        m as i64,
-                        n as i64,
-                        sdt,
-                        a,
-                        g.a.ld as i64,
-                        sdt,
-                        s,
-                        sdt,
-                        u,
-                        g.u.ld as i64,
-                        sdt,
-                        (g.vt.addr + b * g.vt.stride * sz) as *mut c_void,
-                        g.vt.ld as i64,
-                        sdt,
-                        dev as *mut c_void,
-                        l.lwork,
-                        host.as_mut_ptr() as *mut c_void,
-                        l.host_bytes,
-                        inf,
+                // Matrix b of a per-matrix routine, in its group's workspace slice b % lanes.
+                let dev = work + (b % l.lanes) * l.lane_bytes;
+                let sdt = solver_type(dt);
+                let a = (g.a.addr + b * g.a.stride * sz) as *mut c_void;
+                let s = (g.s + b * g.stride_s * sz) as *mut c_void;
+                let u = (g.u.addr + b * g.u.stride * sz) as *mut c_void;
+                let v = (work + l.v + b * n * n * sz) as *mut c_void;
+                let inf = (info + b * 4) as *mut i32;
+                match alg {
+                    SvdAlgorithm::Qr => cs_check(
+                        cs::cusolverDnXgesvd(
+                            lane.solver,
+                            lane.params,
+                            b'S' as i8,
+                            b'S' as i8,
+                            m as i64,
+                            n as i64,
+                            sdt,
+                            a,
+                            g.a.ld as i64,
+                            sdt,
+                            s,
+                            sdt,
+                            u,
+                            g.u.ld as i64,
+                            sdt,
+                            (g.vt.addr + b * g.vt.stride * sz) as *mut c_void,
+                            g.vt.ld as i64,
+                            sdt,
+                            dev as *mut c_void,
+                            l.lwork,
+                            host.as_mut_ptr() as *mut c_void,
+                            l.host_bytes,
+                            inf,
+                        ),
+                        "cusolverDnXgesvd",
                     ),
-                    "cusolverDnXgesvd",
-                ),
-                SvdAlgorithm::Jacobi => {
-                    jacobi_lanes[units[unit].0] = true;
-                    macro_rules! call {
-                        ($f:ident, $t:ty) => {
-                            cs::$f(
-                                lane.solver,
-                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                                1,
-                                m as i32,
-                                n as i32,
-                                a as *mut $t,
-                                g.a.ld as i32,
-                                s as *mut $t,
-                                u as *mut $t,
-                                g.u.ld as i32,
-                                v as *mut $t,
-                                n as i32,
-                                dev as *mut $t,
-                                l.lwork as i32,
-                                inf,
-                                lane.gesvdj,
-                            )
-                        };
+                    SvdAlgorithm::Jacobi => {
+                        jacobi_lanes[units[unit].0] = true;
+                        macro_rules! call {
+                            ($f:ident, $t:ty) => {
+                                cs::$f(
+                                    lane.solver,
+                                    cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                    1,
+                                    m as i32,
+                                    n as i32,
+                                    a as *mut $t,
+                                    g.a.ld as i32,
+                                    s as *mut $t,
+                                    u as *mut $t,
+                                    g.u.ld as i32,
+                                    v as *mut $t,
+                                    n as i32,
+                                    dev as *mut $t,
+                                    l.lwork as i32,
+                                    inf,
+                                    lane.gesvdj,
+                                )
+                            };
+                        }
+                        cs_check(
+                            if f64t { call!(cusolverDnDgesvdj, f64) } else { call!(cusolverDnSgesvdj, f32) },
+                            "gesvdj",
+                        )
                     }
-                    cs_check(if f64t { call!(cusolverDnDgesvdj, f64) } else { call!(cusolverDnSgesvdj, f32) }, "gesvdj")
-                }
-                _ => cs_check(
-                    cs::cusolverDnXgesvdp(
-                        lane.solver,
-                        lane.params,
-                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                        1,
-                        m as i64,
-                        n as i64,
-                        sdt,
-                        a,
-                        g.a.ld as i64,
-                        sdt,
-                        s,
-                        sdt,
-                        u,
-                        g.u.ld as i64,
-                        sdt,
-                        v,
-                        n as i64,
-                        sdt,
-                        dev as *mut c_void,
-                        l.lwork,
-                        host.as_mut_ptr() as *mut c_void,
-                        l.host_bytes,
-                        inf,
-                        &mut host_vals[k][b],
+                    _ => cs_check(
+                        cs::cusolverDnXgesvdp(
+                            lane.solver,
+                            lane.params,
+                            cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                            1,
+                            m as i64,
+                            n as i64,
+                            sdt,
+                            a,
+                            g.a.ld as i64,
+                            sdt,
+                            s,
+                            sdt,
+                            u,
+                            g.u.ld as i64,
+                            sdt,
+                            v,
+                            n as i64,
+                            sdt,
+                            dev as *mut c_void,
+                            l.lwork,
+                            host.as_mut_ptr() as *mut c_void,
+                            l.host_bytes,
+                            inf,
+                            &mut host_vals[k][b],
+                        ),
+                        "cusolverDnXgesvdp",
                     ),
-                    "cusolverDnXgesvdp",
-                ),
-            }
-        });
-        // The algorithm of the report: the groups' common routine (None when they differ).
-        let common = groups.iter().all(|(_, a, _)| *a == groups[0].1).then_some(groups[0].1);
-        let mut report = SvdReport { algorithm: common, ..Default::default() };
-        if jacobi_lanes.iter().any(|x| *x) {
-            // Residual and sweeps of the last gesvdj each stream ran (gesvdjInfo holds the
-            // latest call's); per-matrix convergence is the info flags below.
-            let (mut res_max, mut sweeps_max) = (0f64, 0i32);
-            for (lane, _) in h.lanes.iter().zip(&jacobi_lanes).filter(|(_, j)| **j) {
-                let (mut r, mut sw) = (0f64, 0i32);
-                if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r)
-                    == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
-                {
-                    res_max = res_max.max(r);
                 }
-                if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw)
-                    == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
-                {
-                    sweeps_max = sweeps_max.max(sw);
+            });
+            // The algorithm of the report: the groups' common routine (None when they differ).
+            let common = groups.iter().all(|(_, a, _)| *a == groups[0].1).then_some(groups[0].1);
+            let mut report = SvdReport { algorithm: common, ..Default::default() };
+            if jacobi_lanes.iter().any(|x| *x) {
+                // Residual and sweeps of the last gesvdj each stream ran (gesvdjInfo holds the
+                // latest call's); per-matrix convergence is the info flags below.
+                let (mut res_max, mut sweeps_max) = (0f64, 0i32);
+                for (lane, _) in h.lanes.iter().zip(&jacobi_lanes).filter(|(_, j)| **j) {
+                    let (mut r, mut sw) = (0f64, 0i32);
+                    if cs::cusolverDnXgesvdjGetResidual(lane.solver, lane.gesvdj, &mut r)
+                        == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
+                    {
+                        res_max = res_max.max(r);
+                    }
+                    if cs::cusolverDnXgesvdjGetSweeps(lane.solver, lane.gesvdj, &mut sw)
+                        == cs::cusolverStatus_t::CUSOLVER_STATUS_SUCCESS
+                    {
+                        sweeps_max = sweeps_max.max(sw);
+                    }
                 }
+                report.residual = Some(res_max);
+                report.sweeps = Some(sweeps_max);
             }
-            report.residual = Some(res_max);
-            report.sweeps = Some(sweeps_max);
-        }
-        drop(h);
-        res?;
-        // After the join, on the caller's stream: thin U of gesvdjBatched, VT = V^T where V
-        // (packed n x n) was written.
-        for (gi, alg, l) in &groups {
-            let (g, work) = (&calls[*gi].args, calls[*gi].work);
-            let (m, n, dt) = (g.m, g.n, g.a.dtype);
-            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-            let v = match alg {
-                SvdAlgorithm::JacobiBatched => {
-                    let uf = work + l.u_full;
+            drop(h);
+            res?;
+            // After the join, on the caller's stream: thin U of gesvdjBatched, VT = V^T where V
+            // (packed n x n) was written.
+            for (gi, alg, l) in &groups {
+                let (g, work) = (&calls[*gi].args, calls[*gi].work);
+                let (m, n, dt) = (g.m, g.n, g.a.dtype);
+                let s2 =
+                    |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+                let v = match alg {
+                    SvdAlgorithm::JacobiBatched => {
+                        let uf = work + l.u_full;
+                        self.axpby(&AxpbyArgs {
+                            rows: m,
+                            cols: n,
+                            batch: g.batch,
+                            alpha: 1.0,
+                            src: s2(uf, 1, m, m * m),
+                            beta: 0.0,
+                            dst: s2(g.u.addr, 1, g.u.ld, g.u.stride),
+                        })?;
+                        Some(work + l.v_full)
+                    }
+                    SvdAlgorithm::Qr => None,
+                    _ => Some(work + l.v),
+                };
+                if let Some(vf) = v {
                     self.axpby(&AxpbyArgs {
-                        rows: m,
+                        rows: n,
                         cols: n,
                         batch: g.batch,
                         alpha: 1.0,
-                        src: s2(uf, 1, m, m * m),
+                        src: s2(vf, n, 1, n * n),
                         beta: 0.0,
-                        dst: s2(g.u.addr, 1, g.u.ld, g.u.stride),
+                        dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
                     })?;
-                    Some(work + l.v_full)
                 }
-                SvdAlgorithm::Qr => None,
-                _ => Some(work + l.v),
-            };
-            if let Some(vf) = v {
-                self.axpby(&AxpbyArgs {
-                    rows: n,
-                    cols: n,
-                    batch: g.batch,
-                    alpha: 1.0,
-                    src: s2(vf, n, 1, n * n),
-                    beta: 0.0,
-                    dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
-                })?;
             }
-        }
-        // One read-back of every group's info flags (stream-ordered copies, one synchronise).
-        let mut infos: Vec<Vec<u8>> = groups.iter().map(|(gi, _, _)| vec![0u8; calls[*gi].args.batch * 4]).collect();
-        {
-            let h = self.lock()?;
-            let mut copied = Ok(());
-            for ((gi, _, l), bytes) in groups.iter().zip(infos.iter_mut()) {
-                copied = copied.and_then(|_| {
-                    cu_check(
-                        cu::cuMemcpyDtoHAsync_v2(
-                            bytes.as_mut_ptr() as *mut c_void,
-                            (calls[*gi].work + l.info) as cu::CUdeviceptr,
-                            bytes.len(),
-                            h.stream,
-                        ),
-                        "cuMemcpyDtoHAsync",
-                    )
+            // One read-back of every group's info flags (stream-ordered copies, one synchronise).
+            let mut infos: Vec<Vec<u8>> =
+                groups.iter().map(|(gi, _, _)| vec![0u8; calls[*gi].args.batch * 4]).collect();
+            {
+                let h = self.lock()?;
+                let mut copied = Ok(());
+                for ((gi, _, l), bytes) in groups.iter().zip(infos.iter_mut()) {
+                    copied = copied.and_then(|_| {
+                        cu_check(
+                            cu::cuMemcpyDtoHAsync_v2(
+                                bytes.as_mut_ptr() as *mut c_void,
+                                (calls[*gi].work + l.info) as cu::CUdeviceptr,
+                                bytes.len(),
+                                h.stream,
+                            ),
+                            "cuMemcpyDtoHAsync",
+                        )
+                    });
+                }
+                // Synchronised even when a copy failed to enqueue: the host buffers outlive the copies.
+                let synced = cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize");
+                copied.and(synced)?;
+            }
+            // h_R_nrmF and h_err_sigma are read only now, after the stream synchronisation.
+            for ((_, alg, _), vals) in groups.iter().zip(&host_vals) {
+                let worst = vals.iter().cloned().fold(0.0, f64::max);
+                match alg {
+                    SvdAlgorithm::ApproxBatched => {
+                        report.residual = Some(report.residual.map_or(worst, |r| r.max(worst)))
+                    }
+                    SvdAlgorithm::Polar => report.err_sigma = Some(report.err_sigma.map_or(worst, |r| r.max(worst))),
+                    _ => {}
+                }
+            }
+            let checked =
+                groups.iter().zip(infos.iter().zip(&host_vals)).try_for_each(|((gi, alg, _), (bytes, vals))| {
+                    info_status(bytes, alg.routine(), vals).map_err(|e| tag(e, *gi))
                 });
-            }
-            // Synchronised even when a copy failed to enqueue: the host buffers outlive the copies.
-            let synced = cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize");
-            copied.and(synced)?;
+            self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
+            checked
         }
-        // h_R_nrmF and h_err_sigma are read only now, after the stream synchronisation.
-        for ((_, alg, _), vals) in groups.iter().zip(&host_vals) {
-            let worst = vals.iter().cloned().fold(0.0, f64::max);
-            match alg {
-                SvdAlgorithm::ApproxBatched => report.residual = Some(report.residual.map_or(worst, |r| r.max(worst))),
-                SvdAlgorithm::Polar => report.err_sigma = Some(report.err_sigma.map_or(worst, |r| r.max(worst))),
-                _ => {}
-            }
-        }
-        let checked = groups.iter().zip(infos.iter().zip(&host_vals)).try_for_each(|((gi, alg, _), (bytes, vals))| {
-            info_status(bytes, alg.routine(), vals).map_err(|e| tag(e, *gi))
-        });
-        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
-        checked
     }
 }
 
@@ -1338,49 +1401,55 @@ impl CudaExecutor {
         batch: usize,
         x: &Strided2d,
     ) -> Result<Vec<[u8; 8]>> {
-        if batch == 0 {
-            return Ok(vec![]);
-        }
-        let out = self.alloc(batch * 8)?;
-        {
-            let h = self.lock()?;
-            cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
-            if rows > 0 && cols > 0 {
-                let name = format!("{kernel}_{}", sfx(x.dtype));
-                // gridDim.y is limited to 65535: larger batches go in slices.
-                for b0 in (0..batch).step_by(65535) {
-                    let nb = (batch - b0).min(65535);
-                    let args: (i64, i64, u64, i64, i64, i64, u64) = (
-                        rows as i64,
-                        cols as i64,
-                        (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64,
-                        x.row_stride as i64,
-                        x.col_stride as i64,
-                        x.batch_stride as i64,
-                        (out.addr + b0 * 8) as u64,
-                    );
-                    let mut p: [*mut c_void; 7] = [
-                        &args.0 as *const _ as *mut c_void,
-                        &args.1 as *const _ as *mut c_void,
-                        &args.2 as *const _ as *mut c_void,
-                        &args.3 as *const _ as *mut c_void,
-                        &args.4 as *const _ as *mut c_void,
-                        &args.5 as *const _ as *mut c_void,
-                        &args.6 as *const _ as *mut c_void,
-                    ];
-                    launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
+        // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if batch == 0 {
+                return Ok(vec![]);
+            }
+            let out = self.alloc(batch * 8)?;
+            {
+                let h = self.lock()?;
+                cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
+                if rows > 0 && cols > 0 {
+                    let name = format!("{kernel}_{}", sfx(x.dtype));
+                    // gridDim.y is limited to 65535: larger batches go in slices.
+                    for b0 in (0..batch).step_by(65535) {
+                        let nb = (batch - b0).min(65535);
+                        let args: (i64, i64, u64, i64, i64, i64, u64) = (
+                            rows as i64,
+                            cols as i64,
+                            (x.addr + b0 * x.batch_stride * x.dtype.size()) as u64,
+                            x.row_stride as i64,
+                            x.col_stride as i64,
+                            x.batch_stride as i64,
+                            (out.addr + b0 * 8) as u64,
+                        );
+                        let mut p: [*mut c_void; 7] = [
+                            &args.0 as *const _ as *mut c_void,
+                            &args.1 as *const _ as *mut c_void,
+                            &args.2 as *const _ as *mut c_void,
+                            &args.3 as *const _ as *mut c_void,
+                            &args.4 as *const _ as *mut c_void,
+                            &args.5 as *const _ as *mut c_void,
+                            &args.6 as *const _ as *mut c_void,
+                        ];
+                        launch_named(&h, &name, (blocks(rows * cols).min(64), nb as u32), &mut p)?;
+                    }
                 }
             }
+            let mut bytes = vec![0u8; batch * 8];
+            self.read_to_host(out.addr, &mut bytes)?;
+            Ok(bytes.chunks_exact(8).map(|c| c.try_into().unwrap()).collect())
         }
-        let mut bytes = vec![0u8; batch * 8];
-        self.read_to_host(out.addr, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| c.try_into().unwrap()).collect())
     }
 }
 
 unsafe fn launch_named(h: &Handles, name: &str, grid: (u32, u32), params: &mut [*mut c_void]) -> Result<()> {
-    let f = *h.funcs.get(name).ok_or_else(|| Error::Internal(format!("kernel {name} missing")))?;
-    launch_impl(h, f, grid, 256, params)
+    // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+    unsafe {
+        let f = *h.funcs.get(name).ok_or_else(|| Error::Internal(format!("kernel {name} missing")))?;
+        launch_impl(h, f, grid, 256, params)
+    }
 }
 
 /// Workspace layout of one SVD call. Offsets are from the start of the workspace.
@@ -1421,188 +1490,109 @@ unsafe fn svd_layout(
     batch: usize,
     kpn: Option<(usize, usize, usize)>,
 ) -> Result<SvdLayout> {
-    let sz = dtype.size();
-    let f64t = dtype == DType::F64;
-    let dt = solver_type(dtype);
-    let v_bytes = align(n * n * batch * sz);
-    let mut l = SvdLayout {
-        dev: 0,
-        lwork: 0,
-        u_full: 0,
-        v_full: 0,
-        v: 0,
-        lanes: 1,
-        lane_bytes: 0,
-        info: 0,
-        host_bytes: 0,
-        total: 0,
-    };
-    match alg {
-        SvdAlgorithm::JacobiBatched => {
-            let mut lwork = 0i32;
-            macro_rules! q {
-                ($f:ident) => {
-                    cs::$f(
-                        h.solver,
-                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                        m as i32,
-                        n as i32,
-                        std::ptr::null(),
-                        m as i32,
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        m as i32,
-                        std::ptr::null(),
-                        n as i32,
-                        &mut lwork,
-                        h.gesvdj,
-                        batch as i32,
-                    )
-                };
-            }
-            let r =
-                if f64t { q!(cusolverDnDgesvdjBatched_bufferSize) } else { q!(cusolverDnSgesvdjBatched_bufferSize) };
-            cs_check(r, "gesvdjBatched_bufferSize")?;
-            l.lwork = lwork as usize;
-            l.u_full = align(l.lwork * sz);
-            l.v_full = l.u_full + align(m * m * batch * sz);
-            l.info = l.v_full + v_bytes;
-        }
-        SvdAlgorithm::ApproxBatched => {
-            let mut lwork = 0i32;
-            macro_rules! q {
-                ($f:ident) => {
-                    cs::$f(
-                        h.solver,
-                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                        n as i32,
-                        m as i32,
-                        n as i32,
-                        std::ptr::null(),
-                        m as i32,
-                        (m * n) as i64,
-                        std::ptr::null(),
-                        n as i64,
-                        std::ptr::null(),
-                        m as i32,
-                        (m * n) as i64,
-                        std::ptr::null(),
-                        n as i32,
-                        (n * n) as i64,
-                        &mut lwork,
-                        batch as i32,
-                    )
-                };
-            }
-            let r = if f64t {
-                q!(cusolverDnDgesvdaStridedBatched_bufferSize)
-            } else {
-                q!(cusolverDnSgesvdaStridedBatched_bufferSize)
-            };
-            cs_check(r, "gesvdaStridedBatched_bufferSize")?;
-            l.lwork = lwork as usize;
-            l.v = align(l.lwork * sz);
-            l.info = l.v + v_bytes;
-        }
-        SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar | SvdAlgorithm::Randomized => {
-            let (mut d, mut hb) = (0usize, 0usize);
-            // Queried on a pool stream's handle, parameters and Jacobi info: the kind that runs
-            // the routine (every pool handle is configured alike).
-            let lane = h.lanes.first().ok_or_else(|| Error::Internal("no SVD stream pool".into()))?;
-            let (solver, params, gesvdj) = (lane.solver, lane.params, lane.gesvdj);
-            match alg {
-                SvdAlgorithm::Qr => cs_check(
-                    cs::cusolverDnXgesvd_bufferSize(
-                        solver,
-                        params,
-                        b'S' as i8,
-                        b'S' as i8,
-                        m as i64,
-                        n as i64,
-                        dt,
-                        std::ptr::null(),
-                        m as i64,
-                        dt,
-                        std::ptr::null(),
-                        dt,
-                        std::ptr::null(),
-                        m as i64,
-                        dt,
-                        std::ptr::null(),
-                        n as i64,
-                        dt,
-                        &mut d,
-                        &mut hb,
-                    ),
-                    "cusolverDnXgesvd_bufferSize",
-                )?,
-                SvdAlgorithm::Jacobi => {
-                    let mut lwork = 0i32;
-                    macro_rules! q {
-                        ($f:ident) => {
-                            cs::$f(
-                                solver,
-                                cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                                1,
-                                m as i32,
-                                n as i32,
-                                std::ptr::null(),
-                                m as i32,
-                                std::ptr::null(),
-                                std::ptr::null(),
-                                m as i32,
-                                std::ptr::null(),
-                                n as i32,
-                                &mut lwork,
-                                gesvdj,
-                            )
-                        };
-                    }
-                    cs_check(
-                        if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) },
-                        "gesvdj_bufferSize",
-                    )?;
-                    // gesvdj takes lwork in elements; the slice holds that many.
-                    d = lwork as usize * sz;
+    // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+    unsafe {
+        let sz = dtype.size();
+        let f64t = dtype == DType::F64;
+        let dt = solver_type(dtype);
+        let v_bytes = align(n * n * batch * sz);
+        let mut l = SvdLayout {
+            dev: 0,
+            lwork: 0,
+            u_full: 0,
+            v_full: 0,
+            v: 0,
+            lanes: 1,
+            lane_bytes: 0,
+            info: 0,
+            host_bytes: 0,
+            total: 0,
+        };
+        match alg {
+            SvdAlgorithm::JacobiBatched => {
+                let mut lwork = 0i32;
+                macro_rules! q {
+                    ($f:ident) => {
+                        cs::$f(
+                            h.solver,
+                            cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                            m as i32,
+                            n as i32,
+                            std::ptr::null(),
+                            m as i32,
+                            std::ptr::null(),
+                            std::ptr::null(),
+                            m as i32,
+                            std::ptr::null(),
+                            n as i32,
+                            &mut lwork,
+                            h.gesvdj,
+                            batch as i32,
+                        )
+                    };
                 }
-                SvdAlgorithm::Polar => cs_check(
-                    cs::cusolverDnXgesvdp_bufferSize(
-                        solver,
-                        params,
-                        cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
-                        1,
-                        m as i64,
-                        n as i64,
-                        dt,
-                        std::ptr::null(),
-                        m as i64,
-                        dt,
-                        std::ptr::null(),
-                        dt,
-                        std::ptr::null(),
-                        m as i64,
-                        dt,
-                        std::ptr::null(),
-                        n as i64,
-                        dt,
-                        &mut d,
-                        &mut hb,
-                    ),
-                    "cusolverDnXgesvdp_bufferSize",
-                )?,
-                _ => {
-                    let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
-                    cs_check(
-                        cs::cusolverDnXgesvdr_bufferSize(
+                let r = if f64t {
+                    q!(cusolverDnDgesvdjBatched_bufferSize)
+                } else {
+                    q!(cusolverDnSgesvdjBatched_bufferSize)
+                };
+                cs_check(r, "gesvdjBatched_bufferSize")?;
+                l.lwork = lwork as usize;
+                l.u_full = align(l.lwork * sz);
+                l.v_full = l.u_full + align(m * m * batch * sz);
+                l.info = l.v_full + v_bytes;
+            }
+            SvdAlgorithm::ApproxBatched => {
+                let mut lwork = 0i32;
+                macro_rules! q {
+                    ($f:ident) => {
+                        cs::$f(
+                            h.solver,
+                            cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                            n as i32,
+                            m as i32,
+                            n as i32,
+                            std::ptr::null(),
+                            m as i32,
+                            (m * n) as i64,
+                            std::ptr::null(),
+                            n as i64,
+                            std::ptr::null(),
+                            m as i32,
+                            (m * n) as i64,
+                            std::ptr::null(),
+                            n as i32,
+                            (n * n) as i64,
+                            &mut lwork,
+                            batch as i32,
+                        )
+                    };
+                }
+                let r = if f64t {
+                    q!(cusolverDnDgesvdaStridedBatched_bufferSize)
+                } else {
+                    q!(cusolverDnSgesvdaStridedBatched_bufferSize)
+                };
+                cs_check(r, "gesvdaStridedBatched_bufferSize")?;
+                l.lwork = lwork as usize;
+                l.v = align(l.lwork * sz);
+                l.info = l.v + v_bytes;
+            }
+            SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar | SvdAlgorithm::Randomized => {
+                let (mut d, mut hb) = (0usize, 0usize);
+                // Queried on a pool stream's handle, parameters and Jacobi info: the kind that runs
+                // the routine (every pool handle is configured alike).
+                let lane = h.lanes.first().ok_or_else(|| Error::Internal("no SVD stream pool".into()))?;
+                let (solver, params, gesvdj) = (lane.solver, lane.params, lane.gesvdj);
+                match alg {
+                    SvdAlgorithm::Qr => cs_check(
+                        cs::cusolverDnXgesvd_bufferSize(
                             solver,
                             params,
                             b'S' as i8,
                             b'S' as i8,
                             m as i64,
                             n as i64,
-                            k as i64,
-                            p as i64,
-                            niters as i64,
                             dt,
                             std::ptr::null(),
                             m as i64,
@@ -1618,21 +1608,106 @@ unsafe fn svd_layout(
                             &mut d,
                             &mut hb,
                         ),
-                        "cusolverDnXgesvdr_bufferSize",
-                    )?
+                        "cusolverDnXgesvd_bufferSize",
+                    )?,
+                    SvdAlgorithm::Jacobi => {
+                        let mut lwork = 0i32;
+                        macro_rules! q {
+                            ($f:ident) => {
+                                cs::$f(
+                                    solver,
+                                    cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                                    1,
+                                    m as i32,
+                                    n as i32,
+                                    std::ptr::null(),
+                                    m as i32,
+                                    std::ptr::null(),
+                                    std::ptr::null(),
+                                    m as i32,
+                                    std::ptr::null(),
+                                    n as i32,
+                                    &mut lwork,
+                                    gesvdj,
+                                )
+                            };
+                        }
+                        cs_check(
+                            if f64t { q!(cusolverDnDgesvdj_bufferSize) } else { q!(cusolverDnSgesvdj_bufferSize) },
+                            "gesvdj_bufferSize",
+                        )?;
+                        // gesvdj takes lwork in elements; the slice holds that many.
+                        d = lwork as usize * sz;
+                    }
+                    SvdAlgorithm::Polar => cs_check(
+                        cs::cusolverDnXgesvdp_bufferSize(
+                            solver,
+                            params,
+                            cs::cusolverEigMode_t::CUSOLVER_EIG_MODE_VECTOR,
+                            1,
+                            m as i64,
+                            n as i64,
+                            dt,
+                            std::ptr::null(),
+                            m as i64,
+                            dt,
+                            std::ptr::null(),
+                            dt,
+                            std::ptr::null(),
+                            m as i64,
+                            dt,
+                            std::ptr::null(),
+                            n as i64,
+                            dt,
+                            &mut d,
+                            &mut hb,
+                        ),
+                        "cusolverDnXgesvdp_bufferSize",
+                    )?,
+                    _ => {
+                        let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
+                        cs_check(
+                            cs::cusolverDnXgesvdr_bufferSize(
+                                solver,
+                                params,
+                                b'S' as i8,
+                                b'S' as i8,
+                                m as i64,
+                                n as i64,
+                                k as i64,
+                                p as i64,
+                                niters as i64,
+                                dt,
+                                std::ptr::null(),
+                                m as i64,
+                                dt,
+                                std::ptr::null(),
+                                dt,
+                                std::ptr::null(),
+                                m as i64,
+                                dt,
+                                std::ptr::null(),
+                                n as i64,
+                                dt,
+                                &mut d,
+                                &mut hb,
+                            ),
+                            "cusolverDnXgesvdr_bufferSize",
+                        )?
+                    }
                 }
+                l.lanes = batch.clamp(1, SVD_STREAMS);
+                l.lane_bytes = align(d);
+                l.lwork = if alg == SvdAlgorithm::Jacobi { d / sz } else { d };
+                l.host_bytes = hb;
+                l.v = l.lanes * l.lane_bytes;
+                l.info = if alg == SvdAlgorithm::Qr { l.v } else { l.v + v_bytes };
             }
-            l.lanes = batch.clamp(1, SVD_STREAMS);
-            l.lane_bytes = align(d);
-            l.lwork = if alg == SvdAlgorithm::Jacobi { d / sz } else { d };
-            l.host_bytes = hb;
-            l.v = l.lanes * l.lane_bytes;
-            l.info = if alg == SvdAlgorithm::Qr { l.v } else { l.v + v_bytes };
+            SvdAlgorithm::Auto => return Err(Error::Internal("svd_layout needs a resolved algorithm".into())),
         }
-        SvdAlgorithm::Auto => return Err(Error::Internal("svd_layout needs a resolved algorithm".into())),
+        l.total = l.info + align(batch * 4);
+        Ok(l)
     }
-    l.total = l.info + align(batch * 4);
-    Ok(l)
 }
 
 /// Run `one(lane, u, host_work)` for every unit `u` of `units` (`(stream, host_bytes)`: the pool
@@ -1648,40 +1723,43 @@ unsafe fn fan_out(
     units: &[(usize, usize)],
     mut one: impl FnMut(&Lane, usize, &mut [u8]) -> Result<()>,
 ) -> Result<()> {
-    let nl = units.iter().map(|(i, _)| i + 1).max().unwrap_or(0).min(h.lanes.len());
-    if units.iter().any(|(i, _)| *i >= nl) {
-        return Err(Error::Internal("SVD unit assigned beyond the stream pool".into()));
-    }
-    cu_check(cu::cuEventRecord(h.fork, h.stream), "cuEventRecord")?;
-    for lane in &h.lanes[..nl] {
-        cu_check(cu::cuStreamWaitEvent(lane.stream, h.fork, 0), "cuStreamWaitEvent")?;
-    }
-    // One host workspace per unit: cuSOLVER may still use one after the call returns (it is
-    // stream-ordered), so none is reused before the join below.
-    let mut hosts: Vec<Vec<u8>> = units.iter().map(|(_, hb)| vec![0u8; (*hb).max(1)]).collect();
-    let mut res = Ok(());
-    for (u, (i, _)) in units.iter().enumerate() {
-        res = one(&h.lanes[*i], u, &mut hosts[u]);
-        if res.is_err() {
-            break;
+    // SAFETY: the trait's contract: the arguments describe valid memory of this context's device.
+    unsafe {
+        let nl = units.iter().map(|(i, _)| i + 1).max().unwrap_or(0).min(h.lanes.len());
+        if units.iter().any(|(i, _)| *i >= nl) {
+            return Err(Error::Internal("SVD unit assigned beyond the stream pool".into()));
         }
-    }
-    // Join. A failed record/wait must not return before the pool streams are done: the X-API
-    // routines take `bufferOnHost` with a stream-ordered call, and the cuSOLVER docs do not say
-    // it is free when the call returns, so on any join error the pool streams are synchronised
-    // directly before the host workspaces are dropped (previously an early `?` dropped them).
-    let mut joined = Ok(());
-    for lane in &h.lanes[..nl] {
-        joined = joined
-            .and_then(|_| cu_check(cu::cuEventRecord(lane.done, lane.stream), "cuEventRecord"))
-            .and_then(|_| cu_check(cu::cuStreamWaitEvent(h.stream, lane.done, 0), "cuStreamWaitEvent"));
-    }
-    let synced = joined.and_then(|_| cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize"));
-    if synced.is_err() {
+        cu_check(cu::cuEventRecord(h.fork, h.stream), "cuEventRecord")?;
         for lane in &h.lanes[..nl] {
-            cu::cuStreamSynchronize(lane.stream);
+            cu_check(cu::cuStreamWaitEvent(lane.stream, h.fork, 0), "cuStreamWaitEvent")?;
         }
+        // One host workspace per unit: cuSOLVER may still use one after the call returns (it is
+        // stream-ordered), so none is reused before the join below.
+        let mut hosts: Vec<Vec<u8>> = units.iter().map(|(_, hb)| vec![0u8; (*hb).max(1)]).collect();
+        let mut res = Ok(());
+        for (u, (i, _)) in units.iter().enumerate() {
+            res = one(&h.lanes[*i], u, &mut hosts[u]);
+            if res.is_err() {
+                break;
+            }
+        }
+        // Join. A failed record/wait must not return before the pool streams are done: the X-API
+        // routines take `bufferOnHost` with a stream-ordered call, and the cuSOLVER docs do not say
+        // it is free when the call returns, so on any join error the pool streams are synchronised
+        // directly before the host workspaces are dropped (previously an early `?` dropped them).
+        let mut joined = Ok(());
+        for lane in &h.lanes[..nl] {
+            joined = joined
+                .and_then(|_| cu_check(cu::cuEventRecord(lane.done, lane.stream), "cuEventRecord"))
+                .and_then(|_| cu_check(cu::cuStreamWaitEvent(h.stream, lane.done, 0), "cuStreamWaitEvent"));
+        }
+        let synced = joined.and_then(|_| cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize"));
+        if synced.is_err() {
+            for lane in &h.lanes[..nl] {
+                cu::cuStreamSynchronize(lane.stream);
+            }
+        }
+        drop(hosts);
+        res.and(synced)
     }
-    drop(hosts);
-    res.and(synced)
 }

@@ -32,6 +32,7 @@ pub fn kernel_names() -> Vec<String> {
 
 /// Whether an NVRTC library can be loaded (cudarc panics on first use otherwise).
 pub fn available() -> bool {
+    // SAFETY: only tries to load the library; a failure to load panics, caught here.
     std::panic::catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false)
 }
 
