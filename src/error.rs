@@ -27,6 +27,68 @@ pub enum Status {
     NonFinite = 17,
 }
 
+impl Status {
+    /// Every status, in code order.
+    pub const ALL: [Status; 18] = [
+        Status::Ok,
+        Status::NullPointer,
+        Status::InvalidShape,
+        Status::InvalidStride,
+        Status::Overlap,
+        Status::Overflow,
+        Status::Misaligned,
+        Status::DtypeUnsupported,
+        Status::RankOutOfRange,
+        Status::InvalidArgument,
+        Status::Precondition,
+        Status::NotConverged,
+        Status::WorkspaceTooSmall,
+        Status::DeviceMismatch,
+        Status::BackendUnavailable,
+        Status::AllocationFailed,
+        Status::Internal,
+        Status::NonFinite,
+    ];
+
+    /// The status with numeric code `code`, if there is one.
+    pub fn from_code(code: i32) -> Option<Status> {
+        Self::ALL.iter().copied().find(|s| *s as i32 == code)
+    }
+
+    /// A short human-readable name (what `osft_status_string` returns).
+    pub fn description(self) -> &'static std::ffi::CStr {
+        match self {
+            Status::Ok => c"ok",
+            Status::NullPointer => c"null pointer",
+            Status::InvalidShape => c"invalid shape",
+            Status::InvalidStride => c"invalid stride",
+            Status::Overlap => c"overlapping memory",
+            Status::Overflow => c"size overflow",
+            Status::Misaligned => c"misaligned pointer",
+            Status::DtypeUnsupported => c"unsupported dtype",
+            Status::RankOutOfRange => c"rank out of range",
+            Status::InvalidArgument => c"invalid argument",
+            Status::Precondition => c"precondition violated (a bug in osft)",
+            Status::NotConverged => c"SVD did not converge",
+            Status::WorkspaceTooSmall => c"workspace too small",
+            Status::DeviceMismatch => c"device mismatch",
+            Status::BackendUnavailable => c"backend unavailable",
+            Status::AllocationFailed => c"allocation failed",
+            Status::Internal => c"internal error",
+            Status::NonFinite => c"non-finite input",
+        }
+    }
+}
+
+// `ALL` holds the codes 0, 1, 2, ... in order, so `from_code` is the inverse of `as i32`.
+const _: () = {
+    let mut i = 0;
+    while i < Status::ALL.len() {
+        assert!(Status::ALL[i] as i32 == i as i32);
+        i += 1;
+    }
+};
+
 /// Everything that can go wrong. Messages name the offending argument.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {

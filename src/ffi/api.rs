@@ -71,28 +71,7 @@ pub extern "C" fn osft_abi_version() -> u32 {
 /// value that is not an `osft_status`). Never NULL, never freed.
 #[no_mangle]
 pub extern "C" fn osft_status_string(status: i32) -> *const c_char {
-    let s: &'static [u8] = match status {
-        0 => b"ok\0",
-        1 => b"null pointer\0",
-        2 => b"invalid shape\0",
-        3 => b"invalid stride\0",
-        4 => b"overlapping memory\0",
-        5 => b"size overflow\0",
-        6 => b"misaligned pointer\0",
-        7 => b"unsupported dtype\0",
-        8 => b"rank out of range\0",
-        9 => b"invalid argument\0",
-        10 => b"precondition violated (a bug in osft)\0",
-        11 => b"SVD did not converge\0",
-        12 => b"workspace too small\0",
-        13 => b"device mismatch\0",
-        14 => b"backend unavailable\0",
-        15 => b"allocation failed\0",
-        16 => b"internal error\0",
-        17 => b"non-finite input\0",
-        _ => b"unknown status\0",
-    };
-    s.as_ptr() as *const c_char
+    crate::Status::from_code(status).map_or(c"unknown status", crate::Status::description).as_ptr()
 }
 
 /// The message of the last failed osft call on the calling thread, or "" when the last call

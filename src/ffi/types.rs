@@ -87,6 +87,33 @@ impl From<Status> for osft_status {
     }
 }
 
+/// The other direction, exhaustive too: a status added to the C enum alone does not compile.
+impl From<osft_status> for Status {
+    fn from(s: osft_status) -> Self {
+        use osft_status::*;
+        match s {
+            OSFT_STATUS_OK => Status::Ok,
+            OSFT_STATUS_NULL_POINTER => Status::NullPointer,
+            OSFT_STATUS_INVALID_SHAPE => Status::InvalidShape,
+            OSFT_STATUS_INVALID_STRIDE => Status::InvalidStride,
+            OSFT_STATUS_OVERLAP => Status::Overlap,
+            OSFT_STATUS_OVERFLOW => Status::Overflow,
+            OSFT_STATUS_MISALIGNED => Status::Misaligned,
+            OSFT_STATUS_DTYPE_UNSUPPORTED => Status::DtypeUnsupported,
+            OSFT_STATUS_RANK_OUT_OF_RANGE => Status::RankOutOfRange,
+            OSFT_STATUS_INVALID_ARGUMENT => Status::InvalidArgument,
+            OSFT_STATUS_PRECONDITION => Status::Precondition,
+            OSFT_STATUS_NOT_CONVERGED => Status::NotConverged,
+            OSFT_STATUS_WORKSPACE_TOO_SMALL => Status::WorkspaceTooSmall,
+            OSFT_STATUS_DEVICE_MISMATCH => Status::DeviceMismatch,
+            OSFT_STATUS_BACKEND_UNAVAILABLE => Status::BackendUnavailable,
+            OSFT_STATUS_ALLOCATION_FAILED => Status::AllocationFailed,
+            OSFT_STATUS_INTERNAL => Status::Internal,
+            OSFT_STATUS_NON_FINITE => Status::NonFinite,
+        }
+    }
+}
+
 // The C values are the Rust ones: checked at compile time, variant by variant.
 macro_rules! same_values {
     ($($c:expr => $r:expr),* $(,)?) => { $(const _: () = assert!($c as i32 == $r as i32);)* };
