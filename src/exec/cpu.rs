@@ -67,21 +67,18 @@ macro_rules! with_elem {
 
 #[inline(always)]
 unsafe fn get<T: Element>(addr: Addr, off: usize) -> T {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe { *(addr as *const T).add(off) }
 }
 #[inline(always)]
 unsafe fn put<T: Element>(addr: Addr, off: usize, v: T) {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe { *(addr as *mut T).add(off) = v }
 }
 
 /// Column-major view of a strided operand, transposed when `op == T`.
 unsafe fn view<'a, T>(s: &Strided, b: usize, rows: usize, cols: usize, op: Op) -> MatRef<'a, T> {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         let p = (s.addr as *const T).add(b * s.stride);
         let m = MatRef::from_raw_parts(p, rows, cols, 1, s.ld as isize);
@@ -104,8 +101,7 @@ fn par_for(n: usize, work_per_item: usize, f: impl Fn(usize) + Send + Sync) {
 
 impl CpuExecutor {
     unsafe fn gemm_native<T: Element + faer::traits::ComplexField>(&self, g: &GemmArgs) {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
             let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
@@ -143,8 +139,7 @@ impl CpuExecutor {
     /// Half-precision operands: convert `op(A)` once and `op(B)` / `C` by column panels to f32,
     /// multiply in f32, round the result once into `C`'s type.
     unsafe fn gemm_half(&self, g: &GemmArgs) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             let (ar, ac) = if g.transa == Op::N { (g.m, g.k) } else { (g.k, g.m) };
             let (br, bc) = if g.transb == Op::N { (g.k, g.n) } else { (g.n, g.k) };
@@ -218,8 +213,7 @@ unsafe fn convert_to_f32(
     cols: usize,
     out: &mut [f32],
 ) {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         with_elem!(dt, T, {
             for j in 0..cols {
@@ -243,8 +237,7 @@ fn scale_mat<T: Element + faer::traits::ComplexField>(mut c: MatMut<'_, T>, beta
 }
 
 unsafe fn axpby_typed<S: Element, D: Element>(a: &AxpbyArgs) {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         let (src, dst) = (a.src, a.dst);
         // Inner loop along the destination's smaller stride.
@@ -282,16 +275,14 @@ impl Executor for CpuExecutor {
         Ok(Buffer::new(ptr as usize, bytes, Box::new(Aligned { ptr, layout })))
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
             Ok(())
         }
     }
     unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
             Ok(())
@@ -302,8 +293,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn gemm_strided_batched(&self, g: &GemmArgs) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             g.check()?;
             if g.m == 0 || g.n == 0 {
@@ -321,8 +311,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             if a.rows == 0 || a.cols == 0 || a.batch == 0 {
                 return Ok(());
@@ -337,8 +326,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn dgmm(&self, d: &DgmmArgs) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             d.check()?;
             with_elem!(d.a.dtype, T, {
@@ -373,8 +361,7 @@ impl Executor for CpuExecutor {
     /// Every algorithm computes faer's exact thin SVD here, after the routine's preconditions
     /// (`GesvdArgs::check`) have been enforced exactly as on CUDA.
     unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             g.check()?;
             let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch, g.algorithm)?;
@@ -417,8 +404,7 @@ impl Executor for CpuExecutor {
     /// The exact SVD truncated to the top `k` (the CPU result is exact, not randomized), after
     /// `cusolverDnXgesvdr`'s preconditions (`GesvdrArgs::check`).
     unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             g.check()?;
             let needed = self.gesvdr_buffer_size(g.m, g.n, g.k, g.p, g.niters, g.a.dtype, g.batch)?;
@@ -434,8 +420,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             if s.left.dtype != s.right.dtype {
                 return Err(Error::precondition("svd_sign_fix", "left and right vectors must share a type"));
@@ -471,8 +456,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             let mut out = vec![0f64; batch];
             with_elem!(x.dtype, T, {
@@ -492,8 +476,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             let mut out = vec![0u64; batch];
             with_elem!(x.dtype, T, {
@@ -511,8 +494,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             with_elem!(a.dtype, T, {
                 for b in 0..batch {
@@ -527,8 +509,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
-        // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-        // `check()`.
+        // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
                 return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
@@ -592,8 +573,7 @@ unsafe fn per_matrix(
     work_bytes: usize,
     one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync,
 ) -> Result<()> {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         let nl = lanes(batch);
         let per = work_bytes / nl;
@@ -631,8 +611,7 @@ unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(
     work: Addr,
     work_bytes: usize,
 ) -> Result<()> {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
         per_matrix(g.batch, work, work_bytes, |b, buf| {
@@ -661,8 +640,7 @@ unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(
     work: Addr,
     work_bytes: usize,
 ) -> Result<()> {
-    // SAFETY: the trait's contract: the arguments describe valid host memory, checked against their shapes by
-    // `check()`.
+    // SAFETY: this function's contract: the arguments describe valid host memory.
     unsafe {
         let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
         let (m, n, k) = (g.m, g.n, g.k);

@@ -1,0 +1,589 @@
+//! The [`Executor`] implementation: each primitive's arguments marshalled to cuBLAS, cuSOLVER or
+//! an NVRTC kernel on the context's stream.
+
+use super::launch::*;
+use super::layout::*;
+use super::solver::*;
+use super::*;
+
+impl Executor for CudaExecutor {
+    fn name(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+    fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        let h = self.lock()?;
+        let mut ptr = 0;
+        // SAFETY: out-parameter; size at least 1.
+        let r = unsafe { cu::cuMemAlloc_v2(&mut ptr, bytes.max(1)) };
+        if r != cu::CUresult::CUDA_SUCCESS {
+            return Err(Error::AllocationFailed { bytes });
+        }
+        Ok(Buffer::new(ptr as usize, bytes, Box::new(DeviceAlloc { ptr, ctx: h.ctx })))
+    }
+    unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let h = self.lock()?;
+            cu_check(
+                cu::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr() as *mut c_void, src as cu::CUdeviceptr, dst.len(), h.stream),
+                "cuMemcpyDtoHAsync",
+            )?;
+            cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        }
+    }
+    unsafe fn write_from_host(&self, src: &[u8], dst: Addr) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            let h = self.lock()?;
+            cu_check(
+                cu::cuMemcpyHtoDAsync_v2(dst as cu::CUdeviceptr, src.as_ptr() as *const c_void, src.len(), h.stream),
+                "cuMemcpyHtoDAsync",
+            )?;
+            cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")
+        }
+    }
+    fn synchronize(&self) -> Result<()> {
+        let h = self.lock()?;
+        // SAFETY: the stream belongs to the caller and outlives its use by contract.
+        cu_check(unsafe { cu::cuStreamSynchronize(h.stream) }, "cuStreamSynchronize")
+    }
+    fn set_stream(&self, stream: usize) -> Result<()> {
+        let mut h = self.lock()?;
+        let s = stream as cu::CUstream;
+        // SAFETY: handles are valid; the caller guarantees the stream belongs to this device.
+        unsafe {
+            cb_check(cb::cublasSetStream_v2(h.cublas, s as cb::cudaStream_t), "cublasSetStream")?;
+            cs_check(cs::cusolverDnSetStream(h.solver, s as cs::cudaStream_t), "cusolverDnSetStream")?;
+        }
+        h.stream = s;
+        Ok(())
+    }
+    fn stream(&self) -> usize {
+        self.h.lock().map(|h| h.stream as usize).unwrap_or(0)
+    }
+
+    unsafe fn gemm_strided_batched(&self, g: &GemmArgs) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            if g.m == 0 || g.n == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let (a32, b32) = (g.alpha as f32, g.beta as f32);
+            let (alpha, beta): (*const c_void, *const c_void) = if g.compute == ComputeType::F64 {
+                (&g.alpha as *const f64 as *const c_void, &g.beta as *const f64 as *const c_void)
+            } else {
+                (&a32 as *const f32 as *const c_void, &b32 as *const f32 as *const c_void)
+            };
+            let compute = cublas_compute(g.compute);
+            cb_check(
+                cb::cublasGemmStridedBatchedEx_64(
+                    h.cublas,
+                    op(g.transa),
+                    op(g.transb),
+                    g.m as i64,
+                    g.n as i64,
+                    g.k as i64,
+                    alpha,
+                    g.a.addr as *const c_void,
+                    cublas_type(g.a.dtype),
+                    g.a.ld as i64,
+                    g.a.stride as i64,
+                    g.b.addr as *const c_void,
+                    cublas_type(g.b.dtype),
+                    g.b.ld as i64,
+                    g.b.stride as i64,
+                    beta,
+                    g.c.addr as *mut c_void,
+                    cublas_type(g.c.dtype),
+                    g.c.ld as i64,
+                    g.c.stride as i64,
+                    g.batch as i64,
+                    compute,
+                    cb::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                ),
+                "cublasGemmStridedBatchedEx",
+            )
+        }
+    }
+
+    /// `cublasGemmGroupedBatchedEx_64` (cuBLAS 12.5+) where every group shares one type
+    /// combination it supports — (f32, f32, f32) with `CUBLAS_COMPUTE_32F` or
+    /// `_FAST_TF32`, (f16|bf16 in and out) with `CUBLAS_COMPUTE_32F`, (f64) with
+    /// `CUBLAS_COMPUTE_64F`; otherwise (e.g. bf16 in with f32 out, or the bf16 fast mode) the
+    /// groups run as back-to-back strided-batched GEMMs on the same stream.
+    ///
+    /// Before cuBLAS 12.5 (`cublasGetVersion < 120500`, the routine does not exist) every call
+    /// takes the fallback. The routine takes device arrays of device pointers. They live in a per-executor buffer of
+    /// `3 x capacity` pointers, grown (after a stream synchronisation, so no in-flight call reads
+    /// the old one) only when a call has more problems than any before; a small NVRTC kernel
+    /// fills them on the stream, one launch per group, so a call allocates nothing once the
+    /// buffer is large enough, never synchronises the host then, and can be captured in a graph.
+    /// Stream-ordering makes reuse safe on one stream; after switching streams with
+    /// `set_stream`, order the old stream's work before the new one's (as with cuBLAS's own
+    /// workspace).
+    unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            for g in groups {
+                g.check()?;
+            }
+            let live: Vec<&GemmArgs> = groups.iter().filter(|g| g.m > 0 && g.n > 0).collect();
+            if live.is_empty() {
+                return Ok(());
+            }
+            let g0 = live[0];
+            let uniform = live.iter().all(|g| {
+                g.a.dtype == g0.a.dtype && g.b.dtype == g0.b.dtype && g.c.dtype == g0.c.dtype && g.compute == g0.compute
+            });
+            use DType::*;
+            let supported = matches!(
+                (g0.compute, g0.a.dtype, g0.b.dtype, g0.c.dtype),
+                (ComputeType::F32 | ComputeType::F32FastTf32, F32, F32, F32)
+                    | (ComputeType::F32, F16, F16, F16)
+                    | (ComputeType::F32, BF16, BF16, BF16)
+                    | (ComputeType::F64, F64, F64, F64)
+            );
+            let grouped_available = self.h.lock().map(|h| h.cublas_version >= 120500).unwrap_or(false);
+            if !uniform || !supported || live.len() == 1 || !grouped_available {
+                for g in live {
+                    self.gemm_strided_batched(g)?;
+                }
+                return Ok(());
+            }
+            let total: usize = live.iter().map(|g| g.batch).sum();
+            let mut h = self.lock()?;
+            if h.ptrs.is_none_or(|(_, cap)| cap < total) {
+                if let Some((old, _)) = h.ptrs.take() {
+                    cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
+                    cu::cuMemFree_v2(old);
+                }
+                let cap = total.next_power_of_two().max(256);
+                let mut p = 0;
+                if cu::cuMemAlloc_v2(&mut p, 3 * cap * 8) != cu::CUresult::CUDA_SUCCESS {
+                    return Err(Error::AllocationFailed { bytes: 3 * cap * 8 });
+                }
+                h.ptrs = Some((p, cap));
+            }
+            let (base, cap) = h.ptrs.unwrap();
+            let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
+            let mut off = 0usize;
+            for g in &live {
+                let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
+                let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
+                    g.batch as i64,
+                    g.a.addr as u64,
+                    (g.a.stride * sa) as i64,
+                    g.b.addr as u64,
+                    (g.b.stride * sb) as i64,
+                    g.c.addr as u64,
+                    (g.c.stride * scc) as i64,
+                    pa + (off * 8) as u64,
+                    pb + (off * 8) as u64,
+                    pc + (off * 8) as u64,
+                );
+                let mut p: [*mut c_void; 10] = [
+                    &args.0 as *const _ as *mut c_void,
+                    &args.1 as *const _ as *mut c_void,
+                    &args.2 as *const _ as *mut c_void,
+                    &args.3 as *const _ as *mut c_void,
+                    &args.4 as *const _ as *mut c_void,
+                    &args.5 as *const _ as *mut c_void,
+                    &args.6 as *const _ as *mut c_void,
+                    &args.7 as *const _ as *mut c_void,
+                    &args.8 as *const _ as *mut c_void,
+                    &args.9 as *const _ as *mut c_void,
+                ];
+                launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
+                off += g.batch;
+            }
+            // Host arrays, one entry per group (read by cuBLAS during the call).
+            let ta: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transa)).collect();
+            let tb: Vec<cb::cublasOperation_t> = live.iter().map(|g| op(g.transb)).collect();
+            let dims = |f: &dyn Fn(&GemmArgs) -> usize| -> Vec<i64> { live.iter().map(|g| f(g) as i64).collect() };
+            let (mm, nn, kk) = (dims(&|g| g.m), dims(&|g| g.n), dims(&|g| g.k));
+            let (lda, ldb, ldc, size) = (dims(&|g| g.a.ld), dims(&|g| g.b.ld), dims(&|g| g.c.ld), dims(&|g| g.batch));
+            let (al64, be64): (Vec<f64>, Vec<f64>) =
+                (live.iter().map(|g| g.alpha).collect(), live.iter().map(|g| g.beta).collect());
+            let (al32, be32): (Vec<f32>, Vec<f32>) =
+                (al64.iter().map(|&x| x as f32).collect(), be64.iter().map(|&x| x as f32).collect());
+            let (alpha, beta): (*const c_void, *const c_void) = if g0.compute == ComputeType::F64 {
+                (al64.as_ptr() as *const c_void, be64.as_ptr() as *const c_void)
+            } else {
+                (al32.as_ptr() as *const c_void, be32.as_ptr() as *const c_void)
+            };
+            cb_check(
+                cb::cublasGemmGroupedBatchedEx_64(
+                    h.cublas,
+                    ta.as_ptr(),
+                    tb.as_ptr(),
+                    mm.as_ptr(),
+                    nn.as_ptr(),
+                    kk.as_ptr(),
+                    alpha,
+                    pa as *const *const c_void,
+                    cublas_type(g0.a.dtype),
+                    lda.as_ptr(),
+                    pb as *const *const c_void,
+                    cublas_type(g0.b.dtype),
+                    ldb.as_ptr(),
+                    beta,
+                    pc as *const *mut c_void,
+                    cublas_type(g0.c.dtype),
+                    ldc.as_ptr(),
+                    live.len() as i64,
+                    size.as_ptr(),
+                    cublas_compute(g0.compute),
+                ),
+                "cublasGemmGroupedBatchedEx",
+            )
+        }
+    }
+
+    unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if a.rows == 0 || a.cols == 0 || a.batch == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            // Consecutive threads walk the destination's unit (smallest) stride.
+            let (mut rows, mut cols, mut s, mut d) = (a.rows, a.cols, a.src, a.dst);
+            if d.row_stride > d.col_stride {
+                std::mem::swap(&mut rows, &mut cols);
+                std::mem::swap(&mut s.row_stride, &mut s.col_stride);
+                std::mem::swap(&mut d.row_stride, &mut d.col_stride);
+            }
+            let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
+            let args: (i64, i64, i64, f64, u64, i64, i64, i64, f64, u64, i64, i64, i64) = (
+                rows as i64,
+                cols as i64,
+                a.batch as i64,
+                a.alpha,
+                s.addr as u64,
+                s.row_stride as i64,
+                s.col_stride as i64,
+                s.batch_stride as i64,
+                a.beta,
+                d.addr as u64,
+                d.row_stride as i64,
+                d.col_stride as i64,
+                d.batch_stride as i64,
+            );
+            let mut p: [*mut c_void; 13] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
+                &args.10 as *const _ as *mut c_void,
+                &args.11 as *const _ as *mut c_void,
+                &args.12 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, &name, (blocks(rows * cols * a.batch), 1), &mut p)
+        }
+    }
+
+    unsafe fn dgmm(&self, d: &DgmmArgs) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            d.check()?;
+            if d.m == 0 || d.n == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let args: (i32, i64, i64, u64, i64, i64, u64, i64, i64, u64, i64, i64, i64) = (
+                d.left as i32,
+                d.m as i64,
+                d.n as i64,
+                d.a.addr as u64,
+                d.a.ld as i64,
+                d.a.stride as i64,
+                d.x as u64,
+                d.incx as i64,
+                d.stride_x as i64,
+                d.c.addr as u64,
+                d.c.ld as i64,
+                d.c.stride as i64,
+                d.batch as i64,
+            );
+            let mut p: [*mut c_void; 13] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
+                &args.10 as *const _ as *mut c_void,
+                &args.11 as *const _ as *mut c_void,
+                &args.12 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
+        }
+    }
+
+    fn gesvd_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        dtype: DType,
+        batch: usize,
+        algorithm: SvdAlgorithm,
+    ) -> Result<usize> {
+        algorithm.check_problem(m, n, dtype)?;
+        let h = self.lock()?;
+        // SAFETY: size queries with null data pointers, as cuSOLVER allows.
+        unsafe { svd_layout(&h, algorithm.resolve(m, n), m, n, dtype, batch, None).map(|l| l.total) }
+    }
+
+    fn gesvdr_buffer_size(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        p: usize,
+        niters: usize,
+        dtype: DType,
+        batch: usize,
+    ) -> Result<usize> {
+        check_gesvdr_problem(m, n, k, p, dtype)?;
+        let h = self.lock()?;
+        // SAFETY: as above.
+        unsafe { svd_layout(&h, SvdAlgorithm::Randomized, m, n, dtype, batch, Some((k, p, niters))).map(|l| l.total) }
+    }
+
+    fn last_svd_report(&self) -> Option<SvdReport> {
+        self.h.lock().ok().and_then(|h| h.report)
+    }
+
+    unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            // One group: the same path as a list (the routine's calls on the stream pool, joined).
+            self.run_grouped(&[GesvdCall { args: *g, work, work_bytes }], false)
+        }
+    }
+
+    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            check_gesvd_calls(self, calls)?;
+            self.run_grouped(calls, true)
+        }
+    }
+
+    unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            g.check()?;
+            let mut h = self.lock()?;
+            h.report = None;
+            let l = svd_layout(&h, SvdAlgorithm::Randomized, g.m, g.n, g.a.dtype, g.batch, Some((g.k, g.p, g.niters)))?;
+            if work_bytes < l.total {
+                return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
+            }
+            let (info, vf) = (work + l.info, work + l.v);
+            let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
+            let sdt = solver_type(dt);
+            let units: Vec<(usize, usize)> = (0..g.batch).map(|b| (b % l.lanes, l.host_bytes)).collect();
+            let res = fan_out(&mut h, &units, |lane, b, host| {
+                let dev = work + (b % l.lanes) * l.lane_bytes;
+                cs_check(
+                    cs::cusolverDnXgesvdr(
+                        lane.solver,
+                        lane.params,
+                        b'S' as i8,
+                        b'S' as i8,
+                        m as i64,
+                        n as i64,
+                        g.k as i64,
+                        g.p as i64,
+                        g.niters as i64,
+                        sdt,
+                        (g.a.addr + b * g.a.stride * sz) as *mut c_void,
+                        g.a.ld as i64,
+                        sdt,
+                        (g.s + b * g.stride_s * sz) as *mut c_void,
+                        sdt,
+                        (g.u.addr + b * g.u.stride * sz) as *mut c_void,
+                        g.u.ld as i64,
+                        sdt,
+                        (vf + b * n * n * sz) as *mut c_void,
+                        n as i64,
+                        sdt,
+                        dev as *mut c_void,
+                        l.lwork,
+                        host.as_mut_ptr() as *mut c_void,
+                        l.host_bytes,
+                        (info + b * 4) as *mut i32,
+                    ),
+                    "cusolverDnXgesvdr",
+                )
+            });
+            drop(h);
+            res?;
+            // VT (k x n) = the first k columns of V, transposed.
+            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
+            self.axpby(&AxpbyArgs {
+                rows: g.k,
+                cols: n,
+                batch: g.batch,
+                alpha: 1.0,
+                src: s2(vf, n, 1, n * n),
+                beta: 0.0,
+                dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
+            })?;
+            let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
+            self.h.lock().unwrap_or_else(|e| e.into_inner()).report =
+                Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
+            checked
+        }
+    }
+
+    unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if s.left.dtype != s.right.dtype || !s.left.dtype.is_compute() {
+                return Err(Error::precondition("svd_sign_fix", "left and right vectors must share an f32/f64 type"));
+            }
+            if s.count == 0 || s.batch == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let (l, r) = (s.left, s.right);
+            let args: (i64, u64, i64, i64, i64, i64, u64, i64, i64, i64) = (
+                l.len as i64,
+                l.addr as u64,
+                l.elem_stride as i64,
+                l.vec_stride as i64,
+                l.batch_stride as i64,
+                r.len as i64,
+                r.addr as u64,
+                r.elem_stride as i64,
+                r.vec_stride as i64,
+                r.batch_stride as i64,
+            );
+            let mut p: [*mut c_void; 10] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+                &args.6 as *const _ as *mut c_void,
+                &args.7 as *const _ as *mut c_void,
+                &args.8 as *const _ as *mut c_void,
+                &args.9 as *const _ as *mut c_void,
+            ];
+            let name = format!("osft_sign_fix_{}", sfx(l.dtype));
+            for b0 in (0..s.batch).step_by(65535) {
+                // Batches beyond gridDim.y's limit go in slices.
+                let nb = (s.batch - b0).min(65535);
+                let off = (b0 * l.batch_stride * l.dtype.size()) as u64;
+                let roff = (b0 * r.batch_stride * r.dtype.size()) as u64;
+                let (la, ra) = (args.1 + off, args.6 + roff);
+                p[1] = &la as *const _ as *mut c_void;
+                p[6] = &ra as *const _ as *mut c_void;
+                launch_named(&h, &name, (s.count as u32, nb as u32), &mut p)?;
+            }
+            Ok(())
+        }
+    }
+
+    unsafe fn sum_squares(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<f64>> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            Ok(self
+                .per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?
+                .into_iter()
+                .map(f64::from_ne_bytes)
+                .collect())
+        }
+    }
+
+    unsafe fn count_nonfinite(&self, rows: usize, cols: usize, batch: usize, x: &Strided2d) -> Result<Vec<u64>> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            Ok(self
+                .per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?
+                .into_iter()
+                .map(u64::from_ne_bytes)
+                .collect())
+        }
+    }
+
+    unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if n == 0 || batch == 0 {
+                return Ok(());
+            }
+            let h = self.lock()?;
+            let args: (i64, u64, i64, i64, i64, f64) =
+                (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
+            let mut p: [*mut c_void; 6] = [
+                &args.0 as *const _ as *mut c_void,
+                &args.1 as *const _ as *mut c_void,
+                &args.2 as *const _ as *mut c_void,
+                &args.3 as *const _ as *mut c_void,
+                &args.4 as *const _ as *mut c_void,
+                &args.5 as *const _ as *mut c_void,
+            ];
+            launch_named(&h, &format!("osft_add_diagonal_{}", sfx(a.dtype)), (blocks(n * batch), 1), &mut p)
+        }
+    }
+
+    unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
+        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
+        unsafe {
+            if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
+                return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
+            }
+            if count == 0 {
+                return Ok(0.0);
+            }
+            let out = self.alloc(count * 8)?;
+            {
+                let h = self.lock()?;
+                let args: (i64, u64, i64, i64, u64, i64, i64, u64) = (
+                    a.len as i64,
+                    a.addr as u64,
+                    a.elem_stride as i64,
+                    a.vec_stride as i64,
+                    b.addr as u64,
+                    b.elem_stride as i64,
+                    b.vec_stride as i64,
+                    out.addr as u64,
+                );
+                let mut p: [*mut c_void; 8] = [
+                    &args.0 as *const _ as *mut c_void,
+                    &args.1 as *const _ as *mut c_void,
+                    &args.2 as *const _ as *mut c_void,
+                    &args.3 as *const _ as *mut c_void,
+                    &args.4 as *const _ as *mut c_void,
+                    &args.5 as *const _ as *mut c_void,
+                    &args.6 as *const _ as *mut c_void,
+                    &args.7 as *const _ as *mut c_void,
+                ];
+                launch_named(&h, &format!("osft_cosine_{}", sfx(a.dtype)), (count as u32, 1), &mut p)?;
+            }
+            let mut bytes = vec![0u8; count * 8];
+            self.read_to_host(out.addr, &mut bytes)?;
+            Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())
+        }
+    }
+}
