@@ -401,3 +401,73 @@ fn two_phase_apply_rejects_x_aliasing_its_inputs() {
         }
     }
 }
+
+/// A descriptor whose byte extent fits a `usize` but exceeds `isize::MAX` (what pointer offsets
+/// and faer need) is an overflow; one just inside is well formed. (The extent computation itself
+/// does not overflow here, so only the `isize::MAX` bound can refuse it.)
+#[test]
+fn a_descriptor_spanning_more_than_isize_max_bytes_is_an_overflow() {
+    let d = MatDesc {
+        addr: 4096,
+        dtype: DType::F32,
+        rows: 2,
+        cols: 1,
+        row_stride: 1 << 61,
+        col_stride: 1,
+        batch: 1,
+        batch_stride: 0,
+        device: Device::Host,
+    };
+    // f32: (2^61 + 1) * 4 = 2^63 + 4 bytes; f64 with half the stride: 2^63 + 8 bytes.
+    for big in [d, MatDesc { dtype: DType::F64, row_stride: 1 << 60, ..d }] {
+        let e = big.validate("W", false).unwrap_err();
+        assert_eq!(e.status(), Status::Overflow, "{big:?}: {e}");
+    }
+    // Half as far: 2^62 + 4 bytes, below isize::MAX.
+    let ok = MatDesc { row_stride: 1 << 60, ..d };
+    assert!(ok.validate("W", false).is_ok(), "{ok:?}");
+}
+
+/// Operands that touch without sharing an element are not an overlap: an output that starts
+/// exactly where an input ends (or ends where it starts), in one allocation, is served.
+#[test]
+fn adjacent_operands_are_not_an_overlap() {
+    let ctx = Context::cpu();
+    let mut rng = rng();
+    let (n, m, k) = (5usize, 4usize, 2usize);
+    let mut u = Buf::<f64>::from(&orthonormal(&mut rng, n, k), Layout::RowMajor);
+    let ud = u.desc();
+    let x = randn(&mut rng, n, m);
+    let um = u.get(0);
+    let want = x.sub(&um.mul(&um.t().mul(&x))); // f64 reference: X - U (U^T X)
+    for out_after_x in [true, false] {
+        // X and out back to back in one buffer, dense row-major.
+        let mut data = vec![0f64; 2 * n * m];
+        let (xo, oo) = if out_after_x { (0, n * m) } else { (n * m, 0) };
+        for i in 0..n {
+            for j in 0..m {
+                data[xo + i * m + j] = x.at(i, j);
+            }
+        }
+        let base = data.as_mut_ptr() as usize;
+        let at = |off: usize| MatDesc {
+            addr: base + 8 * off,
+            dtype: DType::F64,
+            rows: n,
+            cols: m,
+            row_stride: m,
+            col_stride: 1,
+            batch: 1,
+            batch_stride: 0,
+            device: Device::Host,
+        };
+        let r = unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &at(xo), Some(&at(oo))) };
+        assert!(r.is_ok(), "out {} X: {r:?}", if out_after_x { "right after" } else { "right before" });
+        for i in 0..n {
+            for j in 0..m {
+                let (got, w) = (data[oo + i * m + j], want.at(i, j));
+                assert!((got - w).abs() <= 1e-13 * (1.0 + w.abs()), "({i}, {j}): {got} vs {w}");
+            }
+        }
+    }
+}
