@@ -311,6 +311,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
+        a.check()?;
         // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             if a.rows == 0 || a.cols == 0 || a.batch == 0 {
@@ -420,11 +421,9 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
+        s.check()?;
         // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
-            if s.left.dtype != s.right.dtype {
-                return Err(Error::precondition("svd_sign_fix", "left and right vectors must share a type"));
-            }
             with_elem!(s.left.dtype, T, {
                 for b in 0..s.batch {
                     for v in 0..s.count {
@@ -494,6 +493,7 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
+        check_add_diagonal(n, a, batch)?;
         // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
             with_elem!(a.dtype, T, {
@@ -509,11 +509,9 @@ impl Executor for CpuExecutor {
     }
 
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
+        check_cosine(a, b)?;
         // SAFETY: this function's contract: the arguments describe valid host memory.
         unsafe {
-            if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
-                return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
-            }
             let mut total = 0f64;
             with_elem!(a.dtype, A, {
                 with_elem!(b.dtype, B, {

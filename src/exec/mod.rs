@@ -18,7 +18,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod trace;
 
-use crate::desc::Device;
+use crate::desc::{Device, MatDesc};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -305,6 +305,33 @@ pub struct AxpbyArgs {
     pub dst: Strided2d,
 }
 
+impl AxpbyArgs {
+    /// The precondition every executor checks first: `src` and `dst` do not share memory unless
+    /// they are the same matrix (an in-place scale). Any dtype pair is supported.
+    pub fn check(&self) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 || self.batch == 0 || self.src == self.dst {
+            return Ok(());
+        }
+        let as_desc = |m: &Strided2d| MatDesc {
+            addr: m.addr,
+            dtype: m.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: m.row_stride,
+            col_stride: m.col_stride,
+            batch: self.batch,
+            batch_stride: m.batch_stride,
+            device: Device::Host, // only the byte span matters here
+        };
+        let (src, dst) = (as_desc(&self.src), as_desc(&self.dst));
+        let overlap = match (src.byte_span(), dst.byte_span()) {
+            (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
+            _ => false,
+        };
+        need("axpby", !overlap || self.alpha == 0.0, || "src and dst share memory but are not the same matrix".into())
+    }
+}
+
 /// `C = A * diag(x)` (`Right`) or `C = diag(x) * A` (`Left`), batched (`cublas<t>dgmm` per
 /// entry). All of `A`, `x`, `C` share one compute dtype (f32 or f64). `C` may be `A` (in place).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -523,6 +550,33 @@ pub struct SignFixArgs {
     pub batch: usize,
     pub left: Vectors,
     pub right: Vectors,
+}
+
+impl SignFixArgs {
+    /// The precondition every executor checks first: both sides in one f32/f64 type (the SVD's
+    /// compute type; the CUDA kernels exist for those two).
+    pub fn check(&self) -> Result<()> {
+        need("svd_sign_fix", self.left.dtype == self.right.dtype && self.left.dtype.is_compute(), || {
+            format!(
+                "left and right vectors must share an f32/f64 type, got {} and {}",
+                self.left.dtype.name(),
+                self.right.dtype.name()
+            )
+        })
+    }
+}
+
+/// The precondition of [`Executor::cosine_sum`] every executor checks first.
+pub fn check_cosine(a: &Vectors, b: &Vectors) -> Result<()> {
+    need("cosine_sum", a.len == b.len && a.dtype == b.dtype && a.dtype.is_compute(), || {
+        "vectors must have one length and one f32/f64 type".into()
+    })
+}
+
+/// The precondition of [`Executor::add_diagonal`] every executor checks first.
+pub fn check_add_diagonal(n: usize, a: &Strided, batch: usize) -> Result<()> {
+    need("add_diagonal", a.dtype.is_compute(), || format!("A must be f32 or f64, not {}", a.dtype.name()))?;
+    need("add_diagonal", n == 0 || batch == 0 || a.ld >= n, || format!("lda = {} < n = {n}", a.ld))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

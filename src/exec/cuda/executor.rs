@@ -245,6 +245,7 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn axpby(&self, a: &AxpbyArgs) -> Result<()> {
+        a.check()?;
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
             if a.rows == 0 || a.cols == 0 || a.batch == 0 {
@@ -455,11 +456,9 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
+        s.check()?;
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
-            if s.left.dtype != s.right.dtype || !s.left.dtype.is_compute() {
-                return Err(Error::precondition("svd_sign_fix", "left and right vectors must share an f32/f64 type"));
-            }
             if s.count == 0 || s.batch == 0 {
                 return Ok(());
             }
@@ -527,6 +526,7 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn add_diagonal(&self, n: usize, a: &Strided, batch: usize, alpha: f64) -> Result<()> {
+        check_add_diagonal(n, a, batch)?;
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
             if n == 0 || batch == 0 {
@@ -548,11 +548,9 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn cosine_sum(&self, a: &Vectors, b: &Vectors, count: usize) -> Result<f64> {
+        check_cosine(a, b)?;
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
-            if a.len != b.len || a.dtype != b.dtype || !a.dtype.is_compute() {
-                return Err(Error::precondition("cosine_sum", "vectors must have one length and one f32/f64 type"));
-            }
             if count == 0 {
                 return Ok(0.0);
             }
