@@ -42,8 +42,10 @@ enum Workspace {
 
 /// An executor with its workspace.
 pub struct Context {
-    exec: Arc<dyn Executor>,
+    // Fields drop in declaration order: the workspace is freed while its executor (a CUDA
+    // context) is still alive.
     ws: Mutex<Workspace>,
+    exec: Arc<dyn Executor>,
     svd_algorithm: AtomicI32,
     math_mode: AtomicI32,
 }
@@ -94,8 +96,8 @@ impl Context {
 
     pub fn with_executor(exec: Arc<dyn Executor>) -> Self {
         Context {
-            exec,
             ws: Mutex::new(Workspace::Cached(None)),
+            exec,
             svd_algorithm: AtomicI32::new(0),
             math_mode: AtomicI32::new(0),
         }
@@ -184,6 +186,24 @@ impl Context {
             }
             Workspace::Cached(buf) => {
                 if buf.as_ref().is_none_or(|b| b.bytes < need.preferred) {
+                    // Allocating or freeing is illegal while the stream is captured into a CUDA
+                    // graph: refuse before either, and say how to avoid it.
+                    if self.exec.is_capturing()? {
+                        let held = buf.as_ref().map_or(0, |b| b.bytes);
+                        if held >= need.min {
+                            // What the context holds is enough to run (streamed): use it.
+                            let b = buf.as_ref().expect("held >= min > 0 or an empty need");
+                            let mut ws = Ws::over(b.addr, b.bytes, dev);
+                            // SAFETY: as below.
+                            return unsafe { plan.run(&*self.exec, &mut ws) };
+                        }
+                        return Err(Error::InvalidArgument(format!(
+                            "the context's workspace would have to grow from {held} to {} bytes, but its stream \
+                             is being captured into a CUDA graph, where nothing may allocate: set a workspace of at \
+                             least {} bytes (the op's workspace-size query) before capturing, or run the op once first",
+                            need.preferred, need.min
+                        )));
+                    }
                     *buf = None; // free the old one before allocating the larger
                     *buf = Some(self.exec.alloc(need.preferred)?);
                 }

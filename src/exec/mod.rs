@@ -630,6 +630,11 @@ pub trait Executor: Send + Sync {
         let _ = stream;
         Err(Error::InvalidArgument(format!("the {} executor has no streams", self.name())))
     }
+    /// Whether the stream work is issued on is being captured into a CUDA graph: nothing may then
+    /// allocate, free or synchronise (executors without streams never capture).
+    fn is_capturing(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// The stream work is issued on (0 where there is none).
     fn stream(&self) -> usize {
         0

@@ -89,6 +89,9 @@ impl<E: Executor> Executor for Recording<E> {
             self.inner.write_from_host(src, dst)
         }
     }
+    fn is_capturing(&self) -> Result<bool> {
+        self.inner.is_capturing()
+    }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
     }
