@@ -174,31 +174,18 @@ impl Executor for CudaExecutor {
             let mut off = 0usize;
             for g in &live {
                 let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
-                let args: (i64, u64, i64, u64, i64, u64, i64, u64, u64, u64) = (
-                    g.batch as i64,
-                    g.a.addr as u64,
-                    (g.a.stride * sa) as i64,
-                    g.b.addr as u64,
-                    (g.b.stride * sb) as i64,
-                    g.c.addr as u64,
-                    (g.c.stride * scc) as i64,
-                    pa + (off * 8) as u64,
-                    pb + (off * 8) as u64,
-                    pc + (off * 8) as u64,
-                );
-                let mut p: [*mut c_void; 10] = [
-                    &args.0 as *const _ as *mut c_void,
-                    &args.1 as *const _ as *mut c_void,
-                    &args.2 as *const _ as *mut c_void,
-                    &args.3 as *const _ as *mut c_void,
-                    &args.4 as *const _ as *mut c_void,
-                    &args.5 as *const _ as *mut c_void,
-                    &args.6 as *const _ as *mut c_void,
-                    &args.7 as *const _ as *mut c_void,
-                    &args.8 as *const _ as *mut c_void,
-                    &args.9 as *const _ as *mut c_void,
-                ];
-                launch_named(&h, "osft_fill_ptrs", (blocks(g.batch), 1), &mut p)?;
+                Launch::new("osft_fill_ptrs")
+                    .arg(g.batch as i64)
+                    .arg(g.a.addr as u64)
+                    .arg((g.a.stride * sa) as i64)
+                    .arg(g.b.addr as u64)
+                    .arg((g.b.stride * sb) as i64)
+                    .arg(g.c.addr as u64)
+                    .arg((g.c.stride * scc) as i64)
+                    .arg((pa + (off * 8) as u64) as *mut u64)
+                    .arg((pb + (off * 8) as u64) as *mut u64)
+                    .arg((pc + (off * 8) as u64) as *mut u64)
+                    .run(&h, (blocks(g.batch), 1))?;
                 off += g.batch;
             }
             // Host arrays, one entry per group (read by cuBLAS during the call).
@@ -260,37 +247,21 @@ impl Executor for CudaExecutor {
                 std::mem::swap(&mut d.row_stride, &mut d.col_stride);
             }
             let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
-            let args: (i64, i64, i64, f64, u64, i64, i64, i64, f64, u64, i64, i64, i64) = (
-                rows as i64,
-                cols as i64,
-                a.batch as i64,
-                a.alpha,
-                s.addr as u64,
-                s.row_stride as i64,
-                s.col_stride as i64,
-                s.batch_stride as i64,
-                a.beta,
-                d.addr as u64,
-                d.row_stride as i64,
-                d.col_stride as i64,
-                d.batch_stride as i64,
-            );
-            let mut p: [*mut c_void; 13] = [
-                &args.0 as *const _ as *mut c_void,
-                &args.1 as *const _ as *mut c_void,
-                &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void,
-                &args.4 as *const _ as *mut c_void,
-                &args.5 as *const _ as *mut c_void,
-                &args.6 as *const _ as *mut c_void,
-                &args.7 as *const _ as *mut c_void,
-                &args.8 as *const _ as *mut c_void,
-                &args.9 as *const _ as *mut c_void,
-                &args.10 as *const _ as *mut c_void,
-                &args.11 as *const _ as *mut c_void,
-                &args.12 as *const _ as *mut c_void,
-            ];
-            launch_named(&h, &name, (blocks(rows * cols * a.batch), 1), &mut p)
+            Launch::new(name)
+                .arg(rows as i64)
+                .arg(cols as i64)
+                .arg(a.batch as i64)
+                .arg(a.alpha)
+                .arg(s.addr as *const c_void)
+                .arg(s.row_stride as i64)
+                .arg(s.col_stride as i64)
+                .arg(s.batch_stride as i64)
+                .arg(a.beta)
+                .arg(d.addr as *mut c_void)
+                .arg(d.row_stride as i64)
+                .arg(d.col_stride as i64)
+                .arg(d.batch_stride as i64)
+                .run(&h, (blocks(rows * cols * a.batch), 1))
         }
     }
 
@@ -302,37 +273,21 @@ impl Executor for CudaExecutor {
                 return Ok(());
             }
             let h = self.lock()?;
-            let args: (i32, i64, i64, u64, i64, i64, u64, i64, i64, u64, i64, i64, i64) = (
-                d.left as i32,
-                d.m as i64,
-                d.n as i64,
-                d.a.addr as u64,
-                d.a.ld as i64,
-                d.a.stride as i64,
-                d.x as u64,
-                d.incx as i64,
-                d.stride_x as i64,
-                d.c.addr as u64,
-                d.c.ld as i64,
-                d.c.stride as i64,
-                d.batch as i64,
-            );
-            let mut p: [*mut c_void; 13] = [
-                &args.0 as *const _ as *mut c_void,
-                &args.1 as *const _ as *mut c_void,
-                &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void,
-                &args.4 as *const _ as *mut c_void,
-                &args.5 as *const _ as *mut c_void,
-                &args.6 as *const _ as *mut c_void,
-                &args.7 as *const _ as *mut c_void,
-                &args.8 as *const _ as *mut c_void,
-                &args.9 as *const _ as *mut c_void,
-                &args.10 as *const _ as *mut c_void,
-                &args.11 as *const _ as *mut c_void,
-                &args.12 as *const _ as *mut c_void,
-            ];
-            launch_named(&h, &format!("osft_dgmm_{}", sfx(d.a.dtype)), (blocks(d.m * d.n * d.batch), 1), &mut p)
+            Launch::new(format!("osft_dgmm_{}", sfx(d.a.dtype)))
+                .arg(d.left as i32)
+                .arg(d.m as i64)
+                .arg(d.n as i64)
+                .arg(d.a.addr as *const c_void)
+                .arg(d.a.ld as i64)
+                .arg(d.a.stride as i64)
+                .arg(d.x as *const c_void)
+                .arg(d.incx as i64)
+                .arg(d.stride_x as i64)
+                .arg(d.c.addr as *mut c_void)
+                .arg(d.c.ld as i64)
+                .arg(d.c.stride as i64)
+                .arg(d.batch as i64)
+                .run(&h, (blocks(d.m * d.n * d.batch), 1))
         }
     }
 
@@ -464,40 +419,24 @@ impl Executor for CudaExecutor {
             }
             let h = self.lock()?;
             let (l, r) = (s.left, s.right);
-            let args: (i64, u64, i64, i64, i64, i64, u64, i64, i64, i64) = (
-                l.len as i64,
-                l.addr as u64,
-                l.elem_stride as i64,
-                l.vec_stride as i64,
-                l.batch_stride as i64,
-                r.len as i64,
-                r.addr as u64,
-                r.elem_stride as i64,
-                r.vec_stride as i64,
-                r.batch_stride as i64,
-            );
-            let mut p: [*mut c_void; 10] = [
-                &args.0 as *const _ as *mut c_void,
-                &args.1 as *const _ as *mut c_void,
-                &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void,
-                &args.4 as *const _ as *mut c_void,
-                &args.5 as *const _ as *mut c_void,
-                &args.6 as *const _ as *mut c_void,
-                &args.7 as *const _ as *mut c_void,
-                &args.8 as *const _ as *mut c_void,
-                &args.9 as *const _ as *mut c_void,
-            ];
             let name = format!("osft_sign_fix_{}", sfx(l.dtype));
             for b0 in (0..s.batch).step_by(65535) {
                 // Batches beyond gridDim.y's limit go in slices.
                 let nb = (s.batch - b0).min(65535);
-                let off = (b0 * l.batch_stride * l.dtype.size()) as u64;
-                let roff = (b0 * r.batch_stride * r.dtype.size()) as u64;
-                let (la, ra) = (args.1 + off, args.6 + roff);
-                p[1] = &la as *const _ as *mut c_void;
-                p[6] = &ra as *const _ as *mut c_void;
-                launch_named(&h, &name, (s.count as u32, nb as u32), &mut p)?;
+                let loff = b0 * l.batch_stride * l.dtype.size();
+                let roff = b0 * r.batch_stride * r.dtype.size();
+                Launch::new(name.as_str())
+                    .arg(l.len as i64)
+                    .arg((l.addr + loff) as *mut c_void)
+                    .arg(l.elem_stride as i64)
+                    .arg(l.vec_stride as i64)
+                    .arg(l.batch_stride as i64)
+                    .arg(r.len as i64)
+                    .arg((r.addr + roff) as *mut c_void)
+                    .arg(r.elem_stride as i64)
+                    .arg(r.vec_stride as i64)
+                    .arg(r.batch_stride as i64)
+                    .run(&h, (s.count as u32, nb as u32))?;
             }
             Ok(())
         }
@@ -507,7 +446,7 @@ impl Executor for CudaExecutor {
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
             Ok(self
-                .per_matrix_reduce("osft_sum_squares", rows, cols, batch, x)?
+                .per_matrix_reduce::<f64>("osft_sum_squares", rows, cols, batch, x)?
                 .into_iter()
                 .map(f64::from_ne_bytes)
                 .collect())
@@ -518,7 +457,7 @@ impl Executor for CudaExecutor {
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
             Ok(self
-                .per_matrix_reduce("osft_count_nonfinite", rows, cols, batch, x)?
+                .per_matrix_reduce::<u64>("osft_count_nonfinite", rows, cols, batch, x)?
                 .into_iter()
                 .map(u64::from_ne_bytes)
                 .collect())
@@ -533,17 +472,14 @@ impl Executor for CudaExecutor {
                 return Ok(());
             }
             let h = self.lock()?;
-            let args: (i64, u64, i64, i64, i64, f64) =
-                (n as i64, a.addr as u64, a.ld as i64, a.stride as i64, batch as i64, alpha);
-            let mut p: [*mut c_void; 6] = [
-                &args.0 as *const _ as *mut c_void,
-                &args.1 as *const _ as *mut c_void,
-                &args.2 as *const _ as *mut c_void,
-                &args.3 as *const _ as *mut c_void,
-                &args.4 as *const _ as *mut c_void,
-                &args.5 as *const _ as *mut c_void,
-            ];
-            launch_named(&h, &format!("osft_add_diagonal_{}", sfx(a.dtype)), (blocks(n * batch), 1), &mut p)
+            Launch::new(format!("osft_add_diagonal_{}", sfx(a.dtype)))
+                .arg(n as i64)
+                .arg(a.addr as *mut c_void)
+                .arg(a.ld as i64)
+                .arg(a.stride as i64)
+                .arg(batch as i64)
+                .arg(alpha)
+                .run(&h, (blocks(n * batch), 1))
         }
     }
 
@@ -557,27 +493,16 @@ impl Executor for CudaExecutor {
             let out = self.alloc(count * 8)?;
             {
                 let h = self.lock()?;
-                let args: (i64, u64, i64, i64, u64, i64, i64, u64) = (
-                    a.len as i64,
-                    a.addr as u64,
-                    a.elem_stride as i64,
-                    a.vec_stride as i64,
-                    b.addr as u64,
-                    b.elem_stride as i64,
-                    b.vec_stride as i64,
-                    out.addr as u64,
-                );
-                let mut p: [*mut c_void; 8] = [
-                    &args.0 as *const _ as *mut c_void,
-                    &args.1 as *const _ as *mut c_void,
-                    &args.2 as *const _ as *mut c_void,
-                    &args.3 as *const _ as *mut c_void,
-                    &args.4 as *const _ as *mut c_void,
-                    &args.5 as *const _ as *mut c_void,
-                    &args.6 as *const _ as *mut c_void,
-                    &args.7 as *const _ as *mut c_void,
-                ];
-                launch_named(&h, &format!("osft_cosine_{}", sfx(a.dtype)), (count as u32, 1), &mut p)?;
+                Launch::new(format!("osft_cosine_{}", sfx(a.dtype)))
+                    .arg(a.len as i64)
+                    .arg(a.addr as *const c_void)
+                    .arg(a.elem_stride as i64)
+                    .arg(a.vec_stride as i64)
+                    .arg(b.addr as *const c_void)
+                    .arg(b.elem_stride as i64)
+                    .arg(b.vec_stride as i64)
+                    .arg(out.addr as *mut f64)
+                    .run(&h, (count as u32, 1))?;
             }
             let mut bytes = vec![0u8; count * 8];
             self.read_to_host(out.addr, &mut bytes)?;

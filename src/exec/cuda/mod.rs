@@ -78,9 +78,8 @@
 //! list in the context's own workspace), not every intermediate. Example: the largest Llama-3.1-8B target, `14336 x 4096` in f32, needs
 //! `ws(1) = 4 (2 * 14336 * 4096 + 4096^2 + 4096) ~ 537 MB` plus `Xgesvd`'s `lwork`.
 
-#![allow(clippy::type_complexity)] // kernel argument tuples mirror the kernels' signatures
-
 pub mod nvrtc;
+pub mod signatures;
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};

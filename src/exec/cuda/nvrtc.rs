@@ -11,23 +11,10 @@ use crate::error::{Error, Result};
 /// The CUDA C source of every osft kernel.
 pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
 
-/// The entry points the executor looks up (and the compile test checks for).
+/// The entry points the executor looks up (and the compile test checks for): every kernel of
+/// [`FAMILIES`](super::signatures::FAMILIES).
 pub fn kernel_names() -> Vec<String> {
-    let mut v = vec![];
-    for s in ["f32", "f64", "f16", "bf16"] {
-        for d in ["f32", "f64", "f16", "bf16"] {
-            v.push(format!("osft_axpby_{s}_{d}"));
-        }
-        v.push(format!("osft_sum_squares_{s}"));
-        v.push(format!("osft_count_nonfinite_{s}"));
-    }
-    for t in ["f32", "f64"] {
-        for k in ["dgmm", "add_diagonal", "cosine", "sign_fix"] {
-            v.push(format!("osft_{k}_{t}"));
-        }
-    }
-    v.push("osft_fill_ptrs".into());
-    v
+    super::signatures::kernel_names()
 }
 
 /// Whether an NVRTC library can be loaded (cudarc panics on first use otherwise).
