@@ -149,17 +149,17 @@ mod tests {
         let internal = |l: Launch| matches!(l.check(), Err(Error::Internal(_)));
         let base = || Launch::new("osft_add_diagonal_f32").arg(3i64);
         // `a` is written: a read-only pointer is refused, as is an f32 alpha or a missing one.
-        assert!(internal(base().arg(0usize as *const c_void).arg(1i64).arg(1i64).arg(1i64).arg(1.0f64)));
-        assert!(internal(base().arg(0usize as *mut c_void).arg(1i64).arg(1i64).arg(1i64).arg(1u64)));
-        assert!(internal(base().arg(0usize as *mut c_void).arg(1i64).arg(1i64).arg(1i64)));
+        assert!(internal(base().arg(std::ptr::null::<c_void>()).arg(1i64).arg(1i64).arg(1i64).arg(1.0f64)));
+        assert!(internal(base().arg(std::ptr::null_mut::<c_void>()).arg(1i64).arg(1i64).arg(1i64).arg(1u64)));
+        assert!(internal(base().arg(std::ptr::null_mut::<c_void>()).arg(1i64).arg(1i64).arg(1i64)));
         assert!(internal(Launch::new("osft_add_diagonal_f16")));
         // The reductions' outputs: double* for sum_squares, unsigned long long* for count_nonfinite.
         let mk = |name: &str| {
-            Launch::new(name).arg(1i64).arg(1i64).arg(0usize as *const c_void).arg(1i64).arg(1i64).arg(1i64)
+            Launch::new(name).arg(1i64).arg(1i64).arg(std::ptr::null::<c_void>()).arg(1i64).arg(1i64).arg(1i64)
         };
-        mk("osft_sum_squares_bf16").arg(0usize as *mut f64).check().unwrap();
-        assert!(internal(mk("osft_sum_squares_bf16").arg(0usize as *mut u64)));
-        mk("osft_count_nonfinite_f16").arg(0usize as *mut u64).check().unwrap();
-        assert!(internal(mk("osft_count_nonfinite_f16").arg(0usize as *mut f64)));
+        mk("osft_sum_squares_bf16").arg(std::ptr::null_mut::<f64>()).check().unwrap();
+        assert!(internal(mk("osft_sum_squares_bf16").arg(std::ptr::null_mut::<u64>())));
+        mk("osft_count_nonfinite_f16").arg(std::ptr::null_mut::<u64>()).check().unwrap();
+        assert!(internal(mk("osft_count_nonfinite_f16").arg(std::ptr::null_mut::<f64>())));
     }
 }
