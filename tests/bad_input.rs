@@ -1,13 +1,11 @@
 //! Every validation fault gets its own error, and a rejected call writes nothing: outputs are
 //! poisoned beforehand and compared bit for bit afterwards (inputs too).
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
 use osft::ops::svd::SvdOut;
 use osft::{Context, DType, Device, MatDesc, Side, Status};
+use osft_test_support::*;
 
 struct Fixture {
     w: Buf<f32>,

@@ -3,15 +3,13 @@
 //! strided-batched GEMMs with cuBLAS arguments, allocates nothing once the workspace exists, and
 //! a batched SVD is one batched `gesvd`.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::exec::cpu::CpuExecutor;
 use osft::exec::trace::{Call, Recording};
 use osft::exec::{ComputeType, Op};
 use osft::ops::project::Bases;
 use osft::ops::svd::SvdOut;
 use osft::{Context, DType, Side};
+use osft_test_support::*;
 use std::sync::Arc;
 
 fn recorded() -> (Arc<Recording<CpuExecutor>>, Context) {

@@ -3,10 +3,8 @@
 //! `V_low V_high^T` are still ~0, the frozen part is bit-for-bit unchanged, and the reconstruction
 //! matches an f64 reference. A control run without projection shows the same check failing.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::{Context, DType, DecomposeOut, FactorsRef, MatMut, MatRef, Side};
+use osft_test_support::*;
 
 struct Model {
     n: usize,
@@ -54,7 +52,7 @@ fn to_m(v: &[f32], r: usize, c: usize) -> M {
 
 /// Train for `steps`; `project` off gives the control run. `adam` rescales the projected gradient
 /// element-wise (as Adam does) and then projects the update too.
-fn train(ctx: &Context, md: &mut Model, steps: usize, project: bool, adam: bool, rng: &mut rand::rngs::StdRng) {
+fn train(ctx: &Context, md: &mut Model, steps: usize, project: bool, adam: bool, rng: &mut StdRng) {
     let (n, m, k, lo) = (md.n, md.m, md.k, md.lo);
     let lr = 0.01f32;
     for _ in 0..steps {

@@ -12,13 +12,8 @@ use osft::Status;
 // ---------------------------------------------------------------------------------------------
 // Helpers: descriptors, status checks, contexts, the test RNG (shared with the hardening tests).
 
-#[path = "hardening_support/mod.rs"]
-mod support;
-use support::*;
-
-// The f64 reference SVD (one-sided Jacobi) and dense reference matrix of the Rust tests.
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
+use osft_test_support::capi::*;
+use osft_test_support::{seeded, Draw};
 
 /// Element (i, j) of a host descriptor, as f64.
 fn at(m: &osft_matrix, i: i64, j: i64) -> f64 {
@@ -212,8 +207,8 @@ fn streams_on_a_cpu_context() {
 fn decompose_and_project(n: i64, m: i64, k: i64, row_major: bool) {
     let c = Ctx::cpu();
     let r = n.min(m);
-    let mut g = Lcg(n as u64 * 1000 + m as u64 * 10 + row_major as u64);
-    let w: Vec<f32> = g.vec((n * m) as usize).into_iter().map(|v| v as f32).collect();
+    let mut g = seeded(n as u64 * 1000 + m as u64 * 10 + row_major as u64);
+    let w: Vec<f32> = g.uniform_vec((n * m) as usize).into_iter().map(|v| v as f32).collect();
     let lay =
         |v: &Vec<f32>, rows: i64, cols: i64| if row_major { rm(v, F32, rows, cols) } else { cm(v, F32, rows, cols) };
     let wd = lay(&w, n, m);
@@ -280,7 +275,7 @@ fn decompose_and_project(n: i64, m: i64, k: i64, row_major: bool) {
     }
     // Project a gradient of U_low (n x (r-k)) left, out of place, then in place.
     let cols = (r - k).max(1);
-    let x: Vec<f32> = g.vec((n * cols) as usize).into_iter().map(|v| v as f32).collect();
+    let x: Vec<f32> = g.uniform_vec((n * cols) as usize).into_iter().map(|v| v as f32).collect();
     let xd = lay(&x, n, cols);
     let reference: Vec<Vec<f64>> = (0..n)
         .map(|i| {
@@ -332,10 +327,10 @@ fn decompose_k_edges() {
 #[test]
 fn svd_single_batched_and_list() {
     let c = Ctx::cpu();
-    let mut g = Lcg(3);
+    let mut g = seeded(3);
     // A batch of 3 row-major 5 x 3 matrices in f64.
     let (b, n, m) = (3i64, 5i64, 3i64);
-    let w = g.vec((b * n * m) as usize);
+    let w = g.uniform_vec((b * n * m) as usize);
     let mut wd = rm(&w, F64, n, m);
     wd.batch = b;
     wd.batch_stride = n * m;
@@ -364,7 +359,7 @@ fn svd_single_batched_and_list() {
         }
     }
     // The list form over two shapes gives the same singular values as single calls.
-    let w2 = g.vec(4 * 7);
+    let w2 = g.uniform_vec(4 * 7);
     let w2d = cm(&w2, F64, 4, 7);
     let first = rm(&w[..(n * m) as usize], F64, n, m);
     let (s1, s2) = (vec![0f64; 3], vec![0f64; 4]);
@@ -388,9 +383,9 @@ fn svd_single_batched_and_list() {
 #[test]
 fn reconstruct_matches_decomposition() {
     let c = Ctx::cpu();
-    let mut g = Lcg(11);
+    let mut g = seeded(11);
     let (n, m, k) = (7i64, 5i64, 2i64);
-    let w = g.vec((n * m) as usize);
+    let w = g.uniform_vec((n * m) as usize);
     let wd = rm(&w, F64, n, m);
     let (uh, sh, vh) = (vec![0f64; 14], vec![0f64; 2], vec![0f64; 10]);
     let (ul, sl, vl) = (vec![0f64; 21], vec![0f64; 3], vec![0f64; 15]);
@@ -431,14 +426,14 @@ fn reconstruct_matches_decomposition() {
 #[test]
 fn both_sides_projector_and_two_phase() {
     let c = Ctx::cpu();
-    let mut g = Lcg(5);
+    let mut g = seeded(5);
     let (n, m, k) = (8i64, 6i64, 3i64);
-    let w = g.vec((n * m) as usize);
+    let w = g.uniform_vec((n * m) as usize);
     let wd = rm(&w, F64, n, m);
     let (uh, vh) = (vec![0f64; (n * k) as usize], vec![0f64; (k * m) as usize]);
     let (uhd, vhd) = (rm(&uh, F64, n, k), rm(&vh, F64, k, m));
     unsafe { expect(osft_decompose(c.0, &wd, k, &uhd, null(), &vhd, null(), null(), null(), F64), OSFT_STATUS_OK) };
-    let x = g.vec((n * m) as usize);
+    let x = g.uniform_vec((n * m) as usize);
     let xd = rm(&x, F64, n, m);
     // Reference: (I - U U^T) X (I - V^T V), naive f64.
     let pu = |i: i64, l: i64| {
@@ -560,7 +555,7 @@ fn fraction_rank_through_the_abi_is_floor_of_f_r_plus_1e9() {
                     OSFT_STATUS_OK,
                 )
             };
-            assert_eq!(k, common::exact_fraction_rank(f, r) as i64, "f = {f:?}, R = {r}");
+            assert_eq!(k, osft_test_support::exact_fraction_rank(f, r) as i64, "f = {f:?}, R = {r}");
         }
     }
     // 0.29 * 100 is 28.999999999999996 in f64: the slack makes it 29.
@@ -632,10 +627,10 @@ fn rank_selection() {
 #[test]
 fn layer_importance_matches_reference() {
     let c = Ctx::cpu();
-    let mut g = Lcg(17);
+    let mut g = seeded(17);
     let (n, m, samples) = (4i64, 6i64, 5i64);
-    let w = g.vec((n * m) as usize);
-    let x = g.vec((samples * m) as usize);
+    let w = g.uniform_vec((n * m) as usize);
+    let x = g.uniform_vec((samples * m) as usize);
     let r = n.min(m);
     let mut want = 0.0;
     for s in 0..samples {
@@ -677,9 +672,9 @@ struct Poisoned {
 
 impl Poisoned {
     fn new() -> Self {
-        let mut g = Lcg(23);
+        let mut g = seeded(23);
         Poisoned {
-            w: g.vec(24).into_iter().map(|v| v as f32).collect(),
+            w: g.uniform_vec(24).into_iter().map(|v| v as f32).collect(),
             uh: vec![f32::from_bits(0x7fc0_dead); 12],
             sh: vec![f32::from_bits(0x7fc0_beef); 2],
             vh: vec![f32::from_bits(0x7fc0_f00d); 8],
@@ -836,8 +831,8 @@ fn bad_inputs_leave_buffers_untouched() {
 #[test]
 fn caller_workspace() {
     let c = Ctx::cpu();
-    let mut g = Lcg(29);
-    let w = g.vec(30);
+    let mut g = seeded(29);
+    let w = g.uniform_vec(30);
     let wd = rm(&w, F64, 6, 5);
     let s = vec![0f64; 5];
     let sd = rm(&s, F64, 5, 1);
@@ -965,16 +960,16 @@ fn recon_error_f64(w: &[f32], n: usize, m: usize, terms: &[(&[f32], &[f32], &[f3
 #[test]
 fn reconstruction_error_value_for_every_compute_type() {
     let c = Ctx::cpu();
-    let mut g = Lcg(0x0005_eed0_fe77);
+    let mut g = seeded(0x0005_eed0_fe77);
     let (n, m, kh, kl) = (6usize, 5usize, 2usize, 2usize);
     // Two batch entries of each operand, row-major, entries exact in f32.
-    let w = g.vec32(2 * n * m);
-    let uh = g.vec32(2 * n * kh);
-    let sh: Vec<f32> = g.vec32(2 * kh).iter().map(|x| x.abs() + 0.5).collect();
-    let vh = g.vec32(2 * kh * m);
-    let ul = g.vec32(2 * n * kl);
-    let sl: Vec<f32> = g.vec32(2 * kl).iter().map(|x| x.abs()).collect();
-    let vl = g.vec32(2 * kl * m);
+    let w = g.uniform_vec32(2 * n * m);
+    let uh = g.uniform_vec32(2 * n * kh);
+    let sh: Vec<f32> = g.uniform_vec32(2 * kh).iter().map(|x| x.abs() + 0.5).collect();
+    let vh = g.uniform_vec32(2 * kh * m);
+    let ul = g.uniform_vec32(2 * n * kl);
+    let sl: Vec<f32> = g.uniform_vec32(2 * kl).iter().map(|x| x.abs()).collect();
+    let vl = g.uniform_vec32(2 * kl * m);
     let want: Vec<f64> = (0..2)
         .map(|b| {
             recon_error_f64(
@@ -1028,13 +1023,13 @@ fn reconstruction_error_value_for_every_compute_type() {
 #[test]
 fn svd_sign_convention_against_f64_jacobi() {
     let c = Ctx::cpu();
-    let mut g = Lcg(0x51_6e_f1);
+    let mut g = seeded(0x51_6e_f1);
     for (n, m) in [(7usize, 4usize), (4, 7), (5, 5), (1, 6), (6, 1), (9, 3)] {
         let r = n.min(m);
         for dtype in [F32, F64] {
             for col_major in [false, true] {
-                let wv = g.vec(n * m);
-                let wref = common::M { r: n, c: m, d: wv.clone() }; // row-major values
+                let wv = g.uniform_vec(n * m);
+                let wref = osft_test_support::M { r: n, c: m, d: wv.clone() }; // row-major values
                 let what = format!("{n}x{m} dtype {dtype} col_major {col_major}");
                 // W in the requested layout; outputs row-major.
                 let wl: Vec<f64> = if col_major { wref.t().d.clone() } else { wv.clone() };
@@ -1067,15 +1062,15 @@ fn svd_sign_convention_against_f64_jacobi() {
                 } else {
                     (u64v.clone(), s64v.clone(), vt64v.clone())
                 };
-                let um = common::M { r: n, c: r, d: u };
-                let vtm = common::M { r, c: m, d: vt };
+                let um = osft_test_support::M { r: n, c: r, d: u };
+                let vtm = osft_test_support::M { r, c: m, d: vt };
                 // The f64 reference of the very matrix the library saw (f32-rounded for f32).
                 let wseen = if dtype == F32 { wref.round::<f32>() } else { wref.clone() };
-                let (ur, sr, vtr) = common::jacobi_svd(&wseen);
+                let (ur, sr, vtr) = osft_test_support::jacobi_svd(&wseen);
                 assert!(
-                    common::sign_violations(&um).is_empty(),
+                    osft_test_support::sign_violations(&um).is_empty(),
                     "{what}: columns of U with a negative largest entry: {:?}",
-                    common::sign_violations(&um)
+                    osft_test_support::sign_violations(&um)
                 );
                 // Rows of Vt flipped along: U diag(S) Vt is W.
                 let rec = um.mul(&vtm.scale_rows(&s));
@@ -1157,7 +1152,7 @@ fn svd_algorithm_that_cannot_serve_the_call_is_refused_before_writing() {
     let c = Ctx::cpu();
     let (n, m, k) = (40i64, 13i64, 4i64);
     let r = n.min(m);
-    let w: Vec<f64> = Lcg(7).vec((n * m) as usize);
+    let w: Vec<f64> = seeded(7).uniform_vec((n * m) as usize);
     let wd = rm(&w, F64, n, m);
     let (uh, sh, vh) = (poisoned64((n * k) as usize), poisoned64(k as usize), poisoned64((k * m) as usize));
     let (ul, sl, vl) =

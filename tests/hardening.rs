@@ -5,14 +5,13 @@
 //! arithmetic; nothing hangs), allocation failure as a status, and regression tests of the bugs
 //! found while hardening.
 
-mod hardening_support;
-
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use hardening_support::*;
 use osft::ffi::osft_status::*;
 use osft::ffi::*;
+use osft_test_support::capi::*;
+use osft_test_support::{seeded, Draw};
 
 /// Snapshot of several buffers, to show that a rejected call wrote nothing.
 fn snap(bufs: &[&[u8]]) -> Vec<u8> {
@@ -31,18 +30,18 @@ macro_rules! untouched {
 #[test]
 fn workspace_too_small_for_every_op() {
     let c = Ctx::cpu();
-    let mut g = Lcg(1);
+    let mut g = seeded(1);
     let (n, m, k) = (8i64, 6i64, 2i64);
     let u = basis(&c, 2, n as usize, k as usize);
-    let x = g.vec((n * m) as usize);
+    let x = g.uniform_vec((n * m) as usize);
     // A column-strided X (every other column): staged through the workspace.
-    let xs = g.vec((n * m * 2) as usize);
+    let xs = g.uniform_vec((n * m * 2) as usize);
     let xsd = mat(xs.as_ptr(), F64, n, m, 2 * m, 2);
     let out = poisoned64((n * m) as usize);
     let mut res = poisoned64(4);
     let (ud, xd, od) = (rm(&u, F64, n, k), rm(&x, F64, n, m), rm(&out, F64, n, m));
     let s = vec![1.0f64, 0.5];
-    let v = g.vec((k * m) as usize);
+    let v = g.uniform_vec((k * m) as usize);
     let (sd, vd) = (rm(&s, F64, k, 1), rm(&v, F64, k, m));
     let coef32 = vec![0.5f32; (k * m) as usize];
     let x16: Vec<osft::f16> = x.iter().map(|v| osft::f16::from_f64(*v)).collect();
@@ -179,10 +178,10 @@ fn workspace_too_small_for_every_op() {
 #[test]
 fn batch_counts_must_agree() {
     let c = Ctx::cpu();
-    let mut g = Lcg(3);
+    let mut g = seeded(3);
     let (n, m, k) = (5i64, 4i64, 2i64);
-    let u = g.vec((2 * n * k) as usize);
-    let x = g.vec((3 * n * m) as usize);
+    let u = g.uniform_vec((2 * n * k) as usize);
+    let x = g.uniform_vec((3 * n * m) as usize);
     let out = poisoned64((3 * n * m) as usize);
     let ud2 = batched(rm(&u, F64, n, k), 2, n * k);
     let xd3 = batched(rm(&x, F64, n, m), 3, n * m);
@@ -216,10 +215,10 @@ fn batch_counts_must_agree() {
 #[test]
 fn two_phase_layout_shape_and_dtype_rules() {
     let c = Ctx::cpu();
-    let mut g = Lcg(4);
+    let mut g = seeded(4);
     let (n, m, k) = (6i64, 5i64, 2i64);
-    let u = g.vec((n * k) as usize);
-    let x = g.vec((n * m * 2) as usize);
+    let u = g.uniform_vec((n * k) as usize);
+    let x = g.uniform_vec((n * m * 2) as usize);
     let coef = poisoned64((k * m * 2) as usize);
     let coef32 = poisoned32((k * m) as usize);
     let (ud, xd) = (rm(&u, F64, n, k), rm(&x, F64, n, m));
@@ -259,9 +258,9 @@ fn two_phase_layout_shape_and_dtype_rules() {
     }
     untouched!(before, x, coef, coef32);
     // A shard may have fewer rows than basis vectors (FSDP's Shard(0)); a whole basis may not.
-    let xs = g.vec(m as usize);
+    let xs = g.uniform_vec(m as usize);
     let coefs = vec![0f64; (3 * m) as usize];
-    let us = g.vec(3);
+    let us = g.uniform_vec(3);
     unsafe {
         expect(
             osft_project_partial(c.0, LEFT, &rm(&us, F64, 1, 3), &rm(&xs, F64, 1, m), &rm(&coefs, F64, 3, m)),
@@ -282,8 +281,8 @@ fn two_phase_layout_shape_and_dtype_rules() {
 #[test]
 fn empty_and_vector_arguments() {
     let c = Ctx::cpu();
-    let mut g = Lcg(5);
-    let w = g.vec(20);
+    let mut g = seeded(5);
+    let w = g.uniform_vec(20);
     let wd = rm(&w, F64, 5, 4);
     let s = poisoned64(8);
     let u = poisoned64(20);
@@ -334,10 +333,10 @@ fn empty_and_vector_arguments() {
 #[test]
 fn outputs_overlapping_inputs_or_each_other() {
     let c = Ctx::cpu();
-    let mut g = Lcg(6);
+    let mut g = seeded(6);
     let (n, m, k) = (6i64, 4i64, 2i64);
     let u = basis(&c, 7, n as usize, k as usize);
-    let x = g.vec((n * m + 4) as usize);
+    let x = g.uniform_vec((n * m + 4) as usize);
     let xd = rm(&x, F64, n, m);
     let before = bytes_of(&x);
     unsafe {
@@ -357,7 +356,7 @@ fn outputs_overlapping_inputs_or_each_other() {
         // Reconstruct into memory overlapping a factor (V is the first 8 elements of `big`,
         // W starts at element 4); SVD's U over its S.
         let s = vec![2.0f64, 1.0];
-        let big = g.vec(40);
+        let big = g.uniform_vec(40);
         let bb = bytes_of(&big);
         expect(
             osft_reconstruct(
@@ -374,7 +373,7 @@ fn outputs_overlapping_inputs_or_each_other() {
             OSFT_STATUS_OVERLAP,
         );
         assert_eq!(bytes_of(&big), bb);
-        let w = g.vec((n * m) as usize);
+        let w = g.uniform_vec((n * m) as usize);
         let out = poisoned64((n * m + m) as usize);
         expect(
             osft_svd(
@@ -397,8 +396,8 @@ fn outputs_overlapping_inputs_or_each_other() {
 #[test]
 fn svd_list_validates_every_problem_before_writing() {
     let c = Ctx::cpu();
-    let mut g = Lcg(8);
-    let (w1, w2) = (g.vec(12), g.vec(12));
+    let mut g = seeded(8);
+    let (w1, w2) = (g.uniform_vec(12), g.uniform_vec(12));
     let (s1, s2) = (poisoned64(3), poisoned64(4));
     let ws = [rm(&w1, F64, 4, 3), rm(&w2, F64, 3, 4)];
     let before = snap(&[&bytes_of(&s1), &bytes_of(&s2)]);
@@ -421,11 +420,11 @@ fn svd_list_validates_every_problem_before_writing() {
 #[test]
 fn projector_apply_rejections() {
     let c = Ctx::cpu();
-    let mut g = Lcg(9);
+    let mut g = seeded(9);
     let (n, m, k) = (6i64, 5i64, 4i64);
     let u = basis(&c, 10, n as usize, k as usize);
-    let x = g.vec((n * m) as usize);
-    let x32 = g.vec32((n * m) as usize);
+    let x = g.uniform_vec((n * m) as usize);
+    let x32 = g.uniform_vec32((n * m) as usize);
     let out = poisoned64((n * m) as usize);
     let before = snap(&[&bytes_of(&x), &bytes_of(&x32), &bytes_of(&out)]);
     unsafe {
@@ -511,9 +510,9 @@ fn rank_rules_refuse_bad_singular_values_and_importances() {
 #[test]
 fn layer_importance_rejections() {
     let c = Ctx::cpu();
-    let mut g = Lcg(11);
-    let w = g.vec(24);
-    let x = g.vec(30);
+    let mut g = seeded(11);
+    let w = g.uniform_vec(24);
+    let x = g.uniform_vec(30);
     let mut r = poisoned64(4);
     unsafe {
         // Features of the activations must equal W's columns.
@@ -605,8 +604,8 @@ fn put(dtype: i32, v: f64) -> Vec<u8> {
 /// element (1, 2) of entry `index`.
 fn batch_with(dtype: i32, bad: f64, index: usize) -> Vec<u64> {
     let size = put(dtype, 0.0).len();
-    let mut g = Lcg(100 + index as u64);
-    let mut bytes: Vec<u8> = (0..60).flat_map(|_| put(dtype, g.next())).collect();
+    let mut g = seeded(100 + index as u64);
+    let mut bytes: Vec<u8> = (0..60).flat_map(|_| put(dtype, g.uniform())).collect();
     let at = (index * 20 + 6) * size;
     bytes[at..at + size].copy_from_slice(&put(dtype, bad));
     let mut v = vec![0u64; bytes.len().div_ceil(8)];
@@ -682,7 +681,7 @@ fn non_finite_svd_and_decompose_are_refused() {
                         "{dtype} {bad} {index}: refused but wrote"
                     );
                     // The list form refuses too (which problem: the message names the matrix).
-                    let ok = Lcg(1).vec(12);
+                    let ok = seeded(1).uniform_vec(12);
                     let lw = [rm(&ok, F64, 4, 3), wd];
                     let (s0, s1) = (poisoned64(3), poisoned64(12));
                     let ls = [rm(&s0, F64, 3, 1), batched(rm(&s1, F64, 4, 1), 3, 4)];
@@ -716,7 +715,7 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             let b = basis(&c, 22, m, k); // m x k, row-major
             (0..k).flat_map(|t| (0..m).map(move |j| (t, j))).map(|(t, j)| b[j * k + t]).collect::<Vec<f64>>()
         };
-        let mut x = Lcg(23).vec(n * m);
+        let mut x = seeded(23).uniform_vec(n * m);
         x[3 * m + 1] = f64::NAN; // column 1, row 3
         x[m + 3] = f64::INFINITY; // column 3, row 1
         let clean: Vec<usize> = vec![0, 2, 4];
@@ -764,7 +763,7 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             // A NaN in the basis spoils every column.
             let mut ub = u.clone();
             ub[0] = f64::NAN;
-            let xc = Lcg(24).vec(n * m);
+            let xc = seeded(24).uniform_vec(n * m);
             let out = poisoned64(n * m);
             expect(
                 osft_project(
@@ -865,7 +864,7 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
             assert!((0..n).all(|i| (0..m).filter(|j| *j != 2).all(|j| w[i * m + j].is_finite())));
 
             // Diagnostics: NaN per affected batch entry, finite for the others.
-            let xb: Vec<f64> = Lcg(25).vec(n * m).into_iter().chain(x.iter().copied()).collect();
+            let xb: Vec<f64> = seeded(25).uniform_vec(n * m).into_iter().chain(x.iter().copied()).collect();
             let xbd = batched(rm(&xb, F64, n as i64, m as i64), 2, (n * m) as i64);
             let mut r = [0.5f64; 3];
             expect(osft_leakage(c.0, LEFT, &ud, &xbd, r.as_mut_ptr(), 3), OSFT_STATUS_OK);
@@ -953,7 +952,7 @@ fn regression_interleaved_batch_output_precondition() {
     }
     assert!(w.iter().all(|x| *x == 1.0), "{w:?}");
     // In-place projection of such an X (rows 2, cols 3, batch 2 interleaved).
-    let x = Lcg(31).vec32(12);
+    let x = seeded(31).uniform_vec32(12);
     let xd = batched(mat(x.as_ptr(), F32, 2, 3, 6, 2), 2, 1);
     let ub = [1.0f32, 0.0];
     unsafe { expect(osft_project(c.0, LEFT, &rm(&ub, F32, 2, 1), null(), &xd, null()), OSFT_STATUS_OK) };
@@ -966,9 +965,9 @@ fn regression_interleaved_batch_output_precondition() {
 fn regression_auto_strategy_refuses_batched_basis() {
     let c = Ctx::cpu();
     let (n, k, m, b) = (5i64, 4i64, 6i64, 3i64);
-    let v = Lcg(41).vec((b * k * m) as usize);
+    let v = seeded(41).uniform_vec((b * k * m) as usize);
     let vd = batched(rm(&v, F64, k, m), b, k * m);
-    let x0 = Lcg(43).vec((b * n * m) as usize);
+    let x0 = seeded(43).uniform_vec((b * n * m) as usize);
     // X_b - (X_b V_b^T) V_b in f64, for row-major X_b (n x m) and V_b (k x m) at the given
     // element strides of V: the projection formula holds for any V, orthonormal or not.
     let reference = |x: &[f64], vb: &dyn Fn(i64, i64) -> f64| -> Vec<f64> {
@@ -1009,7 +1008,7 @@ fn regression_auto_strategy_refuses_batched_basis() {
         }
         // A non-BLAS single basis (every other column): AUTO takes the coefficient form, and the
         // projection is right.
-        let v2 = Lcg(42).vec((2 * k * m) as usize);
+        let v2 = seeded(42).uniform_vec((2 * k * m) as usize);
         expect(
             osft_projector_create(
                 c.0,
@@ -1039,8 +1038,8 @@ fn regression_auto_strategy_refuses_batched_basis() {
 #[test]
 fn regression_svd_list_non_finite_writes_earlier_problems() {
     let c = Ctx::cpu();
-    let w0 = Lcg(51).vec(12);
-    let mut w1 = Lcg(52).vec(12);
+    let w0 = seeded(51).uniform_vec(12);
+    let mut w1 = seeded(52).uniform_vec(12);
     w1[5] = f64::NAN;
     let (s0, s1) = (poisoned64(3), poisoned64(3));
     let ws = [rm(&w0, F64, 4, 3), rm(&w1, F64, 4, 3)];
@@ -1058,7 +1057,7 @@ fn regression_svd_list_non_finite_writes_earlier_problems() {
 fn regression_in_place_projection_of_the_basis_itself() {
     let c = Ctx::cpu();
     let (n, k) = (6usize, 2usize);
-    let u = Lcg(71).vec(n * k);
+    let u = seeded(71).uniform_vec(n * k);
     let want: Vec<f64> = (0..n * k)
         .map(|t| {
             let (i, j) = (t / k, t % k);
@@ -1092,7 +1091,7 @@ fn regression_rank_zero_reconstruction_multiplies_garbage() {
     };
     let bad_out = w.iter().filter(|v| **v != 0.0).count();
     // The reconstruction error of W by nothing is ||W|| / ||W|| = 1, with a workspace full of NaN.
-    let wv = Lcg(81).vec((n * m) as usize);
+    let wv = seeded(81).uniform_vec((n * m) as usize);
     let mut r = [0f64; 1];
     unsafe {
         let mut need = 0usize;
@@ -1181,8 +1180,8 @@ fn regression_read_vector_empty_vector_huge_batch() {
 #[test]
 fn regression_svd_list_cross_problem_overlap_not_detected() {
     let c = Ctx::cpu();
-    let w0 = Lcg(61).vec(12);
-    let w1 = Lcg(62).vec(12);
+    let w0 = seeded(61).uniform_vec(12);
+    let w1 = seeded(62).uniform_vec(12);
     let s1 = poisoned64(3);
     let before = snap(&[&bytes_of(&w1), &bytes_of(&s1)]);
     let ws = [rm(&w0, F64, 4, 3), rm(&w1, F64, 4, 3)];

@@ -1,17 +1,15 @@
-//! The in-repo structured fuzzer: the harness of the cargo-fuzz targets (`fuzz/src/harness.rs`)
-//! driven by seeded pseudo-random inputs, so that it runs in every `cargo test` on stable Rust
+//! The in-repo structured fuzzer: the harness of the cargo-fuzz targets
+//! (`osft_test_support::fuzz`) driven by seeded pseudo-random inputs, so that it runs in every `cargo test` on stable Rust
 //! with no extra tools. It also replays the committed regression inputs in `fuzz/regressions/`
 //! and, when present, the local cargo-fuzz corpus in `fuzz/corpus/`.
 //!
 //! `OSFT_FUZZ_ITERS=N` sets the inputs per op (default 2000); `OSFT_FUZZ_SEED=S` the first seed;
 //! `OSFT_FUZZ_SECONDS=T` runs each op for `T` seconds instead (what `scripts/fuzz.sh` falls back to).
 
-#[path = "../fuzz/src/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+
+use osft_test_support::fuzz as harness;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

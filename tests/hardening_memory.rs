@@ -2,14 +2,13 @@
 //! context's cached workspace is bounded by the largest need seen and released on request.
 //! One test function, so that nothing else runs in this process while RSS is measured.
 
-mod hardening_support;
-
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
-use hardening_support::*;
 use osft::ffi::osft_status::*;
 use osft::ffi::*;
+use osft_test_support::capi::*;
+use osft_test_support::{seeded, Draw};
 
 fn ok(st: osft_status) {
     assert_eq!(st, OSFT_STATUS_OK, "{}", msg());
@@ -111,12 +110,12 @@ fn memory_is_bounded() {
 
 fn no_rss_growth_over_100k_calls() {
     let c = Ctx::cpu();
-    let mut g = Lcg(1);
+    let mut g = seeded(1);
     let mut d = Small {
         u: basis(&c, 2, 8, 2).iter().map(|v| *v as f32).collect(),
-        x: g.vec32(48),
+        x: g.uniform_vec32(48),
         out: vec![0.0; 48],
-        w: g.vec(24),
+        w: g.uniform_vec(24),
         s: vec![0.0; 4],
         uh: vec![0.0; 12],
         vh: vec![0.0; 8],
@@ -156,14 +155,14 @@ fn no_rss_growth_over_100k_calls() {
 fn workspace_is_bounded_and_released() {
     let c = Ctx::cpu();
     assert_eq!(held(&c), 0, "a new context holds no workspace");
-    let mut g = Lcg(3);
+    let mut g = seeded(3);
     // Ops of growing and shrinking needs: the cache is the largest need so far, never more.
     let sizes = [(16i64, 8i64), (64, 32), (8, 4), (200, 100), (32, 16), (200, 100), (4, 4)];
     let mut max_need = 0usize;
     for (n, m) in sizes {
-        let w = g.vec((n * m) as usize);
+        let w = g.uniform_vec((n * m) as usize);
         let s = vec![0f64; m as usize];
-        let x = g.vec((n * m * 2) as usize);
+        let x = g.uniform_vec((n * m * 2) as usize);
         let u = basis(&c, 4, n as usize, 2);
         // Column-strided X: projection stages it through the workspace.
         let xd = mat(x.as_ptr(), F64, n, m, 2 * m, 2);
@@ -181,7 +180,7 @@ fn workspace_is_bounded_and_released() {
     }
     // Repeating the largest op does not grow it.
     let (n, m) = (200i64, 100i64);
-    let w = g.vec((n * m) as usize);
+    let w = g.uniform_vec((n * m) as usize);
     let s = vec![0f64; m as usize];
     for _ in 0..50 {
         unsafe { ok(osft_svd(c.0, &rm(&w, F64, n, m), null(), &rm(&s, F64, m, 1), null(), F64)) };
@@ -190,7 +189,7 @@ fn workspace_is_bounded_and_released() {
     // Release: nothing held; the next op allocates only what it needs.
     unsafe { ok(osft_context_release_workspace(c.0)) };
     assert_eq!(held(&c), 0);
-    let small = g.vec(12);
+    let small = g.uniform_vec(12);
     let ss = vec![0f64; 3];
     let mut need = 0usize;
     unsafe {
@@ -201,7 +200,7 @@ fn workspace_is_bounded_and_released() {
 
     // A large workspace (> 64 MiB: always its own mapping) is returned to the system on release.
     let (n, m) = (1i64 << 17, 64i64);
-    let big = g.vec32((n * m) as usize);
+    let big = g.uniform_vec32((n * m) as usize);
     let s = vec![0f32; m as usize];
     let mut need = 0usize;
     unsafe { ok(osft_svd_workspace_size(c.0, &rm(&big, F32, n, m), F64, &mut need)) };

@@ -6,15 +6,14 @@
 //!
 //! `OSFT_THREADS_ROUNDS=N` sets the rounds per thread (default 25).
 
-mod hardening_support;
-
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use hardening_support::*;
 use osft::ffi::osft_status::*;
 use osft::ffi::*;
+use osft_test_support::capi::*;
+use osft_test_support::{seeded, Draw};
 
 const THREADS: usize = 8;
 
@@ -40,15 +39,15 @@ fn inputs() -> Inputs {
     let u = basis(&c, 1, 256, 24);
     let vt = basis(&c, 2, 24, 10);
     Inputs {
-        w32: Lcg(3).vec32(2 * 24 * 16),
-        w64: Lcg(4).vec(40 * 32),
+        w32: seeded(3).uniform_vec32(2 * 24 * 16),
+        w64: seeded(4).uniform_vec(40 * 32),
         u32_: u.iter().map(|v| *v as f32).collect(),
-        x32: Lcg(5).vec32(3 * 256 * 192),
+        x32: seeded(5).uniform_vec32(3 * 256 * 192),
         ub: basis(&c, 6, 20, 12),
         vb: (0..10).flat_map(|t| (0..24).map(move |j| (t, j))).map(|(t, j)| vt[j * 10 + t]).collect(),
-        x64: Lcg(7).vec(20 * 24),
-        big: Lcg(8).vec(128 * 96),
-        acts: Lcg(9).vec32(50 * 16),
+        x64: seeded(7).uniform_vec(20 * 24),
+        big: seeded(8).uniform_vec(128 * 96),
+        acts: seeded(9).uniform_vec32(50 * 16),
     }
 }
 

@@ -4,18 +4,13 @@
 //! computed with the context's own workspace. Ops that stream a batch (SVD, decomposition)
 //! also run with their plan's minimum, the one-matrix share, and refuse one byte less.
 
-#[allow(dead_code)] // each test file uses part of the shared support
-mod common;
-
-use common::*;
 use osft::ops::decompose::{DecomposePlan, Parts};
 use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
 use osft::ops::svd::{SvdOut, SvdPlan, SvdProblem};
 use osft::ops::Plan;
 use osft::{Context, DType, Error, Projector, Side, Strategy};
-use rand::rngs::StdRng;
-use rand::Rng;
+use osft_test_support::*;
 
 /// Rounds of random descriptors per op.
 const ROUNDS: usize = 12;

@@ -2,11 +2,9 @@
 //! shapes, layouts, dtypes, batches, in and out of place; the cached-projector strategy; the
 //! two-phase sharded form against the unsharded result.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::ops::project::{Bases, Strategy};
 use osft::{bf16, f16, Context, DType, Element, Side};
+use osft_test_support::*;
 
 fn reference(side: Side, u: &M, v: &M, x: &M) -> M {
     let mut y = x.clone();
@@ -38,7 +36,7 @@ struct Case {
     out: Option<Layout>,
 }
 
-fn run_case<T: Element>(ctx: &Context, rng: &mut rand::rngs::StdRng, c: &Case) {
+fn run_case<T: Element>(ctx: &Context, rng: &mut StdRng, c: &Case) {
     let us: Vec<M> = (0..c.batch).map(|_| orthonormal(rng, c.n, c.ku).round::<T>()).collect();
     let vs: Vec<M> = (0..c.batch).map(|_| orthonormal(rng, c.m, c.kv).t().round::<T>()).collect();
     let xs: Vec<M> = (0..c.batch).map(|_| randn(rng, c.n, c.m).round::<T>()).collect();
@@ -246,14 +244,7 @@ fn auto_strategy_follows_the_flop_count_and_memory_cap() {
 
 /// Split rows (left) or columns (right) of the basis and X across `shards`, compute partial
 /// coefficients per shard, sum them (the all-reduce), apply per shard: equals the unsharded result.
-fn sharded<T: Element, C: Element>(
-    rng: &mut rand::rngs::StdRng,
-    side: Side,
-    n: usize,
-    m: usize,
-    k: usize,
-    shards: &[usize],
-) {
+fn sharded<T: Element, C: Element>(rng: &mut StdRng, side: Side, n: usize, m: usize, k: usize, shards: &[usize]) {
     let ctx = Context::cpu();
     let left = side == Side::Left;
     let basis = if left { orthonormal(rng, n, k) } else { orthonormal(rng, m, k).t() }.round::<T>();
@@ -393,9 +384,8 @@ fn leakage_of_a_batch_is_per_entry_and_zero_x_gives_zero() {
 /// / `N x 1`; several fixed seeds plus the run's own.
 #[test]
 fn half_type_projection_is_complete_within_unit_roundoff() {
-    use rand::SeedableRng;
     let ctx = Context::cpu();
-    let mut seeds: Vec<rand::rngs::StdRng> = (1..=4u64).map(rand::rngs::StdRng::seed_from_u64).collect();
+    let mut seeds: Vec<StdRng> = (1..=4u64).map(seeded).collect();
     seeds.push(rng());
     // (side, n, m, k): k columns of U (left) or rows of V (right).
     let shapes = [
@@ -420,14 +410,7 @@ fn half_type_projection_is_complete_within_unit_roundoff() {
     }
 }
 
-fn check_half_projection<T: Element>(
-    ctx: &Context,
-    rng: &mut rand::rngs::StdRng,
-    side: Side,
-    n: usize,
-    m: usize,
-    k: usize,
-) {
+fn check_half_projection<T: Element>(ctx: &Context, rng: &mut StdRng, side: Side, n: usize, m: usize, k: usize) {
     let what = format!("{} {side:?} {n}x{m} k={k}", T::DTYPE.name());
     let x = randn(rng, n, m).round::<T>();
     let (basis, bshape) = if side == Side::Left {

@@ -1,16 +1,14 @@
 //! Reconstruction against `U_h diag(S_h) V_h + U_l diag(S_l) V_l` in f64; rank-selection rules on
 //! hand-checkable spectra; layer importance against an f64 reference.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::ops::reconstruct::Term;
 use osft::{adaptive_ranks, bf16, f16, select_rank, Context, DType, Element, RankRule};
+use osft_test_support::*;
 
 #[allow(clippy::too_many_arguments)] // one case of the sweep: shape, ranks, batch, layouts, compute
 fn run_reconstruct<TP: Element, TO: Element>(
     ctx: &Context,
-    rng: &mut rand::rngs::StdRng,
+    rng: &mut StdRng,
     n: usize,
     m: usize,
     kh: usize,
@@ -20,7 +18,7 @@ fn run_reconstruct<TP: Element, TO: Element>(
     lo: Layout,
     compute: DType,
 ) {
-    let mk = |rng: &mut rand::rngs::StdRng, r: usize| -> (Vec<M>, Vec<M>, Vec<M>) {
+    let mk = |rng: &mut StdRng, r: usize| -> (Vec<M>, Vec<M>, Vec<M>) {
         let us = (0..batch).map(|_| randn(rng, n, r).round::<TP>()).collect();
         let ss = (0..batch)
             .map(|_| M { r, c: 1, d: (0..r).map(|i| (r - i) as f64 * 0.75).collect() }.round::<TP>())

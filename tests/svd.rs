@@ -3,12 +3,10 @@
 //! reproduces `W`. Together these determine `S` uniquely, so no second SVD is needed as a
 //! reference. Run over shapes, layouts, input/output dtypes and batches.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::ops::decompose::Parts;
 use osft::ops::svd::{SvdOut, SvdProblem};
 use osft::{bf16, f16, Context, DType, Element};
+use osft_test_support::*;
 
 /// Tolerance for an SVD of an `n x m` matrix computed in `compute` and stored in `out`:
 /// backward error `O(max(n, m) u_compute)` plus the rounding of the stored factors,

@@ -7,9 +7,6 @@
 //! an explicit choice is honoured, that the randomized SVD receives `k`, and that the math mode
 //! reaches every data GEMM as its compute type (and no diagnostic GEMM).
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::exec::cpu::CpuExecutor;
 use osft::exec::trace::{Call, Recording};
 use osft::exec::{ComputeType, GESVDR_ITERATIONS};
@@ -17,6 +14,7 @@ use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
 use osft::ops::svd::SvdOut;
 use osft::{Context, DType, Element, Error, MathMode, Side, Status, SvdAlgorithm};
+use osft_test_support::*;
 use std::sync::Arc;
 
 const EXPLICIT: [SvdAlgorithm; 5] = [
@@ -326,7 +324,7 @@ fn math_mode_reaches_every_data_gemm_and_no_diagnostic() {
     let project = |ctx: &Context, dt: DType| -> Vec<f64> {
         macro_rules! run {
             ($t:ty) => {{
-                let mut u = Buf::<$t>::from(&orthonormal(&mut rng_for(1), n, k), Layout::ColMajor);
+                let mut u = Buf::<$t>::from(&orthonormal(&mut seeded(1), n, k), Layout::ColMajor);
                 let mut x = Buf::<$t>::from(&x0, Layout::RowMajor);
                 let (ud, xd) = (u.desc(), x.desc());
                 unsafe { ctx.project_raw(Side::Left, &Bases { u: Some(&ud), v: None }, &xd, None) }.unwrap();
@@ -371,11 +369,6 @@ fn math_mode_reaches_every_data_gemm_and_no_diagnostic() {
     unsafe { ctx.leakage_raw(Side::Left, &uu.desc(), &x.desc()) }.unwrap();
     let c = gemm_computes(&rec.take());
     assert!(!c.is_empty() && c.iter().all(|c| *c == ComputeType::F32), "diagnostics stay exact: {c:?}");
-}
-
-fn rng_for(seed: u64) -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 #[test]

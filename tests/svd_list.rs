@@ -6,15 +6,13 @@
 //! support), and non-convergence injected per matrix to check that it names the right problem and
 //! matrix.
 
-#[allow(dead_code)] // each test binary uses part of the support
-mod common;
-use common::*;
 use osft::desc::{Device, MatDesc};
 use osft::exec::cpu::CpuExecutor;
 use osft::exec::trace::{Call, Recording};
 use osft::exec::*;
 use osft::ops::svd::{SvdOut, SvdProblem};
 use osft::{Context, DType, Element, Error, SvdAlgorithm};
+use osft_test_support::*;
 use std::sync::Arc;
 
 /// The problems: one above 32 x 32 (`Qr` under `Auto`), a wide one and a square one that fit

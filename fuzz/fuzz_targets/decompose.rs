@@ -1,3 +1,3 @@
-//! Fuzz target `decompose`: see `fuzz/src/harness.rs`.
+//! Fuzz target `decompose`: see `osft-test-support/src/fuzz.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(1, data));

@@ -1,3 +1,3 @@
-//! Fuzz target `svd`: see `fuzz/src/harness.rs`.
+//! Fuzz target `svd`: see `osft-test-support/src/fuzz.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(0, data));

@@ -1,3 +1,3 @@
-//! Fuzz target `two_phase`: see `fuzz/src/harness.rs`.
+//! Fuzz target `two_phase`: see `osft-test-support/src/fuzz.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(3, data));

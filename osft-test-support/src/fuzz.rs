@@ -1,6 +1,7 @@
 //! Structured fuzz harness over the osft C ABI (CPU backend), shared by the cargo-fuzz targets in
-//! `fuzz/fuzz_targets/` and by the deterministic in-repo fuzzer `tests/hardening_fuzz.rs` (which
-//! includes this file with `#[path]`). It depends on nothing but `osft` and std.
+//! `fuzz/fuzz_targets/` (the fuzz crate depends on this one) and by the deterministic in-repo
+//! fuzzer `tests/hardening_fuzz.rs`. It uses nothing but `osft`, std, and, for the in-repo
+//! fuzzer's inputs only ([`random_input`]), the test generator.
 //!
 //! One input (any byte string) is read as a sequence of choices: the op's shapes, dtypes, layouts
 //! (row-/column-major, padded, strided with gaps, batch-innermost), batch counts and broadcasts,
@@ -35,6 +36,8 @@ use std::ptr::{null, null_mut};
 use osft::ffi::osft_status::*;
 use osft::ffi::*;
 use osft::{bf16, f16};
+
+use crate::rng::{seeded, Draw, Rng};
 
 /// The fuzzed operations (fuzz target names).
 pub const OPS: [&str; 7] = ["svd", "decompose", "project", "two_phase", "reconstruct", "diagnostics", "desc"];
@@ -2110,16 +2113,10 @@ fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     Ok(())
 }
 
-/// Make `n` pseudo-random inputs of up to `len` bytes from `seed` (for the in-repo fuzzer).
+/// A pseudo-random input of up to `len` bytes (uniform length, uniform bytes) from the fixed
+/// stream [`seeded`]`(seed)`, for the in-repo fuzzer.
 pub fn random_input(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n = (s >> 7) as usize % (len + 1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 24) as u8
-        })
-        .collect()
+    let mut g = seeded(seed);
+    let n = g.random_range(0..=len);
+    g.bytes(n)
 }

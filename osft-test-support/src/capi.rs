@@ -1,6 +1,6 @@
-//! Helpers shared by the hardening tests (`tests/hardening*.rs`): C-ABI descriptors over Rust
-//! vectors, status checks, poisoned buffers, a timeout for calls that must not hang, RSS.
-#![allow(dead_code)]
+//! Helpers of the C-ABI tests (`tests/ffi.rs`, `tests/hardening*.rs`): descriptors over Rust
+//! vectors, status checks, poisoned buffers, a timeout for calls that must not hang, RSS, and
+//! address-space mappings.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use osft::ffi::osft_status::*;
 use osft::ffi::*;
+
+use crate::rng::{seeded, Draw};
 
 pub const F32: i32 = osft_dtype::OSFT_DTYPE_F32 as i32;
 pub const F64: i32 = osft_dtype::OSFT_DTYPE_F64 as i32;
@@ -84,21 +86,6 @@ impl Drop for Ctx {
 unsafe impl Send for Ctx {}
 unsafe impl Sync for Ctx {}
 
-/// A deterministic pseudo-random stream in [-1, 1).
-pub struct Lcg(pub u64);
-impl Lcg {
-    pub fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-    pub fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.next()).collect()
-    }
-    pub fn vec32(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next() as f32).collect()
-    }
-}
-
 pub fn bytes_of<T>(v: &[T]) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }.to_vec()
 }
@@ -137,10 +124,10 @@ pub fn rss_bytes() -> usize {
 }
 
 /// An orthonormal `n x k` basis (row-major f64), the top-`k` left singular vectors of a random
-/// matrix decomposed through the C ABI.
+/// matrix (the fixed stream [`seeded`]`(seed)`) decomposed through the C ABI.
 pub fn basis(ctx: &Ctx, seed: u64, n: usize, k: usize) -> Vec<f64> {
     let m = k.max(1) + 2;
-    let w = Lcg(seed).vec(n * m);
+    let w = seeded(seed).uniform_vec(n * m);
     let u = vec![0f64; n * k];
     unsafe {
         expect(
