@@ -129,7 +129,9 @@ typedef int32_t osft_status;
 
 /**
  * Element type of a matrix (`osft_matrix.dtype`) or a compute type (`compute` arguments:
- * F32 or F64 only). The values equal the Rust `osft::DType`.
+ * F32 or F64 only). The values equal the Rust `osft::DType`. On the CPU, every conversion into
+ * F16 or BF16 rounds once, to nearest with ties to even, from the exact value; the CUDA kernels
+ * round an f64 value through f32 first.
  */
 enum osft_dtype
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L

@@ -60,11 +60,28 @@ impl DType {
     }
 }
 
+/// `v` rounded to f32 by round-to-odd: truncated toward zero, with the last bit set when the
+/// result is inexact. f32 keeps at least two more bits than f16 and bf16, so rounding this value
+/// to nearest even is the single correct rounding of `v` (the round-to-odd argument); rounding
+/// `v` to f32 to nearest first could round twice and land on the wrong neighbour.
+fn round_to_odd_f32(v: f64) -> f32 {
+    let t = v as f32;
+    if v.is_nan() || t as f64 == v {
+        return t;
+    }
+    let mut bits = t.to_bits();
+    if (t as f64).abs() > v.abs() {
+        bits -= 1; // one step toward zero (the magnitude bits; the sign stays)
+    }
+    f32::from_bits(bits | 1)
+}
+
 /// A Rust element type osft can read and write.
 pub trait Element: Copy + Send + Sync + 'static + std::fmt::Debug {
     const DTYPE: DType;
     fn to_f64(self) -> f64;
-    /// Round to nearest (ties to even) from f64.
+    /// Round to nearest (ties to even) from f64, once: every cast osft makes goes through this
+    /// from the exact value (f32 and f64 sources are exact in f64).
     fn from_f64(v: f64) -> Self;
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
@@ -106,7 +123,7 @@ impl Element for f16 {
         f16::to_f64(self)
     }
     fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
+        f16::from_f32(round_to_odd_f32(v))
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
@@ -121,7 +138,7 @@ impl Element for bf16 {
         bf16::to_f64(self)
     }
     fn from_f64(v: f64) -> Self {
-        bf16::from_f64(v)
+        bf16::from_f32(round_to_odd_f32(v))
     }
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
