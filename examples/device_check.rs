@@ -2,7 +2,7 @@
 //! op on the CUDA executor against the CPU executor and an f64 reference, over shapes, layouts,
 //! dtypes and batches, with outputs poisoned (NaN) beforehand and padding checked afterwards;
 //! then the projection step captured in a CUDA graph and replayed. Prints one line per case and
-//! a closing `N passed, M failed`; exits non-zero on any failure.
+//! a closing `N passed, M failed, K skipped`; exits non-zero on any failure.
 //!
 //! Also: every explicit SVD algorithm (certificate and S against the f64 construction, the
 //! routines' preconditions, the randomized top-k decomposition against the optimal rank-k
@@ -14,12 +14,25 @@
 //! context's own workspace (one wave) and once with a caller workspace of exactly the queried
 //! size (several waves), against the CPU executor.
 //!
-//! `device_check [--quick]` (`--quick`: a small subset, for compute-sanitizer).
+//! `device_check [--quick] [--cpu] [--json PATH]`:
+//! - `--quick`: a small subset, for compute-sanitizer;
+//! - `--cpu`: the dry run on a machine without a GPU: the same cases with the CPU executor in the
+//!   GPU's place, the CUDA-only ones (graph capture) reported as `SKIP ...: skipped: no GPU`;
+//! - `--json PATH`: the results as one JSON document, rewritten (to `PATH.tmp`, then renamed)
+//!   after every case, so a run that is stopped leaves every case it finished; `"state"` is
+//!   `"running"` until the end, then `"complete"`. It also lists the CUDA libraries the process
+//!   had loaded (from `/proc/self/maps`).
+//!
+//! Every case runs under a panic guard (a panic is one failed case, the rest still run), and the
+//! contexts are dropped before the process exits (leak checkers see every buffer freed).
 
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
 
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use common::*;
@@ -31,10 +44,11 @@ use osft::ops::reconstruct::Term;
 use osft::ops::svd::{SvdOut, SvdProblem};
 use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, MathMode, Side, Status, SvdAlgorithm};
 
-/// A host buffer mirrored in device memory.
+/// A host buffer mirrored in the context's memory (device memory; host memory for `--cpu`).
 struct Dev<T: Element> {
     host: Buf<T>,
     buf: Buffer,
+    device: Device,
 }
 
 impl<T: Element> Dev<T> {
@@ -46,10 +60,10 @@ impl<T: Element> Dev<T> {
             ctx.executor().write_from_host(std::slice::from_raw_parts(host.data.as_ptr() as *const u8, bytes), buf.addr)
         }
         .expect("upload");
-        Dev { host, buf }
+        Dev { host, buf, device: ctx.executor().device() }
     }
     fn desc(&self) -> MatDesc {
-        MatDesc { addr: self.buf.addr, device: Device::Cuda(0), ..self.host.desc }
+        MatDesc { addr: self.buf.addr, device: self.device, ..self.host.desc }
     }
     /// The device contents, as a host `Buf` with the same layout.
     fn down(&self, ctx: &Context) -> Buf<T> {
@@ -66,12 +80,74 @@ impl<T: Element> Dev<T> {
     }
 }
 
+/// The cases so far: printed one line each, and kept as JSON in `json` (rewritten after every
+/// case).
 struct Report {
     passed: usize,
     failed: usize,
+    skipped: usize,
+    cases: Vec<String>,
+    json: Option<PathBuf>,
+    /// The document's fixed fields, as JSON members.
+    header: String,
+    start: Instant,
+    last: Instant,
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// The CUDA libraries this process has mapped (`/proc/self/maps`), one path each, sorted: which
+/// cuBLAS, cuSOLVER, NVRTC and driver were actually loaded. Empty where none was.
+fn loaded_cuda_libraries() -> Vec<String> {
+    const NAMES: [&str; 8] = [
+        "libcuda.",
+        "libcublas",
+        "libcusolver",
+        "libnvrtc",
+        "libnvJitLink",
+        "libcudart",
+        "libcusparse",
+        "libnvidia-ptxjit",
+    ];
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut libs: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| {
+            let file = p.rsplit('/').next().unwrap_or(p);
+            NAMES.iter().any(|n| file.starts_with(n))
+        })
+        .map(str::to_string)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
 }
 
 impl Report {
+    fn new(json: Option<PathBuf>, header: String) -> Report {
+        let now = Instant::now();
+        let rep = Report { passed: 0, failed: 0, skipped: 0, cases: vec![], json, header, start: now, last: now };
+        rep.flush("running");
+        rep
+    }
+
     fn case(&mut self, name: &str, ok: bool, detail: String) {
         if ok {
             self.passed += 1;
@@ -79,6 +155,64 @@ impl Report {
             self.failed += 1;
         }
         println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        self.record(if ok { "pass" } else { "fail" }, name, &detail);
+    }
+
+    /// A case that cannot run here (`why` says so: "skipped: no GPU").
+    fn skip(&mut self, name: &str, why: &str) {
+        self.skipped += 1;
+        println!("SKIP {name}: {why}");
+        self.record("skip", name, why);
+    }
+
+    fn record(&mut self, status: &str, name: &str, detail: &str) {
+        let secs = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        self.cases.push(format!(
+            "{{\"status\": {}, \"name\": {}, \"detail\": {}, \"seconds\": {secs:.3}}}",
+            json_str(status),
+            json_str(name),
+            json_str(detail)
+        ));
+        self.flush("running");
+    }
+
+    /// Writes the whole document (to `PATH.tmp`, renamed over `PATH`: never half a file).
+    fn flush(&self, state: &str) {
+        let Some(path) = &self.json else { return };
+        let libs: Vec<String> = loaded_cuda_libraries().iter().map(|l| json_str(l)).collect();
+        let doc = format!(
+            "{{{}, \"state\": {}, \"passed\": {}, \"failed\": {}, \"skipped\": {}, \"seconds\": {:.3},\n \"loaded_libraries\": [{}],\n \"cases\": [\n  {}\n ]}}\n",
+            self.header,
+            json_str(state),
+            self.passed,
+            self.failed,
+            self.skipped,
+            self.start.elapsed().as_secs_f64(),
+            libs.join(", "),
+            self.cases.join(",\n  ")
+        );
+        let tmp = path.with_extension("json.tmp");
+        if let Err(e) = std::fs::write(&tmp, doc).and_then(|_| std::fs::rename(&tmp, path)) {
+            eprintln!("device_check: cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Runs one group of cases; a panic in it is one failed case named `label`, and the context
+    /// settings a case changes are put back.
+    fn guard(&mut self, gpu: &Context, label: &str, f: impl FnOnce(&mut Report)) {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(self)));
+        if let Err(p) = r {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".into());
+            gpu.set_svd_algorithm(SvdAlgorithm::Auto);
+            gpu.set_math_mode(MathMode::Exact);
+            gpu.release_workspace();
+            self.case(label, false, format!("panicked: {msg}"));
+        }
     }
 }
 
@@ -146,6 +280,28 @@ fn project_case<T: Element>(
         worst_ref <= tol && worst_cpu <= 2.0 * tol && pad,
         format!("vs f64 {worst_ref:.2e}, vs cpu {worst_cpu:.2e}, tol {tol:.1e}, padding untouched {pad}"),
     );
+}
+
+/// `n x k` with orthonormal columns, as the test support's `orthonormal` (modified
+/// Gram-Schmidt, twice, in f64 on a Gaussian matrix) but over the contiguous rows of the
+/// transpose: the same arithmetic, many times faster at the sizes checked here, so that the
+/// host-side references do not eat the device check's time.
+fn orthonormal(rng: &mut rand::rngs::StdRng, n: usize, k: usize) -> M {
+    assert!(k <= n);
+    let mut q = randn(rng, k, n); // row j is column j of the result
+    for _pass in 0..2 {
+        for j in 0..k {
+            let (done, rest) = q.d.split_at_mut(j * n);
+            let col = &mut rest[..n];
+            for prev in done.chunks_exact(n) {
+                let dot: f64 = col.iter().zip(prev).map(|(a, b)| a * b).sum();
+                col.iter_mut().zip(prev).for_each(|(a, b)| *a -= dot * b);
+            }
+            let nrm = col.iter().map(|a| a * a).sum::<f64>().sqrt();
+            col.iter_mut().for_each(|a| *a /= nrm);
+        }
+    }
+    q.t()
 }
 
 fn u_of(d: DType) -> f64 {
@@ -308,10 +464,15 @@ fn diagnostics_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Repor
 }
 
 /// Capture one projection step in a CUDA graph on a caller stream with a caller workspace,
-/// replay it, and compare with the reference.
+/// replay it, and compare with the reference. Everything it creates (stream, graph, its
+/// instance, the workspace) is released before it returns, on success and on failure alike.
 fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
     use cudarc::driver::sys as cu;
-    let gpu = Context::cuda(0).unwrap();
+    const NAME: &str = "projection captured in a CUDA graph and replayed";
+    let gpu = match Context::cuda(0) {
+        Ok(c) => c,
+        Err(e) => return rep.case(NAME, false, format!("cuda context: {e}")),
+    };
     let (n, m, k) = (512, 384, 128);
     let u = orthonormal(rng, n, k).round::<f32>();
     let x = randn(rng, n, m).round::<f32>();
@@ -319,28 +480,31 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
         (Dev::up(&gpu, Buf::<f32>::from(&u, Layout::RowMajor)), Dev::up(&gpu, Buf::<f32>::from(&x, Layout::RowMajor)));
     let (ud, xd) = (du.desc(), dx.desc());
     let bases = Bases { u: Some(&ud), v: None };
+    let mut stream: cu::CUstream = std::ptr::null_mut();
+    let mut graph: cu::CUgraph = std::ptr::null_mut();
+    let mut exec: cu::CUgraphExec = std::ptr::null_mut();
+    let mut ws: Option<Buffer> = None;
     let result = (|| -> Result<f64, String> {
+        // SAFETY: plain driver calls on handles created here; the workspace buffer outlives its
+        // use by the context (released below before it is freed).
         unsafe {
-            let mut stream = std::ptr::null_mut();
             if cu::cuStreamCreate(&mut stream, 1) != cu::CUresult::CUDA_SUCCESS {
                 return Err("cuStreamCreate".into());
             }
             gpu.set_stream(stream as usize).map_err(|e| e.to_string())?;
             let need = gpu.project_workspace_size(Side::Left, &bases, &xd, None).map_err(|e| e.to_string())?;
-            let ws = gpu.executor().alloc(need).map_err(|e| e.to_string())?;
-            gpu.set_workspace(ws.addr, need).map_err(|e| e.to_string())?;
+            let buf = ws.insert(gpu.executor().alloc(need).map_err(|e| e.to_string())?);
+            gpu.set_workspace(buf.addr, need).map_err(|e| e.to_string())?;
             let r = cu::cuStreamBeginCapture_v2(stream, cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
             if r != cu::CUresult::CUDA_SUCCESS {
                 return Err(format!("cuStreamBeginCapture: {r:?}"));
             }
             let p = gpu.project_raw(Side::Left, &bases, &xd, None);
-            let mut graph = std::ptr::null_mut();
             let r = cu::cuStreamEndCapture(stream, &mut graph);
             p.map_err(|e| format!("project during capture: {e}"))?;
             if r != cu::CUresult::CUDA_SUCCESS {
                 return Err(format!("cuStreamEndCapture: {r:?} (the projection did something not capturable)"));
             }
-            let mut exec = std::ptr::null_mut();
             if cu::cuGraphInstantiateWithFlags(&mut exec, graph, 0) != cu::CUresult::CUDA_SUCCESS {
                 return Err("cuGraphInstantiate".into());
             }
@@ -352,14 +516,32 @@ fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
             }
             let y = dx.down(&gpu).get(0);
             let want = x.sub(&u.mul(&u.t().mul(&x)));
-            gpu.set_workspace(0, 0).ok();
-            drop(ws);
             Ok(y.sub(&want).fro() / x.fro())
         }
     })();
+    // Teardown, in dependency order: the context lets go of the caller workspace and stream
+    // first, then the workspace, the graph instance, the graph and the stream are destroyed.
+    gpu.release_workspace();
+    drop(ws);
+    let _ = gpu.set_stream(0);
+    // SAFETY: each handle was created above (null where creation did not happen) and is no
+    // longer used by the context.
+    unsafe {
+        if !exec.is_null() {
+            cu::cuGraphExecDestroy(exec);
+        }
+        if !graph.is_null() {
+            cu::cuGraphDestroy(graph);
+        }
+        if !stream.is_null() {
+            cu::cuStreamSynchronize(stream);
+            cu::cuStreamDestroy_v2(stream);
+        }
+    }
+    drop((du, dx));
     match result {
-        Ok(e) => rep.case("projection captured in a CUDA graph and replayed", e <= 1e-5, format!("vs f64 {e:.2e}")),
-        Err(e) => rep.case("projection captured in a CUDA graph and replayed", false, e),
+        Ok(e) => rep.case(NAME, e <= 1e-5, format!("vs f64 {e:.2e}")),
+        Err(e) => rep.case(NAME, false, e),
     }
 }
 
@@ -641,13 +823,8 @@ fn svd_list_case<T: Element>(
             );
             bufs.push((Dev::up(ctx, hosts.0), Dev::up(ctx, hosts.1), Dev::up(ctx, hosts.2), Dev::up(ctx, hosts.3)));
         }
-        let descs: Vec<(MatDesc, MatDesc, MatDesc, MatDesc)> = bufs
-            .iter()
-            .map(|(w, u, s, v)| {
-                let d = |x: &MatDesc| if on_gpu { *x } else { MatDesc { device: Device::Host, ..*x } };
-                (d(&w.desc()), d(&u.desc()), d(&s.desc()), d(&v.desc()))
-            })
-            .collect();
+        let descs: Vec<(MatDesc, MatDesc, MatDesc, MatDesc)> =
+            bufs.iter().map(|(w, u, s, v)| (w.desc(), u.desc(), s.desc(), v.desc())).collect();
         let problems: Vec<SvdProblem> =
             descs.iter().map(|(w, u, s, v)| SvdProblem { w, out: SvdOut { u: Some(u), s, vt: Some(v) } }).collect();
         let mut space = None;
@@ -698,19 +875,90 @@ fn svd_list_case<T: Element>(
     rep.case(&name, ok, format!("certificate {worst_cert:.2} x tol, vs cpu {worst_cpu:.2} x tol (tol up to {tol_max:.1e}), padding untouched, {ms:.2} ms"));
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let gpu = match Context::cuda(0) {
-        Ok(c) => c,
+struct Args {
+    quick: bool,
+    cpu: bool,
+    json: Option<PathBuf>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args { quick: false, cpu: false, json: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--quick" => a.quick = true,
+            "--cpu" => a.cpu = true,
+            "--json" => a.json = Some(it.next().ok_or("--json needs a path")?.into()),
+            _ => return Err(format!("unknown argument {x:?} (usage: device_check [--quick] [--cpu] [--json PATH])")),
+        }
+    }
+    Ok(a)
+}
+
+/// The seed of this run: `OSFT_TEST_SEED` when set, else a fresh one (printed and recorded so a
+/// failure can be replayed).
+fn seed() -> u64 {
+    std::env::var("OSFT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        use rand::Rng;
+        rand::rng().random::<u64>()
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match args() {
+        Ok(a) => a,
         Err(e) => {
-            println!("FAIL cuda context: {e}");
-            println!("0 passed, 1 failed");
-            std::process::exit(1);
+            eprintln!("device_check: {e}");
+            return ExitCode::from(2);
         }
     };
+    let seed = seed();
+    eprintln!("OSFT_TEST_SEED={seed}");
+    let mode = match (args.cpu, args.quick) {
+        (false, false) => "full",
+        (false, true) => "quick",
+        (true, false) => "cpu dry run",
+        (true, true) => "cpu dry run, quick",
+    };
+    let header = format!(
+        "\"part\": \"device_check\", \"mode\": {}, \"seed\": {seed}, \"osft\": {}",
+        json_str(mode),
+        json_str(env!("CARGO_PKG_VERSION"))
+    );
+    let mut rep = Report::new(args.json.clone(), header);
+    let gpu = if args.cpu {
+        Context::cpu()
+    } else {
+        match Context::cuda(0) {
+            Ok(c) => c,
+            Err(e) => {
+                rep.case("cuda context", false, e.to_string());
+                println!("0 passed, 1 failed, 0 skipped");
+                rep.flush("complete");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    println!("device_check: {mode}, executor under test: {}, seed {seed}", gpu.executor().name());
     let cpu = Context::cpu();
-    let mut rng = rng();
-    let mut rep = Report { passed: 0, failed: 0 };
+    run_cases(&gpu, &cpu, &mut rep, &args, seed);
+    println!("{} passed, {} failed, {} skipped", rep.passed, rep.failed, rep.skipped);
+    for lib in loaded_cuda_libraries() {
+        println!("loaded: {lib}");
+    }
+    rep.flush("complete");
+    let code = if rep.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    // The contexts go before the process exits, the CUDA one first: a leak checker then sees
+    // every buffer and handle released.
+    drop(gpu);
+    drop(cpu);
+    code
+}
+
+fn run_cases(gpu: &Context, cpu: &Context, rep: &mut Report, args: &Args, seed: u64) {
+    let quick = args.quick;
+    let mut rng: rand::rngs::StdRng = seeded(seed);
+    let rng = &mut rng;
     let shapes: &[(usize, usize, usize)] = if quick {
         &[(64, 48, 16)]
     } else {
@@ -719,13 +967,15 @@ fn main() {
     for &(n, m, k) in shapes {
         for side in [Side::Left, Side::Right, Side::Both] {
             for lx in [Layout::RowMajor, Layout::ColMajor, Layout::Spaced] {
-                project_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 1, lx, false);
-                if quick {
-                    continue;
-                }
-                project_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 3, lx, true);
-                project_case::<bf16>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 4, lx, false);
-                project_case::<f16>(&gpu, &cpu, &mut rng, &mut rep, side, n, m, k, 1, lx, true);
+                rep.guard(gpu, &format!("project {side:?} {n}x{m} k={k} {lx:?}"), |rep| {
+                    project_case::<f32>(gpu, cpu, rng, rep, side, n, m, k, 1, lx, false);
+                    if quick {
+                        return;
+                    }
+                    project_case::<f64>(gpu, cpu, rng, rep, side, n, m, k, 3, lx, true);
+                    project_case::<bf16>(gpu, cpu, rng, rep, side, n, m, k, 4, lx, false);
+                    project_case::<f16>(gpu, cpu, rng, rep, side, n, m, k, 1, lx, true);
+                });
             }
         }
     }
@@ -735,13 +985,15 @@ fn main() {
         &[(1, 1, 1), (16, 12, 5), (12, 16, 5), (32, 32, 64), (70, 40, 2), (40, 70, 1), (512, 512, 1), (2048, 1024, 1)]
     };
     for &(n, m, b) in svd_shapes {
-        svd_case::<f32, f32>(&gpu, &mut rng, &mut rep, n, m, b, Layout::RowMajor, DType::F32);
-        if !quick {
-            svd_case::<f64, f64>(&gpu, &mut rng, &mut rep, n, m, b, Layout::ColMajor, DType::F64);
-            svd_case::<bf16, f32>(&gpu, &mut rng, &mut rep, n, m, b, Layout::Spaced, DType::F32);
-        }
+        rep.guard(gpu, &format!("svd {n}x{m} batch={b}"), |rep| {
+            svd_case::<f32, f32>(gpu, rng, rep, n, m, b, Layout::RowMajor, DType::F32);
+            if !quick {
+                svd_case::<f64, f64>(gpu, rng, rep, n, m, b, Layout::ColMajor, DType::F64);
+                svd_case::<bf16, f32>(gpu, rng, rep, n, m, b, Layout::Spaced, DType::F32);
+            }
+        });
     }
-    decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 96, 64, 24);
+    rep.guard(gpu, "decompose+reconstruct 96x64", |rep| decompose_reconstruct_case(gpu, rng, rep, 96, 64, 24));
     // Every explicit SVD algorithm, the reduced math modes, the grouped GEMM.
     let alg_shapes: &[(usize, usize, usize)] = if quick {
         &[(24, 16, 3)]
@@ -759,34 +1011,41 @@ fn main() {
             if alg == SvdAlgorithm::JacobiBatched && n.max(m) > 32 {
                 continue;
             }
-            algorithm_case(&gpu, &mut rng, &mut rep, alg, n, m, b, DType::F32);
-            if !quick {
-                algorithm_case(&gpu, &mut rng, &mut rep, alg, n, m, b, DType::F64);
-            }
+            rep.guard(gpu, &format!("svd algorithm {alg:?} {n}x{m} batch={b}"), |rep| {
+                algorithm_case(gpu, rng, rep, alg, n, m, b, DType::F32);
+                if !quick {
+                    algorithm_case(gpu, rng, rep, alg, n, m, b, DType::F64);
+                }
+            });
         }
     }
-    algorithm_refusals_case(&gpu, &mut rep);
-    randomized_case(&gpu, &mut rng, &mut rep, 300, 200, 8, DType::F32);
+    rep.guard(gpu, "svd algorithm preconditions", |rep| algorithm_refusals_case(gpu, rep));
+    rep.guard(gpu, "randomized 300x200", |rep| randomized_case(gpu, rng, rep, 300, 200, 8, DType::F32));
     for mode in [MathMode::Exact, MathMode::Tf32, MathMode::Bf16] {
-        math_mode_case(&gpu, &mut rng, &mut rep, mode, 1024, 512, 64);
+        rep.guard(gpu, &format!("math mode {mode:?}"), |rep| math_mode_case(gpu, rng, rep, mode, 1024, 512, 64));
     }
-    grouped_gemm_case(&gpu, &cpu, &mut rep);
+    rep.guard(gpu, "gemm_grouped", |rep| grouped_gemm_case(gpu, cpu, rep));
     // Lists of shapes on the grouped path: Auto mixes Xgesvd and gesvdjBatched in one wave.
     for waves in [false, true] {
-        svd_list_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Auto, waves);
-        if !quick {
-            svd_list_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Auto, waves);
-            svd_list_case::<f64>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Jacobi, waves);
-            svd_list_case::<f32>(&gpu, &cpu, &mut rng, &mut rep, SvdAlgorithm::Polar, waves);
-        }
+        rep.guard(gpu, &format!("svd_list waves={waves}"), |rep| {
+            svd_list_case::<f32>(gpu, cpu, rng, rep, SvdAlgorithm::Auto, waves);
+            if !quick {
+                svd_list_case::<f64>(gpu, cpu, rng, rep, SvdAlgorithm::Auto, waves);
+                svd_list_case::<f64>(gpu, cpu, rng, rep, SvdAlgorithm::Jacobi, waves);
+                svd_list_case::<f32>(gpu, cpu, rng, rep, SvdAlgorithm::Polar, waves);
+            }
+        });
     }
-    if !quick {
-        randomized_case(&gpu, &mut rng, &mut rep, 1024, 2048, 32, DType::F64);
-        decompose_reconstruct_case(&gpu, &mut rng, &mut rep, 300, 700, 150);
-        shard_case(&gpu, &mut rng, &mut rep);
-        diagnostics_case(&gpu, &mut rng, &mut rep);
-        graph_case(&mut rng, &mut rep);
+    if quick {
+        return;
     }
-    println!("{} passed, {} failed", rep.passed, rep.failed);
-    std::process::exit(if rep.failed == 0 { 0 } else { 1 });
+    rep.guard(gpu, "randomized 1024x2048", |rep| randomized_case(gpu, rng, rep, 1024, 2048, 32, DType::F64));
+    rep.guard(gpu, "decompose+reconstruct 300x700", |rep| decompose_reconstruct_case(gpu, rng, rep, 300, 700, 150));
+    rep.guard(gpu, "sharded projection", |rep| shard_case(gpu, rng, rep));
+    rep.guard(gpu, "diagnostics", |rep| diagnostics_case(gpu, rng, rep));
+    if args.cpu {
+        rep.skip("projection captured in a CUDA graph and replayed", "skipped: no GPU");
+    } else {
+        rep.guard(gpu, "graph capture", |rep| graph_case(rng, rep));
+    }
 }
