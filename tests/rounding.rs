@@ -7,8 +7,7 @@
 //! values.
 
 use osft::{bf16, f16, Element};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use osft_test_support::{rng, Rng, StdRng};
 use rayon::prelude::*;
 
 /// The non-negative finite values of a 16-bit float format, indexed by bit pattern.
@@ -86,7 +85,7 @@ fn boundary_values(fmt: &Format, rng: &mut StdRng, count: usize) -> Vec<f64> {
 
 #[test]
 fn f64_to_half_types_rounds_once_to_nearest_even() {
-    let mut rng = StdRng::seed_from_u64(rand::rng().random());
+    let mut rng = rng();
     let (h, b) = (Format::new(5, 10), Format::new(8, 7));
     // The case that rounding through f32 gets wrong: just below f16's overflow threshold.
     check(&h, -65519.998, f16_of(-65519.998), "f16");
@@ -113,7 +112,7 @@ fn f64_to_half_types_rounds_once_to_nearest_even() {
 
 #[test]
 fn f32_to_f16_rounds_to_nearest_even_on_a_sample() {
-    let mut rng = StdRng::seed_from_u64(rand::rng().random());
+    let mut rng = rng();
     let h = Format::new(5, 10);
     for _ in 0..2_000_000 {
         let x = f32::from_bits(rng.random()) as f64;
