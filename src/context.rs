@@ -191,9 +191,9 @@ impl Context {
                     if self.exec.is_capturing()? {
                         let held = buf.as_ref().map_or(0, |b| b.bytes);
                         if held >= need.min {
-                            // What the context holds is enough to run (streamed): use it.
-                            let b = buf.as_ref().expect("held >= min > 0 or an empty need");
-                            let mut ws = Ws::over(b.addr, b.bytes, dev);
+                            // What the context holds (possibly nothing, for an op that needs
+                            // none) is enough to run, streamed: use it.
+                            let mut ws = buf.as_ref().map_or(Ws::over(0, 0, dev), |b| Ws::over(b.addr, b.bytes, dev));
                             // SAFETY: as below.
                             return unsafe { plan.run(&*self.exec, &mut ws) };
                         }

@@ -174,6 +174,19 @@ fn no_allocation_while_capturing() {
     let mut y: Vec<f32> = (0..16).map(|i| i as f32).collect();
     project(&ctx, 4, 4, 2, &mut y).unwrap();
     assert_eq!(y[..2], [0.0, 0.0], "the frozen columns were not removed");
+    // An op that needs no workspace runs on a fresh context during capture.
+    let fresh = Context::with_executor(exec.clone());
+    let (v, x) = (vec![1f32, 0.0, 0.0, 0.0], vec![1f32; 8]);
+    let mut coef = vec![f32::NAN; 2];
+    fresh
+        .project_partial(
+            Side::Right,
+            &MatRef::row_major(&v, 1, 4).unwrap(),
+            &MatRef::row_major(&x, 2, 4).unwrap(),
+            &mut MatMut::row_major(&mut coef, 2, 1).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(coef, [1.0, 1.0]);
     // A call that needs more is refused before anything is written, saying how to avoid it.
     let mut big = vec![1f32; 64 * 48];
     let before = big.clone();
