@@ -173,19 +173,16 @@ impl Executor for CudaExecutor {
             let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
             let mut off = 0usize;
             for g in &live {
-                let (sa, sb, scc) = (g.a.dtype.size(), g.b.dtype.size(), g.c.dtype.size());
-                Launch::new("osft_fill_ptrs")
-                    .arg(g.batch as i64)
-                    .arg(g.a.addr as u64)
-                    .arg((g.a.stride * sa) as i64)
-                    .arg(g.b.addr as u64)
-                    .arg((g.b.stride * sb) as i64)
-                    .arg(g.c.addr as u64)
-                    .arg((g.c.stride * scc) as i64)
-                    .arg((pa + (off * 8) as u64) as *mut u64)
-                    .arg((pb + (off * 8) as u64) as *mut u64)
-                    .arg((pc + (off * 8) as u64) as *mut u64)
-                    .run(&h, (blocks(g.batch), 1))?;
+                fill_ptrs_launch(
+                    g.batch,
+                    &g.a,
+                    &g.b,
+                    &g.c,
+                    pa + (off * 8) as u64,
+                    pb + (off * 8) as u64,
+                    pc + (off * 8) as u64,
+                )
+                .run(&h, (blocks(g.batch), 1))?;
                 off += g.batch;
             }
             // Host arrays, one entry per group (read by cuBLAS during the call).
@@ -246,22 +243,7 @@ impl Executor for CudaExecutor {
                 std::mem::swap(&mut s.row_stride, &mut s.col_stride);
                 std::mem::swap(&mut d.row_stride, &mut d.col_stride);
             }
-            let name = format!("osft_axpby_{}_{}", sfx(s.dtype), sfx(d.dtype));
-            Launch::new(name)
-                .arg(rows as i64)
-                .arg(cols as i64)
-                .arg(a.batch as i64)
-                .arg(a.alpha)
-                .arg(s.addr as *const c_void)
-                .arg(s.row_stride as i64)
-                .arg(s.col_stride as i64)
-                .arg(s.batch_stride as i64)
-                .arg(a.beta)
-                .arg(d.addr as *mut c_void)
-                .arg(d.row_stride as i64)
-                .arg(d.col_stride as i64)
-                .arg(d.batch_stride as i64)
-                .run(&h, (blocks(rows * cols * a.batch), 1))
+            axpby_launch(rows, cols, a.batch, a.alpha, &s, a.beta, &d).run(&h, (blocks(rows * cols * a.batch), 1))
         }
     }
 
@@ -273,21 +255,7 @@ impl Executor for CudaExecutor {
                 return Ok(());
             }
             let h = self.lock()?;
-            Launch::new(format!("osft_dgmm_{}", sfx(d.a.dtype)))
-                .arg(d.left as i32)
-                .arg(d.m as i64)
-                .arg(d.n as i64)
-                .arg(d.a.addr as *const c_void)
-                .arg(d.a.ld as i64)
-                .arg(d.a.stride as i64)
-                .arg(d.x as *const c_void)
-                .arg(d.incx as i64)
-                .arg(d.stride_x as i64)
-                .arg(d.c.addr as *mut c_void)
-                .arg(d.c.ld as i64)
-                .arg(d.c.stride as i64)
-                .arg(d.batch as i64)
-                .run(&h, (blocks(d.m * d.n * d.batch), 1))
+            dgmm_launch(d).run(&h, (blocks(d.m * d.n * d.batch), 1))
         }
     }
 
@@ -419,24 +387,12 @@ impl Executor for CudaExecutor {
             }
             let h = self.lock()?;
             let (l, r) = (s.left, s.right);
-            let name = format!("osft_sign_fix_{}", sfx(l.dtype));
             for b0 in (0..s.batch).step_by(65535) {
                 // Batches beyond gridDim.y's limit go in slices.
                 let nb = (s.batch - b0).min(65535);
                 let loff = b0 * l.batch_stride * l.dtype.size();
                 let roff = b0 * r.batch_stride * r.dtype.size();
-                Launch::new(name.as_str())
-                    .arg(l.len as i64)
-                    .arg((l.addr + loff) as *mut c_void)
-                    .arg(l.elem_stride as i64)
-                    .arg(l.vec_stride as i64)
-                    .arg(l.batch_stride as i64)
-                    .arg(r.len as i64)
-                    .arg((r.addr + roff) as *mut c_void)
-                    .arg(r.elem_stride as i64)
-                    .arg(r.vec_stride as i64)
-                    .arg(r.batch_stride as i64)
-                    .run(&h, (s.count as u32, nb as u32))?;
+                sign_fix_launch(&l, loff, &r, roff).run(&h, (s.count as u32, nb as u32))?;
             }
             Ok(())
         }
@@ -472,14 +428,7 @@ impl Executor for CudaExecutor {
                 return Ok(());
             }
             let h = self.lock()?;
-            Launch::new(format!("osft_add_diagonal_{}", sfx(a.dtype)))
-                .arg(n as i64)
-                .arg(a.addr as *mut c_void)
-                .arg(a.ld as i64)
-                .arg(a.stride as i64)
-                .arg(batch as i64)
-                .arg(alpha)
-                .run(&h, (blocks(n * batch), 1))
+            add_diagonal_launch(n, a, batch, alpha).run(&h, (blocks(n * batch), 1))
         }
     }
 
@@ -493,16 +442,7 @@ impl Executor for CudaExecutor {
             let out = self.alloc(count * 8)?;
             {
                 let h = self.lock()?;
-                Launch::new(format!("osft_cosine_{}", sfx(a.dtype)))
-                    .arg(a.len as i64)
-                    .arg(a.addr as *const c_void)
-                    .arg(a.elem_stride as i64)
-                    .arg(a.vec_stride as i64)
-                    .arg(b.addr as *const c_void)
-                    .arg(b.elem_stride as i64)
-                    .arg(b.vec_stride as i64)
-                    .arg(out.addr as *mut f64)
-                    .run(&h, (count as u32, 1))?;
+                cosine_launch(a, b, out.addr).run(&h, (count as u32, 1))?;
             }
             let mut bytes = vec![0u8; count * 8];
             self.read_to_host(out.addr, &mut bytes)?;

@@ -29,6 +29,12 @@
 //! same path. After the join the host waits for the caller's stream before the per-matrix host
 //! workspaces of the `X` routines are dropped; the flags' read-back synchronises once more.
 //!
+//! **Kernel launches.** Each kernel is launched through a typed argument builder: the arguments
+//! are Rust values (`i64`, `f64`, `*const c_void` / `*mut c_void` device addresses, ...) whose
+//! types are compared, in order, with the kernel's parameter list in [`signatures::FAMILIES`]
+//! before `cuLaunchKernel`; a mismatch is `Error::Internal` and nothing is launched. A test checks
+//! that table against `kernels.cu`, and every launch's arguments against the table, on the CPU.
+//!
 //! **Math mode.** The cuBLAS handle stays in `CUBLAS_DEFAULT_MATH`; the mode reaches each GEMM
 //! as its compute type (`CUBLAS_COMPUTE_32F`, `_32F_FAST_TF32`, `_32F_FAST_16BF`; f64 data
 //! `CUBLAS_COMPUTE_64F`), see [`MathMode`].
