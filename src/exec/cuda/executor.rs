@@ -64,6 +64,20 @@ impl Executor for CudaExecutor {
     fn stream(&self) -> usize {
         self.h.lock().map(|h| h.stream as usize).unwrap_or(0)
     }
+    fn is_capturing(&self) -> Result<bool> {
+        let h = self.lock()?;
+        let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: the stream belongs to the caller and outlives its use by contract; `status` is
+        // a local the call writes.
+        match unsafe { cu::cuStreamIsCapturing(h.stream, &mut status) } {
+            // The legacy default stream, queried while another stream captures: capturing too.
+            cu::CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT => Ok(true),
+            r => {
+                cu_check(r, "cuStreamIsCapturing")?;
+                Ok(status != cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+            }
+        }
+    }
 
     unsafe fn gemm_strided_batched(&self, g: &GemmArgs) -> Result<()> {
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
