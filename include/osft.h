@@ -548,7 +548,9 @@ osft_status osft_context_get_stream(struct osft_context *ctx, void **stream);
  * writing anything. Size it with the `osft_*_workspace_size` queries. The memory must stay valid
  * and unused by anyone else until `osft_context_release_workspace`, another
  * `osft_context_set_workspace` or `osft_context_destroy`. `ptr = NULL` needs `bytes = 0` (then
- * every op needing scratch fails).
+ * every op needing scratch fails). While the context's stream is captured into a CUDA graph, a
+ * context never allocates or frees its own workspace: a call needing more than it holds fails
+ * with `OSFT_STATUS_INVALID_ARGUMENT`; set a workspace here before capturing.
  */
 osft_status osft_context_set_workspace(struct osft_context *ctx, void *ptr, size_t bytes);
 

@@ -116,7 +116,9 @@ pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream:
 /// writing anything. Size it with the `osft_*_workspace_size` queries. The memory must stay valid
 /// and unused by anyone else until `osft_context_release_workspace`, another
 /// `osft_context_set_workspace` or `osft_context_destroy`. `ptr = NULL` needs `bytes = 0` (then
-/// every op needing scratch fails).
+/// every op needing scratch fails). While the context's stream is captured into a CUDA graph, a
+/// context never allocates or frees its own workspace: a call needing more than it holds fails
+/// with `OSFT_STATUS_INVALID_ARGUMENT`; set a workspace here before capturing.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_workspace(
     ctx: *mut osft_context,
