@@ -1,6 +1,6 @@
-//! CUDA-side checks that run on any machine: the NVRTC kernels compile to PTX for sm_80 and
-//! sm_90 (with the NVRTC of the `nvidia-cuda-nvrtc` wheel that scripts/test.sh installs), and a
-//! CUDA context without a driver or device is `BackendUnavailable` with a message.
+//! CUDA-side checks that run on any machine: the NVRTC kernels compile to PTX and to CUBINs for
+//! sm_80 and sm_90 (with the NVRTC of the `nvidia-cuda-nvrtc` wheel that scripts/test.sh
+//! installs), and a CUDA context without a driver or device is `BackendUnavailable` with a message.
 #![cfg(feature = "cuda")]
 
 use osft::exec::cuda::nvrtc;
@@ -25,6 +25,16 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         for name in nvrtc::kernel_names() {
             assert!(text.contains(&format!(".entry {name}(")), "kernel {name} missing from the PTX for sm_{arch}");
         }
+        // The CUBIN the executor loads first: an ELF image naming every kernel.
+        let cubin = nvrtc::compile_cubin(arch).unwrap_or_else(|e| panic!("sm_{arch}: {e}"));
+        assert_eq!(&cubin[..4], b"\x7fELF", "sm_{arch}: not an ELF image");
+        for name in nvrtc::kernel_names() {
+            assert!(
+                cubin.windows(name.len() + 1).any(|w| w[..name.len()] == *name.as_bytes() && w[name.len()] == 0),
+                "kernel {name} missing from the CUBIN for sm_{arch}"
+            );
+        }
+        eprintln!("sm_{arch}: PTX {} bytes, CUBIN {} bytes", ptx.len(), cubin.len());
     }
 }
 

@@ -223,6 +223,33 @@ impl Drop for DeviceAlloc {
     }
 }
 
+/// The kernels as a module of the current context: a CUBIN for the device's `sm_XY` (no JIT,
+/// and no dependence on the driver accepting this NVRTC's PTX version), else PTX for
+/// `compute_XY`, JIT-compiled by the driver. Both failures are reported when neither loads.
+///
+/// # Safety
+/// A CUDA context must be current on the calling thread.
+unsafe fn load_kernels(arch: &str) -> Result<cu::CUmodule> {
+    let load = |image: &[u8], what: &str| -> Result<cu::CUmodule> {
+        let mut module = std::ptr::null_mut();
+        // SAFETY: `image` is a complete CUBIN or NUL-terminated PTX image that outlives the call.
+        cu_check(unsafe { cu::cuModuleLoadData(&mut module, image.as_ptr() as *const c_void) }, what)?;
+        Ok(module)
+    };
+    let cubin = nvrtc::compile_cubin(arch).and_then(|c| load(&c, "cuModuleLoadData(CUBIN)"));
+    match cubin {
+        Ok(module) => Ok(module),
+        Err(first) => {
+            let ptx = nvrtc::compile_ptx(arch)?;
+            load(&ptx, "cuModuleLoadData(PTX) (is the NVRTC newer than the driver?)").map_err(|second| {
+                Error::BackendUnavailable(format!(
+                    "the kernels load neither as a CUBIN ({first}) nor as PTX ({second})"
+                ))
+            })
+        }
+    }
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -293,12 +320,7 @@ impl CudaExecutor {
                 ),
                 "cuDeviceGetAttribute",
             )?;
-            let ptx = nvrtc::compile_ptx(&format!("{major}{minor}"))?;
-            let mut module = std::ptr::null_mut();
-            cu_check(
-                cu::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
-                "cuModuleLoadData (is the NVRTC newer than the driver?)",
-            )?;
+            let module = load_kernels(&format!("{major}{minor}"))?;
             let mut funcs = HashMap::new();
             for name in nvrtc::kernel_names() {
                 let c = CString::new(name.clone()).unwrap();

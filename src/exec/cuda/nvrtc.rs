@@ -49,18 +49,39 @@ fn check(r: sys::nvrtcResult, what: &str) -> Result<()> {
     }
 }
 
+/// What NVRTC produces: a CUBIN for one real architecture (`sm_XY`: loads without JIT, and does
+/// not depend on the driver accepting this NVRTC's PTX version) or PTX for a virtual one
+/// (`compute_XY`: the driver JIT-compiles it; the fallback where a CUBIN does not load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Cubin,
+    Ptx,
+}
+
 /// Compile the kernels to PTX for `compute_XY` (`arch` = "80", "90", ...). Errors carry the log.
 pub fn compile_ptx(arch: &str) -> Result<Vec<u8>> {
+    compile(arch, Target::Ptx)
+}
+
+/// Compile the kernels to a CUBIN for `sm_XY` (`arch` = "80", "90", ...). Errors carry the log.
+pub fn compile_cubin(arch: &str) -> Result<Vec<u8>> {
+    compile(arch, Target::Cubin)
+}
+
+fn compile(arch: &str, target: Target) -> Result<Vec<u8>> {
     if !available() {
         return Err(unavailable());
     }
     let src = CString::new(KERNEL_SOURCE).expect("kernel source has no NUL");
     let name = CString::new("osft_kernels.cu").unwrap();
-    let opts: Vec<CString> =
-        [format!("--gpu-architecture=compute_{arch}"), "--std=c++11".into(), "-default-device".into()]
-            .into_iter()
-            .map(|s| CString::new(s).unwrap())
-            .collect();
+    let gpu = match target {
+        Target::Cubin => format!("sm_{arch}"),
+        Target::Ptx => format!("compute_{arch}"),
+    };
+    let opts: Vec<CString> = [format!("--gpu-architecture={gpu}"), "--std=c++11".into(), "-default-device".into()]
+        .into_iter()
+        .map(|s| CString::new(s).unwrap())
+        .collect();
     let opt_ptrs: Vec<*const libc::c_char> = opts.iter().map(|s| s.as_ptr()).collect();
     // SAFETY: NVRTC C API used as documented; every pointer outlives the calls; the program is
     // destroyed on every path.
@@ -77,15 +98,20 @@ pub fn compile_ptx(arch: &str) -> Result<Vec<u8>> {
             let mut log = vec![0u8; n.max(1)];
             sys::nvrtcGetProgramLog(prog, log.as_mut_ptr() as *mut libc::c_char);
             let log = CStr::from_bytes_until_nul(&log).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-            Err(Error::Internal(format!(
-                "NVRTC failed to compile osft's kernels for compute_{arch}: {compiled:?}\n{log}"
-            )))
+            Err(Error::Internal(format!("NVRTC failed to compile osft's kernels for {gpu}: {compiled:?}\n{log}")))
         } else {
             let mut n = 0usize;
-            check(sys::nvrtcGetPTXSize(prog, &mut n), "nvrtcGetPTXSize").and_then(|_| {
-                let mut ptx = vec![0u8; n];
-                check(sys::nvrtcGetPTX(prog, ptx.as_mut_ptr() as *mut libc::c_char), "nvrtcGetPTX").map(|_| ptx)
-            })
+            match target {
+                Target::Ptx => check(sys::nvrtcGetPTXSize(prog, &mut n), "nvrtcGetPTXSize").and_then(|_| {
+                    let mut ptx = vec![0u8; n];
+                    check(sys::nvrtcGetPTX(prog, ptx.as_mut_ptr() as *mut libc::c_char), "nvrtcGetPTX").map(|_| ptx)
+                }),
+                Target::Cubin => check(sys::nvrtcGetCUBINSize(prog, &mut n), "nvrtcGetCUBINSize").and_then(|_| {
+                    let mut cubin = vec![0u8; n];
+                    check(sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut libc::c_char), "nvrtcGetCUBIN")
+                        .map(|_| cubin)
+                }),
+            }
         };
         sys::nvrtcDestroyProgram(&mut prog);
         result
