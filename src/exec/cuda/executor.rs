@@ -21,7 +21,11 @@ impl Executor for CudaExecutor {
         if r != cu::CUresult::CUDA_SUCCESS {
             return Err(Error::AllocationFailed { bytes });
         }
-        Ok(Buffer::new(ptr as usize, bytes, Box::new(DeviceAlloc { ptr, ctx: h.ctx })))
+        let owner = DeviceAlloc::new(ptr, h.dev).inspect_err(|_| {
+            // SAFETY: just allocated, never handed out.
+            unsafe { cu::cuMemFree_v2(ptr) };
+        })?;
+        Ok(Buffer::new(ptr as usize, bytes, Box::new(owner)))
     }
     unsafe fn read_to_host(&self, src: Addr, dst: &mut [u8]) -> Result<()> {
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.

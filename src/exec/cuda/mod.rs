@@ -205,20 +205,84 @@ pub struct CudaExecutor {
 unsafe impl Send for CudaExecutor {}
 unsafe impl Sync for CudaExecutor {}
 
-/// Device memory freed on drop.
+/// `ctx` made current on this thread until dropped; then the context that was current before
+/// (a host application's own, e.g. PyTorch's on another device) is current again.
+struct Current {
+    prev: cu::CUcontext,
+    ctx: cu::CUcontext,
+}
+
+impl Current {
+    fn make(ctx: cu::CUcontext) -> Result<Self> {
+        let mut prev = std::ptr::null_mut();
+        // SAFETY: out-parameter.
+        cu_check(unsafe { cu::cuCtxGetCurrent(&mut prev) }, "cuCtxGetCurrent")?;
+        if prev != ctx {
+            // SAFETY: `ctx` is a live (retained) context.
+            cu_check(unsafe { cu::cuCtxSetCurrent(ctx) }, "cuCtxSetCurrent")?;
+        }
+        Ok(Current { prev, ctx })
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        if self.prev != self.ctx {
+            // SAFETY: `prev` was current when `make` ran (or null: then no context is current).
+            unsafe { cu::cuCtxSetCurrent(self.prev) };
+        }
+    }
+}
+
+/// The executor's handles, locked, with its context current on this thread (restored after).
+struct Locked<'a> {
+    h: std::sync::MutexGuard<'a, Handles>,
+    _current: Current,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        &self.h
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Handles {
+        &mut self.h
+    }
+}
+
+/// Device memory freed on drop. It holds a reference on its device's primary context, so a
+/// buffer that outlives its executor still frees into a live context.
 struct DeviceAlloc {
     ptr: cu::CUdeviceptr,
     ctx: cu::CUcontext,
+    dev: cu::CUdevice,
 }
 // SAFETY: a device address and the context it belongs to; freeing makes that context current.
 unsafe impl Send for DeviceAlloc {}
 unsafe impl Sync for DeviceAlloc {}
+
+impl DeviceAlloc {
+    /// Take a reference on `dev`'s primary context for a buffer allocated in it.
+    fn new(ptr: cu::CUdeviceptr, dev: cu::CUdevice) -> Result<Self> {
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: out-parameter; released in `drop`.
+        cu_check(unsafe { cu::cuDevicePrimaryCtxRetain(&mut ctx, dev) }, "cuDevicePrimaryCtxRetain")?;
+        Ok(DeviceAlloc { ptr, ctx, dev })
+    }
+}
+
 impl Drop for DeviceAlloc {
     fn drop(&mut self) {
-        // SAFETY: allocated by cuMemAlloc in `ctx`, freed once.
+        // SAFETY: allocated by cuMemAlloc in `ctx`, which this buffer keeps alive; freed once,
+        // then the buffer's reference on the context is released.
         unsafe {
-            cu::cuCtxSetCurrent(self.ctx);
-            cu::cuMemFree_v2(self.ptr);
+            if let Ok(_current) = Current::make(self.ctx) {
+                cu::cuMemFree_v2(self.ptr);
+            }
+            cu::cuDevicePrimaryCtxRelease_v2(self.dev);
         }
     }
 }
@@ -302,7 +366,7 @@ impl CudaExecutor {
             cu_check(cu::cuDeviceGet(&mut dev, ordinal as i32), "cuDeviceGet")?;
             let mut ctx = std::ptr::null_mut();
             cu_check(cu::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
-            cu_check(cu::cuCtxSetCurrent(ctx), "cuCtxSetCurrent")?;
+            let _current = Current::make(ctx)?;
             let (mut major, mut minor) = (0, 0);
             cu_check(
                 cu::cuDeviceGetAttribute(
@@ -382,11 +446,10 @@ impl CudaExecutor {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Handles>> {
+    fn lock(&self) -> Result<Locked<'_>> {
         let h = self.h.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the context is alive for the executor's lifetime.
-        cu_check(unsafe { cu::cuCtxSetCurrent(h.ctx) }, "cuCtxSetCurrent")?;
-        Ok(h)
+        let current = Current::make(h.ctx)?;
+        Ok(Locked { h, _current: current })
     }
 }
 
@@ -395,7 +458,7 @@ impl Drop for CudaExecutor {
         let h = self.h.get_mut().unwrap_or_else(|e| e.into_inner());
         // SAFETY: handles created in `open`, destroyed once.
         unsafe {
-            cu::cuCtxSetCurrent(h.ctx);
+            let _current = Current::make(h.ctx);
             for l in h.lanes.drain(..) {
                 cu::cuStreamSynchronize(l.stream);
                 cs::cusolverDnDestroyGesvdjInfo(l.gesvdj);
