@@ -443,9 +443,9 @@ def main():
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the last write finish
         res.flush()
-        print(f"gpu_compare ({args.part}): {res.doc['state']} after {res.doc['seconds']:.1f} s; loaded:", flush=True)
         for lib in res.doc["loaded_libraries"]:
-            print(f"  {lib}")
+            print(f"loaded: {lib}")
+        print(f"gpu_compare ({args.part}): {res.doc['state']} after {res.doc['seconds']:.1f} s", flush=True)
         ctx.close()
     return code
 
