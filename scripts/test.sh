@@ -177,6 +177,13 @@ note="pytest + demo; torch $(bindings/python/.venv/bin/python -c 'import torch; 
 [ "${s:-0}" -ne "$gpu" ] && note="$note, $((${s:-0} - gpu)) for another reason"
 suite "Python" "$rc" "${p:-0}" "$f" "${s:-0}" "$(($(date +%s) - t0))" "$note"
 
+echo "== GPU device check, CPU dry run (scripts/device-check.sh dry-run; about two minutes) =="
+t0=$(date +%s)
+bash scripts/device-check.sh dry-run 2>&1 | tee "$LOGS/device-check-dry-run.log"
+rc=${PIPESTATUS[0]}
+read -r p f s < <(count_line "$LOGS/device-check-dry-run.log")
+suite "device check dry run" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "steps on the CPU executor; skipped: $s CUDA-only, no GPU"
+
 echo "== Bounded fuzzing of the C ABI (about a minute; RELIABILITY.md) =="
 t0=$(date +%s)
 bash scripts/fuzz.sh 2>&1 | tee "$LOGS/fuzz.log"
