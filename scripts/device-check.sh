@@ -258,8 +258,12 @@ for line in (read("env.txt") or "").splitlines():
     if line.startswith(("mode:", "commit:", "gpu:", "OSFT_TEST_SEED")):
         print("  " + line)
 libs = {}  # library path -> the parts that had it loaded
+rows = {}  # the last row of each step (an $OUT reused by a later call of the same mode)
 for line in (read("steps.tsv") or "").splitlines():
-    name, rc, secs, limit = line.split("\t")
+    name = line.split("\t")[0]
+    rows.pop(name, None)
+    rows[name] = line.split("\t")
+for name, rc, secs, limit in rows.values():
     verdict = "skipped" if rc == "skip" else ("ok" if rc == "0" else f"FAILED (exit {rc})")
     if rc in ("124", "137"):
         verdict = f"STOPPED at its {limit} s limit"
@@ -277,10 +281,10 @@ for line in (read("steps.tsv") or "").splitlines():
         detail = m[-1] if m else (log.strip().splitlines() or ["no output"])[-1]
     elif name == "ffi-cuda":
         m = re.findall(r"test result: .*", log)
-        detail = m[-1] if m else "no test result line"
+        detail = m[-1] if m else "no test result line; last: " + (log.strip().splitlines() or [""])[-1]
     elif name == "pytest-torch":
         m = re.findall(r"^=*\s*(\d+ (?:passed|failed|skipped|error).*?)\s*=*$", log, re.M)
-        detail = m[-1] if m else "no pytest result line"
+        detail = m[-1] if m else "no pytest result line; last: " + (log.strip().splitlines() or [""])[-1]
         for lib in re.findall(r"^loaded: (.*)$", log, re.M):
             libs.setdefault(lib, []).append(name)
     elif name.startswith("gpu-compare-"):
@@ -305,7 +309,7 @@ for line in (read("steps.tsv") or "").splitlines():
     results = {"device-check": "device-check.json", "memcheck": "memcheck-device-check.json"}.get(name, name + ".json")
     for lib in (load(results) or {}).get("loaded_libraries", []):
         libs.setdefault(lib, []).append(name)
-    print(f"  {name:<20} {verdict:<10} {secs:>4} s  {detail}")
+    print(f"  {name:<20} {verdict:<17} {secs:>4} s  {detail}")
 if libs:
     print("  CUDA libraries loaded (by step):")
     for lib, parts in sorted(libs.items()):
@@ -368,10 +372,12 @@ build)
     # The C library for the Python binding (torch tests, gpu_compare.py), stripped as well.
     cargo build --release --lib
     strip -o "$BIN_DIR/libosft.so" target/release/libosft.so
-    # pytest for a GPU machine that may lack it (pure Python; tomli / exceptiongroup for < 3.11),
-    # appended after that machine's site-packages by the launcher above.
+    # pytest for a GPU machine that may lack it, appended after that machine's site-packages by
+    # the launcher above: pure-Python wheels only (py3-none-any, resolved for Python 3.10 so that
+    # tomli / exceptiongroup come along), nothing compiled for this machine's Python.
     rm -rf "$BIN_DIR/pylib"
     python3 -m pip install -q --disable-pip-version-check --no-compile --target "$BIN_DIR/pylib" \
+        --only-binary=:all: --implementation py --abi none --platform any --python-version 3.10 \
         pytest exceptiongroup tomli
     git rev-parse HEAD >"$BIN_DIR/commit" 2>/dev/null || true
     echo "built $BIN_DIR ($(du -sh "$BIN_DIR" | cut -f1)); carry $BIN_DIR"
