@@ -22,12 +22,16 @@
 # e.g. libcublas.so), torch through its wheel's RPATH (libcublas.so.13). So that both use one
 # cuBLAS / cuBLASLt / cuSOLVER in one process, the unversioned names are linked to the wheel's
 # files in a scratch directory that comes first in LD_LIBRARY_PATH, then the wheel's
-# directories, then /usr/local/cuda. NVRTC is left to that order: torch does not share NVRTC
-# state with osft, and the toolkit's NVRTC (when there is one) is the one matched to the
-# toolkit's driver. Every part records the libraries its process had mapped (/proc/self/maps).
+# directories, then /usr/local/cuda. NVRTC is left to that order (the toolkit's unversioned
+# libnvrtc.so where there is one, else the wheel's): osft and torch share no NVRTC state. Every
+# part records the libraries its process had mapped (/proc/self/maps); the summary warns when
+# two different cuBLAS, cuBLASLt or cuSOLVER files were loaded.
 #
 # The carried pytest (target/device-check/pylib) is appended to sys.path after the image's
 # site-packages: it only fills in what the machine lacks, it never shadows its own packages.
+#
+# PYTHON selects the interpreter (default python3; the dry run takes bindings/python/.venv when
+# there is one), OSFT_TEST_SEED the seed of device_check (a fresh one is drawn and recorded).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
