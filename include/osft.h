@@ -87,7 +87,8 @@ enum osft_status
      */
     OSFT_STATUS_INVALID_ARGUMENT = 9,
     /**
-     * A primitive's precondition was violated: a bug in osft, please report it.
+     * A routine's precondition does not hold: an explicit SVD algorithm (`osft_svd_algorithm`)
+     * that cannot serve the call, or else a bug in osft (please report it).
      */
     OSFT_STATUS_PRECONDITION = 10,
     /**

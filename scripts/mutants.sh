@@ -35,7 +35,7 @@ if ! cargo mutants --version >/dev/null 2>&1; then
     echo "cargo-mutants is not installed: cargo install cargo-mutants" >&2
     exit 2
 fi
-[ $# -gt 0 ] || set -- 'src/ops/*.rs' src/desc.rs src/view.rs 'src/ffi/*.rs'
+[ $# -gt 0 ] || set -- 'src/ops/*.rs' src/desc.rs src/view.rs 'src/ffi/*.rs' 'src/ffi/api/*.rs'
 files=()
 for f in "$@"; do
     files+=(--file "$f")

@@ -68,7 +68,7 @@ impl Status {
             Status::DtypeUnsupported => c"unsupported dtype",
             Status::RankOutOfRange => c"rank out of range",
             Status::InvalidArgument => c"invalid argument",
-            Status::Precondition => c"precondition violated (a bug in osft)",
+            Status::Precondition => c"precondition violated",
             Status::NotConverged => c"SVD did not converge",
             Status::WorkspaceTooSmall => c"workspace too small",
             Status::DeviceMismatch => c"device mismatch",
@@ -110,8 +110,9 @@ pub enum Error {
     RankOutOfRange(String),
     #[error("{0}")]
     InvalidArgument(String),
-    /// A primitive was called against its routine's documented preconditions (cuBLAS/cuSOLVER
-    /// rules such as `gesvd`'s `m >= n` or `lda >= max(1, m)`). Seeing this is a bug in osft.
+    /// A routine's documented preconditions do not hold (cuBLAS/cuSOLVER rules such as `gesvd`'s
+    /// `m >= n` or `lda >= max(1, m)`): an explicitly chosen SVD algorithm that cannot serve the
+    /// call, or else a bug in osft.
     #[error("precondition of {routine} violated: {msg}")]
     Precondition { routine: &'static str, msg: String },
     /// Matrix `index` of a strided batch did not converge; `problem` names the problem of a

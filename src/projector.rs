@@ -2,9 +2,10 @@
 //! (coefficient form or a cached `P = I - B B^T`) chosen once, when it is built.
 
 use crate::context::Context;
+use crate::desc::Device;
 use crate::desc::MatDesc;
 use crate::dtype::Element;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::Buffer;
 use crate::ops::project::{self, ProjectorPlan, ProjectorSide, Side, Strategy};
 use crate::ops::Plan;
@@ -13,6 +14,8 @@ use crate::view::{MatMut, MatRef};
 /// Repeated projection against fixed bases; see [`project::choose`] for when the cached form is
 /// used. Borrows the caller's bases for `'b` (the coefficient form reads them on every call).
 pub struct Projector<'b> {
+    /// The device of the context it was built on (where its cached projectors live).
+    device: Device,
     side: Side,
     sides: Vec<ProjectorSide>,
     /// The cached projectors' memory, owned by the projector (`sides` describe it).
@@ -51,7 +54,13 @@ impl<'b> Projector<'b> {
             };
             sides.push(ProjectorSide { left, basis: choice.basis, cached });
         }
-        Ok(Projector { side, sides, _buffers: buffers, _bases: std::marker::PhantomData })
+        Ok(Projector {
+            device: ctx.executor().device(),
+            side,
+            sides,
+            _buffers: buffers,
+            _bases: std::marker::PhantomData,
+        })
     }
 
     /// The strategy each side uses: `(left, right)`, `None` for a side not projected.
@@ -69,7 +78,15 @@ impl<'b> Projector<'b> {
     }
 
     /// The validated application of this projector to `x` (in place, or into `out`).
+    /// `ctx` must be on the device the projector was built on (`DeviceMismatch` otherwise).
     pub fn plan(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<ProjectorPlan> {
+        if ctx.executor().device() != self.device {
+            return Err(Error::DeviceMismatch(format!(
+                "the projector was built on {:?} but the context executes on {:?}",
+                self.device,
+                ctx.executor().device()
+            )));
+        }
         ProjectorPlan::new(ctx.executor(), self.side, &self.sides, x, out, ctx.math_mode())
     }
 
@@ -80,11 +97,11 @@ impl<'b> Projector<'b> {
     }
 
     /// # Safety
-    /// Descriptors must describe valid memory of the context's device, and `ctx` must be the
-    /// context the projector was built on.
+    /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn apply_raw(&self, ctx: &Context, x: &MatDesc, out: Option<&MatDesc>) -> Result<()> {
         let plan = self.plan(ctx, x, out)?;
-        // SAFETY: the caller's contract; the cached projectors are this projector's own buffers.
+        // SAFETY: the caller's contract; the cached projectors are this projector's own buffers,
+        // on the context's device (checked by `plan`).
         unsafe { ctx.execute(&plan) }
     }
 

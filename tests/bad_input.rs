@@ -206,7 +206,7 @@ fn projection_faults() {
 
 /// A phase-2 call whose f32 coefficient (for f16 data: a cast copy in the workspace) claims a
 /// huge wrong shape gets its shape error, before the context sizes and allocates a workspace
-/// from it (it used to try a multi-terabyte allocation first, found by the `two_phase` fuzzer).
+/// from it (not a multi-terabyte allocation attempt).
 #[test]
 fn two_phase_apply_validates_before_sizing_the_workspace() {
     let ctx = Context::cpu();
@@ -230,7 +230,7 @@ fn two_phase_apply_validates_before_sizing_the_workspace() {
 }
 
 /// Reading a "vector" that is a 2^20 x 2^20 matrix is its shape error, before the context sizes
-/// a workspace from it (it used to attempt an 8 TiB allocation first).
+/// a workspace from it (not an 8 TiB allocation attempt).
 #[test]
 fn read_vector_validates_before_sizing_the_workspace() {
     let ctx = Context::cpu();

@@ -917,9 +917,8 @@ fn non_finite_propagates_through_projection_reconstruction_and_diagnostics() {
 }
 
 // =============================================================================================
-// Regressions: the bugs found while hardening (by the fuzzer, valgrind and review), each first
-// committed as an ignored failing test, fixed in src/ by 1320f44 (the read_vector one by
-// f971f96). The comments describe the bug as it was.
+// Regressions: one test per bug found by the fuzzer, valgrind and review; each comment describes
+// the faulty behaviour the test refuses.
 
 /// Reconstruction into an output whose batch entries interleave (batch innermost:
 /// `batch_stride = 1`, `col_stride = batch`, `row_stride = batch * cols` — a valid layout with

@@ -7,7 +7,7 @@
 use osft::ops::decompose::{DecomposePlan, Parts};
 use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
-use osft::ops::svd::{SvdOut, SvdPlan, SvdProblem};
+use osft::ops::svd::{SvdListPlan, SvdOut, SvdPlan, SvdProblem};
 use osft::ops::Plan;
 use osft::{Context, DType, Error, Projector, Side, Strategy};
 use osft_test_support::*;
@@ -51,6 +51,8 @@ fn batch_of(rng: &mut StdRng, r: usize, c: usize, b: usize) -> Vec<M> {
     (0..b).map(|_| randn(rng, r, c)).collect()
 }
 
+/// Runs with different workspaces stage matrices at different addresses, and faer's SIMD kernels
+/// may take other paths for other alignments: the results agree to rounding, not bit for bit.
 fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -128,7 +130,14 @@ fn svd_and_decompose_query_min_and_run_agree() {
         let reference: Vec<Vec<f64>> = outs.iter().map(values).collect();
         let query = Context::cpu().decompose_workspace_size_k(&wd, k, compute).unwrap();
         let d: Vec<_> = outs.iter_mut().map(|b| b.desc()).collect();
-        let parts = Parts { u_high: Some(&d[0]), ..Default::default() };
+        let parts = Parts {
+            u_high: Some(&d[0]),
+            s_high: Some(&d[1]),
+            v_high: Some(&d[2]),
+            u_low: Some(&d[3]),
+            s_low: Some(&d[4]),
+            v_low: Some(&d[5]),
+        };
         let min = DecomposePlan::new(Context::cpu().executor(), &wd, k, &parts, compute, Default::default())
             .unwrap()
             .workspace()
@@ -178,10 +187,24 @@ fn svd_list_query_and_run_agree() {
         let refs: Vec<&osft::MatDesc> = wd.iter().collect();
         let query = Context::cpu().svd_list_workspace_size(&refs, DType::F32).unwrap();
         let mut s = new_s();
-        run(&user_ws(query).ctx, &mut s).unwrap_or_else(|e| panic!("round {round}: list with {query} bytes: {e}"));
-        for (got, want) in s.iter().zip(&reference) {
-            close(&values(got), &values(want), 1e-5, &format!("round {round}"));
+        let sd: Vec<_> = s.iter_mut().map(|b| b.desc()).collect();
+        let problems: Vec<_> =
+            wd.iter().zip(&sd).map(|(w, s)| SvdProblem { w, out: SvdOut { u: None, s, vt: None } }).collect();
+        let min = SvdListPlan::new(Context::cpu().executor(), &problems, DType::F32, Default::default())
+            .unwrap()
+            .workspace()
+            .min;
+        assert!(min > 0 && min <= query, "round {round}: list min {min}, query {query}");
+        for bytes in [query, min] {
+            let mut s = new_s();
+            run(&user_ws(bytes).ctx, &mut s).unwrap_or_else(|e| panic!("round {round}: list with {bytes} bytes: {e}"));
+            for (got, want) in s.iter().zip(&reference) {
+                close(&values(got), &values(want), 1e-5, &format!("round {round}"));
+            }
         }
+        let before: Vec<_> = s.iter().map(|b| b.bits()).collect();
+        too_small(run(&user_ws(min - 1).ctx, &mut s), &format!("round {round}: list"));
+        assert_eq!(s.iter().map(|b| b.bits()).collect::<Vec<_>>(), before, "round {round}: list wrote");
     }
 }
 
@@ -240,8 +263,8 @@ fn projection_reconstruction_and_diagnostics_queries_and_runs_agree() {
             let mut x = Buf::<f32>::from_batch(&xs, layout);
             let q = p.workspace_size(&ctx, &x.desc(), None).unwrap();
             let user = user_ws(q);
-            // The projector was built on `ctx`; a second CPU context shares its executor kind and
-            // host memory, so the cached projector is valid there too.
+            // Applied through a second CPU context (same device: the projector checks it), whose
+            // caller workspace has exactly the queried size.
             // SAFETY: host buffers alive for the call.
             unsafe { p.apply_raw(&user.ctx, &x.desc(), None) }.unwrap();
             let mut y = Buf::<f32>::from_batch(&xs, layout);
@@ -347,6 +370,14 @@ fn sharded_projection_queries_and_runs_agree() {
         // SAFETY: as above.
         unsafe { user_ws(q).ctx.project_apply_raw(Side::Left, &ud, &cd, &x.desc()) }.unwrap();
         assert_eq!(x.bits(), want.bits(), "{what}: apply with the queried workspace");
+        // The C query, which has no basis, agrees with the plan and refuses what the plan refuses.
+        let q_c = osft::ops::project::apply_workspace_query(ctx.executor(), &cd, &x.desc()).unwrap();
+        assert_eq!(q_c, q, "{what}: the basis-less query and the plan disagree");
+        let mut c64 = Buf::<f64>::poisoned(k, m, batch, Layout::RowMajor);
+        match osft::ops::project::apply_workspace_query(ctx.executor(), &c64.desc(), &x.desc()) {
+            Err(Error::DtypeUnsupported(_)) => {}
+            other => panic!("{what}: an f64 coef for bf16 data gave {other:?}"),
+        }
         let mut y = Buf::<osft::bf16>::from_batch(&xs, Layout::RowMajor);
         let before = y.bits();
         // SAFETY: as above.

@@ -87,8 +87,16 @@ fn boundary_values(fmt: &Format, rng: &mut StdRng, count: usize) -> Vec<f64> {
 fn f64_to_half_types_rounds_once_to_nearest_even() {
     let mut rng = rng();
     let (h, b) = (Format::new(5, 10), Format::new(8, 7));
-    // The case that rounding through f32 gets wrong: just below f16's overflow threshold.
-    check(&h, -65519.998, f16_of(-65519.998), "f16");
+    // Just above the midpoint between 1 and the next f16: rounding to f32 to nearest first lands
+    // exactly on the midpoint (2^-40 is below f32's precision), which then ties to even (1.0);
+    // the single rounding goes up.
+    let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+    assert_eq!((x as f32) as f64, 1.0 + 2f64.powi(-11), "the example must tie after rounding to f32");
+    assert_eq!(f16_of(x), 0x3c01, "1 + 2^-11 + 2^-40 rounds up to 1 + 2^-10 in f16");
+    check(&h, x, f16_of(x), "f64 -> f16");
+    let y = 1.0 + 2f64.powi(-8) + 2f64.powi(-40); // the same for bf16 (7 fraction bits)
+    assert_eq!(bf16_of(y), 0x3f81, "1 + 2^-8 + 2^-40 rounds up to 1 + 2^-7 in bf16");
+    // Just below f16's overflow threshold (65520): the largest finite f16, not infinity.
     assert_eq!(f16_of(-65519.998), 0xfbff, "-65519.998 is -65504 in f16, not -inf");
     for x in boundary_values(&h, &mut rng, 50_000) {
         check(&h, x, f16_of(x), "f64 -> f16");

@@ -847,8 +847,8 @@ fn known_bug(what: &str, st: osft_status, m: &str) -> Option<&'static str> {
     if std::env::var("OSFT_FUZZ_STRICT").is_ok_and(|v| v == "1") {
         return None;
     }
-    // No known bug at present: the nine that fuzzing, valgrind and review found (tests named
-    // `regression_*` in tests/hardening.rs) were fixed in 1320f44 and f971f96. An entry:
+    // No known bug at present (the ones found so far are guarded by the `regression_*` tests in
+    // tests/hardening.rs). An entry:
     //     if st == OSFT_STATUS_PRECONDITION && m.contains("...") { return Some("what"); }
     let _ = (what, st, m);
     None

@@ -43,7 +43,8 @@ pub enum osft_status {
     OSFT_STATUS_RANK_OUT_OF_RANGE = 8,
     /// Any other bad argument (an unknown enum value, a parameter out of its range).
     OSFT_STATUS_INVALID_ARGUMENT = 9,
-    /// A primitive's precondition was violated: a bug in osft, please report it.
+    /// A routine's precondition does not hold: an explicit SVD algorithm (`osft_svd_algorithm`)
+    /// that cannot serve the call, or else a bug in osft (please report it).
     OSFT_STATUS_PRECONDITION = 10,
     /// The SVD did not converge.
     OSFT_STATUS_NOT_CONVERGED = 11,

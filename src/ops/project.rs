@@ -449,6 +449,27 @@ pub fn apply_workspace_size(coef: &MatDesc, x: &MatDesc) -> Result<usize> {
     }
 }
 
+/// The workspace of an [`ApplyPlan`] over `coef` and `x`, for a query that is not given the basis
+/// (the C query): every check of the plan that does not involve the basis, then the size.
+pub fn apply_workspace_query(exec: &dyn Executor, coef: &MatDesc, x: &MatDesc) -> Result<usize> {
+    x.validate("X", false)?;
+    if !is_blas_out(x) {
+        return Err(Error::stride(
+            "X",
+            "two-phase projection needs row-major or column-major X (batch entries not interleaved)",
+        ));
+    }
+    // coef's shape follows the basis, which the query does not see: checked against itself.
+    check_coef(x, coef, coef.rows, coef.cols, false)?;
+    check_batch(x.batch, &[("coef", coef)])?;
+    check_device(exec, &[("X", x), ("coef", coef)])?;
+    check_disjoint(&[("X", x)], &[("coef", coef)])?;
+    if coef.rows == 0 || coef.cols == 0 {
+        return Ok(0);
+    }
+    apply_workspace_size(coef, x)
+}
+
 /// Phase 2 of a sharded projection, validated: with the all-reduced coefficients,
 /// `X_r <- X_r - U_r coef` (left) or `X_r <- X_r - coef V_r` (right), in place.
 #[derive(Clone, Copy, Debug)]

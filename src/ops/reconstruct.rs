@@ -205,9 +205,10 @@ impl ScratchReconstruction {
     pub(crate) fn new(exec: &dyn Executor, terms: &[Term], like: &MatDesc, compute: DType) -> Result<Self> {
         let mut ws = Ws::measure(exec.device());
         let target = ws.mat(compute, like.rows, like.cols, like.batch)?;
-        // Validate against a stand-in with a non-null address (measuring addresses are 0); it is
-        // scratch, so it is not checked for aliasing with the inputs.
-        let probe = MatDesc { addr: like.addr, device: like.device, ..target };
+        // Validate against a stand-in for the scratch: a non-null address aligned for any dtype
+        // (measuring addresses are 0, and `like`'s own address need not suit the compute type);
+        // it is scratch, so it is not checked for aliasing with the inputs.
+        let probe = MatDesc { addr: WS_ALIGN, device: like.device, ..target };
         let terms = check_all(exec, terms, &probe, compute, false)?;
         layout(&mut ws, &terms, &target, compute)?;
         Ok(ScratchReconstruction { terms, like: *like, compute, need: ws.used() })

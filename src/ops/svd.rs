@@ -465,7 +465,6 @@ pub struct SvdListPlan {
     compute: DType,
     algorithm: SvdAlgorithm,
     need: WorkspaceNeed,
-    largest: usize,
 }
 
 impl SvdListPlan {
@@ -519,13 +518,7 @@ impl SvdListPlan {
             sum = sum.saturating_add(p.need.preferred);
         }
         let preferred = largest.max(sum.min(MAX_CHUNK_BYTES)).max(min);
-        Ok(SvdListPlan { problems: plans, compute, algorithm, need: WorkspaceNeed { min, preferred }, largest })
-    }
-
-    /// The largest single problem's workspace with its whole batch at once (capped at
-    /// [`MAX_CHUNK_BYTES`]): what the list's workspace query reports.
-    pub fn largest_problem_bytes(&self) -> usize {
-        self.largest
+        Ok(SvdListPlan { problems: plans, compute, algorithm, need: WorkspaceNeed { min, preferred } })
     }
 }
 

@@ -75,7 +75,8 @@ class InvalidArgumentError(OsftError, ValueError):
 
 
 class PreconditionError(OsftError):
-    """``OSFT_STATUS_PRECONDITION``: an internal precondition failed (a bug in osft)."""
+    """``OSFT_STATUS_PRECONDITION``: an explicit SVD algorithm that cannot serve the call, or else
+    a routine's precondition failed inside osft (a bug: please report it)."""
 
 
 class NotConvergedError(OsftError):

@@ -20,7 +20,7 @@
 //! order is preserved. A routine that takes one matrix per call (`Xgesvd`, `gesvdj`, `Xgesvdp`,
 //! `Xgesvdr`) runs a batch's matrices concurrently, matrix `b` in workspace slice `b % lanes`;
 //! a batched routine (`gesvdjBatched`, `gesvdaStridedBatched`) is one call on one pool stream.
-//! **Lists of shapes** (`ops::svd::svd_list`) reach the executor as `gesvd_grouped`: all
+//! **Lists of shapes** (`ops::svd::SvdListPlan`) reach the executor as `gesvd_grouped`: all
 //! groups of a wave behind ONE fork and ONE join — each group's units take the next pool streams
 //! round-robin (so a list of single matrices spreads over every stream, and the matrices that
 //! share a workspace slice share a stream), each group in its own workspace slice (no scratch is
@@ -74,7 +74,7 @@
 //! largest `b <= B` whose `ws(b) <= 1 GiB` (`ops::svd::MAX_CHUNK_BYTES`), at least one matrix;
 //! a caller workspace need only hold `ws(1)`. Chunks are factored one after another through the
 //! same workspace and each chunk's factors are copied to the caller's outputs before the next
-//! (`ops::svd::run`, `ops::decompose`). `svd_list` lays consecutive problems' `ws(B_i)` side by
+//! (`ops::svd::factor`, `ops::decompose::DecomposePlan`). `svd_list` lays consecutive problems' `ws(B_i)` side by
 //! side and factors each such wave with one `gesvd_grouped`; its workspace query reports the
 //! largest single problem's `min(ws(B), 1 GiB)` (enough: waves of fewer problems, or one problem
 //! in chunks), while a context allocating its own workspace grows it to
@@ -303,14 +303,13 @@ unsafe fn load_kernels(arch: &str) -> Result<cu::CUmodule> {
     let cubin = nvrtc::compile_cubin(arch).and_then(|c| load(&c, "cuModuleLoadData(CUBIN)"));
     match cubin {
         Ok(module) => Ok(module),
-        Err(first) => {
-            let ptx = nvrtc::compile_ptx(arch)?;
-            load(&ptx, "cuModuleLoadData(PTX) (is the NVRTC newer than the driver?)").map_err(|second| {
+        Err(first) => nvrtc::compile_ptx(arch)
+            .and_then(|ptx| load(&ptx, "cuModuleLoadData(PTX) (is the NVRTC newer than the driver?)"))
+            .map_err(|second| {
                 Error::BackendUnavailable(format!(
-                    "the kernels load neither as a CUBIN ({first}) nor as PTX ({second})"
+                    "osft's kernels for sm_{arch} load neither as a CUBIN ({first}) nor as PTX ({second})"
                 ))
-            })
-        }
+            }),
     }
 }
 

@@ -432,7 +432,7 @@ pub(super) unsafe fn fan_out(
         // Join. A failed record/wait must not return before the pool streams are done: the X-API
         // routines take `bufferOnHost` with a stream-ordered call, and the cuSOLVER docs do not say
         // it is free when the call returns, so on any join error the pool streams are synchronised
-        // directly before the host workspaces are dropped (previously an early `?` dropped them).
+        // directly before the host workspaces are dropped.
         let mut joined = Ok(());
         for lane in &h.lanes[..nl] {
             joined = joined

@@ -111,17 +111,11 @@ pub unsafe extern "C" fn osft_project_apply_workspace_size(
 ) -> osft_status {
     // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
     guard(|| unsafe {
-        context(ctx)?;
+        let c = context(ctx)?;
         let b = out_ptr(bytes, "bytes")?;
         let k = desc(coef, "coef")?;
         let x = desc(x, "X")?;
-        k.validate("coef", true)?;
-        x.validate("X", false)?;
-        let n = project_op::apply_workspace_size(&k, &x)?;
-        if n == usize::MAX {
-            return Err(Error::overflow("coef", "workspace size"));
-        }
-        *b = n;
+        *b = project_op::apply_workspace_query(c.ctx.executor(), &k, &x)?;
         Ok(())
     })
 }
