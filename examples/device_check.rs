@@ -26,16 +26,12 @@
 //! Every case runs under a panic guard (a panic is one failed case, the rest still run), and the
 //! contexts are dropped before the process exits (leak checkers see every buffer freed).
 
-#[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
-mod common;
-
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use common::*;
+use osft_test_support::*;
 use osft::exec::Buffer;
 use osft::exec::{ComputeType, GemmArgs, Op, Strided};
 use osft::ops::decompose::Parts;
