@@ -13,6 +13,7 @@
 pub mod decompose;
 pub mod diagnostics;
 pub mod project;
+pub mod projector;
 pub mod rank;
 pub mod reconstruct;
 pub mod svd;
