@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use osft_test_support::*;
 use osft::exec::Buffer;
 use osft::exec::{ComputeType, GemmArgs, Op, Strided};
 use osft::ops::decompose::Parts;
@@ -39,6 +38,7 @@ use osft::ops::project::Bases;
 use osft::ops::reconstruct::Term;
 use osft::ops::svd::{SvdOut, SvdProblem};
 use osft::{bf16, f16, Context, DType, Device, Element, MatDesc, MathMode, Side, Status, SvdAlgorithm};
+use osft_test_support::*;
 
 /// A host buffer mirrored in the context's memory (device memory; host memory for `--cpu`).
 struct Dev<T: Element> {
