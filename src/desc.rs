@@ -90,6 +90,14 @@ impl MatDesc {
         self.max_offset().map(|m| (self.addr, self.addr + (m + 1) * self.dtype.size()))
     }
 
+    /// Whether the byte spans of `self` and `other` intersect (empty matrices touch nothing).
+    pub fn overlaps(&self, other: &MatDesc) -> bool {
+        match (self.byte_span(), other.byte_span()) {
+            (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
+            _ => false,
+        }
+    }
+
     /// Check that the descriptor is well formed; `arg` names it in the error. Empty matrices
     /// (zero rows or columns) are allowed only where `allow_empty` says so: a `k = 0` frozen part
     /// is legitimate, an empty weight matrix is not.
@@ -210,18 +218,14 @@ pub fn check_disjoint_staged(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &Mat
 }
 
 fn check_disjoint_impl(outputs: &[(&str, &MatDesc)], inputs: &[(&str, &MatDesc)], identical_ok: bool) -> Result<()> {
-    let overlaps = |a: &MatDesc, b: &MatDesc| match (a.byte_span(), b.byte_span()) {
-        (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
-        _ => false,
-    };
     for (i, (name, out)) in outputs.iter().enumerate() {
         for (other, o) in outputs.iter().skip(i + 1) {
-            if overlaps(out, o) {
+            if out.overlaps(o) {
                 return Err(Error::overlap(name, format!("output shares memory with output {other}")));
             }
         }
         for (other, inp) in inputs {
-            if overlaps(out, inp) && !(identical_ok && *out == *inp) {
+            if out.overlaps(inp) && !(identical_ok && *out == *inp) {
                 return Err(Error::overlap(name, format!("output shares memory with input {other}")));
             }
         }

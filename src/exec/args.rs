@@ -115,10 +115,7 @@ impl AxpbyArgs {
             device: Device::Host, // only the byte span matters here
         };
         let (src, dst) = (as_desc(&self.src), as_desc(&self.dst));
-        let overlap = match (src.byte_span(), dst.byte_span()) {
-            (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
-            _ => false,
-        };
+        let overlap = src.overlaps(&dst);
         need("axpby", !overlap || self.alpha == 0.0, || "src and dst share memory but are not the same matrix".into())
     }
 }
