@@ -635,12 +635,15 @@ def test_attach_deepspeed_checks():
         ot.attach_deepspeed(FakeEngine(tiny(), None), o)
     with pytest.raises(ValueError, match="backward hooks"):
         ot.attach_deepspeed(FakeEngine(m, None, stage=2), o)
-    with pytest.raises(ValueError, match="stage 3 is not supported"):
-        ot.attach_deepspeed(FakeEngine(m, None, stage=3), o)
+    with pytest.raises(ValueError, match="unknown ZeRO stage 4"):
+        ot.attach_deepspeed(FakeEngine(m, None, stage=4), o)
     o.merge()
     o = ot.OSFT(m)
-    with pytest.warns(UserWarning, match="ZeRO stage 2"):
-        ot.attach_deepspeed(FakeEngine(m, torch.optim.SGD(o.parameters(), lr=0.1), stage=2), o)
+    # An OSFTOptimizer given to DeepSpeed as its client optimizer is refused where DeepSpeed
+    # steps flat fp32 partitions instead of OSFT's parameters.
+    client = ot.OSFTOptimizer(torch.optim.SGD(o.parameters(), lr=0.1), o)
+    with pytest.raises(ValueError, match="client optimizer does not work at ZeRO stage 2"):
+        ot.attach_deepspeed(FakeEngine(m, client, stage=2), o)
     # project_in_backward=False at stage 0: the hook projects .grad before the step.
     o.merge()
     o = ot.OSFT(m, project_in_backward=False)
@@ -692,7 +695,11 @@ def test_merged_state_dict_matches_plain_model():
     plain = m.state_dict()
     plain = {k: v.clone() for k, v in plain.items()}
     o = ot.OSFT(m, frozen_ratio=0.5)
+    # model.state_dict() is the plain model's, in its key order; the raw one on request.
+    assert list(m.state_dict()) == list(plain)
+    o.plain_state_dict = False
     assert any(".osft_g" in k for k in m.state_dict())
+    o.plain_state_dict = True
     sd = o.merged_state_dict()
     assert set(sd) == set(plain)
     for k, v in plain.items():
@@ -848,14 +855,26 @@ def test_update_projection_low_precision(dtype, bound):
     assert leaks[False] > 0.05, leaks
 
 
-def test_attach_deepspeed_mixed_precision_warns():
+def test_attach_deepspeed_mixed_precision_refusals():
     m = tiny()
-    o = ot.OSFT(m)
+    o = ot.OSFT(m, mode="dense")
     eng = FakeEngine(m, torch.optim.SGD(o.parameters(), lr=0.1))
     eng.bfloat16_enabled = lambda: True
     eng.fp16_enabled = lambda: False
-    with pytest.warns(UserWarning, match="bfloat16 mixed precision"):
+    with pytest.raises(ValueError, match="mode='dense' is supported at ZeRO stage 0 in fp32 only"):
         ot.attach_deepspeed(eng, o)
+
+
+def test_osft_optimizer_refuses_replaced_params():
+    """DeepSpeed's ZeRO wrappers put flat fp32 partitions into a client optimizer's groups; an
+    OSFTOptimizer stepping those would project nothing, so its step refuses."""
+    m = tiny()
+    o = ot.OSFT(m)
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(o.parameters(), lr=1e-2), o)
+    flat = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+    opt.param_groups[0]["params"] = [flat]
+    with pytest.raises(RuntimeError, match="no longer OSFT's"):
+        opt.step()
 
 
 def test_replaced_parameter_with_reused_id_is_still_projected():

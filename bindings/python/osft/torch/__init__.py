@@ -14,7 +14,8 @@ each (none imports a module that imports it back):
 * :mod:`~osft.torch.decompose`: grouping, the split across ranks, the batched decomposition;
 * :mod:`~osft.torch.surgery`: swapping the groups into the target modules and back;
 * :mod:`~osft.torch.model`: :class:`OSFT`, the lifecycle (setup, projection, merge, next task);
-* :mod:`~osft.torch.optim`: :class:`OSFTOptimizer` and the DeepSpeed hook;
+* :mod:`~osft.torch.optim`: :class:`OSFTOptimizer`;
+* :mod:`~osft.torch.deepspeed`: the DeepSpeed hook (fp32 master retraction at ZeRO 0-3);
 * :mod:`~osft.torch.distributed`: cost partitioning and two-phase sharded projection;
 * :mod:`~osft.torch.context` and :mod:`~osft.torch.dtensor`: per-device contexts, DTensor shards.
 
@@ -103,7 +104,8 @@ _LAZY = {
     "OSFTGroup": "group",
     "resolve_rank": "ranks",
     "OSFTOptimizer": "optim",
-    "attach_deepspeed": "optim",
+    "attach_deepspeed": "deepspeed",
+    "gathered": "deepspeed",
     "decomposition_cost": "distributed",
     "partition_by_cost": "distributed",
     "project_sharded_": "distributed",

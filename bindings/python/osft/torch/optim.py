@@ -1,5 +1,5 @@
-"""Keeping the *update* out of the frozen subspace: :class:`OSFTOptimizer`, and a DeepSpeed
-engine hook, :func:`attach_deepspeed`.
+"""Keeping the *update* out of the frozen subspace: :class:`OSFTOptimizer` (for DeepSpeed see
+:func:`osft.torch.deepspeed.attach_deepspeed`).
 
 Why: gradient projection makes ``dU_low`` orthogonal to ``U_high``, but Adam(W) divides each
 element by its own ``sqrt(v)``; that element-wise rescaling re-introduces components in the frozen
@@ -61,7 +61,20 @@ class OSFTOptimizer(torch.optim.Optimizer):
                           "parameters (built before OSFT was applied, or before next_task?)",
                           stacklevel=2)
 
+    def _check_params(self) -> None:
+        # DeepSpeed's ZeRO (stage >= 1) and mixed-precision wrappers replace the params of a
+        # client optimizer's groups by flat fp32 master partitions: stepping those, this wrapper
+        # would project nothing. Say so instead of silently doing nothing.
+        if self._mine and not any(id(p) in self._mine for g in self.param_groups
+                                  for p in g["params"]):
+            raise RuntimeError(
+                "OSFTOptimizer: the parameters it steps are no longer OSFT's (a DeepSpeed ZeRO "
+                "stage >= 1 or bf16/fp16 engine replaced them with flat fp32 partitions); pass "
+                "the wrapped optimizer to deepspeed.initialize and call "
+                "osft.torch.attach_deepspeed(engine, osft), which retracts the fp32 masters")
+
     def step(self, closure: Optional[Callable[[], Any]] = None):  # type: ignore[override]
+        self._check_params()
         self.osft.project_unhooked_gradients()
         inner_closure: Optional[Callable[[], Any]] = None
         if closure is not None:
@@ -100,70 +113,3 @@ class OSFTOptimizer(torch.optim.Optimizer):
         return (f"OSFTOptimizer({self.optimizer.__class__.__name__}, project_update="
                 f"{self.project_update}, retract={self.retract})")
 
-
-def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[[], None]:
-    """Hook OSFT into a DeepSpeed engine's training loop (``engine.backward(loss)``,
-    ``engine.step()``); returns a function that detaches the hook.
-
-    deepspeed is not imported: this is written against the engine's documented API, duck-typed —
-    ``engine.module`` (the wrapped model), ``engine.step()`` and, if present,
-    ``engine.zero_optimization_stage()``.
-
-    * Gradients: with ``OSFT(project_in_backward=True)`` (the default) the projection happens in
-      autograd tensor hooks while the gradient is produced, before DeepSpeed's gradient
-      reduction hooks (ZeRO 0-2) fire; ZeRO stage 3 is refused (``ValueError``); by linearity
-      this equals projecting the reduced gradient.
-      Otherwise the hook calls :meth:`OSFT.project_gradients` before each ``engine.step()``,
-      which only sees gradients at ZeRO stage 0 (at stages >= 1 DeepSpeed moves them into
-      partitioned buffers: use ``project_in_backward=True``).
-    * Update projection / retraction: at ZeRO stage 0 in fp32 the engine steps the module's own
-      parameters, so either pass an :class:`OSFTOptimizer` to ``deepspeed.initialize(optimizer=
-      ...)`` or let this hook retract after each ``engine.step()`` (``retract=True``). At stages
-      >= 1, or with fp16 / bf16 enabled (``engine.fp16_enabled()``, ``engine.bfloat16_enabled()``),
-      the optimizer steps fp32 master weights that DeepSpeed copies over the module's parameters,
-      so neither can be applied from outside: this function warns, and only the gradient
-      projection is in effect (Adam may then leak slowly into the frozen subspace;
-      :meth:`OSFT.leakage` measures it).
-    """
-    module = getattr(engine, "module", None)
-    step = getattr(engine, "step", None)
-    if module is None or not callable(step):
-        raise TypeError("attach_deepspeed: expected a DeepSpeed engine (with .module and .step())")
-    if not any(m is osft.model for m in module.modules()):
-        raise ValueError("attach_deepspeed: the OSFT model is not inside engine.module")
-    stage_fn = getattr(engine, "zero_optimization_stage", None)
-    stage = int(stage_fn()) if callable(stage_fn) else 0
-    mixed = [name for name in ("fp16_enabled", "bfloat16_enabled")
-             if callable(getattr(engine, name, None)) and getattr(engine, name)()]
-    do_retract = retract and stage == 0 and not mixed
-    if stage >= 3:
-        # ZeRO-3 partitions parameters and gathers them around each submodule's forward; the
-        # stacked group parameters live in OSFT's own modules, whose forward never runs, so
-        # they would never be gathered. Refuse rather than train on empty partitions.
-        raise ValueError("attach_deepspeed: ZeRO stage 3 is not supported (OSFT's stacked "
-                         "factors would not be gathered); use ZeRO stage 0-2")
-    if stage > 0 and not osft.project_in_backward:
-        raise ValueError(f"attach_deepspeed: at ZeRO stage {stage} gradients must be projected "
-                         "in backward hooks (OSFT(project_in_backward=True))")
-    if retract and (stage > 0 or mixed):
-        why = f"ZeRO stage {stage}" if stage > 0 else f"{mixed[0].replace('_enabled', '')} mixed precision"
-        warnings.warn(f"attach_deepspeed: with {why} DeepSpeed steps fp32 master weights that it "
-                      "copies over the module's parameters; update projection and retraction "
-                      "are not applied (gradient projection is)", stacklevel=2)
-
-    original = engine.step
-
-    def osft_step(*args, **kwargs):
-        osft.project_unhooked_gradients()
-        out = original(*args, **kwargs)
-        if do_retract:
-            osft.retract()
-        return out
-
-    engine.step = osft_step
-
-    def detach() -> None:
-        if engine.step is osft_step:
-            engine.step = original
-
-    return detach

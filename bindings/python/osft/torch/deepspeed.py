@@ -1,0 +1,338 @@
+"""DeepSpeed: :func:`attach_deepspeed`, which keeps a DeepSpeed engine's training out of the
+frozen subspace at ZeRO stages 0-3, in fp32 and in bf16/fp16 mixed precision; and
+:func:`gathered`, which ZeRO-3-partitioned OSFT factors are read through.
+
+deepspeed is not imported at module level: the engine is used through its documented API
+(``engine.module``, ``engine.step()``, ``zero_optimization_stage()``, ``bfloat16_enabled()``,
+``fp16_enabled()``) and its optimizer's fp32 master weights through the structures DeepSpeed's
+own ``deepspeed.utils.safe_get_full_fp32_param`` / ``safe_set_local_fp32_param`` read.
+
+Why act on the master weights: gradient projection (OSFT's autograd hooks, which run before
+DeepSpeed's reduction hooks at every stage) is not enough under Adam, whose element-wise scaling
+puts part of every update back into the frozen subspace. Outside DeepSpeed,
+:class:`~osft.torch.OSFTOptimizer` retracts the parameters after each step. Inside it, at ZeRO
+stages >= 1 or with mixed precision the optimizer steps fp32 master copies (flat partitions,
+one slice per rank) that DeepSpeed copies over the module's parameters, so a retraction of the
+module's parameters is overwritten at the next step. The hook therefore retracts the **fp32
+master** of every trainable factor after each ``engine.step()``:
+``U_low <- U_low - Q_U (Q_U^T U_low)``, ``V_low <- V_low - (V_low Q_V^T) Q_V``, with ``Q`` the
+frozen basis (orthonormalised once in float64 when the module holds it in bf16/fp16, so that
+the subspace the model computes with is removed exactly), and writes the result to the
+low-precision copy the model computes with. A retraction rather than a projection of the
+update: it needs no snapshot of the masters before the step (no extra memory, no hook inside
+DeepSpeed's step) and also removes accumulated rounding drift; for factored groups the two give
+the same parameters (the projection is linear and idempotent), as :class:`OSFTOptimizer` does.
+
+Where the full master values are already on every rank, the retraction is local; where each rank
+only holds a slice, it is the two-phase projection (each rank's partial coefficient
+``Q_U^T X_r`` / ``X_r Q_V^T`` of its slice, one ``all_reduce`` of all of them together, then
+each rank corrects its slice), so one collective of ``k x (R-k)`` coefficients per factor
+instead of gathering the factors:
+
+============  ===========================  ============================================  ==========
+ZeRO stage    precision                    where the master is / what is retracted        collective
+============  ===========================  ============================================  ==========
+0             fp32                         the module's parameters themselves              none
+0             bf16 / fp16                  full flat fp32 copy on every rank              none
+1, 2          fp32                         module parameters hold the full master          none
+                                           values after the step: retracted locally,
+                                           each rank copies its slice into its master
+1, 2          bf16 / fp16                  each rank's fp32 slice (two-phase)              1 / step
+3             fp32, bf16 / fp16            each rank's fp32 slice and its partition of     1 / step
+                                           the module parameter (two-phase)
+============  ===========================  ============================================  ==========
+
+``mode="dense"`` groups (whose invariant needs the update's projection, i.e. a snapshot) are
+supported at ZeRO stage 0 in fp32 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+import osft as _osft
+
+from .context import context_for
+from .model import OSFT
+from .optim import OSFTOptimizer
+
+
+def is_zero3(p: Any) -> bool:
+    """Whether ``p`` is a parameter partitioned by DeepSpeed ZeRO stage 3."""
+    return hasattr(p, "ds_id") and hasattr(p, "ds_tensor")
+
+
+def gathered(params: Sequence[Any]):
+    """A context in which ZeRO-3-partitioned ``params`` hold their full values
+    (``deepspeed.zero.GatheredParameters``, read-only: a collective, call it on every rank);
+    a no-op context when none is partitioned."""
+    part = [p for p in params if is_zero3(p)]
+    if not part:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(part, modifier_rank=None)
+
+
+def _orthonormal(basis: torch.Tensor, side: str) -> torch.Tensor:
+    """``basis`` itself when float32/64 (orthonormal from the SVD), else an orthonormal float32
+    basis of the same span (QR in float64): ``(B,N,k)`` columns for ``"left"``, ``(B,k,M)`` rows
+    for ``"right"``."""
+    if basis.dtype in (torch.float32, torch.float64):
+        return basis
+    b = basis.double() if side == "left" else basis.double().transpose(-1, -2)
+    q = torch.linalg.qr(b).Q
+    q = q if side == "left" else q.transpose(-1, -2)
+    return q.float().contiguous()
+
+
+class _Factor:
+    """One trainable factor (``u_low`` left or ``v_low`` right) and its fp32 basis."""
+
+    def __init__(self, param: torch.nn.Parameter, side: str, basis: torch.Tensor):
+        self.param, self.side = param, side
+        self.basis32 = basis.float().contiguous() if basis.dtype == torch.float64 else basis
+
+    def coef_shape(self, shape: torch.Size) -> Tuple[int, ...]:
+        b, n, m = shape
+        k = self.basis32.shape[-1] if self.side == "left" else self.basis32.shape[-2]
+        return (b, k, m) if self.side == "left" else (b, n, k)
+
+
+class _MasterRetraction:
+    """The retraction of the fp32 masters after a DeepSpeed step (see the module docstring)."""
+
+    def __init__(self, engine: Any, osft: OSFT, stage: int, mixed: bool):
+        self.engine, self.osft, self.stage, self.mixed = engine, osft, stage, mixed
+        self.factors: List[_Factor] = []
+        for p, side, g in osft.projected_parameters():
+            basis = g.u_high if side == "left" else g.v_high
+            self.factors.append(_Factor(p, side, _orthonormal(basis.detach(), side)))
+        if stage == 0 and mixed:
+            self.kind = "flat"
+            self._flat = self._flat_masters()
+        elif stage in (1, 2) and not mixed:
+            self.kind = "module"
+        elif stage == 0:
+            self.kind = "params"
+        else:
+            self.kind = "slices"
+
+    # ---- stage 0, bf16 / fp16: DeepSpeed's FP16_Optimizer keeps one full flat fp32 copy of
+    # every parameter group (its parameters concatenated in order), FP16_UnfusedOptimizer (used
+    # on CPU) one fp32 tensor per parameter; either way on every rank.
+    def _flat_masters(self) -> Dict[int, torch.Tensor]:
+        opt = self.engine.optimizer
+        groups = getattr(opt, "fp16_groups", None)
+        flats = getattr(opt, "fp32_groups_flat", None)
+        per_param = getattr(opt, "fp32_groups", None)
+        if groups is None or (flats is None and per_param is None):
+            raise ValueError(f"attach_deepspeed: unexpected optimizer {type(opt).__name__} at "
+                             "ZeRO stage 0 with mixed precision (no fp32 master copies found)")
+        out = {}
+        for i, params in enumerate(groups):
+            if flats is not None:
+                off = 0
+                for p in params:
+                    out[id(p)] = flats[i].narrow(0, off, p.numel()).view(p.shape)
+                    off += p.numel()
+            else:
+                out.update({id(p): m for p, m in zip(params, per_param[i])})
+        if any(id(f.param) not in out for f in self.factors):
+            raise ValueError("attach_deepspeed: OSFT's trainable factors are not all in the "
+                             "engine's optimizer (pass o.parameters() or model.parameters())")
+        return out
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if self.kind == "params":
+            self.osft.retract()
+        elif self.kind == "flat":
+            for f in self.factors:
+                master = self._flat[id(f.param)]
+                self._project(f, master)
+                f.param.data.copy_(master)
+        elif self.kind == "module":
+            self.osft.retract()
+            for f in self.factors:
+                m = getattr(f.param, "_hp_mapping", None)
+                if m is not None:
+                    a = m.lp_fragment_address
+                    m.get_hp_fragment().data.copy_(
+                        f.param.data.reshape(-1).narrow(0, a.start, a.numel))
+        else:
+            self._retract_slices()
+
+    def _project(self, f: _Factor, x: torch.Tensor) -> None:
+        ctx = context_for(x.device)
+        if f.side == "left":
+            _osft.project(ctx, "left", x, f.basis32, None)
+        else:
+            _osft.project(ctx, "right", x, None, f.basis32)
+
+    # ---- stages 1-2 in bf16/fp16 and stage 3: each rank holds a contiguous slice of every
+    # flattened master; two-phase projection with one all_reduce for all factors.
+    def _slice(self, p) -> Tuple[torch.Size, int, Optional[torch.Tensor], Any]:
+        """(full shape, first element of this rank's slice, the fp32 slice or None, group)."""
+        if is_zero3(p):
+            from deepspeed.utils import safe_get_local_fp32_param
+
+            group = p.ds_process_group
+            size = p.ds_tensor.ds_numel
+            start = dist.get_rank(group) * size
+            valid = max(0, min(size, p.ds_numel - start))
+            local = safe_get_local_fp32_param(p)
+            return p.ds_shape, start, (local.reshape(-1)[:valid] if valid else None), group
+        m = getattr(p, "_hp_mapping", None)
+        group = getattr(p, "_dp_group", None)
+        if m is None:
+            return p.shape, 0, None, group
+        return p.shape, m.lp_fragment_address.start, m.get_hp_fragment().reshape(-1), group
+
+    def _retract_slices(self) -> None:
+        plans = []
+        coefs = []
+        groups = set()
+        for f in self.factors:
+            shape, start, local, group = self._slice(f.param)
+            groups.add(group)
+            x = torch.zeros(shape, dtype=torch.float32, device=f.basis32.device)
+            if local is not None:
+                x.view(-1).narrow(0, start, local.numel()).copy_(local)
+            coef = torch.empty(f.coef_shape(shape), dtype=torch.float32, device=x.device)
+            _osft.project_partial(context_for(x.device), f.side, f.basis32, x, coef)
+            plans.append((f, start, local, x))
+            coefs.append(coef)
+        if len(groups) != 1:
+            raise RuntimeError("attach_deepspeed: OSFT's factors are in different data-parallel "
+                               "groups")
+        flat = torch.cat([c.reshape(-1) for c in coefs])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=groups.pop())
+        off = 0
+        for (f, start, local, x), c in zip(plans, coefs):
+            c.copy_(flat.narrow(0, off, c.numel()).view(c.shape))
+            off += c.numel()
+            p = f.param
+            if p.numel() == x.numel():
+                # The full low-precision parameter is resident on every rank (stages 1-2; at
+                # stage 3 a persistent small parameter, which DeepSpeed re-gathers after its
+                # step): apply the same correction, known in full from the reduced coefficient.
+                # First: at stage 3 its storage may be the partition written below.
+                x32 = p.data.float()
+                _osft.project_apply(context_for(x32.device), f.side, f.basis32, c, x32)
+                p.data.copy_(x32)
+            if local is None:
+                continue
+            # x <- x - Q coef on every element; only this rank's slice is kept.
+            _osft.project_apply(context_for(x.device), f.side, f.basis32, c, x)
+            new = x.view(-1).narrow(0, start, local.numel())
+            if is_zero3(p):
+                from deepspeed.utils import safe_set_local_fp32_param
+
+                part = torch.zeros(p.ds_tensor.numel(), dtype=torch.float32, device=new.device)
+                part[:new.numel()] = new
+                safe_set_local_fp32_param(p, part)
+                p.ds_tensor.data.view(-1)[:new.numel()].copy_(new)
+            else:
+                local.copy_(new)
+
+
+def _match_buffers(osft: OSFT) -> None:
+    """DeepSpeed's bf16/fp16 mode converts the module's parameters, not its buffers: give the
+    frozen factors (buffers) the trainable factors' dtype, so that every layer computes in one
+    dtype, as a model loaded in that dtype would."""
+    for g in osft.groups.values():
+        lp = next((p.dtype for p in g.parameters(recurse=False)), None)
+        if lp is None:
+            continue
+        for name, b in list(g._buffers.items()):
+            if b is not None and b.is_floating_point() and b.dtype != lp:
+                g._buffers[name] = b.to(lp)
+
+
+def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[[], None]:
+    """Hook OSFT into a DeepSpeed engine's training loop (``engine.backward(loss)``,
+    ``engine.step()``) at any ZeRO stage (0-3), fp32 or bf16/fp16; returns a function that
+    detaches the hook.
+
+    * Gradients: with ``OSFT(project_in_backward=True)`` (the default) they are projected in
+      autograd tensor hooks while autograd produces them, before DeepSpeed's reduction hooks (by
+      linearity this equals projecting the reduced gradient). Otherwise the hook calls
+      :meth:`OSFT.project_gradients` before each ``engine.step()``, which only sees gradients at
+      ZeRO stage 0 (stages >= 1 need ``project_in_backward=True``: ``ValueError``).
+    * Update: after each ``engine.step()`` the fp32 master weights of the trainable factors are
+      retracted out of the frozen subspace (``retract=True``, see the module docstring for how
+      per stage and which collectives). ``retract=False`` leaves only the gradient projection
+      (Adam then leaks slowly into the frozen subspace; :meth:`OSFT.leakage` measures it).
+    * :class:`~osft.torch.OSFTOptimizer` as DeepSpeed's client optimizer works at ZeRO stage 0 in
+      fp32 (DeepSpeed then steps the module's own parameters); elsewhere DeepSpeed hands the
+      optimizer flat fp32 partitions instead of OSFT's parameters, and this function refuses it
+      (``ValueError``: pass the plain optimizer and let this hook retract).
+    * ``mode="dense"`` groups: ZeRO stage 0 in fp32 only (``ValueError`` otherwise); there the
+      hook projects each step's update (a snapshot of the dense weights before the step).
+    """
+    module = getattr(engine, "module", None)
+    step = getattr(engine, "step", None)
+    if module is None or not callable(step):
+        raise TypeError("attach_deepspeed: expected a DeepSpeed engine (with .module and .step())")
+    if not any(m is osft.model for m in module.modules()):
+        raise ValueError("attach_deepspeed: the OSFT model is not inside engine.module")
+    stage_fn = getattr(engine, "zero_optimization_stage", None)
+    stage = int(stage_fn()) if callable(stage_fn) else 0
+    mixed = [name.replace("_enabled", "") for name in ("fp16_enabled", "bfloat16_enabled")
+             if callable(getattr(engine, name, None)) and getattr(engine, name)()]
+    where = f"ZeRO stage {stage}" + (f" with {mixed[0]}" if mixed else "")
+    if stage > 3:
+        raise ValueError(f"attach_deepspeed: unknown ZeRO stage {stage}")
+    if stage > 0 and not osft.project_in_backward:
+        raise ValueError(f"attach_deepspeed: at ZeRO stage {stage} gradients must be projected "
+                         "in backward hooks (OSFT(project_in_backward=True))")
+    opt = getattr(engine, "optimizer", None)
+    client = [o for o in (opt, getattr(opt, "optimizer", None)) if isinstance(o, OSFTOptimizer)]
+    if client and (stage > 0 or mixed):
+        raise ValueError(f"attach_deepspeed: an OSFTOptimizer as DeepSpeed's client optimizer "
+                         f"does not work at {where}: DeepSpeed steps flat fp32 master "
+                         "partitions, not OSFT's parameters. Pass the wrapped optimizer "
+                         "(OSFTOptimizer.optimizer) to deepspeed.initialize; this hook retracts "
+                         "the fp32 masters after each step")
+    dense = [n for n, g in osft.groups.items() if g.mode == "dense" and g.projected()]
+    if dense and (stage > 0 or mixed):
+        raise ValueError(f"attach_deepspeed: mode='dense' is supported at ZeRO stage 0 in fp32 "
+                         f"only, not at {where} (use mode='factored')")
+    if mixed:
+        _match_buffers(osft)
+    retraction = None
+    if retract and not client:
+        retraction = _MasterRetraction(engine, osft, stage, bool(mixed))
+        # Once now: masters initialised from bf16/fp16-rounded factors carry that rounding's
+        # component in the frozen subspace (a collective where the step's retraction has one).
+        retraction()
+    project_dense = retract and bool(dense) and not client
+    boundary = getattr(engine, "is_gradient_accumulation_boundary", None)
+
+    original = engine.step
+
+    def osft_step(*args, **kwargs):
+        osft.project_unhooked_gradients()
+        stepping = boundary() if callable(boundary) else True
+        before = osft.snapshot({id(g.weight) for n, g in osft.groups.items() if n in dense}) \
+            if project_dense and stepping else None
+        out = original(*args, **kwargs)
+        if before:
+            osft.project_update(before)
+        if retraction is not None and stepping:
+            retraction()
+        return out
+
+    engine.step = osft_step
+
+    def detach() -> None:
+        if engine.step is osft_step:
+            engine.step = original
+
+    return detach
