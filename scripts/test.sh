@@ -3,7 +3,8 @@
 #
 # 1. Tools: ./.venv gets the NVRTC wheel (compile-checks the CUDA kernels), ruff, and, when they
 #    are not on PATH, cmake and pkg-config (PyPI's cmake and pkgconf); the Python test venv gets
-#    torch and transformers (bindings/python/run_tests.sh). Each is installed only when missing.
+#    torch, transformers and DeepSpeed (bindings/python/run_tests.sh). Each is installed only when
+#    missing.
 #    valgrind comes from apt-get when missing (as root). gcc/g++ are expected.
 # 2. Form: rustfmt (tree and fuzz/), ruff, clippy with -D warnings, rustdoc with -D warnings.
 # 3. Suites: Rust tests, the Python binding (numpy and torch paths), bounded fuzzing, valgrind
@@ -19,7 +20,7 @@ LOGS=$ROOT/target/test-logs
 mkdir -p "$LOGS"
 T_START=$(date +%s)
 
-export OSFT_REQUIRE_NVRTC=1 OSFT_REQUIRE_TORCH=1 OSFT_REQUIRE_TRANSFORMERS=1
+export OSFT_REQUIRE_NVRTC=1 OSFT_REQUIRE_TORCH=1 OSFT_REQUIRE_TRANSFORMERS=1 OSFT_REQUIRE_DEEPSPEED=1
 export OSFT_REQUIRE_CMAKE=1 OSFT_REQUIRE_PKGCONFIG=1 OSFT_REQUIRE_VALGRIND=1
 
 # NVRTC pinned to CUDA 13.0: a newer NVRTC emits PTX that the 580 driver (CUDA 13.0) refuses.
@@ -87,6 +88,12 @@ if ! command -v pkg-config >/dev/null 2>&1; then
 fi
 if ! command -v valgrind >/dev/null 2>&1; then
     apt_ensure valgrind || setup_fail "no valgrind (apt-get install valgrind)"
+fi
+# DeepSpeed's JIT op (tests/test_torch_deepspeed.py) compiles against the Python headers of the
+# interpreter the test venv is made from.
+PY_INCLUDE="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+if [ ! -f "$PY_INCLUDE/Python.h" ]; then
+    apt_ensure python3-dev || setup_fail "no Python.h in $PY_INCLUDE (apt-get install python3-dev)"
 fi
 for t in cmake pkg-config valgrind; do
     printf '%-11s %s\n' "$t:" "$(command -v "$t" >/dev/null 2>&1 && echo "$(command -v "$t") ($("$t" --version 2>/dev/null | head -n 1))" || echo missing)"

@@ -8,7 +8,10 @@
 # OSFT_REQUIRE_TORCH=1 installs torch into the venv when it is missing and makes any skip of a
 # torch test a failure (tests/conftest.py), except a GPU test's "not run: no GPU";
 # OSFT_REQUIRE_TRANSFORMERS=1 does the same for transformers and tests/test_torch_hf.py
-# (scripts/test.sh sets both). Without them the torch tests run if the venv has torch, else skip,
+# (scripts/test.sh sets both). OSFT_REQUIRE_DEEPSPEED=1 installs DeepSpeed and ninja (its JIT op
+# is compiled by g++ against the Python headers, which must be present) for
+# tests/test_torch_deepspeed.py and makes its skips failures (scripts/test.sh sets it, and
+# installs the headers when missing). Without them the torch tests run if the venv has torch, else skip,
 # and the end of the pytest output lists what was not run and why.
 set -euo pipefail
 
@@ -40,7 +43,17 @@ if [ "${OSFT_REQUIRE_TRANSFORMERS:-0}" = 1 ] && ! "$PY" -c "import transformers"
     echo "run_tests.sh: installing $TRANSFORMERS_PIN into $VENV (OSFT_REQUIRE_TRANSFORMERS=1)"
     "${PIP[@]}" "$TRANSFORMERS_PIN"
 fi
-for mod in torch transformers; do
+# DeepSpeed's CPU path (CPU accelerator, gloo); ninja builds its JIT op and must be on PATH.
+DEEPSPEED_PIN="deepspeed==0.19.8"
+NINJA_PIN="ninja==1.13.2"
+if [ "${OSFT_REQUIRE_DEEPSPEED:-0}" = 1 ] && ! "$PY" -c "import deepspeed, ninja" 2>/dev/null; then
+    echo "run_tests.sh: installing $DEEPSPEED_PIN $NINJA_PIN into $VENV (OSFT_REQUIRE_DEEPSPEED=1)"
+    t0=$(date +%s)
+    "${PIP[@]}" "$DEEPSPEED_PIN" "$NINJA_PIN"
+    echo "run_tests.sh: deepspeed installed in $(($(date +%s) - t0)) s"
+fi
+export PATH="$VENV/bin:$PATH"
+for mod in torch transformers deepspeed; do
     if v=$("$PY" -c "import $mod; print($mod.__version__)" 2>/dev/null); then
         echo "run_tests.sh: $mod $v"
     else

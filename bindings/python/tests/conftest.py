@@ -3,9 +3,10 @@
 Skip policy: a test that needs a GPU skips with a reason starting with ``GPU_SKIP`` ("not run: no
 GPU") and stays a skip. Any other skip of the torch tests (``test_torch*.py``) becomes a failure
 under ``OSFT_REQUIRE_TORCH=1``, except that a skip of ``test_torch_hf.py`` for want of
-transformers is governed by ``OSFT_REQUIRE_TRANSFORMERS=1`` (scripts/test.sh sets both). Without
-the switches they stay skips, listed at the end of the run with the reason and the switch that
-would make them failures.
+transformers is governed by ``OSFT_REQUIRE_TRANSFORMERS=1``, and any skip of
+``test_torch_deepspeed.py`` fails under ``OSFT_REQUIRE_DEEPSPEED=1`` (scripts/test.sh sets all
+three). Without the switches they stay skips, listed at the end of the run with the reason and
+the switch that would make them failures.
 """
 
 import os
@@ -91,7 +92,8 @@ def random_basis(rng, n, k, batch=None) -> np.ndarray:
 
 # --- skip policy -------------------------------------------------------------------------------
 GPU_SKIP = "not run: no GPU"
-_SWITCHES = {"OSFT_REQUIRE_TORCH": "torch", "OSFT_REQUIRE_TRANSFORMERS": "transformers"}
+_SWITCHES = {"OSFT_REQUIRE_TORCH": "torch", "OSFT_REQUIRE_TRANSFORMERS": "transformers",
+             "OSFT_REQUIRE_DEEPSPEED": "deepspeed"}
 _UNREQUIRED_SKIPS = []  # (where, reason, switch) of skips a switch would have turned into failures
 
 
@@ -100,6 +102,10 @@ def _switches_for(path, reason) -> list:
     name = os.path.basename(str(path))
     if name == "test_torch_hf.py" and "transformers" in reason:
         return ["OSFT_REQUIRE_TRANSFORMERS"]
+    if name == "test_torch_deepspeed.py":
+        if "deepspeed" in reason or "transformers" in reason:
+            return ["OSFT_REQUIRE_DEEPSPEED"]
+        return ["OSFT_REQUIRE_TORCH", "OSFT_REQUIRE_DEEPSPEED"]
     if name.startswith("test_torch") and name != "test_torch_absent.py":
         return ["OSFT_REQUIRE_TORCH"]
     return []
