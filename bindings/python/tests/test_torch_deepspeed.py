@@ -39,9 +39,11 @@ SEQ = 8
 VOCAB = 50
 LR = 1e-2
 EPS32 = 2.0 ** -24
-# (stage, precision, retract): every stage and precision, and one negative control.
-RUNS = [(s, p, True) for p in ("fp32", "bf16") for s in (0, 1, 2, 3)]
-CONTROL = (2, "fp32", False)
+# (stage, precision, retract): every stage and precision, and one negative control. Stage "3"
+# partitions every parameter (stage3_param_persistence_threshold 0, as for a large model's
+# matrices), "3p" keeps these small ones resident (DeepSpeed's default threshold).
+RUNS = [(s, p, True) for p in ("fp32", "bf16") for s in ("0", "1", "2", "3", "3p")]
+CONTROL = ("2", "fp32", False)
 
 
 def _model():
@@ -121,15 +123,43 @@ def _leakage(before, after):
     return max(pairs, key=lambda lt: lt[0] / lt[1])
 
 
-def _run_one(rank, world, stage, precision, retract):
+def _check_zero3_readers(o, masters, precision):
+    """At ZeRO-3 the factors are partitioned: OSFT's readers gather them. dense_weights() must
+    equal the float64 dense weight from the masters (to the module dtype's rounding: float32
+    reconstruction of rank <= 16 matrices, or factors rounded to bf16), merged_state_dict() must
+    hold every plain-model key at its full shape, leakage() must report every group."""
+    tol = 1e-5 if precision == "fp32" else 3 * 2.0 ** -8
+    dense = o.dense_weights()
+    plain = _model().state_dict()
+    merged = o.merged_state_dict()
+    assert sorted(merged) == sorted(plain), set(merged) ^ set(plain)
+    for k, v in plain.items():
+        assert merged[k].shape == v.shape, (k, merged[k].shape, v.shape)
+    for g in o.groups.values():
+        ul, sl, vl = (masters[id(t)] for t in (g.u_low, g.s_low, g.v_low))
+        w = ((g.u_high.double() * g.s_high.double().unsqueeze(-2)) @ g.v_high.double()
+             + (ul * sl.unsqueeze(-2)) @ vl)
+        for name, off, cnt in g.members:
+            got = dense[name].double().reshape(w[off:off + cnt].shape)
+            err = float((got - w[off:off + cnt]).abs().max() / w[off:off + cnt].abs().max())
+            assert err <= tol, (name, err, tol)
+            assert torch.equal(merged[name], dense[name]), name
+    assert sorted(o.leakage()) == sorted(o.groups)
+
+
+def _run_one(rank, world, label, precision, retract):
     import deepspeed
 
     import osft.torch as ot
 
+    stage = int(label[0])
     m = _model()
     o = ot.OSFT(m, frozen_ratio=0.5, freeze_others=True)
+    zero = {"stage": stage}
+    if label == "3":
+        zero["stage3_param_persistence_threshold"] = 0
     conf = {"train_micro_batch_size_per_gpu": BATCH // world, "gradient_accumulation_steps": 1,
-            "zero_optimization": {"stage": stage}, "bf16": {"enabled": precision == "bf16"},
+            "zero_optimization": zero, "bf16": {"enabled": precision == "bf16"},
             "steps_per_print": 10 ** 9}
     opt = torch.optim.AdamW(o.parameters(), lr=LR)
     engine, *_ = deepspeed.initialize(model=m, optimizer=opt, config=conf)
@@ -147,6 +177,8 @@ def _run_one(rank, world, stage, precision, retract):
         losses.append(float(mean) / world)
     masters = _masters(engine, o, stage, precision)
     copies = _module_copies(o)
+    if stage == 3:
+        _check_zero3_readers(o, masters, precision)
     leak, tol = _leakage(before, _dense_low(o, masters))
     # The copy the model computes with is the master rounded to the module's dtype.
     unit = EPS32 if precision == "fp32" else 2.0 ** -8
@@ -154,7 +186,7 @@ def _run_one(rank, world, stage, precision, retract):
                for k, v in masters.items())
     if hasattr(engine, "destroy"):
         engine.destroy()
-    return dict(stage=stage, precision=precision, retract=retract, world=world, losses=losses,
+    return dict(stage=label, precision=precision, retract=retract, world=world, losses=losses,
                 leak=leak, tol=tol, copy=copy)
 
 
@@ -238,11 +270,13 @@ def test_deepspeed_zero_stages_keep_the_frozen_subspace(capsys):
                 failures.append(f"stage {key[0]} {key[1]} x{world}: module copy {res['copy']:.2f}"
                                 " roundings from the master")
             # Every stage follows stage 0's trajectory (same world size and precision).
-            ref = (one if world == 1 else two)[(0, key[1])]["losses"]
+            ref = (one if world == 1 else two)[("0", key[1])]["losses"]
             sdiff = max(abs(a - b) for a, b in zip(res["losses"], ref))
             if not sdiff <= loss_tol[key[1]]:
                 failures.append(f"stage {key[0]} {key[1]} x{world}: loss differs by {sdiff:.3e} "
                                 "from stage 0")
+    lines.append("stage 3: every parameter partitioned; 3p: DeepSpeed's default persistence "
+                 "threshold (these small factors stay resident)")
     lines.append(f"control: stage 2 fp32 x2 without retraction: leakage {control['leak']:.2e} "
                  f"(tol {control['tol']:.2e})")
     with capsys.disabled():

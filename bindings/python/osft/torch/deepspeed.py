@@ -69,8 +69,11 @@ def is_zero3(p: Any) -> bool:
 def gathered(params: Sequence[Any]):
     """A context in which ZeRO-3-partitioned ``params`` hold their full values
     (``deepspeed.zero.GatheredParameters``, read-only: a collective, call it on every rank);
-    a no-op context when none is partitioned."""
-    part = [p for p in params if is_zero3(p)]
+    a no-op context when none is partitioned. Parameters already gathered (DeepSpeed's
+    persistent small ones, or an enclosing ``gathered``) are left to their owner, so nesting
+    is safe and nothing DeepSpeed keeps resident is released."""
+    part = [p for p in params
+            if is_zero3(p) and getattr(getattr(p, "ds_status", None), "name", "") == "NOT_AVAILABLE"]
     if not part:
         return contextlib.nullcontext()
     import deepspeed
