@@ -25,10 +25,12 @@
 #include <stdint.h>
 
 /**
- * ABI version of this header: bumped only if an incompatible change is ever made (the ABI is
- * additive-only, so this should stay 1). Compare with `osft_abi_version()` at run time.
+ * ABI version of this header: bumped when an incompatible change is made — a removed function or
+ * type, or a changed meaning of an existing function's arguments or results (version 2: the
+ * rank conventions of `osft_select_rank`'s `OSFT_RANK_FRACTION` and `osft_adaptive_ranks`).
+ * Compare with `osft_abi_version()` at run time.
  */
-#define OSFT_ABI_VERSION 1
+#define OSFT_ABI_VERSION 2
 
 /**
  * Version of the library this header was generated from (see `osft_version_major()` etc. for
@@ -283,7 +285,8 @@ enum osft_rank_rule
      */
     OSFT_RANK_FIXED = 0,
     /**
-     * `k = floor(param * R)`, `param` in `[0, 1]` (PEFT's float `effective_rank`).
+     * `k = int(R * param)`, `param` in `[0, 1]`: the double product truncated, as PEFT OSF's
+     * float `effective_rank` (`0.29 * 100 = 28.999999999999996` gives 28).
      */
     OSFT_RANK_FRACTION = 1,
     /**
@@ -681,17 +684,21 @@ osft_status osft_decompose(struct osft_context *ctx,
 osft_status osft_select_rank(const double *s, size_t len, int32_t rule, double param, int64_t *k);
 
 /**
- * The paper's adaptive rule: per-layer ranks from layer importances. For `count` layers with
+ * The seed's adaptive rule: per-layer ranks from layer importances. For `count` layers with
  * importance `importance[i]` (from `osft_layer_importance`) and full rank `full_ranks[i]`
- * (`R = min(N, M)`), writes `k[i]` into `ranks[0..count)`: the retained fraction is
- * `clamp(I_i / mean(I) * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)` of `R`, rounded.
- * `0 <= min_ratio <= max_ratio <= 1`.
+ * (`d = min(N, M)`), writes `k[i]` into `ranks[0..count)`: `I_n = I_i / (mean(I) + 1e-8)`,
+ * `CR = mrr + I_n * (trr - mrr)` with `mrr = min_ratio * d`, `trr = target_ratio * d`, and
+ * `k = clamp(round(CR), 1, d)`, `round` half to even (Python's `round`); `d = 0` gives 0. The
+ * seed's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
+ * A layer of average importance keeps `trr`, more important ones more (up to `d`).
+ * `OSFT_STATUS_INVALID_ARGUMENT` for a non-finite importance or a mean importance that is not
+ * positive and finite.
  */
 osft_status osft_adaptive_ranks(const double *importance,
                                 const int64_t *full_ranks,
                                 size_t count,
                                 double min_ratio,
-                                double max_ratio,
+                                double target_ratio,
                                 int64_t *ranks);
 
 /**

@@ -539,34 +539,35 @@ fn both_sides_projector_and_two_phase() {
     }
 }
 
-/// `OSFT_RANK_FRACTION` through the C ABI is `floor(f R + 1e-9)` exactly: every percentage of
-/// several `R` against the rule evaluated in exact rational arithmetic (the test support's
-/// `exact_fraction_rank`, which does not use f64 products at all).
+/// `OSFT_RANK_FRACTION` through the C ABI is PEFT's `int(R * f)` exactly: every percentage of
+/// several `R` against the expression evaluated in integer arithmetic (the test support's
+/// `exact_fraction_rank`, which rounds the exact product as an IEEE multiply does), and the cases
+/// that tell it from other readings by hand.
 #[test]
-fn fraction_rank_through_the_abi_is_floor_of_f_r_plus_1e9() {
+fn fraction_rank_through_the_abi_is_pefts_int_of_r_times_f() {
     let s = vec![1.0f64; 4096];
-    for r in [3usize, 50, 100, 1000, 4096] {
+    let rank = |r: usize, f: f64| {
+        let mut k = -1i64;
+        unsafe {
+            expect(
+                osft_select_rank(s.as_ptr(), r, osft_rank_rule::OSFT_RANK_FRACTION as i32, f, &mut k),
+                OSFT_STATUS_OK,
+            )
+        };
+        k
+    };
+    for r in [3usize, 10, 50, 100, 1000, 4096] {
         for i in 0..=100 {
             let f = i as f64 / 100.0;
-            let mut k = -1i64;
-            unsafe {
-                expect(
-                    osft_select_rank(s.as_ptr(), r, osft_rank_rule::OSFT_RANK_FRACTION as i32, f, &mut k),
-                    OSFT_STATUS_OK,
-                )
-            };
-            assert_eq!(k, osft_test_support::exact_fraction_rank(f, r) as i64, "f = {f:?}, R = {r}");
+            assert_eq!(rank(r, f), osft_test_support::exact_fraction_rank(f, r) as i64, "f = {f:?}, R = {r}");
         }
     }
-    // 0.29 * 100 is 28.999999999999996 in f64: the slack makes it 29.
-    let mut k = -1i64;
-    unsafe {
-        expect(
-            osft_select_rank(s.as_ptr(), 100, osft_rank_rule::OSFT_RANK_FRACTION as i32, 0.29, &mut k),
-            OSFT_STATUS_OK,
-        )
-    };
-    assert_eq!(k, 29);
+    // 100 * 0.29 is 28.999999999999996 in f64: truncated to 28, as PEFT. 10 * 0.7 is 7 - 2^-51
+    // exactly, which the multiply rounds (half to even) to 7.0: 7.
+    assert_eq!(rank(100, 0.29), 28);
+    assert_eq!(rank(100, 0.57), 56);
+    assert_eq!(rank(10, 0.7), 7);
+    assert_eq!(rank(100, 0.25), 25);
 }
 
 #[test]
@@ -606,14 +607,29 @@ fn rank_selection() {
         let imp = [1.0, 2.0, 3.0];
         let full = [10i64, 10, 10];
         let mut ranks = [-7i64; 4];
+        // The seed's rule, mean 2: I_n = I / 2.00000001; mrr = 5, trr = 10: CR = 5 + I_n * 5 =
+        // 7.4999999875 -> 7, 9.999999975 -> 10, 12.4999999625 -> clamped to d = 10.
+        expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.5, 1.0, ranks.as_mut_ptr()), OSFT_STATUS_OK);
+        assert_eq!(ranks, [7, 10, 10, -7]);
+        // mrr = 2, trr = 8: CR = 2 + I_n * 6 = 4.999999985 -> 5, 7.99999997 -> 8, 10.999999955 -> 10.
         expect(osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.2, 0.8, ranks.as_mut_ptr()), OSFT_STATUS_OK);
-        // mean 2, mid 0.5: ratios 0.25, 0.5, 0.75.
-        assert_eq!(ranks, [3, 5, 8, -7]);
+        assert_eq!(ranks, [5, 8, 10, -7]);
+        // A negative importance (mean 0.5): CR = 5 - 0.99999998 * 5 = 1e-7 -> 0, raised to k = 1.
+        let signed = [-0.5, 0.5, 1.5];
+        expect(osft_adaptive_ranks(signed.as_ptr(), full.as_ptr(), 3, 0.5, 1.0, ranks.as_mut_ptr()), OSFT_STATUS_OK);
+        assert_eq!(ranks, [1, 10, 10, -7]);
         let before = ranks;
         expect(
             osft_adaptive_ranks(imp.as_ptr(), full.as_ptr(), 3, 0.8, 0.2, ranks.as_mut_ptr()),
             OSFT_STATUS_INVALID_ARGUMENT,
         );
+        // Mean importance 0 or below: refused, the ranks untouched.
+        for bad in [[0.0, 0.0, 0.0], [-1.0, 0.5, 0.5], [-1.0, -2.0, -3.0]] {
+            expect(
+                osft_adaptive_ranks(bad.as_ptr(), full.as_ptr(), 3, 0.5, 1.0, ranks.as_mut_ptr()),
+                OSFT_STATUS_INVALID_ARGUMENT,
+            );
+        }
         let neg = [10i64, -1, 10];
         expect(
             osft_adaptive_ranks(imp.as_ptr(), neg.as_ptr(), 3, 0.2, 0.8, ranks.as_mut_ptr()),

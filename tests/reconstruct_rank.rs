@@ -130,7 +130,7 @@ fn rank_rules_on_known_spectra() {
     assert_eq!(select_rank(RankRule::Fixed(2), &s).unwrap(), 2);
     assert_eq!(select_rank(RankRule::Fixed(4), &s).unwrap(), 4);
     assert!(select_rank(RankRule::Fixed(5), &s).is_err());
-    // floor(f * R): 0.5 * 4 = 2, 0.3 * 4 = 1.2 -> 1, 1.0 -> 4, 0 -> 0.
+    // int(R * f): 4 * 0.5 = 2, 4 * 0.3 = 1.2 -> 1, 1.0 -> 4, 0 -> 0.
     assert_eq!(select_rank(RankRule::Fraction(0.5), &s).unwrap(), 2);
     assert_eq!(select_rank(RankRule::Fraction(0.3), &s).unwrap(), 1);
     assert_eq!(select_rank(RankRule::Fraction(1.0), &s).unwrap(), 4);
@@ -152,18 +152,47 @@ fn rank_rules_on_known_spectra() {
     assert!(select_rank(RankRule::Energy(0.5), &[f64::NAN]).is_err());
 }
 
+/// The seed's rule, `I_n = I / (mean(I) + 1e-8)`, `CR = mrr + I_n (trr - mrr)`,
+/// `k = clamp(round_half_even(CR), 1, d)`, on values worked out by hand (the comments carry the
+/// arithmetic).
 #[test]
-fn adaptive_ranks_map_importance_between_ratios() {
-    // Equal importance: every layer keeps the midpoint ratio 0.5 of (0.2, 0.8).
-    assert_eq!(adaptive_ranks(&[0.7, 0.7], &[100, 10], 0.2, 0.8).unwrap(), vec![50, 5]);
-    // Importances 1, 3 (mean 2): ratios clamp(0.5 * 0.5) = 0.25 and clamp(1.5 * 0.5) = 0.75.
-    assert_eq!(adaptive_ranks(&[1.0, 3.0], &[100, 100], 0.2, 0.8).unwrap(), vec![25, 75]);
-    // Clamped at both ends.
-    assert_eq!(adaptive_ranks(&[0.0, 10.0], &[100, 100], 0.2, 0.8).unwrap(), vec![20, 80]);
-    // No positive importance: min_ratio everywhere.
-    assert_eq!(adaptive_ranks(&[-1.0, 0.0], &[10, 10], 0.1, 0.9).unwrap(), vec![1, 1]);
-    assert!(adaptive_ranks(&[1.0], &[1, 2], 0.1, 0.9).is_err());
+fn adaptive_ranks_follow_the_seed_rule() {
+    // Defaults (mrr = d/2, trr = d). Average importance keeps trr: I_n = 1/(1 + 1e-8), CR = 50 +
+    // 0.99999999 * 50 = 99.9999995 -> 100, and 5 + 0.99999999 * 5 = 9.99999995 -> 10.
+    assert_eq!(adaptive_ranks(&[1.0, 1.0], &[100, 10], 0.5, 1.0).unwrap(), vec![100, 10]);
+    // Mean 0.4: I_n = 0.4999999875 -> CR = 32 + 15.9999996 = 47.9999996 -> 48; I_n = 1.4999999625
+    // -> CR = 79.9999988, beyond trr = 64: clamped to d = 64.
+    assert_eq!(adaptive_ranks(&[0.2, 0.6], &[64, 64], 0.5, 1.0).unwrap(), vec![48, 64]);
+    // Negative importance, mean 0.5: I_n = -0.99999998 -> CR = 5 - 4.9999999 = 1e-7 -> 0 -> k = 1
+    // (never 0); 0.99999998 -> 9.9999999 -> 10; 2.99999994 -> 19.9999997 -> clamped to 10.
+    assert_eq!(adaptive_ranks(&[-0.5, 0.5, 1.5], &[10, 10, 10], 0.5, 1.0).unwrap(), vec![1, 10, 10]);
+    // Python's round is half to even: importance 0 gives CR = mrr = d/2 exactly, 2.5 -> 2 and
+    // 3.5 -> 4 (round-half-up would give 3 and 4); the third, I_n = 2.9999999, CR = 17.9999996 -> 9.
+    assert_eq!(adaptive_ranks(&[0.0, 0.0, 1.0], &[5, 7, 9], 0.5, 1.0).unwrap(), vec![2, 4, 9]);
+    // Other ratios, mrr = 25, trr = 75 of d = 100. Mean 2: I_n = 0.4999999975 -> CR = 25 +
+    // 24.99999987 = 49.99999988 -> 50; I_n = 1.4999999925 -> 99.99999963 -> 100 (past trr, up to d).
+    assert_eq!(adaptive_ranks(&[1.0, 3.0], &[100, 100], 0.25, 0.75).unwrap(), vec![50, 100]);
+    // Equal importance keeps trr: 25 + 0.999999995 * 50 = 74.99999975 -> 75.
+    assert_eq!(adaptive_ranks(&[2.0, 2.0], &[100, 100], 0.25, 0.75).unwrap(), vec![75, 75]);
+    // min_ratio = target_ratio: every layer keeps round(d/2): 4 and 4.5 -> 4.
+    assert_eq!(adaptive_ranks(&[0.1, 0.9], &[8, 9], 0.5, 0.5).unwrap(), vec![4, 4]);
+    // The 1e-8 matters for a tiny mean: I_n = 1e-9 / 1.1e-8 = 0.0909.., CR = 50 + 4.545.. -> 55.
+    assert_eq!(adaptive_ranks(&[1e-9, 1e-9], &[100, 100], 0.5, 1.0).unwrap(), vec![55, 55]);
+    // An empty matrix (d = 0) gets 0; no layers, no ranks.
+    assert_eq!(adaptive_ranks(&[1.0, 1.0], &[0, 4], 0.5, 1.0).unwrap(), vec![0, 4]);
+    assert_eq!(adaptive_ranks(&[], &[], 0.5, 1.0).unwrap(), Vec::<usize>::new());
+    // Refused: a mean importance that is not positive (zero, negative, all zero), not finite,
+    // or a non-finite importance; mismatched lengths; ratios out of order or outside [0, 1].
+    for imp in [&[-1.0, 0.0][..], &[0.0, 0.0], &[1.0, -1.0], &[f64::NAN, 1.0], &[f64::INFINITY, 1.0]] {
+        let e = adaptive_ranks(imp, &[10, 10], 0.5, 1.0).unwrap_err();
+        assert_eq!(e.status(), osft::Status::InvalidArgument, "{imp:?}: {e}");
+    }
+    assert!(adaptive_ranks(&[-1.0, 0.0], &[10, 10], 0.5, 1.0).unwrap_err().to_string().contains("not positive"));
+    assert!(adaptive_ranks(&[f64::MAX, f64::MAX], &[10, 10], 0.5, 1.0).is_err(), "the mean overflows");
+    assert!(adaptive_ranks(&[1.0], &[1, 2], 0.5, 1.0).is_err());
     assert!(adaptive_ranks(&[1.0], &[1], 0.9, 0.1).is_err());
+    assert!(adaptive_ranks(&[1.0], &[1], 0.5, 1.5).is_err());
+    assert!(adaptive_ranks(&[1.0], &[1], -0.1, 1.0).is_err());
 }
 
 #[test]
@@ -206,23 +235,23 @@ fn read_vector_returns_singular_values_as_f64() {
     assert_eq!(got, [s.d.clone(), s.scale(2.0).d].concat());
 }
 
-/// `Fraction(f)` is `floor(f * R + 1e-9)`: PEFT's `int(f * R)` with a slack of 1e-9 so that a
-/// decimal fraction whose f64 product falls just short of an integer (0.29 * 100 =
-/// 28.999999999999996 in f64) still counts that integer. Pinned on hand-computed values, and on a
-/// grid against the rule evaluated in exact rational arithmetic.
+/// `Fraction(f)` is PEFT OSF's float `effective_rank`, `int(min_dim * value)`: the f64 product,
+/// rounded as IEEE rounds it, truncated. Pinned on values worked out by hand, and on a grid
+/// against the same expression evaluated in integer arithmetic.
 #[test]
 fn fraction_rank_rule_is_pinned_exactly() {
     let ones = |r: usize| vec![1.0; r];
-    // (f, R, k): f * R in f64 just below an integer (rounded up by the slack), exactly at one,
-    // just above one, below by more than the slack (1e-8 * 100 = 1e-6: not rounded up), below by
-    // less than the slack (1e-12 * 100 = 1e-10: rounded up).
-    let table: [(f64, usize, usize); 16] = [
-        (0.29, 100, 29),
-        (0.57, 100, 57),
-        (0.58, 100, 58),
-        (0.58, 50, 29),
-        (0.29 - 1e-8, 100, 28),
-        (0.29 - 1e-12, 100, 29),
+    // (f, R, k): the f64 product just below an integer (truncated: 0.29 * 100 = 28.999999999999996
+    // -> 28, as PEFT), exactly at one, just above one, an exact product 7 - 2^-51 that the
+    // multiply rounds (half to even) up to 7.0 -> 7, and plain cases.
+    let table: [(f64, usize, usize); 18] = [
+        (0.29, 100, 28),
+        (0.57, 100, 56),
+        (0.58, 100, 57),
+        (0.58, 50, 28),
+        (0.7, 10, 7),
+        (0.56, 100, 56),
+        (0.14, 100, 14),
         (0.25, 100, 25),
         (0.3, 10, 3),
         (0.07, 100, 7),
@@ -231,16 +260,20 @@ fn fraction_rank_rule_is_pinned_exactly() {
         (0.1, 3, 0),
         (0.2999999, 1000, 299),
         (0.999, 1, 0),
+        (0.3, 4, 1),
         (1.0, 7, 7),
         (0.0, 7, 0),
     ];
     for (f, r, k) in table {
-        assert_eq!(exact_fraction_rank(f, r), k, "the exact reference disagrees with the table at f = {f:?}, R = {r}");
+        assert_eq!(
+            exact_fraction_rank(f, r),
+            k,
+            "the integer reference disagrees with the table at f = {f:?}, R = {r}"
+        );
         assert_eq!(select_rank(RankRule::Fraction(f), &ones(r)).unwrap(), k, "f = {f:?}, R = {r}");
     }
-    // Every percentage against R = 100 (where half the f64 products fall short of the integer)
-    // and a few other R.
-    for r in [1usize, 3, 7, 50, 100, 768, 4096] {
+    // Every percentage against R = 100 (where 29, 57 and 58 fall one short) and a few other R.
+    for r in [1usize, 3, 7, 10, 50, 100, 768, 4096] {
         let s = ones(r);
         for i in 0..=100 {
             let f = i as f64 / 100.0;

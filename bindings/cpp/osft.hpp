@@ -402,14 +402,15 @@ inline int64_t select_rank(RankRule rule, const std::vector<double>& s, double p
     return k;
 }
 
-/// The paper's adaptive per-layer ranks.
+/// The seed's adaptive per-layer ranks (`osft_adaptive_ranks`): `k = clamp(round(CR), 1, d)`,
+/// `CR = mrr + I_n (trr - mrr)`, `I_n = I / (mean(I) + 1e-8)`, `mrr = min_ratio d`, `trr = target_ratio d`.
 inline std::vector<int64_t> adaptive_ranks(const std::vector<double>& importance, const std::vector<int64_t>& full_ranks,
-                                           double min_ratio, double max_ratio) {
+                                           double min_ratio = 0.5, double target_ratio = 1.0) {
     if (importance.size() != full_ranks.size()) {
         throw Error(OSFT_STATUS_INVALID_ARGUMENT, "adaptive_ranks: importance and full_ranks differ in length");
     }
     std::vector<int64_t> k(importance.size());
-    check(osft_adaptive_ranks(importance.data(), full_ranks.data(), k.size(), min_ratio, max_ratio, k.data()));
+    check(osft_adaptive_ranks(importance.data(), full_ranks.data(), k.size(), min_ratio, target_ratio, k.data()));
     return k;
 }
 

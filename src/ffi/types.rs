@@ -10,9 +10,11 @@ use crate::desc::MatDesc;
 use crate::error::Status;
 use crate::projector::Projector;
 
-/// ABI version of this header: bumped only if an incompatible change is ever made (the ABI is
-/// additive-only, so this should stay 1). Compare with `osft_abi_version()` at run time.
-pub const OSFT_ABI_VERSION: u32 = 1;
+/// ABI version of this header: bumped when an incompatible change is made — a removed function or
+/// type, or a changed meaning of an existing function's arguments or results (version 2: the
+/// rank conventions of `osft_select_rank`'s `OSFT_RANK_FRACTION` and `osft_adaptive_ranks`).
+/// Compare with `osft_abi_version()` at run time.
+pub const OSFT_ABI_VERSION: u32 = 2;
 /// Version of the library this header was generated from (see `osft_version_major()` etc. for
 /// the library actually loaded).
 pub const OSFT_VERSION_MAJOR: u32 = 0;
@@ -219,7 +221,8 @@ pub enum osft_strategy {
 pub enum osft_rank_rule {
     /// `k = param` (a whole number in `[0, R]`).
     OSFT_RANK_FIXED = 0,
-    /// `k = floor(param * R)`, `param` in `[0, 1]` (PEFT's float `effective_rank`).
+    /// `k = int(R * param)`, `param` in `[0, 1]`: the double product truncated, as PEFT OSF's
+    /// float `effective_rank` (`0.29 * 100 = 28.999999999999996` gives 28).
     OSFT_RANK_FRACTION = 1,
     /// Smallest `k` whose energy `sum_{i<k} s_i^2` reaches `param * sum s_i^2`, `param` in `[0, 1]`.
     OSFT_RANK_ENERGY = 2,

@@ -3,17 +3,22 @@
 //! | rule | `k` | notes |
 //! | --- | --- | --- |
 //! | `Fixed(k)` | `k` | error if `k > R` |
-//! | `Fraction(f)`, `f` in `[0, 1]` | `floor(f * R + 1e-9)` | PEFT's float `effective_rank`; `f = 1` freezes all |
+//! | `Fraction(f)`, `f` in `[0, 1]` | `int(f * R)`: the f64 product, truncated | PEFT OSF's float `effective_rank`, rounding included (`0.29 * 100` is `28.999…` and gives 28; `0.7 * 10` rounds to `7.0` and gives 7); `f = 1` freezes all |
 //! | `Energy(t)`, `t` in `[0, 1]` | smallest `k` with `sum_{i<k} s_i^2 >= t * sum s_i^2` | `t = 0` gives 0; zero matrix gives 0 |
 //! | `EntropyEffective` | `round(exp(H(p)))`, `p = s / sum s` | Roy & Vetterli's effective rank, clamped to `[0, R]`; zero matrix gives 0 |
 //!
-//! **Adaptive rule** ([`adaptive_ranks`]): layer importance `I(W) = mean_x cos(x[:R], (W x)[:R])`
-//! over caller-given activations ([`ImportancePlan`]); each layer's importance is normalised by
-//! the mean over layers, `r = I / mean(I)`, and the retained (frozen) fraction is
-//! `clamp(r * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)`: a layer of average importance
-//! freezes the midpoint ratio, more important layers freeze more, up to `max_ratio`. `k =
-//! round(ratio * R)`. Non-positive mean importance (no layer looks important) gives `min_ratio`
-//! everywhere.
+//! **Adaptive rule** ([`adaptive_ranks`]), the seed's `auto_generate_target_svd_config`: layer
+//! importance `I(W) = mean_x cos(x[:d], (W x)[:d])` over caller-given activations
+//! ([`ImportancePlan`]), `d = min(N, M)`; per layer `I_n = I / (mean(I) + 1e-8)`,
+//! `CR = mrr + I_n * (trr - mrr)` with `mrr = min_ratio * d`, `trr = target_ratio * d` (the seed:
+//! `min_ratio = 0.5`, `target_ratio = 1`), and `k = clamp(round(CR), 1, d)` with `round` Python's
+//! `round`, half to even. A layer of average importance keeps `trr`, a more important one more
+//! (at most `d`), one of zero importance `mrr`, one of negative importance less (at least 1).
+//! Where the seed has no sensible answer, osft refuses (`InvalidArgument`): a non-finite
+//! importance, a mean importance that is not positive or not finite (the seed divides by
+//! `mean + 1e-8`; a negative mean would reverse the order), and a non-finite `I_n`. A layer with
+//! `d = 0` gets 0. The mean is summed in order (numpy sums pairwise), so a `CR` within rounding
+//! of a half-integer may round the other way than the seed's.
 
 use super::*;
 use crate::exec::Vectors;
@@ -57,7 +62,8 @@ pub fn select_rank(rule: RankRule, s: &[f64]) -> Result<usize> {
         }
         RankRule::Fraction(f) => {
             check_unit("fraction", f)?;
-            ((f * r as f64 + 1e-9).floor() as usize).min(r)
+            // PEFT's `int(min_dim * value)`: truncation of the rounded f64 product, no slack.
+            ((r as f64 * f) as usize).min(r)
         }
         RankRule::Energy(t) => {
             check_unit("energy threshold", t)?;
@@ -88,8 +94,15 @@ pub fn select_rank(rule: RankRule, s: &[f64]) -> Result<usize> {
     })
 }
 
-/// Per-layer `k` from layer importances (see the module docs). `full_ranks[i]` is `R` of layer `i`.
-pub fn adaptive_ranks(importance: &[f64], full_ranks: &[usize], min_ratio: f64, max_ratio: f64) -> Result<Vec<usize>> {
+/// Per-layer `k` from layer importances by the seed's rule (see the module docs). `full_ranks[i]`
+/// is `d = min(N, M)` of layer `i`; `min_ratio = mrr / d` and `target_ratio = trr / d` (the seed:
+/// 0.5 and 1), `0 <= min_ratio <= target_ratio <= 1`.
+pub fn adaptive_ranks(
+    importance: &[f64],
+    full_ranks: &[usize],
+    min_ratio: f64,
+    target_ratio: f64,
+) -> Result<Vec<usize>> {
     if importance.len() != full_ranks.len() {
         return Err(Error::InvalidArgument(format!(
             "{} importances for {} layers",
@@ -98,9 +111,9 @@ pub fn adaptive_ranks(importance: &[f64], full_ranks: &[usize], min_ratio: f64, 
         )));
     }
     check_unit("min_ratio", min_ratio)?;
-    check_unit("max_ratio", max_ratio)?;
-    if min_ratio > max_ratio {
-        return Err(Error::InvalidArgument(format!("min_ratio {min_ratio} > max_ratio {max_ratio}")));
+    check_unit("target_ratio", target_ratio)?;
+    if min_ratio > target_ratio {
+        return Err(Error::InvalidArgument(format!("min_ratio {min_ratio} > target_ratio {target_ratio}")));
     }
     if importance.iter().any(|v| !v.is_finite()) {
         return Err(Error::InvalidArgument("importances must be finite".into()));
@@ -109,15 +122,30 @@ pub fn adaptive_ranks(importance: &[f64], full_ranks: &[usize], min_ratio: f64, 
         return Ok(vec![]);
     }
     let mean = importance.iter().sum::<f64>() / importance.len() as f64;
-    let mid = 0.5 * (min_ratio + max_ratio);
-    Ok(importance
+    if !(mean > 0.0 && mean.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "mean layer importance {mean} is not positive and finite: the adaptive rule normalises by it \
+             (importance is a mean cosine; check that the calibration inputs reach the layers)"
+        )));
+    }
+    importance
         .iter()
         .zip(full_ranks)
-        .map(|(i, r)| {
-            let ratio = if mean > 0.0 { (i / mean * mid).clamp(min_ratio, max_ratio) } else { min_ratio };
-            ((ratio * *r as f64).round() as usize).min(*r)
+        .map(|(i, &r)| {
+            if r == 0 {
+                return Ok(0);
+            }
+            let i_n = i / (mean + 1e-8);
+            if !i_n.is_finite() {
+                return Err(Error::InvalidArgument(format!("importance {i} over the mean {mean} is not finite")));
+            }
+            let d = r as f64;
+            let (mrr, trr) = (min_ratio * d, target_ratio * d);
+            let cr = mrr + i_n * (trr - mrr);
+            // Python's round (half to even), then the seed's max(1, min(k, d)).
+            Ok(cr.round_ties_even().clamp(1.0, d) as usize)
         })
-        .collect())
+        .collect()
 }
 
 fn importance_check(exec: &dyn Executor, w: &MatDesc, x: &MatDesc, compute: DType) -> Result<()> {

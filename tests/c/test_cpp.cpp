@@ -173,8 +173,13 @@ void numbers(bool row_major) {
 
     // Ranks.
     CHECK(osft::select_rank(osft::RankRule::Fraction, s, 0.5) == 1);
+    // The seed's rule, mean 2, mrr = 2, trr = 6: CR = 2 + 4 I / 2.00000001 = 3.99999999 -> 4 and
+    // 7.99999997 -> 8 (past trr, within d); defaults mrr = 5, trr = 10: 7.4999999875 -> 7, 12.49.. -> 10.
     const std::vector<int64_t> ks = osft::adaptive_ranks({1.0, 3.0}, {10, 10}, 0.2, 0.6);
-    CHECK(ks.size() == 2 && ks[0] == 2 && ks[1] == 6);
+    CHECK(ks.size() == 2 && ks[0] == 4 && ks[1] == 8);
+    const std::vector<int64_t> kd = osft::adaptive_ranks({1.0, 3.0}, {10, 10});
+    CHECK(kd.size() == 2 && kd[0] == 7 && kd[1] == 10);
+    EXPECT_THROW_STATUS(osft::adaptive_ranks({0.0, 0.0}, {10, 10}), OSFT_STATUS_INVALID_ARGUMENT);
     EXPECT_THROW_STATUS(osft::select_rank(osft::RankRule::Fixed, s, 9.0), OSFT_STATUS_RANK_OUT_OF_RANGE);
 }
 

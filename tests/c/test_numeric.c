@@ -278,18 +278,18 @@ static void ranks(void) {
         for (i = 0; i < 5; i++) h -= s[i] / 15.0 * log(s[i] / 15.0);
         CHECK(k == (int64_t)floor(exp(h) + 0.5));
     }
-    /* Fraction: k = floor(f R + 1e-9), values worked out by hand in exact arithmetic. The f64
-     * products 0.29 * 100 = 28.999999999999996, 0.57 * 100 = 56.99999999999999 and 0.58 * 50 =
-     * 28.999999999999996 fall just short of the integer, which the 1e-9 slack restores; a fraction
-     * short by 1e-8 (product short by 1e-6) is not restored, one short by 1e-12 is. */
+    /* Fraction: PEFT's k = int(R * f), the double product truncated; values worked out by hand.
+     * The products 100 * 0.29 = 28.999999999999996, 100 * 0.57 = 56.99999999999999, 100 * 0.58 =
+     * 57.99999999999999 and 50 * 0.58 = 28.999999999999996 fall just short of the integer and are
+     * truncated (as PEFT); 10 * 0.7 is 7 - 2^-51 exactly, which the multiply rounds to 7.0. */
     {
         static const struct {
             double f;
             int64_t r, k;
-        } fr[] = {{0.29, 100, 29}, {0.57, 100, 57}, {0.58, 100, 58},       {0.58, 50, 29},
-                  {0.29 - 1e-8, 100, 28}, {0.29 - 1e-12, 100, 29}, {0.25, 100, 25}, {0.3, 10, 3},
-                  {0.07, 100, 7}, {0.28, 100, 28}, {1.0 / 3.0, 3, 1},       {0.1, 3, 0},
-                  {0.2999999, 1000, 299}, {0.999, 1, 0}, {1.0, 7, 7}, {0.0, 7, 0}};
+        } fr[] = {{0.29, 100, 28}, {0.57, 100, 56}, {0.58, 100, 57}, {0.58, 50, 28},  {0.7, 10, 7},
+                  {0.56, 100, 56}, {0.25, 100, 25}, {0.3, 10, 3},    {0.07, 100, 7},  {0.28, 100, 28},
+                  {1.0 / 3.0, 3, 1}, {0.1, 3, 0},   {0.2999999, 1000, 299}, {0.999, 1, 0}, {0.3, 4, 1},
+                  {1.0, 7, 7},     {0.0, 7, 0}};
         static double ones[1000];
         size_t c;
         int i;
@@ -300,16 +300,33 @@ static void ranks(void) {
             if (k != fr[c].k) fprintf(stderr, "fraction %.17g of %d: k = %d, want %d\n", fr[c].f, (int)fr[c].r, (int)k, (int)fr[c].k);
             CHECK(k == fr[c].k);
         }
-        /* Every percentage of R = 100 is exactly that many: i / 100 * 100 is within 1e-9 of i. */
+        /* Every percentage of R = 100: 100 * (i / 100.0) is i exactly, or just short of it for
+         * i = 29, 57 and 58 (truncated to i - 1). */
         for (i = 0; i <= 100; i++) {
+            const int64_t want = (i == 29 || i == 57 || i == 58) ? i - 1 : i;
             k = -1;
             OK(osft_select_rank(ones, 100, OSFT_RANK_FRACTION, i / 100.0, &k));
-            CHECK(k == i);
+            CHECK(k == want);
         }
     }
+    /* The seed's adaptive rule, mean 1: I_n = I / 1.00000001. Defaults mrr = d/2 = 50, trr = d =
+     * 100: CR = 50 + 50 I_n = 74.99999975 -> 75, 99.9999995 -> 100 (average importance keeps
+     * trr), 124.99999925 -> clamped to d = 100. */
+    OK(osft_adaptive_ranks(imp, full, 3, 0.5, 1.0, ks));
+    CHECK(ks[0] == 75 && ks[1] == 100 && ks[2] == 100);
+    /* mrr = 20, trr = 60: CR = 20 + 40 I_n = 39.9999998 -> 40, 59.9999996 -> 60, 79.9999994 -> 80. */
     OK(osft_adaptive_ranks(imp, full, 3, 0.2, 0.6, ks));
-    /* mean 1, mid 0.4: ratios 0.2, 0.4, 0.6 */
-    CHECK(ks[0] == 20 && ks[1] == 40 && ks[2] == 60);
+    CHECK(ks[0] == 40 && ks[1] == 60 && ks[2] == 80);
+    /* A negative importance (mean 0.5): CR = 50 - 49.999999 = 1e-6 -> 0, raised to k = 1. */
+    {
+        const double signed_imp[3] = {-0.5, 0.5, 1.5};
+        const double no_mean[3] = {-1.0, 0.5, 0.5};
+        OK(osft_adaptive_ranks(signed_imp, full, 3, 0.5, 1.0, ks));
+        CHECK(ks[0] == 1 && ks[1] == 100 && ks[2] == 100);
+        /* Mean importance 0: refused, ranks untouched. */
+        CHECK(osft_adaptive_ranks(no_mean, full, 3, 0.5, 1.0, ks) == OSFT_STATUS_INVALID_ARGUMENT);
+        CHECK(ks[0] == 1 && ks[1] == 100 && ks[2] == 100);
+    }
 }
 
 int main(void) {

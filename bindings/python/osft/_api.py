@@ -72,7 +72,7 @@ def version() -> Tuple[int, int, int]:
 
 
 def abi_version() -> int:
-    """ABI version of the loaded libosft (this binding needs 1)."""
+    """ABI version of the loaded libosft (this binding needs :data:`ABI_VERSION`)."""
     return lib.osft_abi_version()
 
 
@@ -459,7 +459,8 @@ def _host_f64(values, name: str) -> np.ndarray:
 def select_rank(s: ArrayLike, rule: Union[str, int] = "fraction", param: float = 0.5) -> int:
     """The rank ``k`` a rule selects for host singular values ``s`` (descending, ``R = len(s)``).
 
-    Rules: ``"fixed"`` (``k = param``), ``"fraction"`` (``floor(param * R)``), ``"energy"``
+    Rules: ``"fixed"`` (``k = param``), ``"fraction"`` (PEFT OSF's ``int(R * param)``: the float
+    product truncated, so ``0.29`` of 100 is 28), ``"energy"``
     (smallest ``k`` holding ``param`` of ``sum s^2``), ``"entropy"`` (entropy effective rank;
     ``param`` ignored). Device vectors: :func:`read_vector` first.
     """
@@ -471,11 +472,16 @@ def select_rank(s: ArrayLike, rule: Union[str, int] = "fraction", param: float =
     return int(k.value)
 
 
-def adaptive_ranks(importance: Sequence[float], full_ranks: Sequence[int], min_ratio: float,
-                   max_ratio: float) -> np.ndarray:
-    """The paper's adaptive rule: per-layer ``k`` (int64 array) from layer importances (see
-    :func:`layer_importance`) and full ranks ``R_i = min(N_i, M_i)``; the retained fraction is
-    ``clamp(I_i / mean(I) * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)``."""
+def adaptive_ranks(importance: Sequence[float], full_ranks: Sequence[int], min_ratio: float = 0.5,
+                   target_ratio: float = 1.0) -> np.ndarray:
+    """The seed's adaptive rule (``auto_generate_target_svd_config``): per-layer ``k`` (int64
+    array) from layer importances (see :func:`layer_importance`) and full ranks
+    ``d_i = min(N_i, M_i)``. ``I_n = I_i / (mean(I) + 1e-8)``, ``CR = mrr + I_n * (trr - mrr)``
+    with ``mrr = min_ratio * d``, ``trr = target_ratio * d`` (the seed: 0.5 and 1.0), and
+    ``k = clamp(round(CR), 1, d)`` with Python's ``round`` (half to even); ``d = 0`` gives 0.
+    A layer of average importance keeps ``trr``, more important ones more (up to ``d``).
+    Raises ``INVALID_ARGUMENT`` for a non-finite importance or a mean importance that is not
+    positive."""
     imp = _host_f64(importance, "importance")
     full = np.ascontiguousarray(np.asarray(full_ranks, dtype=np.int64).reshape(-1))
     if full.size != imp.size:
@@ -486,7 +492,7 @@ def adaptive_ranks(importance: Sequence[float], full_ranks: Sequence[int], min_r
         return out
     check(lib.osft_adaptive_ranks(imp.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
                                   full.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), imp.size,
-                                  float(min_ratio), float(max_ratio),
+                                  float(min_ratio), float(target_ratio),
                                   out.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))),
           "osft_adaptive_ranks")
     return out

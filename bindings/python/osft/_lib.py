@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 #: ``OSFT_ABI_VERSION`` of the header this binding was written against.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _LIBNAME = "libosft.so"
 

@@ -25,7 +25,7 @@ def run(code, env_extra=None, unset=(), pythonpath=None):
 
 def test_versions():
     assert len(osft.version()) == 3 and all(isinstance(v, int) for v in osft.version())
-    assert osft.abi_version() == osft.ABI_VERSION == 1
+    assert osft.abi_version() == osft.ABI_VERSION == 2
     assert os.path.exists(osft.library_path)
 
 

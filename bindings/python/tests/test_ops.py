@@ -342,19 +342,75 @@ def test_select_rank_rules():
         assert abs(got - want) <= 1
         if got:
             assert e[got - 1] >= t - 1e-12
-        assert osft.select_rank(sv, "fraction", t) == int(np.floor(t * 30))
 
 
-def test_adaptive_ranks():
-    r = osft.adaptive_ranks([1.0, 2.0, 3.0], [10, 10, 10], 0.2, 0.8)
-    assert r.dtype == np.int64 and r.tolist() == [3, 5, 8]
-    imp = np.array([0.1, 0.5, 0.9, 0.3])
-    full = np.array([64, 32, 128, 16])
-    mid = (0.1 + 0.9) / 2
-    ratio = np.clip(imp / imp.mean() * mid, 0.1, 0.9)
-    got = osft.adaptive_ranks(imp, full, 0.1, 0.9)
-    assert np.all(np.abs(got - ratio * full) <= 0.5 + 1e-9)
-    assert osft.adaptive_ranks([], [], 0.1, 0.9).size == 0
+def test_fraction_rank_is_pefts_int_of_r_times_f():
+    # PEFT OSF (tuners/osf/model.py, _resolve_rank): a float in (0, 1] gives int(min_dim * value).
+    def peft(value, min_dim):
+        return max(min(min_dim, int(min_dim * value)), 0)
+
+    # By hand: 100 * 0.29 = 28.999999999999996 -> 28; 100 * 0.57 = 56.99999999999999 -> 56;
+    # 10 * 0.7 is 7 - 2**-51 exactly, rounded to 7.0 by the multiply -> 7; 4 * 0.3 = 1.2 -> 1.
+    for f, r, k in [(0.29, 100, 28), (0.57, 100, 56), (0.58, 100, 57), (0.7, 10, 7), (0.3, 4, 1),
+                    (0.5, 4, 2), (1.0, 7, 7), (0.0, 7, 0), (0.999, 1, 0)]:
+        assert osft.select_rank(np.ones(r), "fraction", f) == k == peft(f, r), (f, r)
+    rng = np.random.default_rng(1)
+    for r in (1, 3, 10, 100, 768):
+        fs = [i / 100 for i in range(101)] + list(rng.random(50))
+        for f in fs:
+            assert osft.select_rank(np.ones(r), "fraction", f) == peft(f, r), (f, r)
+
+
+def seed_adaptive(importance, full_ranks, min_ratio=0.5, target_ratio=1.0):
+    """The seed's auto_generate_target_svd_config rank step (notebooks/finetune_svd.py), with
+    mrr = d / 2 and trr = d generalised to min_ratio * d and target_ratio * d."""
+    mean_importance = np.mean(importance)
+    out = []
+    for I_W, d in zip(importance, full_ranks):
+        I_n = I_W / (mean_importance + 1e-8)
+        mrr = min_ratio * d
+        trr = target_ratio * d
+        CR = mrr + I_n * (trr - mrr)
+        k = int(round(CR))
+        out.append(max(1, min(k, d)))
+    return out
+
+
+def test_adaptive_ranks_follow_the_seed():
+    # By hand (defaults mrr = d/2, trr = d), mean 2: I_n = I / 2.00000001, CR = 5 + 5 I_n =
+    # 7.4999999875 -> 7, 9.999999975 -> 10 (average keeps trr), 12.4999999625 -> clamped to 10.
+    r = osft.adaptive_ranks([1.0, 2.0, 3.0], [10, 10, 10])
+    assert r.dtype == np.int64 and r.tolist() == [7, 10, 10]
+    # min_ratio 0.2, target_ratio 0.8: CR = 2 + 6 I_n = 4.99999999 -> 5, 7.99999997 -> 8, 10.99.. -> 10.
+    assert osft.adaptive_ranks([1.0, 2.0, 3.0], [10, 10, 10], 0.2, 0.8).tolist() == [5, 8, 10]
+    # Negative importance, mean 0.5: CR = 5 - 4.9999999 = 1e-7 -> 0 -> k = 1, never 0.
+    assert osft.adaptive_ranks([-0.5, 0.5, 1.5], [10, 10, 10]).tolist() == [1, 10, 10]
+    # Half to even, as Python's round: importance 0 gives CR = d/2: 2.5 -> 2, 3.5 -> 4.
+    assert osft.adaptive_ranks([0.0, 0.0, 1.0], [5, 7, 9]).tolist() == [2, 4, 9]
+    # Mean 0.4, d = 64: CR = 47.9999996 -> 48, and 79.9999988, past trr, clamped to d = 64.
+    assert osft.adaptive_ranks([0.2, 0.6], [64, 64]).tolist() == [48, 64]
+    assert osft.adaptive_ranks([1.0, 1.0], [0, 4]).tolist() == [0, 4]
+    assert osft.adaptive_ranks([], []).size == 0
+    # Against the seed's code on random importances (positive mean) and shapes.
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        imp = rng.uniform(-0.3, 1.0, n)
+        if imp.mean() <= 0:
+            continue
+        full = rng.integers(1, 300, n)
+        lo = float(rng.uniform(0, 1))
+        hi = float(rng.uniform(lo, 1))
+        for a, b in ((0.5, 1.0), (lo, hi)):
+            assert osft.adaptive_ranks(imp, full, a, b).tolist() == seed_adaptive(imp, full, a, b)
+    # Not positive mean importance, non-finite importance, ratios out of order: refused.
+    for bad in ([0.0, 0.0], [-1.0, 0.5], [1.0, -1.0], [np.nan, 1.0], [np.inf, 1.0]):
+        with pytest.raises(osft.InvalidArgumentError):
+            osft.adaptive_ranks(bad, [10, 10])
+    with pytest.raises(osft.InvalidArgumentError, match="not positive"):
+        osft.adaptive_ranks([-0.2, 0.1], [10, 10])
+    with pytest.raises(osft.InvalidArgumentError):
+        osft.adaptive_ranks([1.0], [10], 0.8, 0.2)
 
 
 @pytest.mark.parametrize("kind", ["C", "F", "padded"])

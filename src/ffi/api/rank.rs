@@ -44,18 +44,22 @@ pub unsafe extern "C" fn osft_select_rank(
     })
 }
 
-/// The paper's adaptive rule: per-layer ranks from layer importances. For `count` layers with
+/// The seed's adaptive rule: per-layer ranks from layer importances. For `count` layers with
 /// importance `importance[i]` (from `osft_layer_importance`) and full rank `full_ranks[i]`
-/// (`R = min(N, M)`), writes `k[i]` into `ranks[0..count)`: the retained fraction is
-/// `clamp(I_i / mean(I) * (min_ratio + max_ratio) / 2, min_ratio, max_ratio)` of `R`, rounded.
-/// `0 <= min_ratio <= max_ratio <= 1`.
+/// (`d = min(N, M)`), writes `k[i]` into `ranks[0..count)`: `I_n = I_i / (mean(I) + 1e-8)`,
+/// `CR = mrr + I_n * (trr - mrr)` with `mrr = min_ratio * d`, `trr = target_ratio * d`, and
+/// `k = clamp(round(CR), 1, d)`, `round` half to even (Python's `round`); `d = 0` gives 0. The
+/// seed's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
+/// A layer of average importance keeps `trr`, more important ones more (up to `d`).
+/// `OSFT_STATUS_INVALID_ARGUMENT` for a non-finite importance or a mean importance that is not
+/// positive and finite.
 #[no_mangle]
 pub unsafe extern "C" fn osft_adaptive_ranks(
     importance: *const f64,
     full_ranks: *const i64,
     count: usize,
     min_ratio: f64,
-    max_ratio: f64,
+    target_ratio: f64,
     ranks: *mut i64,
 ) -> osft_status {
     // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
@@ -68,7 +72,7 @@ pub unsafe extern "C" fn osft_adaptive_ranks(
             .enumerate()
             .map(|(i, r)| crate::ffi::boundary::count(*r, &format!("full_ranks[{i}]")))
             .collect::<Result<Vec<_>>>()?;
-        let ks = crate::adaptive_ranks(imp, &fr, min_ratio, max_ratio)?;
+        let ks = crate::adaptive_ranks(imp, &fr, min_ratio, target_ratio)?;
         let ks = ks.iter().map(|k| to_i64(*k, "ranks")).collect::<Result<Vec<_>>>()?;
         out.copy_from_slice(&ks);
         Ok(())
