@@ -43,6 +43,19 @@ CASES = {
     "t5": (lambda: T.T5Config(vocab_size=V, d_model=16, d_kv=8, d_ff=24, num_layers=2,
                               num_heads=2, decoder_start_token_id=0, pad_token_id=0),
            None, torch.float64),
+    "gpt_neo": (lambda: T.GPTNeoConfig(vocab_size=V, hidden_size=16, num_layers=2, num_heads=2,
+                                       attention_types=[[["global", "local"], 1]], window_size=4,
+                                       max_position_embeddings=32, bos_token_id=0,
+                                       eos_token_id=0),
+                ["attn.attention.q_proj.weight", "attn.attention.k_proj.weight",
+                 "attn.attention.v_proj.weight", "attn.attention.out_proj.weight",
+                 "mlp.c_fc.weight", "mlp.c_proj.weight"], torch.float64),
+    # One Gated DeltaNet (linear attention) layer and one full-attention layer: both kinds.
+    "qwen3_5_text": (lambda: T.Qwen3_5TextConfig(
+        **_DENSE, head_dim=8, linear_num_value_heads=2, linear_num_key_heads=2,
+        linear_key_head_dim=8, linear_value_head_dim=8,
+        layer_types=["linear_attention", "full_attention"]),
+        None, torch.float64),
     "mixtral": (lambda: T.MixtralConfig(**_MOE),
                 ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                  "self_attn.o_proj.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
@@ -80,6 +93,14 @@ def test_hf_architecture(name):
     if per_layer is not None:
         assert len(got) == 2 * len(per_layer), got            # two layers
         assert sorted(got) == sorted(n for n in names0 for s in per_layer if n.endswith(s)), got
+    elif name == "qwen3_5_text":  # linear_attn.{in_proj_*,out_proj} in layer 0, Llama's in 1
+        lin = ["in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj"]
+        mlp = ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+        assert sorted(got) == sorted(
+            [f"model.layers.0.linear_attn.{p}.weight" for p in lin]
+            + [f"model.layers.{i}.{p}.weight" for i in (0, 1) for p in mlp]
+            + [f"model.layers.1.self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj",
+                                                                 "o_proj")]), got
     else:  # T5: q, k, v, o of every attention, wi / wo of every FFN
         assert len(got) == 2 * 6 + 2 * 10 and all(n.split(".")[-2] in {"q", "k", "v", "o", "wi", "wo"}
                                                   for n in got)
@@ -109,3 +130,39 @@ def test_hf_architecture(name):
     o.merge()
     assert [n for n, _ in m.named_parameters()] == names0
     assert abs(m(**kw).loss.item() - loss1) <= tol * max(1.0, abs(loss1))
+
+
+_LLAMA_MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def _llava():
+    vis = T.CLIPVisionConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                             num_attention_heads=2, image_size=8, patch_size=4)
+    return T.LlavaForConditionalGeneration(
+        T.LlavaConfig(vision_config=vis, text_config=T.LlamaConfig(**_DENSE),
+                      image_token_index=V - 1))
+
+
+def _mllama():
+    vis = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_global_layers=1,
+               attention_heads=2, image_size=8, patch_size=4, vision_output_dim=32,
+               max_num_tiles=4, intermediate_layers_indices=[0])
+    text = dict(_DENSE, cross_attention_layers=[1], bos_token_id=0, eos_token_id=1,
+                pad_token_id=2)
+    return T.MllamaForConditionalGeneration(T.MllamaConfig(vision_config=vis, text_config=text))
+
+
+@pytest.mark.parametrize("make,cross", [(_llava, False), (_mllama, True)])
+def test_vision_language_models_target_the_text_backbone(make, cross):
+    """The language model's linear layers only: the vision tower (whose layers carry the same
+    self_attn.q_proj names) and the multi-modal projector are left alone. Mllama's text model
+    has a cross-attention layer (index 1) in place of self-attention."""
+    torch.manual_seed(0)
+    m = make()
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    got = sorted(t.name for t in o.targets)
+    attn = {0: "self_attn", 1: "cross_attn" if cross else "self_attn"}
+    want = sorted(f"model.language_model.layers.{i}.{mod.replace('self_attn', attn[i])}.weight"
+                  for i in (0, 1) for mod in _LLAMA_MODULES)
+    assert got == want

@@ -146,6 +146,19 @@ def test_default_targets(model_type, names, want):
     assert got == want
 
 
+def test_unknown_model_type_warns_with_what_it_matched():
+    m = build(["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj", "lm_head"])
+    with pytest.warns(UserWarning, match=r"model_type 'brandnew' has no default targets.*2 "
+                                         r"parameters \(q_proj, up_proj"):
+        got = [t.module_name for t in ot.find_targets(m, model_type="brandnew")]
+    assert got == ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj"]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # explicit targets or a plain module: no warning
+        ot.find_targets(m, targets=["q_proj"], model_type="brandnew")
+        ot.find_targets(m)
+
+
 def test_gpt2_conv1d_targets_and_kind():
     names = ["transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
              "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj", "lm_head"]

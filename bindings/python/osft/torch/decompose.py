@@ -52,16 +52,23 @@ def plan_groups(targets: List[Target], kmap: Dict[str, int],
     return keyed, own, {"world_size": world, "owners": owners, "items": items}
 
 
+#: torch dtype -> osft's ``compute`` argument (the SVD's working precision).
+COMPUTE = {torch.float32: "f32", torch.float64: "f64"}
+
+
 def build_groups(keyed: OrderedDict, own: Dict[int, List[int]], mode: str, world: int,
-                 process_group: Optional[Any] = None) -> OrderedDict:
+                 process_group: Optional[Any] = None, upcast_dtype: torch.dtype = torch.float64,
+                 output_dtype: Optional[torch.dtype] = None) -> OrderedDict:
     """One decomposed :class:`OSFTGroup` per entry of ``keyed`` (from :func:`plan_groups`), named
-    ``g<i>_<N>x<M>_k<k>``; in ``mode="dense"`` its ``weight`` holds the stacked weights. The
-    targets' modules are not modified."""
+    ``g<i>_<N>x<M>_k<k>``; in ``mode="dense"`` its ``weight`` holds the stacked weights. The SVD
+    runs in ``upcast_dtype`` (float32 or float64) and the factors are stored in
+    ``output_dtype`` (default: the targets' dtype). The targets' modules are not modified."""
     groups: OrderedDict[str, OSFTGroup] = OrderedDict()
     for gi, ((shape, k, dtype, device, _), ts) in enumerate(keyed.items()):
         n, m = shape
         batch = sum(t.count for t in ts)
-        g = OSFTGroup(mode, batch, n, m, k, dtype, device)
+        g = OSFTGroup(mode, batch, n, m, k, output_dtype or dtype, device, weight_dtype=dtype)
+        g.compute = COMPUTE[upcast_dtype]
         off = 0
         for t in ts:
             g.members.append((t.name, off, t.count))
@@ -81,7 +88,7 @@ def decompose_group(g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]],
     """One osft.decompose of the stacked ``w`` into the group (``owned=None``), or of the entries
     ``owned`` by this rank, then one all_reduce of the zero-filled results over
     ``process_group``."""
-    compute = "f64" if w.dtype == torch.float64 else "f32"
+    compute = g.compute
     ctx = context_for(w.device)
     low = g.mode == "factored"
     outs = [g.u_high, g.s_high, g.v_high] + ([g.u_low, g.s_low, g.v_low] if low else [])

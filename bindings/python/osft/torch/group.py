@@ -24,12 +24,19 @@ class OSFTGroup(nn.Module):
     """
 
     def __init__(self, mode: str, batch: int, n: int, m: int, k: int, dtype: torch.dtype,
-                 device: torch.device):
+                 device: torch.device, weight_dtype: Optional[torch.dtype] = None):
         super().__init__()
         if mode not in ("factored", "dense"):
             raise ValueError(f"mode must be 'factored' or 'dense', got {mode!r}")
         r = min(n, m)
         self.mode, self.batch, self.n, self.m, self.k, self.r = mode, batch, n, m, k, r
+        # The targets' own dtype when the factors are kept in another (output_dtype): the
+        # layers compute in it. None: the factors' dtype, whatever .to() makes it later.
+        self._weight_dtype = weight_dtype if weight_dtype not in (None, dtype) else None
+        # disable_adapter(): the layers use the base copies (keep_base_()) instead.
+        self.use_base = False
+        # The SVD's working precision (osft's compute argument), set by build_groups.
+        self.compute = "f64" if dtype == torch.float64 else "f32"
         kw = dict(dtype=dtype, device=device)
         self.register_buffer("u_high", torch.zeros(batch, n, k, **kw))
         self.register_buffer("s_high", torch.zeros(batch, k, **kw))
@@ -46,15 +53,61 @@ class OSFTGroup(nn.Module):
         return (f"mode={self.mode}, batch={self.batch}, shape={self.n}x{self.m}, k={self.k}, "
                 f"trainable_rank={self.r - self.k}")
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the target layers compute in (their original dtype)."""
+        return self._weight_dtype or self.u_high.dtype
+
+    def keep_base_(self) -> None:
+        """Keep copies of the trainable tensors as they are now (non-persistent buffers, not in
+        ``state_dict``) so that :attr:`use_base` can give the weights back as they were."""
+        with torch.no_grad():
+            for name in self.trainable_names():
+                self.register_buffer(f"{name}_base", getattr(self, name).detach().clone(),
+                                     persistent=False)
+
+    def trainable_names(self) -> Tuple[str, ...]:
+        return ("u_low", "s_low", "v_low") if self.mode == "factored" else ("weight",)
+
+    def _trainable(self, name: str) -> torch.Tensor:
+        if self.use_base:
+            return getattr(self, f"{name}_base")
+        return getattr(self, name)
+
     def matrices(self, offset: int, count: int) -> torch.Tensor:
-        """The ``count x N x M`` weights of entries ``offset:offset+count`` (with autograd)."""
+        """The ``count x N x M`` weights of entries ``offset:offset+count`` (with autograd), in
+        the targets' dtype."""
         sl = slice(offset, offset + count)
         if self.mode == "dense":
-            return self.weight[sl]
-        w = torch.matmul(self.u_high[sl] * self.s_high[sl].unsqueeze(-2), self.v_high[sl])
+            w = self._trainable("weight")[sl]
+        else:
+            w = torch.matmul(self.u_high[sl] * self.s_high[sl].unsqueeze(-2), self.v_high[sl])
+            if self.r > self.k:
+                u, s, v = (self._trainable(n)[sl] for n in ("u_low", "s_low", "v_low"))
+                w = w + torch.matmul(u * s.unsqueeze(-2), v)
+        return w if w.dtype == self.weight_dtype else w.to(self.weight_dtype)
+
+    def linear(self, x: torch.Tensor, index: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``nn.Linear``'s forward with matrix ``index`` applied through its factors,
+        ``x V^T diag(S) U^T`` per part, without forming the ``N x M`` weight (the factorised
+        forward): autograd keeps ``x V^T`` (``T x r``) for backward instead of ``W``."""
+        if self.mode == "dense":
+            return nn.functional.linear(x, self.matrices(index, 1)[0], bias)
+        dt = self.weight_dtype
+        parts = []
+        if self.k > 0:
+            parts.append((self.u_high[index], self.s_high[index], self.v_high[index]))
         if self.r > self.k:
-            w = w + torch.matmul(self.u_low[sl] * self.s_low[sl].unsqueeze(-2), self.v_low[sl])
-        return w
+            parts.append(tuple(self._trainable(n)[index] for n in ("u_low", "s_low", "v_low")))
+        y = None
+        for u, s, v in parts:
+            if u.dtype != dt:
+                u, s, v = u.to(dt), s.to(dt), v.to(dt)
+            p = torch.matmul(torch.matmul(x, v.t()) * s, u.t())
+            y = p if y is None else y + p
+        if y is None:  # an empty matrix (R = 0)
+            y = x.new_zeros(x.shape[:-1] + (self.n,))
+        return y if bias is None else y + bias
 
     def projected(self) -> List[Tuple[nn.Parameter, str]]:
         """The parameters OSFT projects, with their side: ``[(u_low, "left"), (v_low, "right")]``

@@ -67,6 +67,7 @@ the groups are :class:`osft.torch.group.OSFTGroup`.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -77,11 +78,12 @@ from torch import nn
 
 import osft as _osft
 
+from . import checkpoint as _checkpoint
 from . import ranks as _ranks
 from . import surgery as _surgery
 from .calibration import layer_importance
 from .context import context_for
-from .decompose import build_groups, plan_groups
+from .decompose import COMPUTE, build_groups, plan_groups
 from .dtensor import full as _full
 from .dtensor import local as _local
 from .dtensor import local_batch
@@ -91,6 +93,15 @@ from .targets import PatternLike, Target, find_targets
 
 # Re-exported: they were defined here before the workflow was split by responsibility.
 __all__ = ["OSFT", "OSFTGroup", "RankSpec", "context_for", "local_batch", "resolve_rank"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+#: The SVD's working precision unless ``upcast_dtype`` says otherwise: float64, measured in
+#: ``benches/decompose_precision.py`` (BENCHMARKS.md) as ~150x more accurate than float32 on
+#: CPU (factors at float32 rounding) for 1.3-1.7x the decomposition time, a one-off cost.
+DEFAULT_UPCAST_DTYPE = torch.float64
+#: The target layers' forward: ``"factorised"`` (``x V^T diag(S) U^T``, no dense ``W``) or
+#: ``"dense"`` (``W`` rebuilt per forward); chosen in ``benches/forward_memory.py``.
+DEFAULT_FORWARD = "factorised"
 
 
 class OSFT:
@@ -140,6 +151,10 @@ class OSFT:
                  forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
                  min_ratio: float = 0.1, max_ratio: float = 0.9, max_samples: int = 256,
                  mode: str = "factored", project_in_backward: bool = True,
+                 upcast_dtype: torch.dtype = DEFAULT_UPCAST_DTYPE,
+                 output_dtype: Optional[torch.dtype] = None,
+                 forward: str = DEFAULT_FORWARD, keep_base: bool = False,
+                 plain_state_dict: bool = True,
                  distribute: bool = True, process_group: Optional[Any] = None,
                  freeze_others: bool = False,
                  group_by: Optional[Callable[[Target], Any]] = None):
@@ -149,8 +164,21 @@ class OSFT:
             raise ValueError(f"ranks must be 'ratio' or 'adaptive', got {ranks!r}")
         if _surgery.is_applied(model):
             raise ValueError("OSFT is already applied to this model")
+        if upcast_dtype not in COMPUTE:
+            raise ValueError(f"upcast_dtype must be torch.float32 or torch.float64, got "
+                             f"{upcast_dtype!r}")
+        if output_dtype is not None and output_dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"output_dtype must be None or one of {_FLOAT_DTYPES}, got "
+                             f"{output_dtype!r}")
+        if forward not in ("dense", "factorised"):
+            raise ValueError(f"forward must be 'dense' or 'factorised', got {forward!r}")
         self.model = model
         self.mode = mode
+        self.upcast_dtype, self.output_dtype, self.forward = upcast_dtype, output_dtype, forward
+        self.keep_base = bool(keep_base)
+        #: Whether ``model.state_dict()`` gives the plain model's entries (see the docstring).
+        self.plain_state_dict = bool(plain_state_dict)
+        self._plain_keys: List[str] = []
         self.project_in_backward = bool(project_in_backward)
         self.distribute = bool(distribute)
         self.process_group = process_group
@@ -169,6 +197,7 @@ class OSFT:
         self._hooked: Dict[int, Dict[str, bool]] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
+        self._handles += _checkpoint.install_state_dict_hooks(self)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                     forward_fn, min_ratio, max_ratio, max_samples, previous=None)
 
@@ -183,13 +212,16 @@ class OSFT:
     def _setup(self, frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                forward_fn, min_ratio, max_ratio, max_samples, previous):
         targets = find_targets(self.model, **self._target_args)
+        self.rank_args = dict(frozen_ratio=frozen_ratio, unfreeze_rank_ratio=unfreeze_rank_ratio,
+                              rank_pattern=rank_pattern, ranks=ranks, min_ratio=min_ratio,
+                              max_ratio=max_ratio, max_samples=max_samples)
         default = self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks,
                                    calibration, min_ratio, max_ratio, max_samples, targets)
         for t in targets:
             p = getattr(t.module, t.attr)
             if p.device.type not in ("cpu", "cuda"):
                 raise ValueError(f"{t.name}: osft runs on CPU or CUDA tensors, not {p.device}")
-            if p.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            if p.dtype not in _FLOAT_DTYPES:
                 raise ValueError(f"{t.name}: dtype {p.dtype} is not supported")
         kmap = {t.name: _ranks.rank_of(t, default, rank_pattern) for t in targets}
         if ranks == "adaptive":
@@ -216,10 +248,15 @@ class OSFT:
     def _build(self, targets: List[Target], kmap: Dict[str, int]) -> None:
         rank, world = self._world()
         keyed, own, self.partition = plan_groups(targets, kmap, self.group_by, rank, world)
-        groups = build_groups(keyed, own, self.mode, world, self.process_group)
+        groups = build_groups(keyed, own, self.mode, world, self.process_group,
+                              self.upcast_dtype, self.output_dtype)
+        if self.keep_base:
+            for g in groups.values():
+                g.keep_base_()
         # Install (only now: every decomposition succeeded).
+        self._plain_keys = list(self.model.state_dict(keep_vars=True))  # before: no hook work
         self.targets, self.ranks, self.groups = targets, dict(kmap), groups
-        handles, owners = _surgery.install(targets, groups)
+        handles, owners = _surgery.install(targets, groups, self.forward)
         self._handles += handles
         self._owners += owners
         self._hooked = {}
@@ -372,8 +409,9 @@ class OSFT:
                 if g.k == 0 and g.r == g.k:  # an empty matrix
                     w.zero_()
                 else:
-                    compute = "f64" if w.dtype == torch.float64 else "f32"
-                    _osft.reconstruct(context_for(w.device), w, *parts, compute=compute)
+                    _osft.reconstruct(context_for(w.device), w, *parts, compute=g.compute)
+            if w.dtype != g.weight_dtype:  # factors kept in another output_dtype
+                w = w.to(g.weight_dtype)
             for name, off, cnt in g.members:
                 out[name] = w[off:off + cnt].reshape(shapes[name]).clone()
         return out
@@ -381,25 +419,62 @@ class OSFT:
     @torch.no_grad()
     def merged_state_dict(self) -> Dict[str, torch.Tensor]:
         """``model.state_dict()`` as the plain model would have it: the groups' entries replaced
-        by every target's dense weight under its original name (for ``save_pretrained`` /
-        ``torch.save`` without unwrapping). Keys of modules wrapped by DDP-style containers keep
-        whatever prefix ``model`` itself has. Under DeepSpeed ZeRO-3 every partitioned
-        parameter is gathered for it (a collective: call it on every rank)."""
+        by every target's dense weight under its original name (what ``model.state_dict()``
+        gives anyway unless ``plain_state_dict`` is off). Keys of modules wrapped by DDP-style
+        containers keep whatever prefix ``model`` itself has. Under DeepSpeed ZeRO-3 every
+        partitioned parameter is gathered for it (a collective: call it on every rank)."""
         from .deepspeed import gathered, is_zero3
 
-        prefixes = []
-        names = {id(mod): name for name, mod in self.model.named_modules()}
-        for owner, attr in self._owners:
-            base = names.get(id(owner), "")
-            prefixes.append(f"{base}.{attr}." if base else f"{attr}.")
         params = list(self.model.parameters())
-        with gathered(params):
-            sd = {k: v for k, v in self.model.state_dict().items()
-                  if not any(k.startswith(p) for p in prefixes)}
-            if any(is_zero3(p) for p in params):  # the gathered storage is released after
-                sd = {k: v.clone() for k, v in sd.items()}
-            sd.update(self.dense_weights())
-        return sd
+        plain, self.plain_state_dict = self.plain_state_dict, True
+        try:
+            with gathered(params):
+                sd = dict(self.model.state_dict())
+                if any(is_zero3(p) for p in params):  # the gathered storage is released after
+                    sd = {k: v.clone() for k, v in sd.items()}
+                return sd
+        finally:
+            self.plain_state_dict = plain
+
+    # ------------------------------------------------------------------ checkpoints, base model
+
+    def osft_state_dict(self, include_frozen: bool = False) -> Dict[str, torch.Tensor]:
+        """The OSFT-only state (trainable factors, other trainable parameters; the frozen
+        factors with ``include_frozen``): see :mod:`osft.torch.checkpoint`."""
+        return _checkpoint.osft_state_dict(self, include_frozen)
+
+    def save_pretrained(self, directory: str, include_frozen: Optional[bool] = None) -> None:
+        """Save the OSFT state and a serialised configuration into ``directory``
+        (``osft_config.json``, ``osft_model.pt``), to resume with :meth:`from_pretrained`.
+        ``include_frozen`` (default: after :meth:`next_task` only) also saves the frozen
+        factors; otherwise they are recomputed at load and checked against saved digests."""
+        _checkpoint.save_pretrained(self, directory, include_frozen)
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, directory: str, **overrides) -> OSFT:
+        """Apply OSFT to ``model`` (the fresh base model the saved run started from) with the
+        saved targets, ranks, groups and settings, and load the saved state: training then
+        continues exactly as the saved run would have (see :mod:`osft.torch.checkpoint`)."""
+        return _checkpoint.from_pretrained(cls, model, directory, **overrides)
+
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        """Within the block the targets compute with their *base* weights, the dense weights
+        as they were when OSFT was applied (for :meth:`from_pretrained`: the saved base copies,
+        else the loaded base model's), as PEFT's ``disable_adapter()``; OSFT stays applied and
+        the trained factors are untouched. Needs ``OSFT(keep_base=True)`` (copies of the
+        trainable tensors, the same memory again). Non-target parameters that were trained
+        (``freeze_others=False``) keep their trained values."""
+        if not self.keep_base:
+            raise RuntimeError("disable_adapter() needs OSFT(..., keep_base=True): the base "
+                               "weights are not kept otherwise")
+        for g in self.groups.values():
+            g.use_base = True
+        try:
+            yield self.model
+        finally:
+            for g in self.groups.values():
+                g.use_base = False
 
     @torch.no_grad()
     def merge(self) -> nn.Module:

@@ -25,11 +25,23 @@ def is_applied(model: nn.Module) -> bool:
     return any("_osft_slots" in mod.__dict__ for mod in model.modules())
 
 
-def _osft_subclass(cls: type, attrs: Tuple[str, ...]) -> type:
+def factorisable(module: nn.Module, attrs: Tuple[str, ...]) -> bool:
+    """Whether the factorised forward can serve ``module``: an ``nn.Linear`` (or a subclass that
+    keeps its forward) whose only target is ``weight``."""
+    return (isinstance(module, nn.Linear) and attrs == ("weight",)
+            and type(module).forward is nn.Linear.forward)
+
+
+def _factorised_forward(self, input):
+    group, offset, _, _ = self.__dict__["_osft_slots"]["weight"]
+    return group.linear(input, offset, self.bias)
+
+
+def _osft_subclass(cls: type, attrs: Tuple[str, ...], factorised: bool = False) -> type:
     """A subclass of ``cls`` whose ``attrs`` are properties reading the module's OSFT groups
     (a module may hold several targets, e.g. an MoE experts module's ``gate_up_proj`` and
-    ``down_proj``)."""
-    key = (cls, attrs)
+    ``down_proj``); with ``factorised``, an ``nn.Linear`` whose forward applies the factors."""
+    key = (cls, attrs, factorised)
     sub = _SUBCLASSES.get(key)
     if sub is None:
         def make(attr):
@@ -42,6 +54,8 @@ def _osft_subclass(cls: type, attrs: Tuple[str, ...]) -> type:
 
         ns = {attr: make(attr) for attr in attrs}
         ns["_osft_original_class"] = cls
+        if factorised:
+            ns["forward"] = _factorised_forward
         sub = type(f"OSFT{cls.__name__}", (cls,), ns)
         _SUBCLASSES[key] = sub
     return sub
@@ -54,7 +68,10 @@ def _slot_matrix(module, attr: str) -> torch.Tensor:
 
 
 def _pre_forward(module, args):
-    # Rebuild each weight once per forward call (the property returns the cached tensor).
+    # Rebuild each weight once per forward call (the property returns the cached tensor);
+    # a factorised forward never forms it.
+    if module.__dict__.get("_osft_factorised"):
+        return
     module.__dict__["_osft_cache"] = {a: _slot_matrix(module, a)
                                       for a in module.__dict__["_osft_slots"]}
 
@@ -63,9 +80,11 @@ def _post_forward(module, args, output):
     module.__dict__.pop("_osft_cache", None)
 
 
-def install(targets: List[Target], groups: Mapping[str, OSFTGroup]
+def install(targets: List[Target], groups: Mapping[str, OSFTGroup], forward: str = "dense"
             ) -> Tuple[List[Any], List[Tuple[nn.Module, str]]]:
     """Replace every target's parameter by its slice of ``groups`` and register the groups.
+    ``forward="factorised"`` gives the ``nn.Linear`` targets of factored groups a forward
+    through the factors (:meth:`OSFTGroup.linear`); other modules rebuild their weight.
     Returns the forward hook handles and the ``(owner module, child name)`` of each group."""
     handles: List[Any] = []
     owners: List[Tuple[nn.Module, str]] = []
@@ -86,8 +105,13 @@ def install(targets: List[Target], groups: Mapping[str, OSFTGroup]
             t._requires_grad = param.requires_grad  # type: ignore[attr-defined]
             del param
             slots[t.attr] = (g, off, cnt, len(t.shape) == 2)
-        mod.__class__ = _osft_subclass(type(mod), tuple(sorted(slots)))
+        attrs = tuple(sorted(slots))
+        fact = (forward == "factorised" and factorisable(mod, attrs)
+                and slots["weight"][0].mode == "factored")
+        mod.__class__ = _osft_subclass(type(mod), attrs, fact)
         mod.__dict__["_osft_slots"] = slots
+        if fact:
+            mod.__dict__["_osft_factorised"] = True
         handles.append(mod.register_forward_pre_hook(_pre_forward))
         handles.append(mod.register_forward_hook(_post_forward, always_call=True))
     for name, g in groups.items():
@@ -110,6 +134,7 @@ def uninstall(targets: List[Target], dense: Mapping[str, torch.Tensor],
         if "_osft_slots" in mod.__dict__:  # once per module (it may hold several targets)
             del mod.__dict__["_osft_slots"]
             mod.__dict__.pop("_osft_cache", None)
+            mod.__dict__.pop("_osft_factorised", None)
             mod.__class__ = mod._osft_original_class
         mod._parameters[t.attr] = nn.Parameter(
             dense[t.name], requires_grad=getattr(t, "_requires_grad", True))

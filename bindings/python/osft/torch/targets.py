@@ -24,7 +24,16 @@ nothing). A parameter shared by two modules (tied weights) raises ``ValueError``
 the names.
 
 Defaults (:data:`DEFAULT_TARGETS`) follow Hugging Face ``transformers`` module names per
-``config.model_type``; for unknown types the union of all defaults is used. Layouts:
+``config.model_type``: Llama-style ``self_attn`` / ``mlp`` projections, GPT-Neo's
+``attn.attention.*_proj``, the linear-attention (Gated DeltaNet) projections of Qwen3.5 and
+Qwen3-Next (``linear_attn.in_proj_*``, ``linear_attn.out_proj``) next to their full-attention
+layers, and, for vision-language models (``llava``, ``qwen2_vl``, ``qwen2_5_vl``, ``qwen3_5``,
+``mllama``, ``gemma3``, ...), the linear layers of the **text backbone only**
+(``*.language_model.*``; the vision tower and the multi-modal projector are not targets). A model
+without a ``model_type`` (a plain ``nn.Module``) gets the union of all defaults. An *unknown*
+``model_type`` gets the union too, with a ``UserWarning`` that names the type and the modules
+the union matched, so a new architecture is never decomposed silently by guesswork; pass
+``targets=[...]`` (or ``model_type=`` a known layout) to choose. Layouts:
 
 * ``nn.Linear`` (and anything else 2-D): the stored weight is ``out x in`` and the layer computes
   ``y = x W^T``;
@@ -40,6 +49,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Pattern, Sequence, Tuple, Union
 
@@ -54,6 +64,16 @@ _MOE = ["block_sparse_moe.experts.*.w1", "block_sparse_moe.experts.*.w2",
         "block_sparse_moe.experts.*.w3", "mlp.experts.*.gate_proj", "mlp.experts.*.up_proj",
         "mlp.experts.*.down_proj", "experts.gate_up_proj", "experts.down_proj",
         "shared_expert.gate_proj", "shared_expert.up_proj", "shared_expert.down_proj"]
+
+# Qwen3.5's Gated DeltaNet (linear attention) layers: ``linear_attn`` in place of ``self_attn``.
+_GATED_DELTANET = ["linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.in_proj_b",
+                   "linear_attn.in_proj_a", "linear_attn.out_proj"]
+
+
+def _text_backbone(patterns: List[str]) -> List[str]:
+    """Patterns restricted to a vision-language model's ``language_model`` submodule."""
+    return [f"language_model.*.{p}" for p in patterns]
+
 
 #: Default target patterns per Hugging Face ``config.model_type``.
 DEFAULT_TARGETS: Dict[str, List[str]] = {
@@ -77,6 +97,12 @@ DEFAULT_TARGETS: Dict[str, List[str]] = {
             "fc1", "fc2"],
     "gptj": ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.fc_in",
              "mlp.fc_out"],
+    "gpt_neo": ["attn.attention.q_proj", "attn.attention.k_proj", "attn.attention.v_proj",
+                "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj"],
+    "qwen3_5_text": _LLAMA + _GATED_DELTANET,
+    "qwen3_5_moe_text": _LLAMA + _GATED_DELTANET + _MOE,
+    "qwen3_next": _LLAMA + ["linear_attn.in_proj_qkvz", "linear_attn.in_proj_ba",
+                            "linear_attn.out_proj"] + _MOE,
     "t5": ["SelfAttention.q", "SelfAttention.k", "SelfAttention.v", "SelfAttention.o",
            "EncDecAttention.q", "EncDecAttention.k", "EncDecAttention.v", "EncDecAttention.o",
            "DenseReluDense.wi", "DenseReluDense.wo", "DenseReluDense.wi_0",
@@ -84,17 +110,35 @@ DEFAULT_TARGETS: Dict[str, List[str]] = {
 }
 # Aliases that share a layout.
 for _alias, _base in (("qwen2_5", "qwen2"), ("qwen2.5", "qwen2"), ("mt5", "t5"),
-                      ("gpt_j", "gptj"), ("phi-3", "phi3")):
+                      ("gpt_j", "gptj"), ("phi-3", "phi3"), ("gptneo", "gpt_neo"),
+                      ("qwen2_vl_text", "qwen2"), ("qwen2_5_vl_text", "qwen2"),
+                      ("mllama_text_model", "llama")):
     DEFAULT_TARGETS[_alias] = DEFAULT_TARGETS[_base]
+# Vision-language models: the text backbone's layers (Mllama's text layers add cross_attn).
+_VLM = {"llava": _LLAMA, "llava_next": _LLAMA, "llava_onevision": _LLAMA, "qwen2_vl": _LLAMA,
+        "qwen2_5_vl": _LLAMA, "gemma3": _LLAMA, "mistral3": _LLAMA,
+        "qwen3_5": _LLAMA + _GATED_DELTANET, "qwen3_5_moe": _LLAMA + _GATED_DELTANET + _MOE,
+        "mllama": _LLAMA + ["cross_attn.q_proj", "cross_attn.k_proj", "cross_attn.v_proj",
+                            "cross_attn.o_proj"]}
+for _vlm, _text in _VLM.items():
+    DEFAULT_TARGETS[_vlm] = _text_backbone(_text)
+
+
+def is_known_model_type(model_type: Optional[str]) -> bool:
+    """Whether ``model_type`` (case-insensitive) has its own entry in :data:`DEFAULT_TARGETS`."""
+    return model_type is not None and model_type.lower() in DEFAULT_TARGETS
 
 
 def default_patterns(model_type: Optional[str]) -> List[str]:
     """The default patterns for ``model_type`` (case-insensitive), or the union of every
-    architecture's defaults (order kept, duplicates dropped) when it is None or unknown."""
-    if model_type is not None and model_type.lower() in DEFAULT_TARGETS:
-        return list(DEFAULT_TARGETS[model_type.lower()])
+    text architecture's defaults (order kept, duplicates dropped; the vision-language entries
+    are the same names under ``language_model``) when it is None or unknown."""
+    if is_known_model_type(model_type):
+        return list(DEFAULT_TARGETS[model_type.lower()])  # type: ignore[union-attr]
     seen: Dict[str, None] = {}
-    for pats in DEFAULT_TARGETS.values():
+    for mt, pats in DEFAULT_TARGETS.items():
+        if mt in _VLM:
+            continue
         for p in pats:
             seen.setdefault(p, None)
     return list(seen)
@@ -186,8 +230,8 @@ def find_targets(model: nn.Module, targets: Optional[Sequence[PatternLike]] = No
         targets = [targets]
     if isinstance(exclude, (str, re.Pattern)):
         exclude = [exclude]
-    pats = list(targets) if targets is not None else default_patterns(
-        model_type or model_type_of(model))
+    mtype = model_type or model_type_of(model)
+    pats = list(targets) if targets is not None else default_patterns(mtype)
     excl = list(exclude or [])
     for p in pats + excl:
         _compile(p)  # validate early, with a clear message
@@ -218,6 +262,13 @@ def find_targets(model: nn.Module, targets: Optional[Sequence[PatternLike]] = No
             seen.add(id(param))
             out.append(Target(full, mname, module, pname, _kind(module, param),
                               tuple(param.shape)))
+    if out and targets is None and mtype is not None and not is_known_model_type(mtype):
+        kinds = sorted({t.module_name.split(".")[-1] if t.attr == "weight" else t.attr
+                        for t in out})
+        warnings.warn(f"osft.torch: model_type {mtype!r} has no default targets; the union of "
+                      f"all architectures' defaults matched {len(out)} parameters "
+                      f"({', '.join(kinds)}; first {out[0].name!r}). Pass targets=[...] (or "
+                      "model_type=<a known layout>) to choose them explicitly", stacklevel=3)
     if not out:
         raise ValueError(
             "no OSFT target matched: patterns "

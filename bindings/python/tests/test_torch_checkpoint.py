@@ -1,0 +1,238 @@
+"""Checkpoints of a model under osft.torch (tiny transformers Llama built from a config, nothing
+downloaded): the plain ``state_dict()`` / ``save_pretrained()`` that loads into a fresh plain
+model, plain weights loaded back under OSFT, the OSFT-only ``save_pretrained`` /
+``from_pretrained`` that restores training exactly (in a fresh process too), and
+``disable_adapter()``. Skipped without torch and transformers."""
+
+import json
+import runpy
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("transformers")
+ot = pytest.importorskip("osft.torch")
+torch.set_num_threads(1)
+
+V = 40
+CFG = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+
+
+def llama(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return T.LlamaForCausalLM(T.LlamaConfig(**CFG)).to(dtype)
+
+
+def batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, V, (2, 7), generator=g)
+    return dict(input_ids=ids, labels=ids)
+
+
+def run(model, opt, steps, seed=3):
+    losses = []
+    for i in range(steps):
+        opt.zero_grad()
+        loss = model(**batch(seed + i)).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def train(model, o, steps, seed=3):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(params, lr=1e-2), o)
+    return opt, run(model, opt, steps, seed)
+
+
+def logits(model, seed=9):
+    with torch.no_grad():
+        return model(input_ids=batch(seed)["input_ids"]).logits
+
+
+# float64 models: a reconstruction differs from the forward's weight by a few units of 2^-53
+# relative; through two layers the logits agree far inside 1e-10.
+TOL = 1e-10
+
+
+def test_plain_state_dict_and_save_pretrained_load_into_a_fresh_model(tmp_path):
+    m = llama()
+    plain_keys = list(m.state_dict())
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    train(m, o, 3)
+    sd = m.state_dict()
+    assert list(sd) == plain_keys                   # plain names, plain order
+    assert not any("osft_" in k for k in sd)
+    want = logits(m)
+    fresh = llama(seed=5)
+    fresh.load_state_dict(sd)                       # strict: every key, nothing extra
+    assert (logits(fresh) - want).abs().max() < TOL
+    # transformers' save_pretrained / from_pretrained (safetensors) of the model under OSFT.
+    m.save_pretrained(tmp_path / "hf")
+    with open(tmp_path / "hf" / "model.safetensors", "rb") as f:
+        header = f.read(8 + int.from_bytes(f.read(8), "little"))
+    assert b"osft_" not in header and b"q_proj.weight" in header
+    loaded = T.LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float64)
+    assert (logits(loaded) - want).abs().max() < TOL
+    # The raw entries on request (e.g. for frameworks that resume from model.state_dict()).
+    o.plain_state_dict = False
+    assert any(".osft_g" in k for k in m.state_dict())
+
+
+def test_plain_weights_load_back_under_osft():
+    m = llama()
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    trained = llama(seed=4)                         # other weights, same architecture
+    m.load_state_dict(trained.state_dict())         # re-decomposed at the same ranks
+    assert (logits(m) - logits(trained)).abs().max() < TOL
+    assert max(o.leakage().values()) < 1e-12        # a fresh split: orthogonal again
+    with pytest.raises(RuntimeError, match="Missing key"):
+        sd = trained.state_dict()
+        del sd["model.layers.0.self_attn.q_proj.weight"]
+        m.load_state_dict(sd)
+
+
+def test_osft_only_save_restores_training_exactly(tmp_path):
+    m = llama()
+    o = ot.OSFT(m, frozen_ratio=0.5, rank_pattern={"mlp.down_proj": 3}, keep_base=True)
+    opt, _ = train(m, o, 3)
+    o.save_pretrained(tmp_path / "osft")
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    cfg = json.loads((tmp_path / "osft" / "osft_config.json").read_text())
+    assert cfg["settings"]["upcast_dtype"] == "torch.float64"
+    assert {t["name"]: t["k"] for t in cfg["targets"]} == o.ranks
+    assert cfg["frozen_included"] is False
+    saved = torch.load(tmp_path / "osft" / "osft_model.pt", weights_only=True)
+    assert {k.split(".")[0] for k in saved} == {"groups", "base", "others"}   # no frozen.*
+    assert sorted(k[len("others."):] for k in saved if k.startswith("others.")) == sorted(
+        n for n, p in m.named_parameters() if p.requires_grad and ".osft_" not in n)
+
+    m2 = llama()                                    # the same base, freshly built
+    o2 = ot.OSFT.from_pretrained(m2, tmp_path / "osft")
+    assert o2.ranks == o.ranks and list(o2.groups) == list(o.groups)
+    for name, g in o.groups.items():
+        g2 = o2.groups[name]
+        for t in ("u_high", "s_high", "v_high", "u_low", "s_low", "v_low", "u_low_base"):
+            assert torch.equal(getattr(g, t), getattr(g2, t)), (name, t)
+    for (n1, p1), (n2, p2) in zip(m.named_parameters(), m2.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2) and p1.requires_grad == p2.requires_grad
+    opt2, _ = train(m2, o2, 0)
+    opt2.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    # Same process, same bits in: the continued runs must agree exactly.
+    assert run(m2, opt2, 2, seed=10) == run(m, opt, 2, seed=10)
+    for p1, p2 in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(p1, p2)
+
+
+def test_from_pretrained_checks_the_frozen_factors(tmp_path):
+    m = llama()
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    train(m, o, 2)
+    o.save_pretrained(tmp_path / "a")
+    with pytest.raises(ValueError, match="differ from the saved ones"):
+        ot.OSFT.from_pretrained(llama(seed=6), tmp_path / "a")   # another base model
+    o.save_pretrained(tmp_path / "b", include_frozen=True)
+    o3 = ot.OSFT.from_pretrained(llama(seed=6), tmp_path / "b")   # frozen factors from the file
+    for name, g in o.groups.items():
+        g3 = o3.groups[name]
+        for t in ("u_high", "s_high", "v_high", "u_low", "s_low", "v_low"):
+            assert torch.equal(getattr(g, t), getattr(g3, t)), (name, t)
+    with pytest.raises(ValueError, match="cannot override"):
+        ot.OSFT.from_pretrained(llama(), tmp_path / "b", mode="dense")
+    with pytest.raises(FileNotFoundError):
+        ot.OSFT.from_pretrained(llama(), tmp_path / "nothing")
+
+
+def test_disable_adapter_gives_the_base_model():
+    base = llama()
+    m = llama()
+    o = ot.OSFT(m, frozen_ratio=0.5, keep_base=True, freeze_others=True)
+    train(m, o, 3)
+    trained = logits(m)
+    assert (trained - logits(base)).abs().max() > 1e-3          # it trained
+    with o.disable_adapter():
+        assert (logits(m) - logits(base)).abs().max() < TOL
+    assert torch.equal(logits(m), trained)
+    for forward in ("dense", "factorised"):                       # both forwards honour it
+        m2 = llama()
+        o2 = ot.OSFT(m2, frozen_ratio=0.5, keep_base=True, freeze_others=True, forward=forward)
+        train(m2, o2, 2)
+        with o2.disable_adapter():
+            assert (logits(m2) - logits(base)).abs().max() < TOL
+    with pytest.raises(RuntimeError, match="keep_base=True"):
+        with ot.OSFT(llama(), frozen_ratio=0.5).disable_adapter():
+            pass
+
+
+_RUN = textwrap.dedent("""
+    import json, sys
+    import torch, transformers as T
+    import osft.torch as ot
+    torch.set_num_threads(1)
+    mode, out = sys.argv[1], sys.argv[2]
+    V = 40
+    def llama():
+        torch.manual_seed(0)
+        return T.LlamaForCausalLM(T.LlamaConfig(vocab_size=V, hidden_size=16,
+            intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=32)).float()
+    def batch(i):
+        ids = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(100 + i))
+        return dict(input_ids=ids, labels=ids)
+    def steps(m, opt, first, n):
+        losses = []
+        for i in range(first, first + n):
+            opt.zero_grad()
+            loss = m(**batch(i)).loss
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+    m = llama()
+    if mode == "first":
+        o = ot.OSFT(m, frozen_ratio=0.5)
+    else:
+        o = ot.OSFT.from_pretrained(m, out + "/ckpt")
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(params, lr=1e-2), o)
+    if mode == "first":
+        steps(m, opt, 0, 3)
+        o.save_pretrained(out + "/ckpt")
+        torch.save(opt.state_dict(), out + "/ckpt/optimizer.pt")
+    else:
+        opt.load_state_dict(torch.load(out + "/ckpt/optimizer.pt", weights_only=True))
+    losses = steps(m, opt, 3, 4)
+    torch.save({n: p.detach() for n, p in m.named_parameters()}, out + f"/{mode}.pt")
+    json.dump(losses, open(out + f"/{mode}.json", "w"))
+""")
+
+
+def test_save_fresh_process_load_continue_equals_the_uninterrupted_run(tmp_path):
+    """This process trains 3 steps, saves (OSFT state + optimizer), and continues 4 steps (the
+    uninterrupted run); a fresh process builds the base model afresh, loads, and runs the same
+    4 steps. Both are float32 on one thread: the same operations on the same bits give the same
+    bits, so the trajectories must be *equal* (losses and every final parameter), not close."""
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    argv = sys.argv
+    sys.argv = [str(script), "first", str(tmp_path)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    r = subprocess.run([sys.executable, str(script), "resumed", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads((tmp_path / "first.json").read_text())
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert len(first) == 4 and resumed == first
+    a = torch.load(tmp_path / "first.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert list(a) == list(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
