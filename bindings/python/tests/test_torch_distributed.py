@@ -327,13 +327,13 @@ def check_adaptive_ranks_agree(rank, world):
     batches = [data(seed=20 + r, n=3) for r in range(world)]          # 15 rows each
     m = model()
     o = ot.OSFT(m, ranks="adaptive", calibration=[batches[rank]], max_samples=15,
-                min_ratio=0.2, max_ratio=0.8)
+                min_ratio=0.2, target_ratio=0.6)
     everyone = [None] * world
     dist.all_gather_object(everyone, o.ranks)
     assert all(r == everyone[0] for r in everyone)
     ref = model()
     o_ref = ot.OSFT(ref, ranks="adaptive", calibration=batches, max_samples=15 * world,
-                    min_ratio=0.2, max_ratio=0.8, distribute=False)
+                    min_ratio=0.2, target_ratio=0.6, distribute=False)
     assert o.ranks == o_ref.ranks
     assert len(set(o.ranks.values())) > 1
 

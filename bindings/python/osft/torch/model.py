@@ -9,11 +9,12 @@ What it does to a model
    of precedence: the first pattern of ``rank_pattern`` that matches it, else ``frozen_ratio`` /
    ``unfreeze_rank_ratio``, or, with ``ranks="adaptive"``, from layer importance on calibration
    batches. A rank spec is an ``int`` (``k`` itself) or a ``float`` in ``[0, 1]``: the **frozen
-   fraction** ``k = floor(f * R)`` (PEFT OSF's float ``effective_rank``; osft's ``"fraction"``
-   rule). ``unfreeze_rank_ratio = u`` has mini_trainer's meaning, the *trainable* fraction; here
-   ``k = R - floor(u * R)`` (``floor(u * R)`` trainable directions; mini_trainer's own rounding
-   may differ by one). Note ``1`` is ``k = 1``
-   while ``1.0`` freezes everything.
+   fraction** ``k = int(R * f)``, exactly PEFT OSF's float ``effective_rank`` (osft's
+   ``"fraction"`` rule). ``unfreeze_rank_ratio = u`` is exactly mini_trainer's, the *trainable*
+   fraction: ``k = floor(R * (1 - u))`` capped at ``R - 1``. The adaptive rule is the seed's
+   (:func:`osft.adaptive_ranks`). docs/ranks.md tables the conventions. Note ``1`` is ``k = 1``
+   while ``1.0`` freezes everything; a target left with ``k = R`` (nothing trainable) is named
+   in a ``UserWarning``.
 3. **Decomposition, batched** — targets with the same matrix shape, ``k``, dtype and device form a
    *group*; the group's weights are stacked into one contiguous ``B x N x M`` tensor on their
    device and dtype and decomposed by **one** :func:`osft.decompose` call (computed in float32, or
@@ -113,14 +114,18 @@ class OSFT:
         frozen_ratio: frozen fraction of each matrix's rank (default 0.5 when neither this nor
             ``unfreeze_rank_ratio`` is given), or an ``int`` frozen rank.
         unfreeze_rank_ratio: mini_trainer's convention, the trainable fraction ``u``
-            (``k = R - floor(u R)``); exclusive with ``frozen_ratio``.
+            (``k = floor(R (1 - u))``, at most ``R - 1``); exclusive with ``frozen_ratio``.
         rank_pattern: ``{pattern: spec}``; the first pattern matching a target's parameter or
             module name sets its spec (int ``k`` or frozen fraction).
         ranks: ``"ratio"`` (the above) or ``"adaptive"``: run ``calibration`` batches, collect
             every target layer's inputs, compute layer importance ``mean cos(x, W x)`` with
             :func:`osft.layer_importance` (one batched call per shape group) and map it to ranks
-            with :func:`osft.adaptive_ranks` between ``min_ratio`` and ``max_ratio``. Expert
-            (3-D) targets and targets matched by ``rank_pattern`` keep their ratio spec.
+            with the seed's rule, :func:`osft.adaptive_ranks`: ``k = clamp(round(CR), 1, R)``,
+            ``CR = mrr + I_n (trr - mrr)``, ``I_n = I / (mean(I) + 1e-8)``, ``mrr = min_ratio R``
+            (default 0.5), ``trr = target_ratio R`` (default 1.0, the seed's: a layer of average
+            importance freezes its full rank). A mean importance that is not positive is a
+            ``ValueError``. Expert (3-D) targets and targets matched by ``rank_pattern`` keep
+            their ratio spec.
         calibration: iterable of batches for ``ranks="adaptive"``; ``forward_fn(model, batch)``
             runs one (default: ``model(**batch)`` for mappings, ``model(*batch)`` for tuples,
             else ``model(batch)``). ``max_samples``: rows (tokens) kept per layer.
@@ -149,7 +154,7 @@ class OSFT:
                  ranks: str = "ratio",
                  calibration: Optional[Iterable[Any]] = None,
                  forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
-                 min_ratio: float = 0.1, max_ratio: float = 0.9, max_samples: int = 256,
+                 min_ratio: float = 0.5, target_ratio: float = 1.0, max_samples: int = 256,
                  mode: str = "factored", project_in_backward: bool = True,
                  upcast_dtype: torch.dtype = DEFAULT_UPCAST_DTYPE,
                  output_dtype: Optional[torch.dtype] = None,
@@ -199,24 +204,24 @@ class OSFT:
         self._freeze_others = bool(freeze_others)
         self._handles += _checkpoint.install_state_dict_hooks(self)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-                    forward_fn, min_ratio, max_ratio, max_samples, previous=None)
+                    forward_fn, min_ratio, target_ratio, max_samples, previous=None)
 
     # ------------------------------------------------------------------ setup
 
     def _check_args(self, frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-                    min_ratio, max_ratio, max_samples, targets: List[Target]):
+                    min_ratio, target_ratio, max_samples, targets: List[Target]):
         """Validate everything that does not need a forward pass; returns the default spec."""
         return _ranks.check_rank_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks,
-                                      calibration, min_ratio, max_ratio, max_samples, targets)
+                                      calibration, min_ratio, target_ratio, max_samples, targets)
 
     def _setup(self, frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-               forward_fn, min_ratio, max_ratio, max_samples, previous):
+               forward_fn, min_ratio, target_ratio, max_samples, previous):
         targets = find_targets(self.model, **self._target_args)
         self.rank_args = dict(frozen_ratio=frozen_ratio, unfreeze_rank_ratio=unfreeze_rank_ratio,
                               rank_pattern=rank_pattern, ranks=ranks, min_ratio=min_ratio,
-                              max_ratio=max_ratio, max_samples=max_samples)
+                              target_ratio=target_ratio, max_samples=max_samples)
         default = self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks,
-                                   calibration, min_ratio, max_ratio, max_samples, targets)
+                                   calibration, min_ratio, target_ratio, max_samples, targets)
         for t in targets:
             p = getattr(t.module, t.attr)
             if p.device.type not in ("cpu", "cuda"):
@@ -230,9 +235,10 @@ class OSFT:
                 _, world = self._world()
                 imp = layer_importance(self.model, adapt, calibration, forward_fn, max_samples,
                                        world, self.process_group)
-                kmap.update(_ranks.adaptive_ks(adapt, imp, min_ratio, max_ratio))
+                kmap.update(_ranks.adaptive_ks(adapt, imp, min_ratio, target_ratio))
         if previous is not None:  # grow_only: k never shrinks (the subspace may rotate)
             _ranks.grow_only(kmap, previous)
+        _ranks.warn_rank_choices(targets, kmap, default)
         self._build(targets, kmap)
         if self._freeze_others:  # after a successful build: invalid input leaves the model as is
             mine = {id(p) for g in self.groups.values() for p in g.parameters()}
@@ -498,7 +504,7 @@ class OSFT:
                   rank_pattern: Optional[Mapping[PatternLike, RankSpec]] = None,
                   ranks: str = "ratio", calibration: Optional[Iterable[Any]] = None,
                   forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
-                  min_ratio: float = 0.1, max_ratio: float = 0.9, max_samples: int = 256,
+                  min_ratio: float = 0.5, target_ratio: float = 1.0, max_samples: int = 256,
                   grow_only: bool = True) -> Dict[str, int]:
         """Finish a task and prepare the next: merge the factors into dense weights, re-decompose
         them with new ranks (arguments as for the constructor) and freeze the new top-``k``.
@@ -509,11 +515,11 @@ class OSFT:
         new ranks. Recreate the optimizer (and any DDP / DeepSpeed wrapper) afterwards."""
         # Validate before merging, so that a bad argument leaves the current task in place.
         self._check_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-                         min_ratio, max_ratio, max_samples, self.targets)
+                         min_ratio, target_ratio, max_samples, self.targets)
         previous = dict(self.ranks) if grow_only else None
         self.merge()
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-                    forward_fn, min_ratio, max_ratio, max_samples, previous=previous)
+                    forward_fn, min_ratio, target_ratio, max_samples, previous=previous)
         self.task += 1
         return dict(self.ranks)
 

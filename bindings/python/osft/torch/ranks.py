@@ -1,15 +1,22 @@
 """Frozen ranks: what ``k`` each target gets from the rank arguments of :class:`osft.torch.OSFT`.
 
-A rank spec is an ``int`` (``k`` itself, ``0 <= k <= R``) or a ``float`` in ``[0, 1]``, the
-frozen fraction ``k = floor(f * R)``; ``unfreeze_rank_ratio = u`` is the trainable fraction,
-``k = R - floor(u * R)``; ``rank_pattern`` overrides per target (first match wins). The adaptive
-rule maps layer importances (:mod:`osft.torch.calibration`) to ranks with
-:func:`osft.adaptive_ranks`.
+Each convention is its peer's, exactly (docs/ranks.md has the table):
+
+* a rank spec is an ``int`` (``k`` itself, ``0 <= k <= R``) or a ``float`` in ``[0, 1]``, the
+  frozen fraction ``k = int(R * f)`` (PEFT OSF's float ``effective_rank``);
+* ``unfreeze_rank_ratio = u`` is mini_trainer's trainable fraction: ``k = floor(R * (1 - u))``,
+  capped at ``R - 1`` (so ``u = 0`` still trains one direction per target);
+* ``rank_pattern`` overrides per target (first match wins);
+* ``ranks="adaptive"`` maps layer importances (:mod:`osft.torch.calibration`) to ranks with the
+  seed's rule, :func:`osft.adaptive_ranks` (``min_ratio``, ``target_ratio``).
+
+A target left with ``k = R`` has nothing trainable; :func:`warn_rank_choices` names such targets.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -23,7 +30,8 @@ RankSpec = Union[int, float]
 
 def resolve_rank(spec: RankSpec, full_rank: int, name: str = "target") -> int:
     """The frozen rank ``k`` of a rank spec for a matrix of full rank ``R``: an ``int`` is ``k``
-    (``0 <= k <= R``), a ``float`` in ``[0, 1]`` the frozen fraction, ``k = floor(f * R)``."""
+    (``0 <= k <= R``), a ``float`` in ``[0, 1]`` the frozen fraction, ``k = int(R * f)`` as
+    PEFT OSF's float ``effective_rank`` (the float product truncated: ``0.29`` of 100 is 28)."""
     if isinstance(spec, bool) or not isinstance(spec, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: rank spec must be an int (k) or a float in [0, 1] (frozen "
                         f"fraction), got {spec!r}")
@@ -35,7 +43,15 @@ def resolve_rank(spec: RankSpec, full_rank: int, name: str = "target") -> int:
     f = float(spec)
     if not 0.0 <= f <= 1.0:
         raise ValueError(f"{name}: frozen fraction {f} is outside [0, 1]")
-    return min(full_rank, int(math.floor(f * full_rank + 1e-9)))
+    return min(full_rank, int(full_rank * f))
+
+
+def unfreeze_rank(u: float, full_rank: int) -> int:
+    """mini_trainer's ``unfreeze_rank_ratio = u`` as a frozen rank: its ``rank_ratio = 1 - u``
+    and ``top_k = int(np.floor(min(shape) * rank_ratio))``, set to ``R - 1`` when it reaches
+    ``R`` (0 for an empty matrix)."""
+    k = int(math.floor(full_rank * (1.0 - u)))
+    return max(0, full_rank - 1) if k >= full_rank else k
 
 
 def default_spec(frozen_ratio: Optional[RankSpec], unfreeze_rank_ratio: Optional[float]
@@ -67,12 +83,12 @@ def rank_of(t: Target, default: Tuple[str, Any],
             return resolve_rank(spec, R, t.name)
     kind, v = default
     if kind == "unfreeze":
-        return R - min(R, int(math.floor(v * R + 1e-9)))
+        return unfreeze_rank(v, R)
     return resolve_rank(v, R, t.name)
 
 
 def check_rank_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
-                    min_ratio, max_ratio, max_samples, targets: List[Target]) -> Tuple[str, Any]:
+                    min_ratio, target_ratio, max_samples, targets: List[Target]) -> Tuple[str, Any]:
     """Validate everything that does not need a forward pass; returns the default spec."""
     if ranks not in ("ratio", "adaptive"):
         raise ValueError(f"ranks must be 'ratio' or 'adaptive', got {ranks!r}")
@@ -82,9 +98,9 @@ def check_rank_args(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, cali
     if ranks == "adaptive":
         if calibration is None:
             raise ValueError("ranks='adaptive' needs calibration batches")
-        if not 0.0 <= min_ratio <= max_ratio <= 1.0:
-            raise ValueError(f"need 0 <= min_ratio <= max_ratio <= 1, got {min_ratio}, "
-                             f"{max_ratio}")
+        if not 0.0 <= min_ratio <= target_ratio <= 1.0:
+            raise ValueError(f"need 0 <= min_ratio <= target_ratio <= 1, got {min_ratio}, "
+                             f"{target_ratio}")
         if int(max_samples) < 1:
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     return default
@@ -98,11 +114,48 @@ def adaptive_targets(targets: List[Target],
 
 
 def adaptive_ks(targets: List[Target], importance: Mapping[str, float], min_ratio: float,
-                max_ratio: float) -> Dict[str, int]:
-    """``k`` of each target from its layer importance, by :func:`osft.adaptive_ranks`."""
-    ks = _osft.adaptive_ranks([importance[t.name] for t in targets],
-                              [t.full_rank for t in targets], min_ratio, max_ratio)
+                target_ratio: float) -> Dict[str, int]:
+    """``k`` of each target from its layer importance, by the seed's rule
+    (:func:`osft.adaptive_ranks`). A mean importance that is not positive is a ``ValueError``
+    naming the lowest importances (the rule normalises by the mean)."""
+    values = [importance[t.name] for t in targets]
+    mean = float(np.mean(values)) if values else 1.0
+    if not (mean > 0.0 and math.isfinite(mean)):
+        low = sorted(zip(values, (t.name for t in targets)))[:3]
+        raise ValueError(f"ranks='adaptive': the mean layer importance over {len(values)} targets "
+                         f"is {mean!r}, not positive; the seed's rule divides by it (lowest: "
+                         + ", ".join(f"{n} = {v:.3g}" for v, n in low)
+                         + "). Check that the calibration batches are real inputs of the model.")
+    ks = _osft.adaptive_ranks(values, [t.full_rank for t in targets], min_ratio, target_ratio)
     return {t.name: int(k) for t, k in zip(targets, ks)}
+
+
+def untrainable(targets: List[Target], kmap: Mapping[str, int]) -> List[str]:
+    """The targets whose ``k`` is their full rank ``R > 0``: every direction frozen, nothing to
+    train."""
+    return [t.name for t in targets if t.full_rank > 0 and kmap[t.name] >= t.full_rank]
+
+
+def warn_rank_choices(targets: List[Target], kmap: Mapping[str, int],
+                      default: Tuple[str, Any]) -> List[str]:
+    """Say what a rank choice leaves trainable when it may surprise (``UserWarning``, once per
+    :class:`~osft.torch.OSFT` setup): targets with ``k = R`` have nothing trainable (named, and
+    said plainly when that is every target); ``unfreeze_rank_ratio=0`` still trains one
+    direction per target, as in mini_trainer. Returns the names of the untrainable targets."""
+    if default == ("unfreeze", 0.0):
+        warnings.warn("osft.torch: unfreeze_rank_ratio=0 follows mini_trainer: k = floor(R) is "
+                      "capped at R - 1, so every target still trains its smallest singular "
+                      "direction (frozen_ratio=1.0 freezes everything)", UserWarning, stacklevel=4)
+    names = untrainable(targets, kmap)
+    if names:
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        every = len(names) == len(targets)
+        warnings.warn(
+            f"osft.torch: {'every target' if every else f'{len(names)} of {len(targets)} targets'}"
+            f" freeze their full rank (k = R) and have nothing trainable: {shown}. Lower "
+            "frozen_ratio / raise unfreeze_rank_ratio (or target_ratio with ranks='adaptive'), "
+            "or leave these layers out of the targets.", UserWarning, stacklevel=4)
+    return names
 
 
 def grow_only(kmap: Dict[str, int], previous: Mapping[str, int]) -> None:
