@@ -15,11 +15,16 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=src");
 
-    // Give the shared library an SONAME (ELF targets), so that a program linked against it by
-    // path records `libosft.so`, not the path, and CMake's imported target works as usual.
+    // SONAME `libosft.so.<OSFT_ABI_VERSION>` (ELF targets): a program records the ABI it was
+    // linked against, and a later incompatible ABI can be installed beside it
+    // (docs/abi-policy.md). The number is read from src/ffi/types.rs, its one source.
+    // Symbol versions (OSFT_<ABI>) cannot be set here: rustc passes its own version script for
+    // a cdylib and every linker honours only the first, so the CMake build links the versioned
+    // libosft.so.<ABI> from libosft.a with cmake/osft.map.in instead.
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if matches!(os.as_str(), "linux" | "android" | "freebsd" | "netbsd" | "openbsd" | "dragonfly") {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libosft.so");
+        let abi = abi_version(&crate_dir.join("src/ffi/types.rs"));
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libosft.so.{abi}");
     }
 
     let _ = std::fs::remove_file(&out);
@@ -38,4 +43,14 @@ fn main() {
         }
         Err(e) => println!("cargo:warning=cbindgen could not generate osft.h: {e}"),
     }
+}
+
+/// `OSFT_ABI_VERSION` as written in `types` (`pub const OSFT_ABI_VERSION: u32 = N;`); CMakeLists.txt
+/// reads the same line.
+fn abi_version(types: &std::path::Path) -> u32 {
+    let text = std::fs::read_to_string(types).unwrap_or_else(|e| panic!("{}: {e}", types.display()));
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("pub const OSFT_ABI_VERSION: u32 = "))
+        .and_then(|rest| rest.trim_end_matches(';').trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}: no `pub const OSFT_ABI_VERSION: u32 = N;` line", types.display()))
 }

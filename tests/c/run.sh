@@ -11,10 +11,14 @@
 # 4. the shared builds again under valgrind --leak-check=full --error-exitcode=1 (or, without
 #    valgrind, the static builds under AddressSanitizer/LeakSanitizer), plus a negative control
 #    that leaks on purpose and must be caught;
-# 5. with cmake: `cmake --install` of this tree, then a consumer project (tests/c/cmake_consumer)
-#    builds the trainer example with find_package(osft CONFIG REQUIRED) and with
-#    add_subdirectory(), on osft::osft and osft::osft_static, and runs it; with pkg-config too,
-#    the example C program is built from the installed osft.pc, shared and static.
+# 5. with cmake: `cmake --install --strip` of this tree; the installed library is checked
+#    (libosft.so -> libosft.so.<ABI> -> file, SONAME, every osft_* symbol at version OSFT_<ABI>
+#    and nothing else exported, at most 10 MB; a "library:" line prints it); a consumer project
+#    (tests/c/cmake_consumer) builds the trainer example with find_package(osft CONFIG REQUIRED)
+#    and with add_subdirectory(), on osft::osft and osft::osft_static, and runs it; with
+#    pkg-config too, the example C program is built from the installed osft.pc (shared) and
+#    osft-static.pc (static), and the shared one runs under valgrind with the installed
+#    share/osft/valgrind.supp against the stripped library.
 #
 # Each line says PASS, FAIL or SKIP for one program/configuration; the last line is
 # "N passed, M failed, K skipped". The exit status is non-zero when anything failed.
@@ -84,6 +88,12 @@ for f in "$REL/libosft.so" "$REL/libosft.a"; do
         finish
     fi
 done
+# cargo's libosft.so has the SONAME libosft.so.<ABI>, which programs linked against it look for
+# at run time; cargo makes no such link, so it is made here (docs/c-and-cpp.md, "Link by hand").
+SONAME=$(readelf -d "$REL/libosft.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+if [ -n "$SONAME" ] && [ "$SONAME" != libosft.so ]; then
+    ln -sfn libosft.so "$REL/$SONAME"
+fi
 
 # --- 2. the header on its own -----------------------------------------------------------------
 printf '#include "osft.h"\nint main(void) { return (int)sizeof(osft_matrix) == 72 ? 0 : 1; }\n' >"$OUT/header_only.c"
@@ -212,7 +222,35 @@ not_run() {
 cmake_install() {
     rm -rf "$OUT/cmake-build" "$OUT/cmake-install"
     cmake -S "$ROOT" -B "$OUT/cmake-build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$OUT/cmake-install" &&
-        cmake --build "$OUT/cmake-build" && cmake --install "$OUT/cmake-build"
+        cmake --build "$OUT/cmake-build" && cmake --install "$OUT/cmake-build" --strip
+}
+
+MAX_LIB_BYTES=$((10 * 1024 * 1024))
+# installed_library: the installed shared library's links, SONAME, exported symbols and size.
+installed_library() {
+    local lib=$OUT/cmake-install/lib abi file soname bytes nsym
+    abi=$(sed -n 's/^#define OSFT_ABI_VERSION \([0-9]*\).*/\1/p' "$OUT/cmake-install/include/osft.h")
+    [ -n "$abi" ] || { echo "no OSFT_ABI_VERSION in the installed osft.h"; return 1; }
+    [ "$(readlink "$lib/libosft.so")" = "libosft.so.$abi" ] || { echo "libosft.so does not link to libosft.so.$abi"; ls -l "$lib"; return 1; }
+    file=$(readlink "$lib/libosft.so.$abi")
+    [ -n "$file" ] && [ -f "$lib/$file" ] && [ ! -L "$lib/$file" ] || { echo "libosft.so.$abi is not a link to a file"; ls -l "$lib"; return 1; }
+    readelf -d "$lib/$file" | grep SONAME
+    soname=$(readelf -d "$lib/$file" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+    [ "$soname" = "libosft.so.$abi" ] || { echo "SONAME '$soname', want libosft.so.$abi"; return 1; }
+    # Every defined dynamic symbol is an osft_* function at OSFT_<abi> (plus the version's own
+    # symbol); the same functions as cargo's libosft.so exports.
+    objdump -T "$lib/$file" | awk '$2 ~ /g/ && $4 != "*UND*"' >"$OUT/installed-dynsyms.txt"
+    if awk -v v="OSFT_$abi" '!($NF ~ /^osft_/ && $(NF-1) == v) && !($NF == v)' "$OUT/installed-dynsyms.txt" | grep .; then
+        echo "exported symbols above are not osft_* at version OSFT_$abi"
+        return 1
+    fi
+    nsym=$(grep -c ' osft_' "$OUT/installed-dynsyms.txt")
+    [ "$nsym" -eq "$(nm -D --defined-only "$REL/libosft.so" | grep -c ' osft_')" ] || { echo "$nsym osft_* symbols, cargo's library has another count"; return 1; }
+    readelf -S "$lib/$file" | grep -q '\.symtab' && { echo "not stripped by cmake --install --strip"; return 1; }
+    [ -f "$OUT/cmake-install/share/osft/valgrind.supp" ] || { echo "share/osft/valgrind.supp not installed"; return 1; }
+    bytes=$(stat -c %s "$lib/$file")
+    echo "library: lib/$file $((bytes / 1024)) KiB ($bytes bytes, limit $MAX_LIB_BYTES), SONAME $soname, $nsym symbols at OSFT_$abi, stripped"
+    [ "$bytes" -le "$MAX_LIB_BYTES" ] || { echo "larger than $MAX_LIB_BYTES bytes"; return 1; }
 }
 
 # consumer DIR ARGS...: configure and build tests/c/cmake_consumer, run both trainers; the static
@@ -229,22 +267,35 @@ cmake_consumer() {
 
 pkg_config_consumer() {
     local pc=$OUT/cmake-install/lib/pkgconfig
+    echo "pkg-config --libs osft: $(PKG_CONFIG_PATH=$pc pkg-config --libs osft)"
+    echo "pkg-config --static --libs osft-static: $(PKG_CONFIG_PATH=$pc pkg-config --static --libs osft-static)"
     # shellcheck disable=SC2046
     "$CC" "${CWARN[@]}" "$ROOT/examples/c/decompose_project.c" -o "$OUT/pkgconfig-shared" \
         $(PKG_CONFIG_PATH=$pc pkg-config --cflags --libs osft) -Wl,-rpath,"$OUT/cmake-install/lib" -lm &&
         "$OUT/pkgconfig-shared" &&
         "$CC" "${CWARN[@]}" "$ROOT/examples/c/decompose_project.c" -o "$OUT/pkgconfig-static" \
-            $(PKG_CONFIG_PATH=$pc pkg-config --cflags osft) "$OUT/cmake-install/lib/libosft.a" \
-            $(PKG_CONFIG_PATH=$pc pkg-config --static --libs-only-l osft | sed 's/-losft//') &&
-        "$OUT/pkgconfig-static"
+            $(PKG_CONFIG_PATH=$pc pkg-config --cflags --static --libs osft-static) &&
+        "$OUT/pkgconfig-static" &&
+        if ldd "$OUT/pkgconfig-static" | grep -q libosft; then echo "pkgconfig-static needs libosft.so"; false; fi
+}
+
+# A user's program under valgrind with the installed suppressions and the stripped library.
+installed_supp_valgrind() {
+    valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,indirect,possible \
+        --suppressions="$OUT/cmake-install/share/osft/valgrind.supp" --quiet "$OUT/pkgconfig-shared"
 }
 
 if command -v cmake >/dev/null 2>&1; then
     step cmake-install cmake_install
+    step cmake-installed-library installed_library
+    grep -E '^(library:|.*SONAME)' "$OUT/cmake-installed-library.log" | sed 's/^/      /'
     step cmake-find_package cmake_consumer "$OUT/cmake-consumer" -DCMAKE_PREFIX_PATH="$OUT/cmake-install"
     step cmake-add_subdirectory cmake_consumer "$OUT/cmake-subdir" -DOSFT_SOURCE_DIR="$ROOT"
     if command -v pkg-config >/dev/null 2>&1; then
         step pkg-config pkg_config_consumer
+        if [ "$MEMCHECK" = valgrind ]; then
+            step pkg-config-valgrind-installed-supp installed_supp_valgrind
+        fi
     else
         not_run pkg-config "pkg-config is not installed" OSFT_REQUIRE_PKGCONFIG
     fi
