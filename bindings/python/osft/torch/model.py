@@ -17,8 +17,12 @@ What it does to a model
    in a ``UserWarning``.
 3. **Decomposition, batched** — targets with the same matrix shape, ``k``, dtype and device form a
    *group*; the group's weights are stacked into one contiguous ``B x N x M`` tensor on their
-   device and dtype and decomposed by **one** :func:`osft.decompose` call (computed in float32, or
-   float64 for float64 weights). With ``torch.distributed`` initialised and more than one rank,
+   device and dtype and decomposed by **one** :func:`osft.decompose` call, computed in
+   ``upcast_dtype`` (default float64: on the CPU its factors are at the rounding of their stored
+   dtype, ~150x more accurate than a float32 SVD, for 1.3-2.6x the one-off time; see
+   BENCHMARKS.md) and stored in ``output_dtype`` (default: the weights' dtype; the layers still
+   compute in the weights' dtype, as mini_trainer's ``upcast_dtype`` / ``output_dtype``).
+   With ``torch.distributed`` initialised and more than one rank,
    the matrices are partitioned across ranks by cost (:func:`~osft.torch.distributed.partition_by_cost`);
    each rank decomposes its share (one call per group it owns part of) into a zero-filled flat
    buffer of the group's results, and one ``all_reduce`` (sum) per group gives every rank all of
@@ -29,7 +33,11 @@ What it does to a model
    ``nn.Sequential`` are not disturbed; ``model.parameters()``, ``state_dict()``, ``.to()`` and
    DDP see it): frozen buffers ``u_high (B,N,k)``, ``s_high (B,k)``,
    ``v_high (B,k,M)`` and, in ``mode="factored"``, trainable parameters ``u_low (B,N,R-k)``,
-   ``s_low (B,R-k)``, ``v_low (B,R-k,M)``; the layer computes with
+   ``s_low (B,R-k)``, ``v_low (B,R-k,M)``. With ``forward="factorised"`` (default) an
+   ``nn.Linear`` target computes ``x V^T diag(S) U^T`` for each part without forming its weight
+   (as mini_trainer does; less memory and time, measured in BENCHMARKS.md); with
+   ``forward="dense"``, and for any other module (GPT-2's ``Conv1D``, expert tensors, a subclass
+   with its own forward), the layer computes with
    ``W = U_high diag(S_high) V_high + U_low diag(S_low) V_low`` rebuilt from its slice of the
    group in its forward. In ``mode="dense"`` (constrained full fine-tuning) the group holds one
    trainable ``weight (B,N,M)`` and its gradient is projected on both sides,
@@ -135,6 +143,13 @@ class OSFT:
         distribute: split decomposition work across ``torch.distributed`` ranks when initialised
             with ``world_size > 1`` (``process_group``: the group, default WORLD).
         freeze_others: set ``requires_grad=False`` on every non-target parameter.
+        upcast_dtype: the SVD's working precision, ``torch.float64`` (default) or
+            ``torch.float32``; output_dtype: the factors' dtype (default: the weights').
+        forward: ``"factorised"`` (default) or ``"dense"`` (see the module docstring).
+        keep_base: keep copies of the trainable tensors as decomposed, for
+            :meth:`disable_adapter` (the memory of the trainable factors again).
+        plain_state_dict: ``model.state_dict()`` gives the plain model's entries (default; see
+            :mod:`osft.torch.checkpoint`); ``False`` gives the raw ``osft_*`` factor entries.
         group_by: an extra grouping key per :class:`~osft.torch.targets.Target` (default: one
             group per shape and rank across the whole model). FSDP2 with one ``fully_shard`` per
             transformer block needs the groups inside the blocks, e.g.
