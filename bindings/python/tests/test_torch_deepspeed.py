@@ -10,7 +10,8 @@ in 1 and 2 processes. Each run checks, from DeepSpeed's own fp32 master weights:
   rounding), and across stages;
 * the low-precision copy the model computes with equals the retracted master to its rounding.
 
-A negative control (ZeRO-2, ``retract=False``) must leak. The matrix is printed into the log.
+A negative control (ZeRO-2, ``retract=False``) must leak, and an ``OSFTOptimizer`` given to
+DeepSpeed as its client optimizer at ZeRO-1 must be refused. The matrix is printed into the log.
 DeepSpeed is required by ``OSFT_REQUIRE_DEEPSPEED=1`` (tests/conftest.py), which the test
 command sets; ``deepspeed.initialize`` JIT-compiles a small C++ op on first use (g++, the
 Python headers and ninja, which bindings/python/run_tests.sh provides).
@@ -190,6 +191,33 @@ def _run_one(rank, world, label, precision, retract):
                 leak=leak, tol=tol, copy=copy)
 
 
+def _client_optimizer_refused(rank, world):
+    """An OSFTOptimizer given to DeepSpeed as its client optimizer at ZeRO-1 (DeepSpeed then
+    hands it a flat fp32 partition): attach_deepspeed refuses it, and so does its own step()."""
+    import deepspeed
+
+    import osft.torch as ot
+
+    m = _model()
+    o = ot.OSFT(m, frozen_ratio=0.5, freeze_others=True)
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(o.parameters(), lr=LR), o)
+    conf = {"train_micro_batch_size_per_gpu": BATCH // world, "zero_optimization": {"stage": 1},
+            "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 9}
+    engine, *_ = deepspeed.initialize(model=m, optimizer=opt, config=conf)
+    out = {}
+    try:
+        ot.attach_deepspeed(engine, o)
+    except ValueError as e:
+        out["attach"] = str(e)
+    ids = _batches()[0][: BATCH // world]
+    engine.backward(engine(input_ids=ids, labels=ids).loss)
+    try:
+        engine.step()
+    except RuntimeError as e:
+        out["step"] = str(e)
+    return out
+
+
 def _worker(rank, world, init_file, result_dir, runs):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world), DS_ACCELERATOR="cpu")
@@ -208,7 +236,8 @@ def _worker(rank, world, init_file, result_dir, runs):
         deepspeed.utils.logger.setLevel(logging.WARNING)
         deepspeed.init_distributed(dist_backend="gloo")
         for run in runs:
-            results.append(_run_one(rank, world, *run))
+            results.append(_run_one(rank, world, *run) if run != "client"
+                           else _client_optimizer_refused(rank, world))
     except BaseException:  # report to the parent, which asserts
         msg = traceback.format_exc()
     try:
@@ -235,7 +264,10 @@ def _spawn(world, runs):
 
 
 def test_deepspeed_zero_stages_keep_the_frozen_subspace(capsys):
-    one = {(r["stage"], r["precision"]): r for r in _spawn(1, RUNS)}
+    *one_runs, client = _spawn(1, RUNS + ["client"])
+    one = {(r["stage"], r["precision"]): r for r in one_runs}
+    assert "client optimizer does not work at ZeRO stage 1" in client.get("attach", ""), client
+    assert "no longer OSFT's" in client.get("step", ""), client
     two_runs = _spawn(2, RUNS + [CONTROL])
     control = two_runs[-1]
     two = {(r["stage"], r["precision"]): r for r in two_runs[:-1]}
