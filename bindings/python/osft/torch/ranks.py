@@ -116,14 +116,14 @@ def adaptive_targets(targets: List[Target],
 def adaptive_ks(targets: List[Target], importance: Mapping[str, float], min_ratio: float,
                 target_ratio: float) -> Dict[str, int]:
     """``k`` of each target from its layer importance, by the seed's rule
-    (:func:`osft.adaptive_ranks`). A mean importance that is not positive is a ``ValueError``
+    (:func:`osft.adaptive_ranks`). A mean importance that is not positive and finite is a ``ValueError``
     naming the lowest importances (the rule normalises by the mean)."""
     values = [importance[t.name] for t in targets]
     mean = float(np.mean(values)) if values else 1.0
     if not (mean > 0.0 and math.isfinite(mean)):
         low = sorted(zip(values, (t.name for t in targets)))[:3]
         raise ValueError(f"ranks='adaptive': the mean layer importance over {len(values)} targets "
-                         f"is {mean!r}, not positive; the seed's rule divides by it (lowest: "
+                         f"is {mean!r}, not positive and finite; the seed's rule divides by it (lowest: "
                          + ", ".join(f"{n} = {v:.3g}" for v, n in low)
                          + "). Check that the calibration batches are real inputs of the model.")
     ks = _osft.adaptive_ranks(values, [t.full_rank for t in targets], min_ratio, target_ratio)
