@@ -7,8 +7,10 @@
 #    missing.
 #    valgrind comes from apt-get when missing (as root). gcc/g++ are expected.
 # 2. Form: rustfmt (tree and fuzz/), ruff, clippy with -D warnings, rustdoc with -D warnings.
-# 3. Suites: Rust tests, the Python binding (numpy and torch paths), bounded fuzzing, valgrind
-#    on the Rust C-ABI tests, C and C++ against the committed header (incl. CMake, pkg-config).
+# 3. Suites: Rust tests, the Python binding (numpy and torch paths), the Python wheel (built,
+#    installed in a fresh venv, used), bounded fuzzing, valgrind on the Rust C-ABI tests, C and
+#    C++ against the committed header (incl. CMake, pkg-config, the installed library's SONAME,
+#    symbol versions and size).
 # A missing tool is a failure here, not a skip (the OSFT_REQUIRE_* switches below); only tests
 # that need a GPU are skipped ("not run: no GPU"; scripts/device-check.sh runs them on one).
 # Every suite runs even after a failure; the end is one line per suite with passed / failed /
@@ -184,6 +186,13 @@ note="pytest + demo; torch $(bindings/python/.venv/bin/python -c 'import torch; 
 [ "${s:-0}" -ne "$gpu" ] && note="$note, $((${s:-0} - gpu)) for another reason"
 suite "Python" "$rc" "${p:-0}" "$f" "${s:-0}" "$(($(date +%s) - t0))" "$note"
 
+echo "== Python wheel: pip wheel ./bindings/python, installed into a fresh venv, used without OSFT_LIBRARY =="
+t0=$(date +%s)
+bash bindings/python/wheel_test.sh 2>&1 | tee "$LOGS/wheel.log"
+rc=${PIPESTATUS[0]}
+read -r p f s < <(count_line "$LOGS/wheel.log")
+suite "wheel" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "$(grep -Eo 'osft-[^ ]*\.whl' "$LOGS/wheel.log" | head -n 1)"
+
 echo "== GPU device check, CPU dry run (scripts/device-check.sh dry-run; about two minutes) =="
 t0=$(date +%s)
 bash scripts/device-check.sh dry-run 2>&1 | tee "$LOGS/device-check-dry-run.log"
@@ -212,7 +221,9 @@ t0=$(date +%s)
 bash tests/c/run.sh 2>&1 | tee "$LOGS/c.log"
 rc=${PIPESTATUS[0]}
 read -r p f s < <(count_line "$LOGS/c.log")
-suite "C/C++" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "programs and configurations"
+# The installed library's line (tests/c/run.sh checks it: SONAME, versions, at most 10 MB).
+lib_line=$(grep -Eo 'library: .*' "$LOGS/c.log" | tail -n 1)
+suite "C/C++" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "programs and configurations${lib_line:+; installed $lib_line}"
 
 # --- summary ----------------------------------------------------------------------------------
 if [ "$setup_failures" -gt 0 ]; then

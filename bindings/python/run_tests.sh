@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Test the Python binding: venv at bindings/python/.venv (created on first use) with numpy,
-# pytest and ml_dtypes; the package installed editable; libosft from target/release (built with
+# pytest and ml_dtypes; the package installed editable without building libosft
+# (OSFT_BUILD_LIBOSFT=0, setup.py); libosft from target/release (built with
 # `cargo build --release` if missing, or $OSFT_LIBRARY if set); then pytest and the continual-
-# learning demo. Exits non-zero on any failure. Extra arguments go to pytest.
+# learning demo. Exits non-zero on any failure. Extra arguments go to pytest. (The built and
+# bundled package, `pip wheel`, is tested by the "wheel" suite of scripts/test.sh.)
 #
 # The torch tests (tests/test_torch*.py) need torch, the Hugging Face ones transformers too.
 # OSFT_REQUIRE_TORCH=1 installs torch into the venv when it is missing and makes any skip of a
@@ -72,10 +74,12 @@ if [ ! -f "$LIB" ]; then
 fi
 export OSFT_LIBRARY="$LIB"
 
-# The package, editable, unless this checkout's copy is already what the venv imports.
+# The package, editable, unless this checkout's copy is already what the venv imports. No
+# libosft build here (it would be a second cargo build of the crate): OSFT_LIBRARY names the
+# library, and the editable package falls back to the checkout's target/release anyway.
 ORIGIN="$(cd / && "$PY" -c 'import importlib.util as u; s = u.find_spec("osft"); print(s.origin if s else "")' 2>/dev/null || true)"
 if [ "$ORIGIN" != "$HERE/osft/__init__.py" ]; then
-    "${PIP[@]}" -e "$HERE"
+    OSFT_BUILD_LIBOSFT=0 "${PIP[@]}" -e "$HERE"
 fi
 
 cd "$HERE"

@@ -9,9 +9,11 @@ The native library is loaded at import time from the first of:
 
 1. ``$OSFT_LIBRARY`` — an explicit path to ``libosft.so``. When it is set, it must load: a
    missing or broken file raises instead of falling through to the other candidates.
-2. ``libosft.so`` bundled inside the installed package directory (``osft/libosft.so``).
-3. ``../../target/release/libosft.so`` relative to ``bindings/python`` — the development
-   checkout's ``cargo build --release`` output (works with ``pip install -e``).
+2. ``libosft.so`` bundled inside the installed package directory (``osft/libosft.so``), which
+   ``pip install ./bindings/python`` builds with cargo and puts there.
+3. Only when the package is imported from a checkout's ``bindings/python/osft`` (an editable
+   install, or ``PYTHONPATH=bindings/python``): that checkout's ``target/release/libosft.so``
+   (``cargo build --release``).
 4. ``ctypes.util.find_library("osft")`` (the system's library search path).
 
 If none loads, ``import osft`` raises :class:`osft.LibraryNotFoundError` (an ``ImportError``)

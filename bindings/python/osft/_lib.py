@@ -109,22 +109,35 @@ class LibraryNotFoundError(ImportError):
         super().__init__(
             "osft: could not load the native library libosft.\n"
             f"Tried, in order:\n{lines}\n"
-            "Build it with `cargo build --release` in the osft repository and point OSFT_LIBRARY "
-            "at target/release/libosft.so, or copy libosft.so into the installed osft package "
-            "directory."
+            "Install the package with `pip install ./bindings/python` from a checkout of the osft "
+            "repository (it builds libosft with cargo and bundles it), or build it with "
+            "`cargo build --release` and point OSFT_LIBRARY at target/release/libosft.so."
         )
 
 
+def _checkout_root(package_dir: Path):
+    """The osft repository root when this package is imported from its checkout's
+    ``bindings/python/osft`` (an editable install, or ``PYTHONPATH=bindings/python``), else None:
+    an installed copy of the package says nothing about where a checkout is."""
+    root = package_dir.parent.parent.parent
+    if (package_dir.parent.name, package_dir.parent.parent.name) == ("python", "bindings") and (
+            root / "Cargo.toml").is_file():
+        return root
+    return None
+
+
 def _candidates():
-    """(label, path-or-name) in search order, lazily (find_library runs subprocesses, so it is
-    only asked when everything before it failed); a None path means 'not applicable'."""
+    """(label, path-or-name, why-not) in search order, lazily (find_library runs subprocesses,
+    so it is only asked when everything before it failed); a None path means 'not applicable'."""
     here = Path(__file__).resolve().parent
     env = os.environ.get("OSFT_LIBRARY")
-    yield "OSFT_LIBRARY", (env if env else None)
-    yield "bundled", str(here / _LIBNAME)
-    # bindings/python/osft/_lib.py -> repository root is three levels above the package dir.
-    yield "development checkout", str(here.parent.parent.parent / "target" / "release" / _LIBNAME)
-    yield "find_library('osft')", ctypes.util.find_library("osft")
+    yield "OSFT_LIBRARY", (env if env else None), "not set"
+    # Put there by the package build (setup.py: cargo via setuptools-rust).
+    yield "bundled", str(here / _LIBNAME), ""
+    root = _checkout_root(here)
+    yield ("development checkout", str(root / "target" / "release" / _LIBNAME) if root else None,
+           "not imported from a checkout's bindings/python")
+    yield "find_library('osft')", ctypes.util.find_library("osft"), "nothing found"
 
 
 #: Functions added to ABI 1 after its first release: a libosft without them still loads, and
@@ -147,9 +160,9 @@ def _declare(lib: ctypes.CDLL) -> None:
 def load() -> Tuple[ctypes.CDLL, str]:
     """Load libosft following the documented search order; raise LibraryNotFoundError."""
     tried: List[Tuple[str, str]] = []
-    for label, path in _candidates():
+    for label, path, why_not in _candidates():
         if path is None:
-            tried.append((label, "not set" if label == "OSFT_LIBRARY" else "nothing found"))
+            tried.append((label, why_not))
             continue
         where = f"{label} ({path})"
         if label != "find_library('osft')" and not os.path.exists(path):
