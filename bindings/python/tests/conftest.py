@@ -28,12 +28,32 @@ DTYPES = [np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16)] + ([
 DTYPE_IDS = [d.name for d in DTYPES]
 LAYOUTS = ["C", "F", "T", "padded", "strided"]
 
-# Tolerances relative to the problem's scale, per data dtype.
-TOL = {"float64": 1e-10, "float32": 2e-5, "float16": 2e-2, "bfloat16": 1e-1}
+# Unit roundoff u of each dtype (2^-p for a p-bit significand): rounding to it changes a value
+# by at most u of its magnitude, hence a matrix by at most u of its Frobenius norm.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 
 
-def tol(dt) -> float:
-    return TOL[np.dtype(dt).name]
+def unit_roundoff(dt) -> float:
+    return UNIT_ROUNDOFF[np.dtype(dt).name]
+
+
+def u_compute(dt) -> float:
+    """Unit roundoff of the default compute type for data ``dt`` (float64 for float64, else float32)."""
+    return unit_roundoff(np.float64 if np.dtype(dt) == np.float64 else np.float32)
+
+
+def project_tol(dt, n, k) -> float:
+    """Bound on ``||Y - Y_ref||_F / ||X||_F`` of a projection in ``dt`` (``n`` the projected
+    dimension, ``k`` basis vectors), ``Y_ref`` in float64 from the stored values; as in the Rust
+    tests: per side the coefficients and the output are rounded to ``dt`` (2u) and two GEMMs
+    accumulate ``(n + k) u_compute`` each (doubled for slack)."""
+    return (2 * unit_roundoff(dt) + 4 * (n + k) * u_compute(dt))
+
+
+def svd_tol(n, m, compute, out) -> float:
+    """As the Rust SVD tests: backward error ``10 max(n, m) u_compute`` plus the rounding of the
+    stored factors to ``out``, ``4 sqrt(R) u_out``."""
+    return 10 * max(n, m) * unit_roundoff(compute) + 4 * np.sqrt(min(n, m)) * unit_roundoff(out)
 
 
 @pytest.fixture
