@@ -3,19 +3,30 @@ step time on the CPU (``OSFT(forward="dense" | "factorised")``).
 
 * ``dense``: each forward rebuilds ``W = U_h S_h V_h + U_l S_l V_l`` (``N x M``) per target and
   autograd keeps it (and ``U * S``) for backward;
-* ``factorised``: ``y = x V^T diag(S) U^T`` per part, autograd keeps ``x V^T`` (``T x r``).
+* ``factorised``: ``y = x V^T diag(S) U^T`` per part, autograd keeps ``x V_low^T`` (``T x r``);
+* ``auto``: factorised when that keeps fewer bytes for backward (``2 T (R-k) < N M + N (R-k)``),
+  else dense, per call.
 
 Cases: a 4096 x 4096 ``nn.Linear`` (float32, frozen ratio 0.5) at several token counts ``T``,
 and a small Llama (transformers, random weights from a config) at a few batch shapes. What is
 measured is forward + backward (the gradients projected in autograd hooks, as in training); the
 optimizer step is the same in both modes and is left out.
 
-Memory: peak resident set size (RSS) of the step above the RSS just before it, from Linux's
-``VmHWM`` after resetting it (``echo 5 > /proc/self/clear_refs``) and ``VmRSS``. Why RSS:
-PyTorch's CPU allocator has no peak statistics, and tracemalloc sees Python objects only, not
-tensor storage; glibc serves these large tensors with ``mmap`` and returns them on free, so RSS
-follows the live tensor bytes. Each number is the largest over the timed steps (after one
-warm-up step); time is the median step.
+Memory, two measures:
+
+* ``saved``: bytes of the tensors autograd keeps for backward (``saved_tensors_hooks``, unique
+  storages, parameters and buffers excluded), exact and deterministic: the difference between
+  the two forwards is what they save;
+* ``peak``: peak resident set size (RSS) of forward + backward above the RSS just before it,
+  from Linux's ``VmHWM`` after resetting it (``echo 5 > /proc/self/clear_refs``) and ``VmRSS``.
+  Why RSS: PyTorch's CPU allocator keeps no peak statistics and tracemalloc sees Python objects
+  only, not tensor storage. The script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536``
+  so that glibc serves every tensor of 64 KiB or more with ``mmap`` and unmaps it on free
+  (without it glibc's adaptive threshold keeps freed blocks in the heap and the RSS no longer
+  follows the live bytes). The largest over the timed steps (after one warm-up step).
+
+Time: the median forward + backward. The gradient projection (``project_in_backward``) and the
+optimizer step cost the same in both modes and are left out (``project_in_backward=False``).
 
 For the 4096-wide layer the factors are random orthonormal matrices (QR) in place of the SVD,
 which would take minutes on a CPU and does not change the forward's cost; the Llama is
@@ -28,14 +39,18 @@ Run: OSFT_LIBRARY=target/release/libosft.so bindings/python/.venv/bin/python \\
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
 
 import osft.torch as ot
 import osft.torch.decompose as odec
+
+FORWARDS = ("dense", "factorised", "auto")
 
 
 def _status(field: str) -> int:
@@ -69,8 +84,26 @@ def random_orthonormal_decompose(g, w, owned, process_group=None):
                 g.v_low[b].copy_(p[:, g.k:].t())
 
 
+def saved_bytes(model, batch, loss_fn) -> int:
+    """Bytes autograd saves for backward in one forward (parameters and buffers excluded)."""
+    own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in own:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(model, batch)
+    del loss
+    return sum(seen.values())
+
+
 def step_stats(model, o, batch, loss_fn, steps: int):
     params = o.parameters()
+    saved = saved_bytes(model, batch, loss_fn)
     loss_fn(model, batch).backward()  # warm-up
     peaks, times = [], []
     for _ in range(steps):
@@ -82,7 +115,7 @@ def step_stats(model, o, batch, loss_fn, steps: int):
         loss_fn(model, batch).backward()
         times.append(time.perf_counter() - t0)
         peaks.append(_status("VmHWM") - base)
-    return max(peaks), statistics.median(times)
+    return saved, max(peaks), statistics.median(times)
 
 
 def linear_case(tokens, steps):
@@ -90,14 +123,17 @@ def linear_case(tokens, steps):
     odec_decompose = odec.decompose_group
     odec.decompose_group = random_orthonormal_decompose
     try:
-        for forward in ("dense", "factorised"):
+        for forward in FORWARDS:
             torch.manual_seed(0)
             m = torch.nn.Sequential(torch.nn.Linear(4096, 4096, bias=False))
-            o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5, forward=forward)
+            o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5, forward=forward,
+                        project_in_backward=False)
             for t in tokens:
-                x = torch.randn(t, 4096)
-                peak, sec = step_stats(m, o, x, lambda mod, b: mod(b).pow(2).mean(), steps)
-                rows.append((f"Linear 4096x4096, T={t}", forward, peak, sec))
+                # requires_grad: the layer's input comes from earlier layers, as in a model
+                # (else autograd would not keep W for the input's gradient).
+                x = torch.randn(t, 4096, requires_grad=True)
+                rows.append((f"Linear 4096x4096, T={t}", forward)
+                            + step_stats(m, o, x, lambda mod, b: mod(b).pow(2).mean(), steps))
             o.merge()
             del m, o
     finally:
@@ -110,43 +146,47 @@ def llama_case(shapes, steps):
     rows = []
     cfg = T.LlamaConfig(vocab_size=1000, hidden_size=512, intermediate_size=1376,
                         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
-    for forward in ("dense", "factorised"):
+    for forward in FORWARDS:
         torch.manual_seed(0)
         m = T.LlamaForCausalLM(cfg)
-        o = ot.OSFT(m, frozen_ratio=0.5, forward=forward, freeze_others=True)
+        o = ot.OSFT(m, frozen_ratio=0.5, forward=forward, freeze_others=True,
+                    project_in_backward=False)
         for b, t in shapes:
             ids = torch.randint(0, 1000, (b, t), generator=torch.Generator().manual_seed(1))
-            peak, sec = step_stats(m, o, ids, lambda mod, x: mod(input_ids=x, labels=x).loss,
-                                   steps)
-            rows.append((f"Llama 512x4 layers, {b}x{t} tokens", forward, peak, sec))
+            rows.append((f"Llama 512 wide, 4 layers, {b}x{t} tokens", forward)
+                        + step_stats(m, o, ids, lambda mod, x: mod(input_ids=x, labels=x).loss,
+                                     steps))
         del m, o
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--tokens", default="128,512,2048")
-    ap.add_argument("--llama", default="1x128,4x256,8x512")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--tokens", default="128,1024,4096,8192")
+    ap.add_argument("--llama", default="1x128,2x256,4x512,8x1024")
     args = ap.parse_args()
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":  # see the module docstring
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     tokens = [int(t) for t in args.tokens.split(",")]
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.llama.split(",")]
     print(f"# {platform.machine()}, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}; peak = max over {args.steps} steps of VmHWM - VmRSS "
-          "before forward+backward")
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; peak = max over "
+          f"{args.steps} steps of VmHWM - VmRSS before forward+backward")
     rows = linear_case(tokens, args.steps) + llama_case(shapes, args.steps)
-    print("| case | forward | peak forward+backward memory (MiB) | forward+backward time (s) | dense/factorised memory "
-          "| dense/factorised time |")
+    print("| case | forward | saved for backward (MiB) | peak RSS (MiB) | time (s) | dense / "
+          "this: saved, peak, time |")
     print("| --- | --- | --- | --- | --- | --- |")
-    by = {(c, f): (p, s) for c, f, p, s in rows}
-    for c, f, p, s in rows:
+    by = {(c, f): (sv, p, s) for c, f, sv, p, s in rows}
+    order = sorted(rows, key=lambda r: ([c for c, *_ in rows].index(r[0]), FORWARDS.index(r[1])))
+    for c, f, sv, p, s in order:
         extra = ""
-        if f == "factorised":
-            dp, ds = by[(c, "dense")]
-            extra = f" {dp / p:.2f} | {ds / s:.2f} |"
-        else:
-            extra = " | |"
-        print(f"| {c} | {f} | {p / 2**20:.1f} | {s:.3f} |{extra}", flush=True)
+        if f != "dense":
+            dsv, dp, ds = by[(c, "dense")]
+            extra = f"{dsv / max(sv, 1):.2f}, {dp / max(p, 1):.2f}, {ds / s:.2f}"
+        print(f"| {c} | {f} | {sv / 2**20:.1f} | {p / 2**20:.1f} | {s:.3f} | {extra} |",
+              flush=True)
 
 
 if __name__ == "__main__":

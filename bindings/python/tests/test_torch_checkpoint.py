@@ -129,6 +129,28 @@ def test_osft_only_save_restores_training_exactly(tmp_path):
         assert torch.equal(p1, p2)
 
 
+def test_after_next_task_state_dict_is_plain_and_the_save_holds_the_frozen_factors(tmp_path):
+    """After next_task the frozen subspace comes from trained weights the base model does not
+    hold: save_pretrained then includes the frozen factors by default, and from_pretrained onto
+    the base restores the task exactly."""
+    m = llama()
+    plain_keys = list(m.state_dict())
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    train(m, o, 2)
+    o.next_task(frozen_ratio=0.75)
+    opt, _ = train(m, o, 2)
+    assert list(m.state_dict()) == plain_keys
+    o.save_pretrained(tmp_path / "t1")
+    cfg = json.loads((tmp_path / "t1" / "osft_config.json").read_text())
+    assert cfg["task"] == 1 and cfg["frozen_included"] is True
+    m2 = llama()
+    o2 = ot.OSFT.from_pretrained(m2, tmp_path / "t1")
+    assert o2.task == 1 and o2.ranks == o.ranks
+    assert torch.equal(logits(m2), logits(m))
+    for (n1, p1), (n2, p2) in zip(m.named_parameters(), m2.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
 def test_from_pretrained_checks_the_frozen_factors(tmp_path):
     m = llama()
     o = ot.OSFT(m, frozen_ratio=0.5)

@@ -112,3 +112,22 @@ def test_factorised_forward_serves_plain_linear_only():
     dense = nn.Sequential(nn.Linear(6, 6))
     ot.OSFT(dense, targets=["0"], frozen_ratio=0.5, mode="dense", forward="factorised")
     assert "_osft_factorised" not in dense[0].__dict__
+
+
+def test_auto_forward_chooses_by_saved_memory():
+    """forward="auto": factorised while 2 T (R-k) < N M + N (R-k) (8x8, k=4: T < 12 rows), dense
+    from there on; the outputs agree with the plain layer either way."""
+    torch.manual_seed(0)
+    plain = nn.Linear(8, 8).double()
+    m = nn.Sequential(nn.Linear(8, 8).double())
+    m[0].load_state_dict(plain.state_dict())
+    o = ot.OSFT(m, targets=["0"], frozen_ratio=0.5, forward="auto")
+    g = next(iter(o.groups.values()))
+    calls = []
+    real = g.linear
+    g.linear = lambda *a: calls.append(1) or real(*a)
+    for rows, factorised in ((11, True), (12, False), (40, False)):
+        calls.clear()
+        x = torch.randn(rows, 8, dtype=torch.float64)
+        assert (m(x) - plain(x)).abs().max() < 1e-12
+        assert bool(calls) == factorised, rows

@@ -87,6 +87,15 @@ class OSFTGroup(nn.Module):
                 w = w + torch.matmul(u * s.unsqueeze(-2), v)
         return w if w.dtype == self.weight_dtype else w.to(self.weight_dtype)
 
+    def factorised_saves_memory(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`linear` keeps fewer bytes for backward than the dense forward for an
+        input of ``T = x.numel() / M`` rows: the factorised one keeps ``x V_low^T`` and its
+        scaled copy, ``2 T (R-k)`` values (the frozen part needs only the frozen buffers); the
+        dense one ``W`` and ``U_low diag(S_low)``, ``N M + N (R-k)``."""
+        low = self.r - self.k
+        rows = x.numel() // max(x.shape[-1], 1)
+        return low == 0 or 2 * rows * low < self.n * self.m + self.n * low
+
     def linear(self, x: torch.Tensor, index: int, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """``nn.Linear``'s forward with matrix ``index`` applied through its factors,
         ``x V^T diag(S) U^T`` per part, without forming the ``N x M`` weight (the factorised

@@ -190,8 +190,8 @@ class OSFT:
         if output_dtype is not None and output_dtype not in _FLOAT_DTYPES:
             raise ValueError(f"output_dtype must be None or one of {_FLOAT_DTYPES}, got "
                              f"{output_dtype!r}")
-        if forward not in ("dense", "factorised"):
-            raise ValueError(f"forward must be 'dense' or 'factorised', got {forward!r}")
+        if forward not in ("dense", "factorised", "auto"):
+            raise ValueError(f"forward must be 'dense', 'factorised' or 'auto', got {forward!r}")
         self.model = model
         self.mode = mode
         self.upcast_dtype, self.output_dtype, self.forward = upcast_dtype, output_dtype, forward
@@ -217,7 +217,8 @@ class OSFT:
         self._hooked: Dict[int, Dict[str, bool]] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
-        self._handles += _checkpoint.install_state_dict_hooks(self)
+        # Kept apart from _handles, which merge() removes: they serve every task.
+        self._state_dict_handles = _checkpoint.install_state_dict_hooks(self)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                     forward_fn, min_ratio, target_ratio, max_samples, previous=None)
 

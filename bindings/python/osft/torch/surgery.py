@@ -34,6 +34,8 @@ def factorisable(module: nn.Module, attrs: Tuple[str, ...]) -> bool:
 
 def _factorised_forward(self, input):
     group, offset, _, _ = self.__dict__["_osft_slots"]["weight"]
+    if self.__dict__.get("_osft_auto") and not group.factorised_saves_memory(input):
+        return nn.functional.linear(input, group.matrices(offset, 1)[0], self.bias)
     return group.linear(input, offset, self.bias)
 
 
@@ -84,7 +86,8 @@ def install(targets: List[Target], groups: Mapping[str, OSFTGroup], forward: str
             ) -> Tuple[List[Any], List[Tuple[nn.Module, str]]]:
     """Replace every target's parameter by its slice of ``groups`` and register the groups.
     ``forward="factorised"`` gives the ``nn.Linear`` targets of factored groups a forward
-    through the factors (:meth:`OSFTGroup.linear`); other modules rebuild their weight.
+    through the factors (:meth:`OSFTGroup.linear`), ``"auto"`` one that chooses per call
+    (:meth:`OSFTGroup.factorised_saves_memory`); other modules rebuild their weight.
     Returns the forward hook handles and the ``(owner module, child name)`` of each group."""
     handles: List[Any] = []
     owners: List[Tuple[nn.Module, str]] = []
@@ -106,12 +109,14 @@ def install(targets: List[Target], groups: Mapping[str, OSFTGroup], forward: str
             del param
             slots[t.attr] = (g, off, cnt, len(t.shape) == 2)
         attrs = tuple(sorted(slots))
-        fact = (forward == "factorised" and factorisable(mod, attrs)
+        fact = (forward in ("factorised", "auto") and factorisable(mod, attrs)
                 and slots["weight"][0].mode == "factored")
         mod.__class__ = _osft_subclass(type(mod), attrs, fact)
         mod.__dict__["_osft_slots"] = slots
         if fact:
             mod.__dict__["_osft_factorised"] = True
+            if forward == "auto":
+                mod.__dict__["_osft_auto"] = True
         handles.append(mod.register_forward_pre_hook(_pre_forward))
         handles.append(mod.register_forward_hook(_post_forward, always_call=True))
     for name, g in groups.items():
@@ -135,6 +140,7 @@ def uninstall(targets: List[Target], dense: Mapping[str, torch.Tensor],
             del mod.__dict__["_osft_slots"]
             mod.__dict__.pop("_osft_cache", None)
             mod.__dict__.pop("_osft_factorised", None)
+            mod.__dict__.pop("_osft_auto", None)
             mod.__class__ = mod._osft_original_class
         mod._parameters[t.attr] = nn.Parameter(
             dense[t.name], requires_grad=getattr(t, "_requires_grad", True))
