@@ -13,6 +13,8 @@ each (none imports a module that imports it back):
 * :mod:`~osft.torch.group`: :class:`OSFTGroup`, one stacked decomposition and its projection;
 * :mod:`~osft.torch.decompose`: grouping, the split across ranks, the batched decomposition;
 * :mod:`~osft.torch.surgery`: swapping the groups into the target modules and back;
+* :mod:`~osft.torch.checkpoint`: the plain ``model.state_dict()`` under OSFT, and the OSFT-only
+  ``save_pretrained`` / ``from_pretrained`` that resume training exactly;
 * :mod:`~osft.torch.model`: :class:`OSFT`, the lifecycle (setup, projection, merge, next task);
 * :mod:`~osft.torch.optim`: :class:`OSFTOptimizer`;
 * :mod:`~osft.torch.deepspeed`: the DeepSpeed hook (fp32 master retraction at ZeRO 0-3);
@@ -40,7 +42,8 @@ The workflow (see ``bindings/python/README.md`` for a walk-through)::
         loss.backward()                              # gradients projected in autograd hooks
         opt.step(); opt.zero_grad()                  # update projected, U_low retracted
     o.next_task(frozen_ratio=0.6)                    # merge, re-SVD, freeze more
-    o.merge()                                        # plain dense weights again (checkpoints)
+    o.save_pretrained("ckpt")                        # OSFT-only: resume with OSFT.from_pretrained
+    o.merge()                                        # plain dense weights again
 """
 
 from __future__ import annotations
