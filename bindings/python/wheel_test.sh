@@ -37,6 +37,8 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 build() {
+    # setuptools' build directory (in-tree, ignored by git): no leftovers of an earlier build.
+    rm -rf "$HERE/build"
     "$PYTHON" -m venv "$OUT/build-venv" &&
         "$OUT/build-venv/bin/python" -m pip wheel --no-deps --disable-pip-version-check "$HERE" -w "$OUT/dist"
 }
