@@ -2,7 +2,8 @@
 
 Skip policy: a test that needs a GPU skips with a reason starting with ``GPU_SKIP`` ("not run: no
 GPU") and stays a skip. Any other skip of the torch tests (``test_torch*.py``) becomes a failure
-under ``OSFT_REQUIRE_TORCH=1``, except that a skip of ``test_torch_hf.py`` for want of
+under ``OSFT_REQUIRE_TORCH=1``, except that a skip of ``test_torch_hf.py`` (or
+``test_torch_checkpoint.py``) for want of
 transformers is governed by ``OSFT_REQUIRE_TRANSFORMERS=1``, and any skip of
 ``test_torch_deepspeed.py`` fails under ``OSFT_REQUIRE_DEEPSPEED=1`` (scripts/test.sh sets all
 three). Without the switches they stay skips, listed at the end of the run with the reason and
@@ -120,7 +121,7 @@ _UNREQUIRED_SKIPS = []  # (where, reason, switch) of skips a switch would have t
 def _switches_for(path, reason) -> list:
     """The switches that forbid a skip for ``reason`` of a test in the file ``path``."""
     name = os.path.basename(str(path))
-    if name == "test_torch_hf.py" and "transformers" in reason:
+    if name in ("test_torch_hf.py", "test_torch_checkpoint.py") and "transformers" in reason:
         return ["OSFT_REQUIRE_TRANSFORMERS"]
     if name == "test_torch_deepspeed.py":
         if "deepspeed" in reason or "transformers" in reason:
