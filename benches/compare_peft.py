@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """osft.torch side by side with Hugging Face PEFT's OSF tuner, on the same model, in one run, on
 the CPU: the time and peak memory of applying OSFT, and of a training step (plain AdamW on both;
-osft also with its OSFTOptimizer, which PEFT has no counterpart of).
+osft also with its OSFTOptimizer, which PEFT has no counterpart of, and with its SVD in float32,
+``upcast_dtype=torch.float32``, as PEFT computes it; osft's default is float64).
 
 The model: a random transformers Llama (hidden 512, intermediate 1024, 2 layers, 8 heads, vocab
 1024; nothing downloaded), float32; targets the 7 projections of every layer on both sides, half
@@ -15,7 +16,8 @@ its rounds of the median of its timed steps (after warm-up steps). Peak memory i
 phase: applying OSFT (from the plain model to the wrapped one), and training (from after
 applying to the end of the steps). Ratios are osft / PEFT (< 1: osft is faster or smaller).
 Both sides are checked to train the same number of parameters and to reproduce the base
-model's logits before training. torch runs with one thread (the machine is shared).
+model's logits before training. Both run with one thread (torch's, and osft's rayon pool
+through ``RAYON_NUM_THREADS=1``), the machine being shared.
 
 PEFT is not a dependency of osft: install it into a separate venv for this benchmark alone
 (it reuses the test venv's torch and transformers through a .pth file)::
@@ -39,7 +41,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))  # this checkout's osft package
 
-SIDES = ("osft", "osft+OSFTOptimizer", "peft")
+# "osft f32 SVD": osft decomposing in float32 as PEFT does (osft's default is float64).
+SIDES = ("osft", "osft+OSFTOptimizer", "osft f32 SVD", "peft")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -79,9 +82,10 @@ def one(side: str, steps: int, warmup: int) -> dict:
     else:
         import osft.torch as ot
 
+        kw = {"upcast_dtype": torch.float32} if side == "osft f32 SVD" else {}
         before_rss = rss_kib()
         t0 = time.perf_counter()
-        o = ot.OSFT(model, frozen_ratio=0.5, freeze_others=True)
+        o = ot.OSFT(model, frozen_ratio=0.5, freeze_others=True, **kw)
         t_apply = time.perf_counter() - t0
         params = o.parameters()
         opt = torch.optim.AdamW(params, lr=1e-4)
@@ -122,13 +126,16 @@ def main() -> None:
     if args.side:
         print(json.dumps(one(args.side, args.steps, args.warmup)))
         return
+    # One thread on both sides: torch's (set in the child) and osft's rayon pool.
+    env = dict(os.environ, RAYON_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    load0 = os.getloadavg()[0]
     runs = {s: [] for s in SIDES}
     for r in range(args.rounds):
         order = SIDES if r % 2 == 0 else tuple(reversed(SIDES))
         for side in order:
             out = subprocess.run([sys.executable, __file__, "--side", side, "--steps",
                                   str(args.steps), "--warmup", str(args.warmup)],
-                                 check=True, capture_output=True, text=True).stdout
+                                 check=True, capture_output=True, text=True, env=env).stdout
             runs[side].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {r + 1} {side}: {runs[side][-1]}", file=sys.stderr)
     med = {s: {k: statistics.median(x[k] for x in runs[s])
@@ -139,24 +146,27 @@ def main() -> None:
     for s in SIDES:
         assert first[s]["logits_rel_err"] < 1e-4, (s, first[s]["logits_rel_err"])
     print(f"osft {first['osft']['version']} vs peft {first['peft']['version']} (OSF tuner), "
-          f"torch {first['osft']['torch']}, 1 thread, {args.rounds} rounds x {args.steps} "
+          f"torch {first['osft']['torch']}, 1 thread each, {args.rounds} rounds x {args.steps} "
           f"steps; trainable parameters {first['osft']['trainable']} on both; logits before "
           f"training vs the base model: osft {first['osft']['logits_rel_err']:.1e}, peft "
-          f"{first['peft']['logits_rel_err']:.1e}")
-    print(f"| {'':<28} | {'osft':>9} | {'osft+OSFTOptimizer':>18} | {'peft OSF':>9} | "
-          f"{'osft/peft':>9} | {'osft+opt/peft':>13} |")
-    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 20}|{'-' * 11}|{'-' * 11}|{'-' * 15}|")
+          f"{first['peft']['logits_rel_err']:.1e}; load average {load0:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    print(f"| {'':<28} | {'osft':>9} | {'osft+OSFTOptimizer':>18} | {'osft f32 SVD':>12} | "
+          f"{'peft OSF':>9} | {'osft/peft':>9} | {'osft+opt/peft':>13} | {'f32 SVD/peft':>12} |")
+    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 20}|{'-' * 14}|{'-' * 11}|{'-' * 11}|{'-' * 15}|"
+          f"{'-' * 14}|")
     rows = [("apply OSFT (s)", "apply_s", "{:.3f}"),
             ("peak memory, applying (MiB)", "apply_peak_mib", "{:.1f}"),
             ("training step (ms)", "step_s", "{:.1f}"),
             ("peak memory, training (MiB)", "train_peak_mib", "{:.1f}")]
     for label, key, fmt in rows:
         scale = 1000 if key == "step_s" else 1
-        a, b, c = (med[s][key] * scale for s in SIDES)
+        a, b, f, c = (med[s][key] * scale for s in SIDES)
         ra = f"{a / c:.2f}" if c else "-"
         rb = f"{b / c:.2f}" if c and key != "apply_s" and key != "apply_peak_mib" else "-"
-        print(f"| {label:<28} | {fmt.format(a):>9} | {fmt.format(b):>18} | {fmt.format(c):>9} | "
-              f"{ra:>9} | {rb:>13} |")
+        rf = f"{f / c:.2f}" if c else "-"
+        print(f"| {label:<28} | {fmt.format(a):>9} | {fmt.format(b):>18} | {fmt.format(f):>12} | "
+              f"{fmt.format(c):>9} | {ra:>9} | {rb:>13} | {rf:>12} |")
 
 
 if __name__ == "__main__":
