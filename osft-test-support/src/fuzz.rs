@@ -17,6 +17,9 @@
 //!   a message exactly when the status is not OK;
 //! - on a rejected call, not one byte of the arena, of the result arrays, or of `*bytes` changed;
 //! - on success, only the elements of the outputs changed (guards, gaps and inputs intact);
+//! - an accepted call had no output sharing memory with an input or another output, except an
+//!   identical descriptor where the library takes one (in-place projection; `W` of the SVD and
+//!   decomposition) — see `fuzz/aliasing.rs`;
 //! - an unmutated call (valid by construction) succeeds — or reports `NON_FINITE` when NaN/Inf
 //!   was injected into a matrix to be factored, `WORKSPACE_TOO_SMALL` for a short caller workspace;
 //! - results match float64 references computed here (loose tolerances: the point is layouts).
@@ -38,6 +41,9 @@ use osft::ffi::*;
 use osft::{bf16, f16};
 
 use crate::rng::{seeded, Draw, Rng};
+
+mod aliasing;
+use aliasing::{writable, Access};
 
 /// The fuzzed operations (fuzz target names).
 pub const OPS: [&str; 7] = ["svd", "decompose", "project", "two_phase", "reconstruct", "diagnostics", "desc"];
@@ -673,71 +679,6 @@ fn check_status(st: osft_status, what: &str) -> R {
     Ok(())
 }
 
-/// Arena byte ranges of a descriptor's elements (none when it is absent, implausible, or too
-/// large to enumerate).
-fn footprint(a: &Arena, d: &Desc) -> Vec<std::ops::Range<usize>> {
-    if d.absent || !plausible(d) {
-        return vec![];
-    }
-    let Some(base) = a.at(d) else { return vec![] };
-    let s = esize(d.m.dtype);
-    elements(&d.m).into_iter().map(|(_, _, _, off)| base + off..base + off + s).collect()
-}
-
-/// Bytes that may change: the elements of the given output descriptors.
-fn writable(a: &Arena, p: &Problem, outs: &[usize]) -> Vec<bool> {
-    let mut mask = vec![false; a.buf.len() * 8];
-    for &i in outs {
-        for r in footprint(a, &p.descs[i]) {
-            mask[r].fill(true);
-        }
-    }
-    mask
-}
-
-/// [`writable`] less every element of the inputs `ins`: for a call that must refuse any output
-/// aliasing an input (see [`output_alias`]), an accepted call never writes there. (Not for calls
-/// that take an exact alias as "in place", such as `osft_project` with `out` equal to `X`.)
-fn writable_not_inputs(a: &Arena, p: &Problem, outs: &[usize], ins: &[usize]) -> Vec<bool> {
-    let mut mask = writable(a, p, outs);
-    for &i in ins {
-        for r in footprint(a, &p.descs[i]) {
-            mask[r].fill(false);
-        }
-    }
-    mask
-}
-
-/// Whether some element of an output in `outs` shares a byte with an element of another
-/// operand of the call (`others`: inputs, or other outputs). For the two-phase calls such a call
-/// must be refused (`OSFT_STATUS_OVERLAP` or another non-OK status), however it came about (a
-/// mutation that points one operand into another's memory, or makes two descriptors identical).
-fn output_alias(a: &Arena, p: &Problem, outs: &[usize], others: &[usize]) -> Option<String> {
-    for &o in outs {
-        let mut mask = vec![false; a.buf.len() * 8];
-        for r in footprint(a, &p.descs[o]) {
-            mask[r].fill(true);
-        }
-        for &j in others.iter().chain(outs) {
-            if j == o {
-                continue;
-            }
-            if footprint(a, &p.descs[j]).into_iter().any(|r| mask[r].iter().any(|b| *b)) {
-                return Some(format!("output {} overlaps {}", p.descs[o].name, p.descs[j].name));
-            }
-        }
-    }
-    None
-}
-
-/// A call whose output aliases another operand was accepted.
-fn refuse_alias(st: osft_status, a: &Arena, p: &Problem, outs: &[usize], others: &[usize], what: &str) -> R {
-    match output_alias(a, p, outs, others) {
-        Some(why) if st == OSFT_STATUS_OK => Err(format!("{what}: accepted although {why}")),
-        _ => Ok(()),
-    }
-}
-
 /// On a rejected call nothing may change — except the outputs when the rejection is a tolerated
 /// known bug that strikes mid-call (see [`known_bug`]).
 fn fail_mask(a: &Arena, p: &Problem, outs: &[usize], st: osft_status, what: &str) -> Option<Vec<bool>> {
@@ -1047,8 +988,18 @@ fn op_svd(src: &mut Src, ctx: *mut osft_context) -> R {
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, true, &what)?;
+    // An output may be the identical descriptor of its own problem's W (W is staged first).
+    let mut access = Access::new(&outs, &probs.iter().map(|t| t.0).collect::<Vec<_>>());
+    for &(w, u, s, vt) in &probs {
+        for o in [u, Some(s), vt].into_iter().flatten() {
+            access = access.same_ok(o, w);
+        }
+    }
+    access.refused_if_aliased(st, &a, &p, &what)?;
     let partial = st == OSFT_STATUS_NON_FINITE && short;
-    if st == OSFT_STATUS_OK || partial {
+    if st == OSFT_STATUS_OK {
+        check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
+    } else if partial {
         check_writes(&before, &a, &p, Some(&writable(&a, &p, &outs)), &what)?;
     } else {
         check_writes(&before, &a, &p, fail_mask(&a, &p, &outs, st, &what).as_deref(), &what)?;
@@ -1220,7 +1171,12 @@ fn op_decompose(src: &mut Src, ctx: *mut osft_context) -> R {
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, true, &what)?;
     let outs: Vec<usize> = [uh, sh, vh, ul, sl, vl].into_iter().flatten().collect();
-    if st == OSFT_STATUS_OK || (st == OSFT_STATUS_NON_FINITE && short) {
+    // Any output may be the identical descriptor of W (W is staged first); nothing else aliases.
+    let access = outs.iter().fold(Access::new(&outs, &[w]), |acc, &o| acc.same_ok(o, w));
+    access.refused_if_aliased(st, &a, &p, &what)?;
+    if st == OSFT_STATUS_OK {
+        check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
+    } else if st == OSFT_STATUS_NON_FINITE && short {
         check_writes(&before, &a, &p, Some(&writable(&a, &p, &outs)), &what)?;
     } else {
         check_writes(&before, &a, &p, fail_mask(&a, &p, &outs, st, &what).as_deref(), &what)?;
@@ -1331,10 +1287,20 @@ fn op_project(src: &mut Src, ctx: *mut osft_context) -> R {
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, false, &what)?;
+    // The bases the side reads (all of them for an unknown side, which is refused anyway), and X
+    // when the result goes elsewhere: `out` may be X's identical descriptor (in place), nothing
+    // else may share memory with what is written.
+    let mut ins: Vec<usize> =
+        [if side_arg != 1 { u } else { None }, if side_arg != 0 { v } else { None }].into_iter().flatten().collect();
+    if target != x {
+        ins.push(x);
+    }
+    let access = Access::new(&[target], &ins).same_ok(target, x);
+    access.refused_if_aliased(st, &a, &p, &what)?;
     if st != OSFT_STATUS_OK {
         return check_writes(&before, &a, &p, fail_mask(&a, &p, &[target], st, &what).as_deref(), &what);
     }
-    check_writes(&before, &a, &p, Some(&writable(&a, &p, &[target])), &what)?;
+    check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
     if p.mutated {
         return Ok(());
     }
@@ -1408,11 +1374,12 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     let what = format!("osft_project_partial (side {side_arg}){}", p.describe());
     check_status(st, &what)?;
     expect_ok(st, &p, false, false, &what)?;
-    refuse_alias(st, &a, &p, &[coef], &[x, basis], &what)?;
+    let access = Access::new(&[coef], &[x, basis]);
+    access.refused_if_aliased(st, &a, &p, &what)?;
     if st != OSFT_STATUS_OK {
         check_writes(&before, &a, &p, fail_mask(&a, &p, &[coef], st, &what).as_deref(), &what)?;
     } else {
-        check_writes(&before, &a, &p, Some(&writable_not_inputs(&a, &p, &[coef], &[x, basis])), &what)?;
+        check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
         if !p.mutated {
             let after = a.bytes().to_vec();
             for e in 0..b {
@@ -1446,11 +1413,12 @@ fn op_two_phase(src: &mut Src, ctx: *mut osft_context) -> R {
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, false, &what)?;
-    refuse_alias(st, &a, &p, &[x], &[basis, coef], &what)?;
+    let access = Access::new(&[x], &[basis, coef]);
+    access.refused_if_aliased(st, &a, &p, &what)?;
     if st != OSFT_STATUS_OK {
         return check_writes(&before, &a, &p, fail_mask(&a, &p, &[x], st, &what).as_deref(), &what);
     }
-    check_writes(&before, &a, &p, Some(&writable_not_inputs(&a, &p, &[x], &[basis, coef])), &what)?;
+    check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
     if p.mutated {
         return Ok(());
     }
@@ -1587,10 +1555,20 @@ fn op_reconstruct(src: &mut Src, ctx: *mut osft_context) -> R {
     check_status(st, &what)?;
     ws_done(&ws, &what)?;
     expect_ok(st, &p, short, false, &what)?;
+    // The inputs are the descriptors actually passed as terms (a flipped term pointer may pass W
+    // itself); none may share memory with W.
+    let ins: Vec<usize> = (0..p.descs.len())
+        .filter(|&i| {
+            let q = ptrs.get(&p, Some(i));
+            !q.is_null() && tp.contains(&q)
+        })
+        .collect();
+    let access = Access::new(&[w], &ins);
+    access.refused_if_aliased(st, &a, &p, &what)?;
     if st != OSFT_STATUS_OK {
         return check_writes(&before, &a, &p, fail_mask(&a, &p, &[w], st, &what).as_deref(), &what);
     }
-    check_writes(&before, &a, &p, Some(&writable(&a, &p, &[w])), &what)?;
+    check_writes(&before, &a, &p, Some(&access.writable(&a, &p)), &what)?;
     if p.mutated {
         return Ok(());
     }
