@@ -38,7 +38,7 @@
  */
 #define OSFT_VERSION_MAJOR 0
 
-#define OSFT_VERSION_MINOR 1
+#define OSFT_VERSION_MINOR 2
 
 #define OSFT_VERSION_PATCH 0
 

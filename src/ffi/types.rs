@@ -18,7 +18,7 @@ pub const OSFT_ABI_VERSION: u32 = 2;
 /// Version of the library this header was generated from (see `osft_version_major()` etc. for
 /// the library actually loaded).
 pub const OSFT_VERSION_MAJOR: u32 = 0;
-pub const OSFT_VERSION_MINOR: u32 = 1;
+pub const OSFT_VERSION_MINOR: u32 = 2;
 pub const OSFT_VERSION_PATCH: u32 = 0;
 
 /// Status of a call. `OSFT_STATUS_OK` is 0; any other value is a failure whose message

@@ -117,7 +117,7 @@ from ._errors import (
 from ._lib import ABI_VERSION, LibraryNotFoundError, library_path, osft_matrix
 from ._tensor import as_mat
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ABI_VERSION", "LibraryNotFoundError", "library_path", "osft_matrix", "STATUS",
