@@ -44,8 +44,11 @@ LR = 1e-2
 EPS32 = 2.0 ** -24
 # (stage, precision, retract): every stage and precision, and one negative control. Stage "3"
 # partitions every parameter (stage3_param_persistence_threshold 0, as for a large model's
-# matrices), "3p" keeps these small ones resident (DeepSpeed's default threshold).
+# matrices), "3p" keeps these small ones resident (DeepSpeed's default threshold), "0c" is
+# ZeRO-0 fp32 with an OSFTOptimizer as DeepSpeed's client optimizer (the hook then leaves the
+# update to it).
 RUNS = [(s, p, True) for p in ("fp32", "bf16") for s in ("0", "1", "2", "3", "3p")]
+RUNS.append(("0c", "fp32", True))   # stage 0 with an OSFTOptimizer as the client optimizer
 CONTROL = ("2", "fp32", False)
 
 
@@ -165,6 +168,8 @@ def _run_one(rank, world, label, precision, retract):
             "zero_optimization": zero, "bf16": {"enabled": precision == "bf16"},
             "steps_per_print": 10 ** 9}
     opt = torch.optim.AdamW(o.parameters(), lr=LR)
+    if label == "0c":
+        opt = ot.OSFTOptimizer(opt, o)
     engine, *_ = deepspeed.initialize(model=m, optimizer=opt, config=conf)
     ot.attach_deepspeed(engine, o, retract=retract)
     before = _dense_low(o, _masters(engine, o, stage, precision))
@@ -310,7 +315,8 @@ def test_deepspeed_zero_stages_keep_the_frozen_subspace(capsys):
                 failures.append(f"stage {key[0]} {key[1]} x{world}: loss differs by {sdiff:.3e} "
                                 "from stage 0")
     lines.append("stage 3: every parameter partitioned; 3p: DeepSpeed's default persistence "
-                 "threshold (these small factors stay resident)")
+                 "threshold (these small factors stay resident); 0c: stage 0 with an "
+                 "OSFTOptimizer as DeepSpeed's client optimizer")
     lines.append(f"control: stage 2 fp32 x2 without retraction: leakage {control['leak']:.2e} "
                  f"(tol {control['tol']:.2e})")
     with capsys.disabled():
