@@ -34,6 +34,9 @@ class OSFTOptimizer(torch.optim.Optimizer):
     It *is* a ``torch.optim.Optimizer`` (LR schedulers, ``zero_grad``, ``state_dict`` and
     DeepSpeed's client-optimizer check work) sharing ``param_groups`` and ``state`` with the
     wrapped optimizer. Parameters that are not OSFT's are stepped as the inner optimizer does.
+    As DeepSpeed's client optimizer it works at ZeRO stage 0 in fp32 only; elsewhere DeepSpeed
+    gives it flat fp32 partitions to step, and :meth:`step` raises (use
+    :func:`osft.torch.attach_deepspeed` with the plain optimizer).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, osft: OSFT, project_update: bool = True,
