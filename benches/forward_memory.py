@@ -23,9 +23,10 @@ Memory, two measures:
   only, not tensor storage. The script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536``
   so that glibc serves every tensor of 64 KiB or more with ``mmap`` and unmaps it on free
   (without it glibc's adaptive threshold keeps freed blocks in the heap and the RSS no longer
-  follows the live bytes). The largest over the timed steps (after one warm-up step).
+  follows the live bytes). The largest over the steps.
 
-Time: the median forward + backward. The gradient projection (``project_in_backward``) and the
+Time: the median forward + backward over the steps (the first includes first-touch costs; with
+``--steps 1`` it is all there is). The gradient projection (``project_in_backward``) and the
 optimizer step cost the same in both modes and are left out (``project_in_backward=False``).
 
 For the 4096-wide layer the factors are random orthonormal matrices (QR) in place of the SVD,
@@ -33,7 +34,7 @@ which would take minutes on a CPU and does not change the forward's cost; the Ll
 decomposed for real.
 
 Run: OSFT_LIBRARY=target/release/libosft.so bindings/python/.venv/bin/python \\
-       benches/forward_memory.py [--steps 5] [--tokens 128,512,2048]
+       benches/forward_memory.py [--steps 2] [--tokens 256,8192] [--llama 1x256,4x1024]
 """
 
 from __future__ import annotations
@@ -84,38 +85,34 @@ def random_orthonormal_decompose(g, w, owned, process_group=None):
                 g.v_low[b].copy_(p[:, g.k:].t())
 
 
-def saved_bytes(model, batch, loss_fn) -> int:
-    """Bytes autograd saves for backward in one forward (parameters and buffers excluded)."""
+def step_stats(model, o, batch, loss_fn, steps: int):
+    """``steps`` forward + backward passes: the bytes autograd saved in the forward (parameters
+    and buffers excluded; the same in every pass), the largest peak RSS, the median time."""
+    params = o.parameters()
     own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    seen = {}
+    saved: dict = {}
 
     def pack(t):
         st = t.untyped_storage()
         if st.data_ptr() not in own:
-            seen[st.data_ptr()] = st.nbytes()
+            saved[st.data_ptr()] = st.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(model, batch)
-    del loss
-    return sum(seen.values())
-
-
-def step_stats(model, o, batch, loss_fn, steps: int):
-    params = o.parameters()
-    saved = saved_bytes(model, batch, loss_fn)
-    loss_fn(model, batch).backward()  # warm-up
     peaks, times = [], []
     for _ in range(steps):
         for p in params:
             p.grad = None
+        saved.clear()
         _reset_peak()
         base = _status("VmRSS")
         t0 = time.perf_counter()
-        loss_fn(model, batch).backward()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_fn(model, batch)
+        loss.backward()
         times.append(time.perf_counter() - t0)
         peaks.append(_status("VmHWM") - base)
-    return saved, max(peaks), statistics.median(times)
+        del loss
+    return sum(saved.values()), max(peaks), statistics.median(times)
 
 
 def linear_case(tokens, steps):
@@ -134,6 +131,7 @@ def linear_case(tokens, steps):
                 x = torch.randn(t, 4096, requires_grad=True)
                 rows.append((f"Linear 4096x4096, T={t}", forward)
                             + step_stats(m, o, x, lambda mod, b: mod(b).pow(2).mean(), steps))
+                print("#", rows[-1], flush=True)
             o.merge()
             del m, o
     finally:
@@ -156,15 +154,16 @@ def llama_case(shapes, steps):
             rows.append((f"Llama 512 wide, 4 layers, {b}x{t} tokens", forward)
                         + step_stats(m, o, ids, lambda mod, x: mod(input_ids=x, labels=x).loss,
                                      steps))
+            print("#", rows[-1], flush=True)
         del m, o
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--tokens", default="128,1024,4096,8192")
-    ap.add_argument("--llama", default="1x128,2x256,4x512,8x1024")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--tokens", default="256,8192")
+    ap.add_argument("--llama", default="1x256,4x1024")
     args = ap.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":  # see the module docstring
         os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"

@@ -33,10 +33,12 @@ What it does to a model
    ``nn.Sequential`` are not disturbed; ``model.parameters()``, ``state_dict()``, ``.to()`` and
    DDP see it): frozen buffers ``u_high (B,N,k)``, ``s_high (B,k)``,
    ``v_high (B,k,M)`` and, in ``mode="factored"``, trainable parameters ``u_low (B,N,R-k)``,
-   ``s_low (B,R-k)``, ``v_low (B,R-k,M)``. With ``forward="factorised"`` (default) an
-   ``nn.Linear`` target computes ``x V^T diag(S) U^T`` for each part without forming its weight
-   (as mini_trainer does; less memory and time, measured in BENCHMARKS.md); with
-   ``forward="dense"``, and for any other module (GPT-2's ``Conv1D``, expert tensors, a subclass
+   ``s_low (B,R-k)``, ``v_low (B,R-k,M)``. With ``forward="factorised"`` an ``nn.Linear``
+   target computes ``x V^T diag(S) U^T`` for each part without forming its weight (autograd
+   keeps ``2 T (R-k)`` values for ``T`` input rows instead of ``N M + N (R-k)``); with
+   ``forward="auto"`` (default) it does so whenever that keeps less, per call (a short
+   sequence: factorised; a long micro-batch on a narrow layer: dense; measured in
+   BENCHMARKS.md); with ``forward="dense"``, and for any other module (GPT-2's ``Conv1D``, expert tensors, a subclass
    with its own forward), the layer computes with
    ``W = U_high diag(S_high) V_high + U_low diag(S_low) V_low`` rebuilt from its slice of the
    group in its forward. In ``mode="dense"`` (constrained full fine-tuning) the group holds one
@@ -108,9 +110,10 @@ _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 #: ``benches/decompose_precision.py`` (BENCHMARKS.md) as ~150x more accurate than float32 on
 #: CPU (factors at float32 rounding) for 1.3-1.7x the decomposition time, a one-off cost.
 DEFAULT_UPCAST_DTYPE = torch.float64
-#: The target layers' forward: ``"factorised"`` (``x V^T diag(S) U^T``, no dense ``W``) or
-#: ``"dense"`` (``W`` rebuilt per forward); chosen in ``benches/forward_memory.py``.
-DEFAULT_FORWARD = "factorised"
+#: The target layers' forward: ``"factorised"`` (``x V^T diag(S) U^T``, no dense ``W``),
+#: ``"dense"`` (``W`` rebuilt per forward) or ``"auto"``, per call the one that keeps fewer bytes
+#: for backward; ``benches/forward_memory.py`` (BENCHMARKS.md) measures each winning somewhere.
+DEFAULT_FORWARD = "auto"
 
 
 class OSFT:
@@ -145,7 +148,8 @@ class OSFT:
         freeze_others: set ``requires_grad=False`` on every non-target parameter.
         upcast_dtype: the SVD's working precision, ``torch.float64`` (default) or
             ``torch.float32``; output_dtype: the factors' dtype (default: the weights').
-        forward: ``"factorised"`` (default) or ``"dense"`` (see the module docstring).
+        forward: ``"auto"`` (default), ``"factorised"`` or ``"dense"`` (see the module
+            docstring).
         keep_base: keep copies of the trainable tensors as decomposed, for
             :meth:`disable_adapter` (the memory of the trainable factors again).
         plain_state_dict: ``model.state_dict()`` gives the plain model's entries (default; see
