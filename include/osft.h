@@ -611,6 +611,8 @@ osft_status osft_svd_workspace_size(struct osft_context *ctx,
  * (an `R x 1` or `1 x R` descriptor, descending), `Vt: R x M`, `R = min(N, M)`, each in its own
  * layout and dtype, with the batch of `W`. `u` and `vt` may be NULL (singular values only).
  * Signs are deterministic: the largest-magnitude entry of each column of `U` is positive.
+ * The outputs must not share memory with each other or with `W`, except that one output may be
+ * exactly `W`'s descriptor (`W` is copied into the workspace before any output is written).
  */
 osft_status osft_svd(struct osft_context *ctx,
                      const struct osft_matrix *w,
@@ -663,7 +665,8 @@ osft_status osft_decompose_workspace_size(struct osft_context *ctx,
  * `V_high: k x M` and the trainable rest `U_low: N x (R-k)`, `S_low: R-k`, `V_low: (R-k) x M`,
  * computed in `compute` and written in each part's own dtype and layout. Any part may be NULL
  * (not wanted); an empty part (`k = 0` or `k = R`) may be NULL or a 0-sized descriptor.
- * The parts must not share memory with each other or with `W`.
+ * The parts must not share memory with each other or with `W`, except that one part may be
+ * exactly `W`'s descriptor (`W` is copied into the workspace before any part is written).
  */
 osft_status osft_decompose(struct osft_context *ctx,
                            const struct osft_matrix *w,
