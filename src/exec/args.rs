@@ -82,7 +82,7 @@ pub struct Strided2d {
 
 /// `dst = alpha * src + beta * dst`, element-wise over a batch of `rows x cols` matrices with
 /// arbitrary strides and a dtype conversion (computed in f64, then rounded once to nearest even into
-/// `dst`'s type; the CUDA kernels round an f64 result through f32 first, so they can differ there). With `beta == 0`, `dst` is
+/// `dst`'s type, by every executor, so the CPU and CUDA give the same bits). With `beta == 0`, `dst` is
 /// not read; with `alpha == 0`, `src` is not read (so `alpha = beta = 0` writes zeros). This one primitive maps every layout onto column-major scratch and back, casts, and
 /// subtracts. `src` and `dst` must not overlap unless they are the same matrix (in-place scale).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -283,6 +283,9 @@ pub trait Executor: Send + Sync {
             Ok(())
         }
     }
+    /// `dst = alpha * src + beta * dst` with a cast (see [`AxpbyArgs`]): computed in f64 and
+    /// rounded once, to nearest with ties to even, into `dst`'s type, on every executor (the CPU
+    /// executor and the CUDA kernels give the same bits; never through f32 on the way to f16/bf16).
     unsafe fn axpby(&self, args: &AxpbyArgs) -> Result<()>;
     unsafe fn dgmm(&self, args: &DgmmArgs) -> Result<()>;
     /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`

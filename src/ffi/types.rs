@@ -153,9 +153,9 @@ same_values!(
 );
 
 /// Element type of a matrix (`osft_matrix.dtype`) or a compute type (`compute` arguments:
-/// F32 or F64 only). The values equal the Rust `osft::DType`. On the CPU, every conversion into
-/// F16 or BF16 rounds once, to nearest with ties to even, from the exact value; the CUDA kernels
-/// round an f64 value through f32 first.
+/// F32 or F64 only). The values equal the Rust `osft::DType`. Every conversion into F32, F16 or
+/// BF16, on the CPU and on CUDA alike, rounds once, to nearest with ties to even, from the exact
+/// source value, so both executors give the same bits.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum osft_dtype {
