@@ -1,7 +1,7 @@
 //! The [`Executor`] implementation: each primitive's arguments marshalled to cuBLAS, cuSOLVER or
 //! an NVRTC kernel on the context's stream.
 
-use super::launch::*;
+use super::launch::{self, Limits};
 use super::layout::*;
 use super::solver::*;
 use super::*;
@@ -191,7 +191,9 @@ impl Executor for CudaExecutor {
             let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
             let mut off = 0usize;
             for g in &live {
-                fill_ptrs_launch(
+                launch::fill_ptrs(
+                    &mut *h,
+                    &Limits::CUDA,
                     g.batch,
                     &g.a,
                     &g.b,
@@ -199,8 +201,7 @@ impl Executor for CudaExecutor {
                     pa + (off * 8) as u64,
                     pb + (off * 8) as u64,
                     pc + (off * 8) as u64,
-                )
-                .run(&h, (blocks(g.batch), 1))?;
+                )?;
                 off += g.batch;
             }
             // Host arrays, one entry per group (read by cuBLAS during the call).
@@ -253,15 +254,7 @@ impl Executor for CudaExecutor {
             if a.rows == 0 || a.cols == 0 || a.batch == 0 {
                 return Ok(());
             }
-            let h = self.lock()?;
-            // Consecutive threads walk the destination's unit (smallest) stride.
-            let (mut rows, mut cols, mut s, mut d) = (a.rows, a.cols, a.src, a.dst);
-            if d.row_stride > d.col_stride {
-                std::mem::swap(&mut rows, &mut cols);
-                std::mem::swap(&mut s.row_stride, &mut s.col_stride);
-                std::mem::swap(&mut d.row_stride, &mut d.col_stride);
-            }
-            axpby_launch(rows, cols, a.batch, a.alpha, &s, a.beta, &d).run(&h, (blocks(rows * cols * a.batch), 1))
+            launch::axpby(&mut *self.lock()?, &Limits::CUDA, a)
         }
     }
 
@@ -269,11 +262,10 @@ impl Executor for CudaExecutor {
         // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
         unsafe {
             d.check()?;
-            if d.m == 0 || d.n == 0 {
+            if d.m == 0 || d.n == 0 || d.batch == 0 {
                 return Ok(());
             }
-            let h = self.lock()?;
-            dgmm_launch(d).run(&h, (blocks(d.m * d.n * d.batch), 1))
+            launch::dgmm(&mut *self.lock()?, &Limits::CUDA, d)
         }
     }
 
@@ -403,16 +395,7 @@ impl Executor for CudaExecutor {
             if s.count == 0 || s.batch == 0 {
                 return Ok(());
             }
-            let h = self.lock()?;
-            let (l, r) = (s.left, s.right);
-            for b0 in (0..s.batch).step_by(65535) {
-                // Batches beyond gridDim.y's limit go in slices.
-                let nb = (s.batch - b0).min(65535);
-                let loff = b0 * l.batch_stride * l.dtype.size();
-                let roff = b0 * r.batch_stride * r.dtype.size();
-                sign_fix_launch(&l, loff, &r, roff).run(&h, (s.count as u32, nb as u32))?;
-            }
-            Ok(())
+            launch::sign_fix(&mut *self.lock()?, &Limits::CUDA, s)
         }
     }
 
@@ -445,8 +428,7 @@ impl Executor for CudaExecutor {
             if n == 0 || batch == 0 {
                 return Ok(());
             }
-            let h = self.lock()?;
-            add_diagonal_launch(n, a, batch, alpha).run(&h, (blocks(n * batch), 1))
+            launch::add_diagonal(&mut *self.lock()?, &Limits::CUDA, n, a, batch, alpha)
         }
     }
 
@@ -458,10 +440,7 @@ impl Executor for CudaExecutor {
                 return Ok(0.0);
             }
             let out = self.alloc(count * 8)?;
-            {
-                let h = self.lock()?;
-                cosine_launch(a, b, out.addr).run(&h, (count as u32, 1))?;
-            }
+            launch::cosine(&mut *self.lock()?, &Limits::CUDA, a, b, count, out.addr)?;
             let mut bytes = vec![0u8; count * 8];
             self.read_to_host(out.addr, &mut bytes)?;
             Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())

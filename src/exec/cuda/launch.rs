@@ -1,14 +1,83 @@
-//! Kernel launches: a typed argument builder ([`Launch`]) checked against the kernel signatures
-//! of [`signatures`](super::signatures), the raw `cuLaunchKernel` call, grid sizes, and the
-//! per-matrix reductions built on them.
+//! Kernel launches, shared by the CUDA executor and the host emulation of the kernel tests: each
+//! primitive's grid/block computation, argument packing and slicing, written once and generic
+//! over a [`Launcher`] (the executor's: `cuLaunchKernel` on its stream; the tests': the
+//! kernels compiled for the host, run one thread per CUDA thread). Arguments go through a typed
+//! builder checked against the kernel signatures of [`super::signatures`] before anything runs.
+//!
+//! Launch assumptions the kernels rely on are checked here ([`Limits::check`]): a 1-D block of at
+//! most [`MAX_BLOCK`] threads (the block reductions' shared arrays; the kernels trap on a larger
+//! one), and every grid dimension within [`MAX_GRID`] (larger counts go in slices, or through a
+//! grid-stride loop over a bounded grid).
 
 use super::signatures::{check_args, ArgType, KernelArg};
 use super::*;
 
+/// The largest block the block kernels take (the size of their shared arrays, `MAX_BLOCK` in
+/// `kernels.cu`).
+pub const MAX_BLOCK: u32 = 256;
+/// The largest grid dimension a launch uses (CUDA's limit for `gridDim.y` and `gridDim.z`; used for
+/// `gridDim.x` too, where the limit is larger).
+pub const MAX_GRID: u32 = 65535;
+
+/// Runs one checked kernel launch.
+pub trait Launcher {
+    /// Launch kernel `name` with `grid` blocks of `block` threads (x, y, z); `params` holds one
+    /// pointer per kernel parameter to its value, as `cuLaunchKernel`'s `kernelParams`.
+    ///
+    /// # Safety
+    /// The parameter values are the kernel's (types checked by the caller), and the addresses
+    /// among them are memory the kernel may access as its parameter list says.
+    unsafe fn launch(&mut self, name: &str, grid: [u32; 3], block: [u32; 3], params: &mut [*mut c_void]) -> Result<()>;
+}
+
+/// The sizes the launches use. [`Limits::CUDA`] is the executor's; the tests lower them to reach
+/// grid-stride loops and slice boundaries with small problems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Threads per block, `1..=MAX_BLOCK`.
+    pub block: u32,
+    /// Most blocks of an elementwise grid-stride launch.
+    pub max_blocks: u32,
+    /// Most blocks per matrix of a per-matrix reduction (its `gridDim.x`).
+    pub reduce_blocks: u32,
+    /// The slice size: most blocks along a dimension that indexes matrices or vectors,
+    /// `1..=MAX_GRID`.
+    pub max_grid: u32,
+}
+
+impl Limits {
+    /// The CUDA executor's sizes.
+    pub const CUDA: Limits = Limits { block: 256, max_blocks: 8192, reduce_blocks: 64, max_grid: MAX_GRID };
+
+    /// `Error::Internal` unless every size is in range.
+    pub fn check(&self) -> Result<()> {
+        let ok = (1..=MAX_BLOCK).contains(&self.block)
+            && self.max_blocks >= 1
+            && self.reduce_blocks >= 1
+            && (1..=MAX_GRID).contains(&self.max_grid);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!("kernel launch sizes out of range: {self:?}")))
+        }
+    }
+
+    /// Blocks for a grid-stride loop over `n` items.
+    pub fn blocks(&self, n: usize) -> u32 {
+        n.div_ceil(self.block as usize).clamp(1, self.max_blocks as usize) as u32
+    }
+
+    /// `0..n` in slices of at most `max_grid`: `(start, len)`.
+    fn slices(&self, n: usize) -> impl Iterator<Item = (usize, usize)> {
+        let step = self.max_grid as usize;
+        (0..n).step_by(step).map(move |s| (s, (n - s).min(step)))
+    }
+}
+
 /// One kernel launch being built: the kernel's name and its arguments as typed values, in
-/// order. The values are owned here (one 8-byte slot each), so they live until
-/// `cuLaunchKernel` has returned (it copies them); their types are recorded and compared with
-/// the kernel's parameter list before launching.
+/// order. The values are owned here (one 8-byte slot each), so they live until the launch has
+/// returned (`cuLaunchKernel` copies them); their types are recorded and compared with the
+/// kernel's parameter list before launching.
 pub(super) struct Launch {
     name: String,
     slots: Vec<u64>,
@@ -33,49 +102,29 @@ impl Launch {
         check_args(&self.name, &self.types)
     }
 
-    /// Check the arguments, then launch on the context's stream with `grid` blocks of 256
-    /// threads.
+    /// Check the arguments and the sizes, then launch `grid` (x, y) blocks of `lim.block` threads.
     ///
     /// # Safety
-    /// The pointer arguments are device addresses of this context's device that the kernel may
-    /// access as its parameter list says, for the extents the other arguments give.
-    pub(super) unsafe fn run(mut self, h: &Handles, grid: (u32, u32)) -> Result<()> {
+    /// The pointer arguments are addresses the kernel may access as its parameter list says, for
+    /// the extents the other arguments give.
+    unsafe fn run<L: Launcher + ?Sized>(mut self, l: &mut L, lim: &Limits, grid: (u32, u32)) -> Result<()> {
         self.check()?;
-        let f = *h.funcs.get(&self.name).ok_or_else(|| Error::Internal(format!("kernel {} missing", self.name)))?;
+        lim.check()?;
+        if grid.0 == 0 || grid.1 == 0 || grid.0 > MAX_GRID.max(lim.max_blocks) || grid.1 > MAX_GRID {
+            return Err(Error::Internal(format!("launch of {} with grid {grid:?}", self.name)));
+        }
         let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         // SAFETY: `params` holds one pointer per kernel parameter (count and types checked above
         // against the signature table), each to an 8-byte slot owned by `self` that outlives the
-        // call, holding the value's bytes at its start; cuLaunchKernel copies them before it
-        // returns. The device memory the arguments address is this function's contract.
-        unsafe {
-            cu_check(
-                cu::cuLaunchKernel(
-                    f,
-                    grid.0.max(1),
-                    grid.1.max(1),
-                    1,
-                    256,
-                    1,
-                    1,
-                    0,
-                    h.stream,
-                    params.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                ),
-                "cuLaunchKernel",
-            )
-        }
+        // call, holding the value's bytes at its start. The memory the arguments address is
+        // this function's contract.
+        unsafe { l.launch(&self.name, [grid.0, grid.1, 1], [lim.block, 1, 1], &mut params) }
     }
 }
 
-/// Blocks for a grid-stride loop over `n` items.
-pub(super) fn blocks(n: usize) -> u32 {
-    n.div_ceil(256).clamp(1, 8192) as u32
-}
-
-// Each kernel's launch, as a builder from the primitive's arguments (no device access: the
-// tests check every one against the signature table on the CPU). Byte offsets are in bytes;
-// strides and sizes are in elements, as the kernels take them.
+// Each kernel's launch as a builder from the primitive's arguments (no device access: the unit
+// tests check every one against the signature table). Byte offsets are in bytes; strides and
+// sizes are in elements, as the kernels take them.
 
 /// `osft_fill_ptrs`: the pointer arrays `pa`, `pb`, `pc` (device addresses) of `count` entries.
 pub(super) fn fill_ptrs_launch(
@@ -170,17 +219,18 @@ pub(super) fn add_diagonal_launch(n: usize, a: &Strided, batch: usize, alpha: f6
         .arg(alpha)
 }
 
-/// `osft_cosine_{t}`: the cosines of the vector pairs of `a` and `b` into `out` (`f64`s).
-pub(super) fn cosine_launch(a: &Vectors, b: &Vectors, out: Addr) -> Launch {
+/// `osft_cosine_{t}`: the cosines of the vector pairs of `a` and `b` from pair `v0` on, into
+/// `out` (`f64`s, from entry `v0`).
+pub(super) fn cosine_launch(a: &Vectors, b: &Vectors, v0: usize, out: Addr) -> Launch {
     Launch::new(format!("osft_cosine_{}", sfx(a.dtype)))
         .arg(a.len as i64)
-        .arg(a.addr as *const c_void)
+        .arg((a.addr + v0 * a.vec_stride * a.dtype.size()) as *const c_void)
         .arg(a.elem_stride as i64)
         .arg(a.vec_stride as i64)
-        .arg(b.addr as *const c_void)
+        .arg((b.addr + v0 * b.vec_stride * b.dtype.size()) as *const c_void)
         .arg(b.elem_stride as i64)
         .arg(b.vec_stride as i64)
-        .arg(out as *mut f64)
+        .arg((out + v0 * 8) as *mut f64)
 }
 
 /// `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` from batch entry `b0` on, accumulating
@@ -199,10 +249,226 @@ where
         .arg((out + b0 * 8) as *mut O)
 }
 
+// The primitives' launches. Each takes arguments that passed the primitive's `check()`, returns
+// at once for an empty problem, and otherwise enqueues its kernel(s) on `l`.
+
+/// [`Executor::axpby`]'s kernel.
+///
+/// # Safety
+/// The arguments describe memory the launcher's kernels may access.
+pub unsafe fn axpby<L: Launcher + ?Sized>(l: &mut L, lim: &Limits, a: &AxpbyArgs) -> Result<()> {
+    lim.check()?;
+    if a.rows == 0 || a.cols == 0 || a.batch == 0 {
+        return Ok(());
+    }
+    // Consecutive threads walk the destination's unit (smallest) stride.
+    let (mut rows, mut cols, mut s, mut d) = (a.rows, a.cols, a.src, a.dst);
+    if d.row_stride > d.col_stride {
+        std::mem::swap(&mut rows, &mut cols);
+        std::mem::swap(&mut s.row_stride, &mut s.col_stride);
+        std::mem::swap(&mut d.row_stride, &mut d.col_stride);
+    }
+    let n = rows * cols * a.batch;
+    // SAFETY: this function's contract.
+    unsafe { axpby_launch(rows, cols, a.batch, a.alpha, &s, a.beta, &d).run(l, lim, (lim.blocks(n), 1)) }
+}
+
+/// [`Executor::dgmm`]'s kernel.
+///
+/// # Safety
+/// As [`axpby`].
+pub unsafe fn dgmm<L: Launcher + ?Sized>(l: &mut L, lim: &Limits, d: &DgmmArgs) -> Result<()> {
+    lim.check()?;
+    if d.m == 0 || d.n == 0 || d.batch == 0 {
+        return Ok(());
+    }
+    // SAFETY: this function's contract.
+    unsafe { dgmm_launch(d).run(l, lim, (lim.blocks(d.m * d.n * d.batch), 1)) }
+}
+
+/// [`Executor::add_diagonal`]'s kernel.
+///
+/// # Safety
+/// As [`axpby`].
+pub unsafe fn add_diagonal<L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    n: usize,
+    a: &Strided,
+    batch: usize,
+    alpha: f64,
+) -> Result<()> {
+    lim.check()?;
+    if n == 0 || batch == 0 {
+        return Ok(());
+    }
+    // SAFETY: this function's contract.
+    unsafe { add_diagonal_launch(n, a, batch, alpha).run(l, lim, (lim.blocks(n * batch), 1)) }
+}
+
+/// [`Executor::svd_sign_fix`]'s kernel: one block per vector pair, pairs and batch entries
+/// beyond `lim.max_grid` in slices.
+///
+/// # Safety
+/// As [`axpby`].
+pub unsafe fn sign_fix<L: Launcher + ?Sized>(l: &mut L, lim: &Limits, s: &SignFixArgs) -> Result<()> {
+    lim.check()?;
+    let (left, right) = (s.left, s.right);
+    for (b0, nb) in lim.slices(s.batch) {
+        for (v0, nv) in lim.slices(s.count) {
+            let loff = (b0 * left.batch_stride + v0 * left.vec_stride) * left.dtype.size();
+            let roff = (b0 * right.batch_stride + v0 * right.vec_stride) * right.dtype.size();
+            // SAFETY: this function's contract; the offsets stay inside the described vectors.
+            unsafe { sign_fix_launch(&left, loff, &right, roff).run(l, lim, (nv as u32, nb as u32))? };
+        }
+    }
+    Ok(())
+}
+
+/// A per-matrix reduction `{kernel}_{dtype}` accumulating one `O` per matrix into `out`
+/// (`batch` values, zeroed by the caller): grid (blocks per matrix, matrices), batch entries
+/// beyond `lim.max_grid` in slices.
+///
+/// # Safety
+/// As [`axpby`]; `out` holds `batch` values of type `O`.
+#[allow(clippy::too_many_arguments)] // the primitive's own arguments plus the launcher, sizes and output
+pub unsafe fn reduce<O, L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    kernel: &str,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    x: &Strided2d,
+    out: Addr,
+) -> Result<()>
+where
+    *mut O: KernelArg,
+{
+    lim.check()?;
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let per_matrix = lim.blocks(rows * cols).min(lim.reduce_blocks);
+    for (b0, nb) in lim.slices(batch) {
+        // SAFETY: this function's contract.
+        unsafe { reduce_launch::<O>(kernel, rows, cols, x, b0, out).run(l, lim, (per_matrix, nb as u32))? };
+    }
+    Ok(())
+}
+
+/// [`Executor::sum_squares`]'s kernel, into `out` (`batch` zeroed `f64`s).
+///
+/// # Safety
+/// As [`reduce`].
+pub unsafe fn sum_squares<L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    x: &Strided2d,
+    out: Addr,
+) -> Result<()> {
+    lim.check()?;
+    // SAFETY: this function's contract.
+    unsafe { reduce::<f64, L>(l, lim, "osft_sum_squares", rows, cols, batch, x, out) }
+}
+
+/// [`Executor::count_nonfinite`]'s kernel, into `out` (`batch` zeroed `u64`s).
+///
+/// # Safety
+/// As [`reduce`].
+pub unsafe fn count_nonfinite<L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    x: &Strided2d,
+    out: Addr,
+) -> Result<()> {
+    lim.check()?;
+    // SAFETY: this function's contract.
+    unsafe { reduce::<u64, L>(l, lim, "osft_count_nonfinite", rows, cols, batch, x, out) }
+}
+
+/// [`Executor::cosine_sum`]'s kernel: the `count` cosines into `out` (`count` `f64`s), one block
+/// per pair, in slices of `lim.max_grid` pairs.
+///
+/// # Safety
+/// As [`axpby`]; `out` holds `count` `f64`s.
+pub unsafe fn cosine<L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    a: &Vectors,
+    b: &Vectors,
+    count: usize,
+    out: Addr,
+) -> Result<()> {
+    lim.check()?;
+    for (v0, nv) in lim.slices(count) {
+        // SAFETY: this function's contract.
+        unsafe { cosine_launch(a, b, v0, out).run(l, lim, (nv as u32, 1))? };
+    }
+    Ok(())
+}
+
+/// The pointer arrays of one group of `gemm_grouped`: entry `i` of `pa`, `pb`, `pc` is the
+/// address of matrix `i` of `a`, `b`, `c` (`count` entries each).
+///
+/// # Safety
+/// `pa`, `pb`, `pc` hold `count` `u64`s each.
+#[allow(clippy::too_many_arguments)] // three matrices and their three pointer arrays
+pub unsafe fn fill_ptrs<L: Launcher + ?Sized>(
+    l: &mut L,
+    lim: &Limits,
+    count: usize,
+    a: &Strided,
+    b: &Strided,
+    c: &Strided,
+    pa: u64,
+    pb: u64,
+    pc: u64,
+) -> Result<()> {
+    lim.check()?;
+    if count == 0 {
+        return Ok(());
+    }
+    // SAFETY: this function's contract.
+    unsafe { fill_ptrs_launch(count, a, b, c, pa, pb, pc).run(l, lim, (lim.blocks(count), 1)) }
+}
+
+/// The executor's launcher: `cuLaunchKernel` on the context's stream (handles locked, context
+/// current).
+impl Launcher for Handles {
+    unsafe fn launch(&mut self, name: &str, grid: [u32; 3], block: [u32; 3], params: &mut [*mut c_void]) -> Result<()> {
+        let f = *self.funcs.get(name).ok_or_else(|| Error::Internal(format!("kernel {name} missing")))?;
+        // SAFETY: the trait's contract; cuLaunchKernel copies the parameter values before it returns.
+        unsafe {
+            cu_check(
+                cu::cuLaunchKernel(
+                    f,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                    block[0],
+                    block[1],
+                    block[2],
+                    0,
+                    self.stream,
+                    params.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+                "cuLaunchKernel",
+            )
+        }
+    }
+}
+
 impl CudaExecutor {
-    /// Run a per-matrix reduction kernel `{kernel}_{dtype}(rows, cols, x, rs, cs, bs, out)` that
-    /// accumulates one 8-byte value of type `O` per matrix into a zeroed device array (grid:
-    /// blocks x batch), and return the values' bytes. Synchronises.
+    /// Run a per-matrix reduction kernel (see [`reduce`]) into a zeroed device array and return
+    /// the values' bytes. Synchronises.
     pub(super) unsafe fn per_matrix_reduce<O>(
         &self,
         kernel: &str,
@@ -221,16 +487,9 @@ impl CudaExecutor {
             }
             let out = self.alloc(batch * 8)?;
             {
-                let h = self.lock()?;
+                let mut h = self.lock()?;
                 cu_check(cu::cuMemsetD8Async(out.addr as u64, 0, batch * 8, h.stream), "cuMemsetD8Async")?;
-                if rows > 0 && cols > 0 {
-                    // gridDim.y is limited to 65535: larger batches go in slices.
-                    for b0 in (0..batch).step_by(65535) {
-                        let nb = (batch - b0).min(65535);
-                        reduce_launch::<O>(kernel, rows, cols, x, b0, out.addr)
-                            .run(&h, (blocks(rows * cols).min(64), nb as u32))?;
-                    }
-                }
+                reduce::<O, Handles>(&mut *h, &Limits::CUDA, kernel, rows, cols, batch, x, out.addr)?;
             }
             let mut bytes = vec![0u8; batch * 8];
             self.read_to_host(out.addr, &mut bytes)?;
@@ -266,7 +525,7 @@ mod tests {
             dgmm_launch(&dg).check().unwrap();
             sign_fix_launch(&v(t), 8, &v(t), 16).check().unwrap();
             add_diagonal_launch(3, &st(t), 2, 1e-3).check().unwrap();
-            cosine_launch(&v(t), &v(t), 0x60).check().unwrap();
+            cosine_launch(&v(t), &v(t), 2, 0x60).check().unwrap();
         }
         // No half-precision dgmm kernel: refused before any launch.
         let dg = DgmmArgs { left: false, m: 2, n: 3, a: st(F16), x: 0x50, incx: 1, stride_x: 3, c: st(F16), batch: 2 };

@@ -34,6 +34,15 @@
 //! types are compared, in order, with the kernel's parameter list in [`signatures::FAMILIES`]
 //! before `cuLaunchKernel`; a mismatch is `Error::Internal` and nothing is launched. A test checks
 //! that table against `kernels.cu`, and every launch's arguments against the table, on the CPU.
+//! Each primitive's launch (grid and block sizes, argument packing, slicing of counts beyond the
+//! grid limit) is written once in [`launch`], generic over a [`launch::Launcher`]: here
+//! `cuLaunchKernel` on the context's stream; in the tests, the same kernels compiled for the host
+//! under an emulation of the CUDA kernel environment (the `osft-kernel-emu` test crate), so the
+//! launch code a GPU runs is the code the tests run. Casts round once, to nearest even, from the
+//! exact value, in software, exactly as on the CPU executor.
+//!
+//! **Minimum GPU.** Compute capability 7.5 ([`MIN_COMPUTE_CAPABILITY`]), checked when the context
+//! is created (an older device is `BackendUnavailable`, with its capability in the message).
 //!
 //! **Math mode.** The cuBLAS handle stays in `CUBLAS_DEFAULT_MATH`; the mode reaches each GEMM
 //! as its compute type (`CUBLAS_COMPUTE_32F`, `_32F_FAST_TF32`, `_32F_FAST_16BF`; f64 data
@@ -98,7 +107,7 @@ use cudarc::driver::sys as cu;
 use super::*;
 
 mod executor;
-mod launch;
+pub mod launch;
 mod layout;
 mod solver;
 
@@ -313,6 +322,32 @@ unsafe fn load_kernels(arch: &str) -> Result<cu::CUmodule> {
     }
 }
 
+/// The oldest GPU generation osft runs on: compute capability 7.5 (Turing), the oldest that CUDA
+/// 13 compiles for. (The kernels themselves need 6.0, for `atomicAdd` on doubles.) Checked when a
+/// context is created: an older device is `BackendUnavailable` with its capability in the message.
+pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (7, 5);
+
+/// `dev`'s compute capability, `(major, minor)`.
+///
+/// # Safety
+/// `cuInit` has succeeded and `dev` is a device handle.
+unsafe fn compute_capability(dev: cu::CUdevice) -> Result<(i32, i32)> {
+    use cu::CUdevice_attribute::*;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: out-parameters; this function's contract.
+    unsafe {
+        cu_check(
+            cu::cuDeviceGetAttribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev),
+            "cuDeviceGetAttribute",
+        )?;
+        cu_check(
+            cu::cuDeviceGetAttribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev),
+            "cuDeviceGetAttribute",
+        )?;
+    }
+    Ok((major, minor))
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -363,85 +398,73 @@ impl CudaExecutor {
             }
             let mut dev = 0;
             cu_check(cu::cuDeviceGet(&mut dev, ordinal as i32), "cuDeviceGet")?;
+            let (major, minor) = compute_capability(dev)?;
+            if (major, minor) < MIN_COMPUTE_CAPABILITY {
+                let (want_major, want_minor) = MIN_COMPUTE_CAPABILITY;
+                return Err(Error::BackendUnavailable(format!(
+                    "CUDA device {ordinal} has compute capability {major}.{minor}; osft needs {want_major}.{want_minor} or newer"
+                )));
+            }
             let mut ctx = std::ptr::null_mut();
             cu_check(cu::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
+            // From here on the executor owns what is acquired: a failure drops it, which releases
+            // every handle created so far and the context (null handles are skipped).
+            use std::ptr::null_mut as null;
+            let mut exec = CudaExecutor {
+                ordinal,
+                h: Mutex::new(Handles {
+                    ctx,
+                    dev,
+                    stream: null(),
+                    cublas: null(),
+                    solver: null(),
+                    params: null(),
+                    gesvdj: null(),
+                    module: null(),
+                    funcs: HashMap::new(),
+                    lanes: Vec::with_capacity(SVD_STREAMS),
+                    fork: null(),
+                    ptrs: None,
+                    report: None,
+                    cublas_version: 0,
+                }),
+            };
             let _current = Current::make(ctx)?;
-            let (mut major, mut minor) = (0, 0);
-            cu_check(
-                cu::cuDeviceGetAttribute(
-                    &mut major,
-                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
-                    dev,
-                ),
-                "cuDeviceGetAttribute",
-            )?;
-            cu_check(
-                cu::cuDeviceGetAttribute(
-                    &mut minor,
-                    cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-                    dev,
-                ),
-                "cuDeviceGetAttribute",
-            )?;
-            let module = load_kernels(&format!("{major}{minor}"))?;
-            let mut funcs = HashMap::new();
+            let h = exec.h.get_mut().unwrap_or_else(|e| e.into_inner());
+            h.module = load_kernels(&format!("{major}{minor}"))?;
             for name in nvrtc::kernel_names() {
                 let c = CString::new(name.clone()).unwrap();
-                let mut f = std::ptr::null_mut();
-                cu_check(cu::cuModuleGetFunction(&mut f, module, c.as_ptr()), &format!("cuModuleGetFunction({name})"))?;
-                funcs.insert(name, f);
+                let mut f = null();
+                cu_check(
+                    cu::cuModuleGetFunction(&mut f, h.module, c.as_ptr()),
+                    &format!("cuModuleGetFunction({name})"),
+                )?;
+                h.funcs.insert(name, f);
             }
-            let mut cublas = std::ptr::null_mut();
-            cb_check(cb::cublasCreate_v2(&mut cublas), "cublasCreate")?;
-            cb_check(cb::cublasSetMathMode(cublas, cb::cublasMath_t::CUBLAS_DEFAULT_MATH), "cublasSetMathMode")?;
-            let mut solver = std::ptr::null_mut();
-            cs_check(cs::cusolverDnCreate(&mut solver), "cusolverDnCreate")?;
-            let mut params = std::ptr::null_mut();
-            cs_check(cs::cusolverDnCreateParams(&mut params), "cusolverDnCreateParams")?;
-            let mut gesvdj = std::ptr::null_mut();
-            cs_check(cs::cusolverDnCreateGesvdjInfo(&mut gesvdj), "cusolverDnCreateGesvdjInfo")?;
-            let mut cublas_version = 0;
-            cb_check(cb::cublasGetVersion_v2(cublas, &mut cublas_version), "cublasGetVersion")?;
+            cb_check(cb::cublasCreate_v2(&mut h.cublas), "cublasCreate")?;
+            cb_check(cb::cublasSetMathMode(h.cublas, cb::cublasMath_t::CUBLAS_DEFAULT_MATH), "cublasSetMathMode")?;
+            cs_check(cs::cusolverDnCreate(&mut h.solver), "cusolverDnCreate")?;
+            cs_check(cs::cusolverDnCreateParams(&mut h.params), "cusolverDnCreateParams")?;
+            cs_check(cs::cusolverDnCreateGesvdjInfo(&mut h.gesvdj), "cusolverDnCreateGesvdjInfo")?;
+            cb_check(cb::cublasGetVersion_v2(h.cublas, &mut h.cublas_version), "cublasGetVersion")?;
             let no_timing = cu::CUevent_flags_enum::CU_EVENT_DISABLE_TIMING as u32;
-            let mut fork = std::ptr::null_mut();
-            cu_check(cu::cuEventCreate(&mut fork, no_timing), "cuEventCreate")?;
-            let mut lanes = Vec::with_capacity(SVD_STREAMS);
+            cu_check(cu::cuEventCreate(&mut h.fork, no_timing), "cuEventCreate")?;
             for _ in 0..SVD_STREAMS {
+                h.lanes.push(Lane { stream: null(), solver: null(), params: null(), gesvdj: null(), done: null() });
+                let lane = h.lanes.last_mut().unwrap();
                 // Non-blocking: no implicit ordering with the legacy default stream; the fork and
                 // join events order the pool against the caller's stream explicitly.
-                let mut stream = std::ptr::null_mut();
                 cu_check(
-                    cu::cuStreamCreate(&mut stream, cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32),
+                    cu::cuStreamCreate(&mut lane.stream, cu::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as u32),
                     "cuStreamCreate",
                 )?;
-                let mut solver = std::ptr::null_mut();
-                cs_check(cs::cusolverDnCreate(&mut solver), "cusolverDnCreate")?;
-                cs_check(cs::cusolverDnSetStream(solver, stream as cs::cudaStream_t), "cusolverDnSetStream")?;
-                let mut params = std::ptr::null_mut();
-                cs_check(cs::cusolverDnCreateParams(&mut params), "cusolverDnCreateParams")?;
-                let mut gesvdj = std::ptr::null_mut();
-                cs_check(cs::cusolverDnCreateGesvdjInfo(&mut gesvdj), "cusolverDnCreateGesvdjInfo")?;
-                let mut done = std::ptr::null_mut();
-                cu_check(cu::cuEventCreate(&mut done, no_timing), "cuEventCreate")?;
-                lanes.push(Lane { stream, solver, params, gesvdj, done });
+                cs_check(cs::cusolverDnCreate(&mut lane.solver), "cusolverDnCreate")?;
+                cs_check(cs::cusolverDnSetStream(lane.solver, lane.stream as cs::cudaStream_t), "cusolverDnSetStream")?;
+                cs_check(cs::cusolverDnCreateParams(&mut lane.params), "cusolverDnCreateParams")?;
+                cs_check(cs::cusolverDnCreateGesvdjInfo(&mut lane.gesvdj), "cusolverDnCreateGesvdjInfo")?;
+                cu_check(cu::cuEventCreate(&mut lane.done, no_timing), "cuEventCreate")?;
             }
-            let h = Handles {
-                ctx,
-                dev,
-                stream: std::ptr::null_mut(),
-                cublas,
-                solver,
-                params,
-                gesvdj,
-                module,
-                funcs,
-                lanes,
-                fork,
-                ptrs: None,
-                report: None,
-                cublas_version,
-            };
-            Ok(CudaExecutor { ordinal, h: Mutex::new(h) })
+            Ok(exec)
         }
     }
 
@@ -453,28 +476,54 @@ impl CudaExecutor {
 }
 
 impl Drop for CudaExecutor {
+    /// Releases every handle (those still null after a failed `open` are skipped), then the
+    /// executor's reference on the primary context.
     fn drop(&mut self) {
         let h = self.h.get_mut().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: handles created in `open`, destroyed once.
+        // SAFETY: handles created in `open`, destroyed once; null ones were never created.
         unsafe {
             let _current = Current::make(h.ctx);
             for l in h.lanes.drain(..) {
-                cu::cuStreamSynchronize(l.stream);
-                cs::cusolverDnDestroyGesvdjInfo(l.gesvdj);
-                cs::cusolverDnDestroyParams(l.params);
-                cs::cusolverDnDestroy(l.solver);
-                cu::cuEventDestroy_v2(l.done);
-                cu::cuStreamDestroy_v2(l.stream);
+                if !l.stream.is_null() {
+                    cu::cuStreamSynchronize(l.stream);
+                }
+                if !l.gesvdj.is_null() {
+                    cs::cusolverDnDestroyGesvdjInfo(l.gesvdj);
+                }
+                if !l.params.is_null() {
+                    cs::cusolverDnDestroyParams(l.params);
+                }
+                if !l.solver.is_null() {
+                    cs::cusolverDnDestroy(l.solver);
+                }
+                if !l.done.is_null() {
+                    cu::cuEventDestroy_v2(l.done);
+                }
+                if !l.stream.is_null() {
+                    cu::cuStreamDestroy_v2(l.stream);
+                }
             }
-            cu::cuEventDestroy_v2(h.fork);
+            if !h.fork.is_null() {
+                cu::cuEventDestroy_v2(h.fork);
+            }
             if let Some((p, _)) = h.ptrs.take() {
                 cu::cuMemFree_v2(p);
             }
-            cs::cusolverDnDestroyGesvdjInfo(h.gesvdj);
-            cs::cusolverDnDestroyParams(h.params);
-            cs::cusolverDnDestroy(h.solver);
-            cb::cublasDestroy_v2(h.cublas);
-            cu::cuModuleUnload(h.module);
+            if !h.gesvdj.is_null() {
+                cs::cusolverDnDestroyGesvdjInfo(h.gesvdj);
+            }
+            if !h.params.is_null() {
+                cs::cusolverDnDestroyParams(h.params);
+            }
+            if !h.solver.is_null() {
+                cs::cusolverDnDestroy(h.solver);
+            }
+            if !h.cublas.is_null() {
+                cb::cublasDestroy_v2(h.cublas);
+            }
+            if !h.module.is_null() {
+                cu::cuModuleUnload(h.module);
+            }
             cu::cuDevicePrimaryCtxRelease_v2(h.dev);
         }
     }
