@@ -158,6 +158,18 @@ note="skipped: $gpu not run: no GPU"
 [ "$s" -ne "$gpu" ] && note="$note, $((s - gpu)) ignored for another reason"
 suite "Rust tests" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "$note"
 
+# The CUDA kernels run on the CPU under the host emulation: tests/cuda_kernels_emulated.rs ran in
+# the cargo test above; its own line here, from the per-kernel counts it writes (and the log's result).
+kreport="${CARGO_TARGET_DIR:-target}/tmp/cuda_kernels_emulated"
+cat "$kreport".kernels.txt "$kreport".casts.txt > "$LOGS/kernels_emulated.log" 2>/dev/null
+kp=$(grep -cE '^ +osft_[a-z0-9_]+ +[1-9][0-9]* passed$' "$LOGS/kernels_emulated.log")
+kf=$(grep -cE '^test (every_kernel_matches_the_cpu_executor|every_cast_agrees_bit_for_bit) \.\.\. FAILED' "$LOGS/rust.log")
+kok=$(grep -cE '^test (every_kernel_matches_the_cpu_executor|every_cast_agrees_bit_for_bit) \.\.\. ok' "$LOGS/rust.log")
+[ "$kok" -eq 2 ] || [ "$kf" -gt 0 ] || kf=1
+ksecs=$(grep -ohE 'in [0-9.]+ s' "$LOGS/kernels_emulated.log" | awk '{ t += $2 } END { printf "%d", t }')
+knote="$(sed -n 's/^KERNELS: //p' "$LOGS/kernels_emulated.log"); $(sed -n 's/^casts: \([0-9]* values\).*/\1 cast bit-identical/p' "$LOGS/kernels_emulated.log")"
+suite "CUDA kernels (host emulation)" "$kf" "$kp" "$kf" 0 "${ksecs:-0}" "$knote; per-kernel counts in target/test-logs/kernels_emulated.log"
+
 # The shared and static libraries the C, C++ and Python suites load (never a stale one).
 if ! cargo build --release 2>&1; then
     SUITES+=("release build|0|1|0|0|cargo build --release failed")
