@@ -4,7 +4,9 @@
 //! picks the nearest value by exact f64 arithmetic (differences between a value and its two
 //! neighbours are exact by Sterbenz's lemma), ties to the even pattern, and infinity from
 //! `max + ulp / 2` on. f32 → bf16 is also checked against the integer formula for all 2^32 f32
-//! values.
+//! values; f32 → f16 against the table for a strided sample of 2^22 of them, or for all 2^32 with
+//! `OSFT_EXHAUSTIVE=1` (a few minutes). The CUDA kernels' conversions are compared with these, bit
+//! for bit, in `tests/cuda_kernels_emulated.rs`.
 
 use osft::{bf16, f16, Element};
 use osft_test_support::{rng, Rng, StdRng};
@@ -154,4 +156,35 @@ fn f32_to_bf16_every_value() {
         })
         .sum::<u64>();
     assert_eq!(bad, 0, "{bad} f32 values round to a bf16 other than the nearest-even one");
+}
+
+/// f32 → f16 against the table reference: every 1024th f32 bit pattern (from a random offset), or
+/// all 2^32 with `OSFT_EXHAUSTIVE=1`.
+#[test]
+fn f32_to_f16_every_value_or_a_strided_sample() {
+    let h = Format::new(5, 10);
+    let every = std::env::var_os("OSFT_EXHAUSTIVE").is_some_and(|v| v == "1");
+    let (step, offset) = if every { (1u64, 0u64) } else { (1024, rng().random_range(0..1024)) };
+    let t0 = std::time::Instant::now();
+    let bad = (0u64..1 << 16)
+        .into_par_iter()
+        .map(|hi| {
+            let mut bad = 0u64;
+            let mut lo = offset;
+            while lo < 1 << 16 {
+                let x = f32::from_bits(((hi << 16) | lo) as u32) as f64;
+                if !x.is_nan() && f16_of(x) != h.round(x) {
+                    bad += 1;
+                }
+                lo += step;
+            }
+            bad
+        })
+        .sum::<u64>();
+    eprintln!(
+        "f32 -> f16: {} values checked in {:.1} s",
+        if every { "all 2^32".to_string() } else { format!("2^32 / {step}") },
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(bad, 0, "{bad} f32 values round to an f16 other than the nearest-even one");
 }
