@@ -132,9 +132,9 @@ typedef int32_t osft_status;
 
 /**
  * Element type of a matrix (`osft_matrix.dtype`) or a compute type (`compute` arguments:
- * F32 or F64 only). The values equal the Rust `osft::DType`. On the CPU, every conversion into
- * F16 or BF16 rounds once, to nearest with ties to even, from the exact value; the CUDA kernels
- * round an f64 value through f32 first.
+ * F32 or F64 only). The values equal the Rust `osft::DType`. Every conversion into F32, F16 or
+ * BF16, on the CPU and on CUDA alike, rounds once, to nearest with ties to even, from the exact
+ * source value, so both executors give the same bits.
  */
 enum osft_dtype
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -225,7 +225,8 @@ enum osft_backend
     OSFT_BACKEND_CPU = 0,
     /**
      * CUDA device memory on the caller's stream (cuBLAS, cuSOLVER, NVRTC, loaded at run time).
-     * Without a usable GPU, `osft_context_create` returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
+     * Without a usable GPU (compute capability 7.5 or newer), `osft_context_create` returns
+     * `OSFT_STATUS_BACKEND_UNAVAILABLE`.
      */
     OSFT_BACKEND_CUDA = 1,
     /**

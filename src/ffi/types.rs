@@ -195,7 +195,8 @@ pub enum osft_backend {
     /// Host memory, the embedded default.
     OSFT_BACKEND_CPU = 0,
     /// CUDA device memory on the caller's stream (cuBLAS, cuSOLVER, NVRTC, loaded at run time).
-    /// Without a usable GPU, `osft_context_create` returns `OSFT_STATUS_BACKEND_UNAVAILABLE`.
+    /// Without a usable GPU (compute capability 7.5 or newer), `osft_context_create` returns
+    /// `OSFT_STATUS_BACKEND_UNAVAILABLE`.
     OSFT_BACKEND_CUDA = 1,
     /// CUDA when it is available, otherwise the CPU (query the choice with
     /// `osft_context_backend`).
