@@ -125,13 +125,27 @@ fn batched_svd_is_one_batched_gesvd() {
     let calls = rec.take();
     let seq: Vec<&Call> = calls.iter().filter(|c| !matches!(c, Call::Alloc(_))).collect();
     // In order: the non-finite scan of W, W staged (as W^T) into the workspace, ONE batched
-    // gesvd, the sign fix of its vectors, S copied out.
-    assert_eq!(seq.len(), 5, "{calls:?}");
+    // gesvd — planned as one gesvdjBatched call on one lane between a fork and a join, then thin
+    // U and VT copied out of the routine's full U and V, and its convergence flags read back —
+    // the sign fix of its vectors, S copied out.
+    assert_eq!(seq.len(), 11, "{calls:?}");
     assert!(matches!(seq[0], Call::CountNonfinite { rows: 5, cols: 8, batch: 6 }), "{calls:?}");
-    let (Call::Axpby(stage), Call::Gesvd(g), Call::SignFix(f), Call::Axpby(out)) = (seq[1], seq[2], seq[3], seq[4])
+    let (Call::Axpby(stage), Call::Gesvd(g), Call::SignFix(f), Call::Axpby(out)) = (seq[1], seq[2], seq[9], seq[10])
     else {
         panic!("not stage, gesvd, sign fix, copy-out: {calls:?}");
     };
+    let (Call::Fork { lanes: 1 }, Call::SvdUnit { lane: 0, args: unit }, Call::Join { lanes: 1 }) =
+        (seq[3], seq[4], seq[5])
+    else {
+        panic!("not one routine call on one lane: {calls:?}");
+    };
+    assert_eq!((unit.routine, unit.m, unit.n, unit.batch), (osft::SvdAlgorithm::JacobiBatched, 8, 5, 6));
+    assert_eq!((unit.a, unit.s, unit.stride_s), (g.a, g.s, g.stride_s));
+    let (Call::Axpby(thin_u), Call::Axpby(vt), Call::ReadToHost(24)) = (seq[6], seq[7], seq[8]) else {
+        panic!("not the U and VT copies and the flags' read-back: {calls:?}");
+    };
+    assert_eq!((thin_u.src.addr, thin_u.dst.addr, thin_u.rows, thin_u.cols), (unit.u.addr, g.u.addr, 8, 5));
+    assert_eq!((vt.src.addr, vt.dst.addr, vt.src.row_stride, vt.dst.col_stride), (unit.v.addr, g.vt.addr, 5, 5));
     // 5 x 8 is wide: gesvd sees W^T, 8 x 5 (m >= n), staged from W's row-major storage.
     assert_eq!((g.m, g.n, g.batch), (8, 5, 6));
     assert_eq!((stage.rows, stage.cols, stage.batch, stage.alpha, stage.beta), (8, 5, 6, 1.0, 0.0));

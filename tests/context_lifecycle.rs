@@ -76,36 +76,12 @@ impl Executor for Probe {
         // SAFETY: forwarded contract.
         unsafe { CpuExecutor.dgmm(a) }
     }
-    fn gesvd_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        dtype: osft::DType,
-        batch: usize,
-        algorithm: SvdAlgorithm,
-    ) -> osft::Result<usize> {
-        CpuExecutor.gesvd_buffer_size(m, n, dtype, batch, algorithm)
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> osft::Result<usize> {
+        CpuExecutor.svd_unit_workspace(shape)
     }
-    unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, bytes: usize) -> osft::Result<()> {
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> osft::Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { CpuExecutor.gesvd_strided_batched(a, work, bytes) }
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn gesvdr_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        p: usize,
-        niters: usize,
-        dtype: osft::DType,
-        batch: usize,
-    ) -> osft::Result<usize> {
-        CpuExecutor.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
-    }
-    unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, bytes: usize) -> osft::Result<()> {
-        // SAFETY: forwarded contract.
-        unsafe { CpuExecutor.gesvdr_strided_batched(a, work, bytes) }
+        unsafe { CpuExecutor.svd_lanes(schedule) }
     }
     unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> osft::Result<()> {
         // SAFETY: forwarded contract.

@@ -188,7 +188,8 @@ fn a_workspace_that_fits_only_the_largest_problem_runs_in_waves_with_the_same_re
         .all(|c| c.work >= space.as_ptr() as usize && c.work + c.work_bytes <= space.as_ptr() as usize + need));
 
     // Only the largest problem's one-matrix share: that problem is streamed in chunks (strided
-    // calls of one matrix), the others still go through gesvd_grouped.
+    // calls of one matrix); the others go through gesvd_grouped where their whole batch fits
+    // that share, else are chunked too (which depends on the routines' workspace sizes).
     let one = descs(&problems, DType::F64)
         .iter()
         .map(|d| ctx.svd_workspace_size(&MatDesc { batch: 1, ..*d }, DType::F64).unwrap())
@@ -200,14 +201,16 @@ fn a_workspace_that_fits_only_the_largest_problem_runs_in_waves_with_the_same_re
     let got = list_with::<f64>(&ctx, &problems).unwrap();
     assert_matches(&got, &want, u(DType::F64), "f64, minimum workspace");
     let calls = rec.take();
-    let chunks = strided(&calls);
-    assert_eq!(
-        chunks.iter().map(|a| (a.m, a.n, a.batch)).collect::<Vec<_>>(),
-        vec![(40, 13, 1), (40, 13, 1)],
-        "the largest problem chunked"
-    );
+    let chunks: Vec<_> = strided(&calls).iter().map(|a| (a.m, a.n, a.batch)).collect();
+    assert_eq!(chunks[..2], [(40, 13, 1), (40, 13, 1)], "the largest problem chunked");
+    assert!(chunks.iter().all(|c| c.2 == 1), "chunks of one matrix: {chunks:?}");
     let rest: Vec<_> = grouped(&calls).iter().flatten().map(|c| (c.args.m, c.args.n, c.args.batch)).collect();
-    assert_eq!(rest, vec![(20, 8, 3), (16, 16, 1)]);
+    // Every matrix of every problem factored exactly once, whole or in chunks.
+    for (m, n, b) in [(40, 13, 2), (20, 8, 3), (16, 16, 1)] {
+        let seen: usize = chunks.iter().chain(&rest).filter(|c| (c.0, c.1) == (m, n)).map(|c| c.2).sum();
+        assert_eq!(seen, b, "{m} x {n}: {chunks:?} {rest:?}");
+    }
+    assert!(rest.iter().all(|c| c.2 > 1 || c.0 != 40), "{rest:?}");
 
     // Below the minimum: refused before anything is written.
     unsafe { ctx.set_workspace(space.as_mut_ptr() as usize, one - 1) }.unwrap();
@@ -266,40 +269,26 @@ impl Executor for Faulty {
     unsafe fn dgmm(&self, a: &DgmmArgs) -> osft::Result<()> {
         self.0.dgmm(a)
     }
-    fn gesvd_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        dtype: DType,
-        batch: usize,
-        algorithm: SvdAlgorithm,
-    ) -> osft::Result<usize> {
-        self.0.gesvd_buffer_size(m, n, dtype, batch, algorithm)
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> osft::Result<usize> {
+        self.0.svd_unit_workspace(shape)
     }
-    unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> osft::Result<()> {
-        assert_eq!(g.a.dtype, DType::F64);
-        // Read before the SVD overwrites A.
-        let marked = (0..g.batch).find(|b| unsafe { *((g.a.addr + b * g.a.stride * 8) as *const f64) } == MARK);
-        self.0.gesvd_strided_batched(g, work, work_bytes)?;
-        match marked {
-            Some(index) => Err(Error::NotConverged { problem: None, index }),
-            None => Ok(()),
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> osft::Result<()> {
+        // Read before the SVD overwrites A; the routine's flag for a marked matrix says "not
+        // converged", as cuSOLVER reports it.
+        let mut marked = vec![];
+        for (_, u) in &schedule.units {
+            assert_eq!(u.a.dtype, DType::F64);
+            for b in 0..u.batch {
+                if unsafe { *((u.a.addr + b * u.a.stride * 8) as *const f64) } == MARK {
+                    marked.push(u.info + 4 * b);
+                }
+            }
         }
-    }
-    fn gesvdr_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        p: usize,
-        niters: usize,
-        dtype: DType,
-        batch: usize,
-    ) -> osft::Result<usize> {
-        self.0.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
-    }
-    unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> osft::Result<()> {
-        self.0.gesvdr_strided_batched(a, work, work_bytes)
+        self.0.svd_lanes(schedule)?;
+        for info in marked {
+            unsafe { *(info as *mut i32) = 1 };
+        }
+        Ok(())
     }
     unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> osft::Result<()> {
         self.0.svd_sign_fix(a)

@@ -376,3 +376,210 @@ pub struct Vectors {
     pub vec_stride: usize,
     pub batch_stride: usize,
 }
+
+/// The randomized SVD's parameters of one routine call (`cusolverDnXgesvdr`'s `k`, `p`, `niters`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopK {
+    pub k: usize,
+    pub p: usize,
+    pub niters: usize,
+}
+
+/// The problem of one SVD routine call: what its device workspace depends on
+/// ([`Executor::svd_unit_workspace`]). `routine` is resolved (never `Auto`); `top` is given for
+/// `Randomized` only. A batched routine (`JacobiBatched`, `ApproxBatched`) takes the whole
+/// `batch` in one call; the others take one matrix per call (`batch` is 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvdUnitShape {
+    pub routine: SvdAlgorithm,
+    pub m: usize,
+    pub n: usize,
+    pub dtype: DType,
+    pub batch: usize,
+    pub top: Option<TopK>,
+}
+
+impl SvdUnitShape {
+    /// The routine's own preconditions for this problem (every executor's size query checks
+    /// them first).
+    pub fn check(&self) -> Result<()> {
+        let r = self.routine.routine();
+        need(r, self.routine != SvdAlgorithm::Auto, || "an SVD routine call needs a resolved algorithm".into())?;
+        match (self.routine, self.top) {
+            (SvdAlgorithm::Randomized, Some(t)) => check_gesvdr_problem(self.m, self.n, t.k, t.p, self.dtype)?,
+            (SvdAlgorithm::Randomized, None) => {
+                return Err(Error::precondition(r, "the randomized SVD's routine call needs k, p and niters"))
+            }
+            (_, Some(_)) => return Err(Error::precondition(r, "only the randomized SVD takes k, p and niters")),
+            (a, None) => a.check_problem(self.m, self.n, self.dtype)?,
+        }
+        need(r, self.routine.is_batched_routine() || self.batch <= 1, || {
+            format!("{r} takes one matrix per call, got a batch of {}", self.batch)
+        })?;
+        need(r, self.batch <= i32::MAX as usize, || format!("{r} takes a 32-bit batch count"))
+    }
+}
+
+impl SvdAlgorithm {
+    /// Whether the routine takes a whole packed batch in one call (`gesvdjBatched`,
+    /// `gesvdaStridedBatched`) rather than one matrix per call.
+    pub fn is_batched_routine(self) -> bool {
+        matches!(self, SvdAlgorithm::JacobiBatched | SvdAlgorithm::ApproxBatched)
+    }
+}
+
+/// One SVD routine call of a [`LaneSchedule`], with its operands as the cuSOLVER routine takes
+/// them (column-major, `m >= n`):
+///
+/// | routine | `u` | `v` |
+/// | --- | --- | --- |
+/// | `Qr` (`Xgesvd`) | thin `U`, `m x n` | `VT`, `n x n` |
+/// | `Jacobi`, `Polar` | thin `U`, `m x n` | `V`, `n x n` |
+/// | `Randomized` (`Xgesvdr`) | `U`, `m x k` (room for `n` columns) | `V`, `n x n` |
+/// | `JacobiBatched` | full `U`, `m x m`, packed | full `V`, `n x n`, packed |
+/// | `ApproxBatched` | thin `U`, `m x n`, packed | `V`, `n x n`, packed |
+///
+/// `S` gets `n` values (`k` for `Randomized`), `info` one `i32` convergence flag per matrix
+/// (0 converged, `> 0` not converged, `< 0` a parameter the routine rejected), `work` is this
+/// call's device workspace. `A` may be overwritten. `diagnostics`: the routine also measures
+/// what [`Executor::svd_diagnostics`] reads back (gesvda's residuals, gesvdp's `h_err_sigma`,
+/// gesvdj's residual and sweeps); off, nothing but the flags is produced. `host_values`: host
+/// memory for the values a routine writes to the host, one `f64` per matrix (gesvdp's
+/// `h_err_sigma`, which it always writes; gesvda's `h_R_nrmF` with diagnostics), 0 where none;
+/// it must stay valid until the schedule has joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvdUnitArgs {
+    pub routine: SvdAlgorithm,
+    pub m: usize,
+    pub n: usize,
+    pub top: Option<TopK>,
+    pub batch: usize,
+    pub a: Strided,
+    pub s: Addr,
+    pub stride_s: usize,
+    pub u: Strided,
+    pub v: Strided,
+    pub work: Addr,
+    pub work_bytes: usize,
+    pub info: Addr,
+    pub diagnostics: bool,
+    pub host_values: Addr,
+}
+
+impl SvdUnitArgs {
+    pub fn shape(&self) -> SvdUnitShape {
+        SvdUnitShape {
+            routine: self.routine,
+            m: self.m,
+            n: self.n,
+            dtype: self.a.dtype,
+            batch: self.batch,
+            top: self.top,
+        }
+    }
+
+    /// The routine's preconditions on this call's operands (its workspace is checked against the
+    /// executor by [`LaneSchedule::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.shape().check()?;
+        let (m, n, r) = (self.m, self.n, self.routine.routine());
+        need(r, self.u.dtype == self.a.dtype && self.v.dtype == self.a.dtype, || {
+            "A, U and V must share an f32/f64 type".into()
+        })?;
+        need(r, self.a.ld >= m && self.u.ld >= m && self.v.ld >= n, || {
+            format!("lda = {}, ldu = {}, ldv = {} too small for {m} x {n}", self.a.ld, self.u.ld, self.v.ld)
+        })?;
+        let host = self.routine == SvdAlgorithm::Polar
+            || (self.routine == SvdAlgorithm::ApproxBatched && self.diagnostics);
+        need(r, !host || self.host_values != 0, || format!("{r} needs host memory for the values it reports"))?;
+        let packed = |s: &Strided, rows: usize, cols: usize| s.ld == rows && s.stride == rows * cols;
+        match self.routine {
+            SvdAlgorithm::JacobiBatched => need(
+                r,
+                packed(&self.a, m, n) && packed(&self.u, m, m) && packed(&self.v, n, n) && self.stride_s == n,
+                || "gesvdjBatched needs packed A (m x n), U (m x m), V (n x n) and S (n)".into(),
+            ),
+            SvdAlgorithm::ApproxBatched => need(
+                r,
+                packed(&self.a, m, n) && packed(&self.u, m, n) && packed(&self.v, n, n) && self.stride_s == n,
+                || "gesvdaStridedBatched needs packed A, U (m x n), V (n x n) and S (n)".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Most lanes a [`LaneSchedule`] may use (the CUDA executor's stream pool).
+pub const SVD_LANES: usize = 4;
+
+/// An SVD's routine calls forked onto `lanes` lanes and joined back
+/// ([`Executor::svd_lanes`]): `units[i] = (lane, call)`. Calls on one lane run in order; calls
+/// on different lanes may run concurrently, so they never share a workspace slice. The lanes
+/// start after everything issued before (fork) and everything issued after starts after all
+/// of them (join).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneSchedule {
+    pub lanes: usize,
+    pub units: Vec<(usize, SvdUnitArgs)>,
+}
+
+impl LaneSchedule {
+    /// The fork/join's own preconditions: `1 <= lanes <= SVD_LANES` (0 for an empty schedule),
+    /// every call on a lane below `lanes`.
+    pub fn check_lanes(&self) -> Result<()> {
+        const R: &str = "svd_lanes";
+        need(R, self.units.is_empty() || (1..=SVD_LANES).contains(&self.lanes), || {
+            format!("a schedule takes 1 to {SVD_LANES} lanes, got {}", self.lanes)
+        })?;
+        need(R, self.units.iter().all(|(l, _)| *l < self.lanes), || "a call is assigned beyond the lanes".into())
+    }
+
+    /// Every precondition, checked by every executor before anything runs: the lanes, each call's
+    /// routine preconditions, each call's workspace against `exec`'s size query, and that calls
+    /// on different lanes use different workspace slices (identical or disjoint; a slice shared
+    /// across lanes would race).
+    pub fn check(&self, exec: &(impl Executor + ?Sized)) -> Result<()> {
+        self.check_lanes()?;
+        for (_, u) in &self.units {
+            u.check()?;
+            let needed = exec.svd_unit_workspace(&u.shape())?;
+            if u.work_bytes < needed {
+                return Err(Error::WorkspaceTooSmall { needed, given: u.work_bytes });
+            }
+        }
+        let mut slices: Vec<(Addr, usize, usize)> =
+            self.units.iter().filter(|(_, u)| u.work_bytes > 0).map(|(l, u)| (u.work, u.work_bytes, *l)).collect();
+        slices.sort_unstable();
+        slices.dedup();
+        for p in slices.windows(2) {
+            let ((a, la, lane_a), (b, lb, lane_b)) = (p[0], p[1]);
+            let disjoint = a.checked_add(la).is_some_and(|end| end <= b);
+            need("svd_lanes", disjoint || (a == b && la == lb && lane_a == lane_b), || {
+                format!("workspace slices of lanes {lane_a} and {lane_b} overlap")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What one routine call of a [`LaneSchedule`] measured, read back by
+/// [`Executor::svd_diagnostics`] (all empty where the executor measures nothing, as on the CPU).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitDiagnostics {
+    /// Host values per matrix: gesvda's `h_R_nrmF` (the Frobenius residual), gesvdp's
+    /// `h_err_sigma`.
+    pub values: Vec<f64>,
+    /// gesvdj: the residual and sweeps of the last gesvdj call of this call's lane (cuSOLVER's
+    /// `gesvdjInfo` holds the latest call's), reported on that lane's last gesvdj call only.
+    pub jacobi: Option<(f64, i32)>,
+}
+
+/// How [`Executor::gesvd_scheduled`] runs its calls: `grouped` (errors name the group, as
+/// [`Executor::gesvd_grouped`] reports them) and `diagnostics` (read back what the routines
+/// measure beyond convergence, into [`Executor::last_svd_report`]; off by default because the
+/// read-back blocks the host per matrix on CUDA).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvdRunOptions {
+    pub grouped: bool,
+    pub diagnostics: bool,
+}

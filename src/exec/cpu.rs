@@ -349,78 +349,57 @@ impl Executor for CpuExecutor {
         }
     }
 
-    fn gesvd_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        dtype: DType,
-        batch: usize,
-        algorithm: SvdAlgorithm,
-    ) -> Result<usize> {
+    /// faer's scratch for one routine call: per matrix, times the threads a batched routine's
+    /// call runs its matrices on; the randomized SVD's also holds the full factors it truncates.
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> Result<usize> {
         // The routine's own preconditions first (e.g. gesvdjBatched's 32 x 32), as on CUDA.
-        algorithm.check_problem(m, n, dtype)?;
-        Ok(faer_svd_scratch(m, n, dtype)? * lanes(batch))
+        shape.check()?;
+        let (m, n, dtype) = (shape.m, shape.n, shape.dtype);
+        let full_u = shape.routine == SvdAlgorithm::JacobiBatched;
+        let scratch = faer_svd_scratch(m, n, dtype, full_u)?;
+        let per_matrix = match shape.routine {
+            // [U m x n | V n x n | S n | faer's stack]
+            SvdAlgorithm::Randomized => m
+                .checked_mul(n)
+                .and_then(|x| x.checked_add(n * n + n))
+                .and_then(|x| x.checked_mul(dtype.size()))
+                .map(|x| x.next_multiple_of(ALIGN))
+                .and_then(|x| x.checked_add(scratch.next_multiple_of(ALIGN)))
+                .ok_or_else(|| Error::overflow("workspace", format!("gesvdr scratch for {m} x {n}")))?,
+            _ => scratch.next_multiple_of(ALIGN),
+        };
+        per_matrix
+            .checked_mul(lanes(shape.batch))
+            .ok_or_else(|| Error::overflow("workspace", format!("SVD scratch for {m} x {n}")))
     }
 
-    /// Every algorithm computes faer's exact thin SVD here, after the routine's preconditions
-    /// (`GesvdArgs::check`) have been enforced exactly as on CUDA.
-    unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: this function's contract: the arguments describe valid host memory.
-        unsafe {
-            g.check()?;
-            let needed = self.gesvd_buffer_size(g.m, g.n, g.a.dtype, g.batch, g.algorithm)?;
-            if work_bytes < needed {
-                return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
-            }
-            match g.a.dtype {
-                DType::F32 => gesvd_typed::<f32>(g, work, needed),
-                DType::F64 => gesvd_typed::<f64>(g, work, needed),
-                _ => unreachable!("checked above"),
-            }
-        }
-    }
-
-    fn gesvdr_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        p: usize,
-        niters: usize,
-        dtype: DType,
-        batch: usize,
-    ) -> Result<usize> {
-        let _ = niters;
-        check_gesvdr_problem(m, n, k, p, dtype)?;
-        // Per lane: faer's scratch plus the full thin U (m x n), V (n x n) and S (n) it is
-        // truncated from.
-        let full = m
-            .checked_mul(n)
-            .and_then(|x| x.checked_add(n * n + n))
-            .and_then(|x| x.checked_mul(dtype.size()))
-            .and_then(|x| x.checked_add(faer_svd_scratch(m, n, dtype).ok()?.next_multiple_of(ALIGN)))
-            .ok_or_else(|| Error::overflow("workspace", format!("gesvdr scratch for {m} x {n}")))?;
-        full.next_multiple_of(ALIGN)
-            .checked_mul(lanes(batch))
-            .ok_or_else(|| Error::overflow("workspace", "gesvdr scratch".to_string()))
-    }
-
-    /// The exact SVD truncated to the top `k` (the CPU result is exact, not randomized), after
-    /// `cusolverDnXgesvdr`'s preconditions (`GesvdrArgs::check`).
-    unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: this function's contract: the arguments describe valid host memory.
-        unsafe {
-            g.check()?;
-            let needed = self.gesvdr_buffer_size(g.m, g.n, g.k, g.p, g.niters, g.a.dtype, g.batch)?;
-            if work_bytes < needed {
-                return Err(Error::WorkspaceTooSmall { needed, given: work_bytes });
-            }
-            match g.a.dtype {
-                DType::F32 => gesvdr_typed::<f32>(g, work, needed),
-                DType::F64 => gesvdr_typed::<f64>(g, work, needed),
-                _ => unreachable!("checked above"),
-            }
-        }
+    /// The lanes as threads (each lane's calls in order, on its own workspace slices). Every
+    /// routine computes faer's exact SVD here, after the routine's preconditions
+    /// ([`LaneSchedule::check`]) have been enforced exactly as on CUDA; non-convergence is
+    /// reported in the call's `info` flags, as cuSOLVER reports it.
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()> {
+        schedule.check(self)?;
+        // One call alone may use every thread inside faer; several keep faer serial, so the
+        // result of a call never depends on the schedule's threading.
+        let par = if schedule.units.len() == 1 { Par::rayon(0) } else { Par::Seq };
+        let results: Vec<Result<()>> = (0..schedule.lanes)
+            .into_par_iter()
+            .map(|lane| {
+                for (_, u) in schedule.units.iter().filter(|(l, _)| *l == lane) {
+                    // SAFETY: the trait's contract: the calls describe valid host memory; calls
+                    // on different lanes use different workspace slices (checked above).
+                    unsafe {
+                        match u.a.dtype {
+                            DType::F32 => svd_unit::<f32>(u, par)?,
+                            DType::F64 => svd_unit::<f64>(u, par)?,
+                            _ => unreachable!("checked above"),
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .collect();
+        results.into_iter().collect()
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {
@@ -538,137 +517,80 @@ impl Executor for CpuExecutor {
     }
 }
 
-/// How many SVDs of a batch run at once (one faer stack each).
+/// How many SVDs of a batched routine's call run at once (one faer stack each).
 fn lanes(batch: usize) -> usize {
     batch.min(rayon::current_num_threads()).max(1)
 }
 
-fn faer_svd_scratch(m: usize, n: usize, dtype: DType) -> Result<usize> {
+fn faer_svd_scratch(m: usize, n: usize, dtype: DType, full_u: bool) -> Result<usize> {
+    let u = if full_u { ComputeSvdVectors::Full } else { ComputeSvdVectors::Thin };
     Ok(match dtype {
-        DType::F32 => svd::svd_scratch::<f32>(
-            m,
-            n,
-            ComputeSvdVectors::Thin,
-            ComputeSvdVectors::Thin,
-            Par::rayon(0),
-            Default::default(),
-        ),
-        DType::F64 => svd::svd_scratch::<f64>(
-            m,
-            n,
-            ComputeSvdVectors::Thin,
-            ComputeSvdVectors::Thin,
-            Par::rayon(0),
-            Default::default(),
-        ),
+        DType::F32 => svd::svd_scratch::<f32>(m, n, u, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
+        DType::F64 => svd::svd_scratch::<f64>(m, n, u, ComputeSvdVectors::Thin, Par::rayon(0), Default::default()),
         _ => return Err(Error::precondition("gesvd", format!("gesvd computes in f32 or f64, not {}", dtype.name()))),
     }
     .unaligned_bytes_required())
 }
 
-/// Run `one(b, lane_scratch)` for every batch entry, `lanes(batch)` lanes in parallel, each
-/// with its own `work_bytes / lanes` slice; report the lowest non-converged index.
-unsafe fn per_matrix(
-    batch: usize,
-    work: Addr,
-    work_bytes: usize,
-    one: impl Fn(usize, &mut [MaybeUninit<u8>]) -> Result<()> + Send + Sync,
-) -> Result<()> {
-    // SAFETY: this function's contract: the arguments describe valid host memory.
-    unsafe {
-        let nl = lanes(batch);
-        let per = work_bytes / nl;
-        let results: Vec<Result<()>> = (0..nl)
-            .into_par_iter()
-            .map(|lane| {
-                let buf = std::slice::from_raw_parts_mut((work + lane * per) as *mut MaybeUninit<u8>, per);
-                // Lane `lane` takes batch entries lane, lane + nl, ...; report the first failure.
-                let mut b = lane;
-                while b < batch {
-                    one(b, buf)?;
-                    b += nl;
+/// One routine call (see [`SvdUnitArgs`] for what each routine writes where): faer's exact SVD
+/// of each of its matrices, a batched routine's matrices spread over threads with a slice of
+/// the call's workspace each; flag `b` is 1 where matrix `b` did not converge, else 0.
+unsafe fn svd_unit<T: Element + faer::traits::RealField>(u: &SvdUnitArgs, par: Par) -> Result<()> {
+    let (m, n) = (u.m, u.n);
+    // Matrices of a batch run on threads of their own: faer stays serial inside each.
+    let par = if u.batch > 1 { Par::Seq } else { par };
+    let one = |b: usize, buf: &mut [MaybeUninit<u8>]| {
+        // SAFETY: the trait's contract: the call's operands are valid host memory; `buf` is
+        // this matrix's share of the call's workspace, sized by `svd_unit_workspace`.
+        unsafe {
+            let a = MatRef::<T>::from_raw_parts((u.a.addr as *const T).add(b * u.a.stride), m, n, 1, u.a.ld as isize);
+            let s_at = (u.s as *mut T).add(b * u.stride_s);
+            let u_at = (u.u.addr as *mut T).add(b * u.u.stride);
+            let v_at = (u.v.addr as *mut T).add(b * u.v.stride);
+            let ok = if let Some(top) = u.top {
+                // The full thin SVD in scratch, truncated to the top k (exact, not randomized).
+                let base = buf.as_mut_ptr() as *mut T;
+                let (uf, vf, sf) = (base, base.add(m * n), base.add(m * n + n * n));
+                let used = ((m * n + n * n + n) * std::mem::size_of::<T>()).next_multiple_of(ALIGN);
+                let stack = MemStack::new(&mut buf[used..]);
+                let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
+                let uu = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
+                let vv = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
+                let ok = svd::svd(a, s, Some(uu), Some(vv), par, stack, Default::default()).is_ok();
+                for j in 0..top.k {
+                    *s_at.add(j) = *sf.add(j);
+                    for i in 0..m {
+                        *u_at.add(i + j * u.u.ld) = *uf.add(i + j * m);
+                    }
+                    for i in 0..n {
+                        *v_at.add(i + j * u.v.ld) = *vf.add(i + j * n);
+                    }
                 }
-                Ok(())
-            })
-            .collect();
-        // Report the lowest failing index across lanes.
-        let mut first: Option<usize> = None;
-        for r in results {
-            match r {
-                Ok(()) => {}
-                Err(Error::NotConverged { index, .. }) => first = Some(first.map_or(index, |f: usize| f.min(index))),
-                Err(e) => return Err(e),
-            }
+                ok
+            } else {
+                let stack = MemStack::new(buf);
+                let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(s_at, n, 1);
+                let u_cols = if u.routine == SvdAlgorithm::JacobiBatched { m } else { n };
+                let uu = MatMut::<T>::from_raw_parts_mut(u_at, m, u_cols, 1, u.u.ld as isize);
+                // Xgesvd writes VT: VT stored column-major is V stored row-major.
+                let (rs, cs) = if u.routine == SvdAlgorithm::Qr { (u.v.ld as isize, 1) } else { (1, u.v.ld as isize) };
+                let vv = MatMut::<T>::from_raw_parts_mut(v_at, n, n, rs, cs);
+                svd::svd(a, s, Some(uu), Some(vv), par, stack, Default::default()).is_ok()
+            };
+            *(u.info as *mut i32).add(b) = if ok { 0 } else { 1 };
         }
-        match first {
-            Some(index) => Err(Error::NotConverged { problem: None, index }),
-            None => Ok(()),
-        }
-    }
-}
-
-unsafe fn gesvd_typed<T: Element + faer::traits::RealField>(
-    g: &GesvdArgs,
-    work: Addr,
-    work_bytes: usize,
-) -> Result<()> {
-    // SAFETY: this function's contract: the arguments describe valid host memory.
+    };
+    // SAFETY: as above; the workspace holds `lanes(batch)` shares.
     unsafe {
-        let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
-        per_matrix(g.batch, work, work_bytes, |b, buf| {
-            let stack = MemStack::new(buf);
-            let a =
-                MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), g.m, g.n, 1, g.a.ld as isize);
-            let s = faer::diag::DiagMut::<T>::from_raw_parts_mut((g.s as *mut T).add(b * g.stride_s), g.n, 1);
-            let u =
-                MatMut::<T>::from_raw_parts_mut((g.u.addr as *mut T).add(b * g.u.stride), g.m, g.n, 1, g.u.ld as isize);
-            // faer returns V; VT stored column-major is V stored row-major.
-            let v = MatMut::<T>::from_raw_parts_mut(
-                (g.vt.addr as *mut T).add(b * g.vt.stride),
-                g.n,
-                g.n,
-                g.vt.ld as isize,
-                1,
-            );
-            svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
-                .map_err(|_| Error::NotConverged { problem: None, index: b })
-        })
-    }
-}
-
-unsafe fn gesvdr_typed<T: Element + faer::traits::RealField>(
-    g: &GesvdrArgs,
-    work: Addr,
-    work_bytes: usize,
-) -> Result<()> {
-    // SAFETY: this function's contract: the arguments describe valid host memory.
-    unsafe {
-        let inner_par = if g.batch == 1 { Par::rayon(0) } else { Par::Seq };
-        let (m, n, k) = (g.m, g.n, g.k);
-        per_matrix(g.batch, work, work_bytes, |b, buf| {
-            // Lane scratch: [U m x n | V n x n | S n | faer stack], each aligned by construction of
-            // the size query (ALIGN-rounded); split at element boundaries.
-            let base = buf.as_mut_ptr() as *mut T;
-            let (uf, vf, sf) = (base, base.add(m * n), base.add(m * n + n * n));
-            let used = ((m * n + n * n + n) * std::mem::size_of::<T>()).next_multiple_of(ALIGN);
-            let stack = MemStack::new(&mut buf[used..]);
-            let a = MatRef::<T>::from_raw_parts((g.a.addr as *const T).add(b * g.a.stride), m, n, 1, g.a.ld as isize);
-            let s = faer::diag::DiagMut::<T>::from_raw_parts_mut(sf, n, 1);
-            let u = MatMut::<T>::from_raw_parts_mut(uf, m, n, 1, m as isize);
-            let v = MatMut::<T>::from_raw_parts_mut(vf, n, n, 1, n as isize);
-            svd::svd(a, s, Some(u), Some(v), inner_par, stack, Default::default())
-                .map_err(|_| Error::NotConverged { problem: None, index: b })?;
-            for j in 0..k {
-                put::<T>(g.s, b * g.stride_s + j, *sf.add(j));
-                for i in 0..m {
-                    put::<T>(g.u.addr, b * g.u.stride + i + j * g.u.ld, *uf.add(i + j * m));
-                }
-                // VT[j, i] = V[i, j]
-                for i in 0..n {
-                    put::<T>(g.vt.addr, b * g.vt.stride + j + i * g.vt.ld, *vf.add(i + j * n));
-                }
+        let nl = lanes(u.batch);
+        let per = u.work_bytes / nl / ALIGN * ALIGN;
+        (0..nl).into_par_iter().for_each(|lane| {
+            let buf = std::slice::from_raw_parts_mut((u.work + lane * per) as *mut MaybeUninit<u8>, per);
+            // Thread `lane` takes matrices lane, lane + nl, ...
+            for b in (lane..u.batch).step_by(nl) {
+                one(b, buf);
             }
-            Ok(())
-        })
+        });
     }
+    Ok(())
 }

@@ -288,8 +288,24 @@ pub trait Executor: Send + Sync {
     /// executor and the CUDA kernels give the same bits; never through f32 on the way to f16/bf16).
     unsafe fn axpby(&self, args: &AxpbyArgs) -> Result<()>;
     unsafe fn dgmm(&self, args: &DgmmArgs) -> Result<()>;
-    /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`
-    /// (`*_bufferSize`); refuses a problem the algorithm's routine cannot take.
+    /// Device workspace bytes one routine call of `shape` needs (the routine's `*_bufferSize`);
+    /// refuses a problem the routine cannot take ([`SvdUnitShape::check`]).
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> Result<usize>;
+    /// Fork `schedule.lanes` lanes off the work issued so far, run each lane's routine calls in
+    /// order, and join them back (see [`LaneSchedule`]). The one SVD primitive: which call runs
+    /// where, in which workspace, is planned by `ops::svd::schedule`. Convergence is reported
+    /// through each call's `info` flags (read by the caller), not as an error; an error here is
+    /// a failed launch or a refused schedule ([`LaneSchedule::check`], checked first).
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()>;
+    /// What the calls of the last `svd_lanes`, run with `diagnostics` set, measured: one entry
+    /// per call of `schedule` (the same schedule). The default measures nothing (empty entries).
+    unsafe fn svd_diagnostics(&self, schedule: &LaneSchedule) -> Result<Vec<UnitDiagnostics>> {
+        schedule.check_lanes()?;
+        Ok(vec![UnitDiagnostics::default(); schedule.units.len()])
+    }
+    /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`;
+    /// refuses a problem the algorithm's routine cannot take. The layout is
+    /// `ops::svd::schedule`'s, over [`Executor::svd_unit_workspace`].
     fn gesvd_buffer_size(
         &self,
         m: usize,
@@ -297,25 +313,31 @@ pub trait Executor: Send + Sync {
         dtype: DType,
         batch: usize,
         algorithm: SvdAlgorithm,
-    ) -> Result<usize>;
-    unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()>;
+    ) -> Result<usize> {
+        crate::ops::svd::schedule::gesvd_workspace(self, m, n, dtype, batch, algorithm)
+    }
+    /// A thin SVD of a strided batch: [`Executor::gesvd_scheduled`] with one call.
+    unsafe fn gesvd_strided_batched(&self, args: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        // SAFETY: the trait's contract, passed on.
+        unsafe { self.gesvd_scheduled(&[GesvdCall { args: *args, work, work_bytes }], SvdRunOptions::default()) }
+    }
     /// Several independent strided-batched thin SVDs (a list of shapes), each group with its own
     /// workspace slice. Every group is checked first ([`check_gesvd_calls`]), nothing runs if
     /// one fails. Non-convergence of matrix `i` of group `g` is
     /// `Error::NotConverged { problem: Some(g), index: i }` (the first such group, then matrix).
-    /// The default runs the groups one after another; the CUDA executor runs all of them
-    /// concurrently on its stream pool, joined back to the caller's stream once.
     unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        // SAFETY: the trait's contract: the arguments describe valid memory of this executor's device.
-        unsafe {
-            check_gesvd_calls(self, calls)?;
-            for (g, c) in calls.iter().enumerate() {
-                self.gesvd_strided_batched(&c.args, c.work, c.work_bytes).map_err(|e| in_group(e, g))?;
-            }
-            Ok(())
-        }
+        // SAFETY: the trait's contract, passed on.
+        unsafe { self.gesvd_scheduled(calls, SvdRunOptions { grouped: true, diagnostics: false }) }
     }
-    /// Workspace bytes `gesvdr_strided_batched` needs (`cusolverDnXgesvdr_bufferSize`).
+    /// The SVD calls as `ops::svd::schedule` plans them over the lane primitives: one fork/join
+    /// for all groups, then the `VT` copies and one read-back of the convergence flags. Executors
+    /// do not override it (a recording wrapper does, to note the call before running the plan
+    /// on itself).
+    unsafe fn gesvd_scheduled(&self, calls: &[GesvdCall], options: SvdRunOptions) -> Result<()> {
+        // SAFETY: the trait's contract, passed on.
+        unsafe { crate::ops::svd::schedule::gesvd(self, calls, options) }
+    }
+    /// Workspace bytes `gesvdr_strided_batched` needs.
     #[allow(clippy::too_many_arguments)] // the routine's own problem parameters
     fn gesvdr_buffer_size(
         &self,
@@ -326,12 +348,21 @@ pub trait Executor: Send + Sync {
         niters: usize,
         dtype: DType,
         batch: usize,
-    ) -> Result<usize>;
-    /// Randomized top-`k` SVD (see [`GesvdrArgs`]).
-    unsafe fn gesvdr_strided_batched(&self, args: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()>;
-    /// Convergence information of the last SVD (`None` where the executor has none).
+    ) -> Result<usize> {
+        crate::ops::svd::schedule::gesvdr_workspace(self, m, n, TopK { k, p, niters }, dtype, batch)
+    }
+    /// Randomized top-`k` SVD (see [`GesvdrArgs`]), planned by `ops::svd::schedule`.
+    unsafe fn gesvdr_strided_batched(&self, args: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
+        // SAFETY: the trait's contract, passed on.
+        unsafe { crate::ops::svd::schedule::gesvdr(self, args, work, work_bytes) }
+    }
+    /// Convergence information of the last SVD (`None` where the executor keeps none).
     fn last_svd_report(&self) -> Option<SvdReport> {
         None
+    }
+    /// Keep `report` as the last SVD's (the SVD schedule sets it; executors without state drop it).
+    fn set_svd_report(&self, report: Option<SvdReport>) {
+        let _ = report;
     }
     unsafe fn svd_sign_fix(&self, args: &SignFixArgs) -> Result<()>;
     /// Sum of squares of each matrix of a batch, accumulated in f64, returned to the host.

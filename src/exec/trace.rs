@@ -3,7 +3,10 @@
 //! Tests use it to pin down the call sequence the algorithm layer issues — the same sequence the
 //! CUDA executor receives — e.g. that a batched projection is two strided-batched GEMMs and not a
 //! loop of small ones, which SVD routine `Auto` picks per shape, and each GEMM's compute type
-//! (the context's math mode).
+//! (the context's math mode). An SVD is recorded as the call the ops layer makes (`Gesvd`,
+//! `GesvdGrouped`, `Gesvdr`) followed by the plan `ops::svd::schedule` makes of it, run on the
+//! recording itself so each step is recorded: the fork, each routine call on its lane, the join,
+//! the copies and the read-backs.
 
 use std::sync::Mutex;
 
@@ -24,6 +27,23 @@ pub enum Call {
     /// One `gesvd_grouped` call: its groups (algorithm already resolved by the ops layer where
     /// `Auto` was asked for).
     GesvdGrouped(Vec<GesvdCall>),
+    /// An SVD's lanes forked off the caller's stream ([`Executor::svd_lanes`] begins).
+    Fork {
+        lanes: usize,
+    },
+    /// One routine call of the schedule, on its lane.
+    SvdUnit {
+        lane: usize,
+        args: SvdUnitArgs,
+    },
+    /// The lanes joined back ([`Executor::svd_lanes`] ends).
+    Join {
+        lanes: usize,
+    },
+    /// The routines' diagnostics read back (only when asked for), for a schedule of `units` calls.
+    SvdDiagnostics {
+        units: usize,
+    },
     /// One `gemm_grouped` call: the groups, each recorded with its compute type.
     GemmGrouped(Vec<GemmArgs>),
     SignFix(SignFixArgs),
@@ -122,57 +142,55 @@ impl<E: Executor> Executor for Recording<E> {
             self.inner.dgmm(a)
         }
     }
-    fn gesvd_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        dtype: DType,
-        batch: usize,
-        algorithm: SvdAlgorithm,
-    ) -> Result<usize> {
-        self.inner.gesvd_buffer_size(m, n, dtype, batch, algorithm)
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> Result<usize> {
+        self.inner.svd_unit_workspace(shape)
     }
-    fn gesvdr_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        p: usize,
-        niters: usize,
-        dtype: DType,
-        batch: usize,
-    ) -> Result<usize> {
-        self.inner.gesvdr_buffer_size(m, n, k, p, niters, dtype, batch)
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()> {
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::Fork { lanes: schedule.lanes });
+            for (lane, args) in &schedule.units {
+                self.rec(Call::SvdUnit { lane: *lane, args: *args });
+            }
+            self.rec(Call::Join { lanes: schedule.lanes });
+            self.inner.svd_lanes(schedule)
+        }
+    }
+    unsafe fn svd_diagnostics(&self, schedule: &LaneSchedule) -> Result<Vec<UnitDiagnostics>> {
+        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
+        unsafe {
+            self.rec(Call::SvdDiagnostics { units: schedule.units.len() });
+            self.inner.svd_diagnostics(schedule)
+        }
+    }
+    unsafe fn gesvd_scheduled(&self, calls: &[GesvdCall], options: SvdRunOptions) -> Result<()> {
+        // SAFETY: the trait's contract; the plan runs on the recording, so its steps are recorded.
+        unsafe {
+            match calls {
+                [c] if !options.grouped => self.rec(Call::Gesvd(c.args)),
+                _ => self.rec(Call::GesvdGrouped(calls.to_vec())),
+            }
+            crate::ops::svd::schedule::gesvd(self, calls, options)
+        }
     }
     unsafe fn gesvdr_strided_batched(&self, a: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
         // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
         unsafe {
             self.rec(Call::Gesvdr(*a));
-            self.inner.gesvdr_strided_batched(a, work, work_bytes)
+            crate::ops::svd::schedule::gesvdr(self, a, work, work_bytes)
         }
     }
     fn last_svd_report(&self) -> Option<SvdReport> {
         self.inner.last_svd_report()
+    }
+    fn set_svd_report(&self, report: Option<SvdReport>) {
+        self.inner.set_svd_report(report)
     }
     unsafe fn gemm_grouped(&self, groups: &[GemmArgs]) -> Result<()> {
         // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
         unsafe {
             self.rec(Call::GemmGrouped(groups.to_vec()));
             self.inner.gemm_grouped(groups)
-        }
-    }
-    unsafe fn gesvd_strided_batched(&self, a: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
-        unsafe {
-            self.rec(Call::Gesvd(*a));
-            self.inner.gesvd_strided_batched(a, work, work_bytes)
-        }
-    }
-    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
-        unsafe {
-            self.rec(Call::GesvdGrouped(calls.to_vec()));
-            self.inner.gesvd_grouped(calls)
         }
     }
     unsafe fn svd_sign_fix(&self, a: &SignFixArgs) -> Result<()> {

@@ -97,7 +97,7 @@ pub fn routine(algorithm: SvdAlgorithm, k: usize, parts: &Parts) -> Result<SvdRo
             "the randomized SVD (OSFT_SVD_RANDOMIZED) computes only the top k: pass NULL for U_low, S_low and V_low, or choose another algorithm".into(),
         ));
     }
-    Ok(SvdRoutine { algorithm, top_k: Some(k) })
+    Ok(SvdRoutine { algorithm, top_k: Some(k), diagnostics: false })
 }
 
 /// The workspace of a decomposition of `w` by `algorithm`, before its outputs are known (the
@@ -120,7 +120,7 @@ pub fn workspace_need(
         (SvdAlgorithm::Randomized, k) => {
             let n = w.rows.min(w.cols);
             let k = k.unwrap_or_else(|| n.saturating_sub(1 + crate::exec::GESVDR_OVERSAMPLING).max(1));
-            SvdRoutine { algorithm, top_k: Some(k) }
+            SvdRoutine { algorithm, top_k: Some(k), diagnostics: false }
         }
         _ => SvdRoutine::full(algorithm),
     };
@@ -157,6 +157,12 @@ impl DecomposePlan {
         let parts =
             [parts.u_high.copied(), s_high, parts.v_high.copied(), parts.u_low.copied(), s_low, parts.v_low.copied()];
         Ok(DecomposePlan { w: *w, k, parts, compute, routine, need })
+    }
+
+    /// Read back the SVD routine's diagnostics (see [`SvdRoutine::diagnostics`]).
+    pub fn with_diagnostics(mut self, on: bool) -> Self {
+        self.routine.diagnostics = on;
+        self
     }
 }
 

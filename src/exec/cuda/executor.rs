@@ -3,7 +3,6 @@
 
 use super::launch::{self, Limits};
 use super::layout::*;
-use super::solver::*;
 use super::*;
 
 impl Executor for CudaExecutor {
@@ -269,123 +268,32 @@ impl Executor for CudaExecutor {
         }
     }
 
-    fn gesvd_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        dtype: DType,
-        batch: usize,
-        algorithm: SvdAlgorithm,
-    ) -> Result<usize> {
-        algorithm.check_problem(m, n, dtype)?;
+    fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> Result<usize> {
+        shape.check()?;
         let h = self.lock()?;
         // SAFETY: size queries with null data pointers, as cuSOLVER allows.
-        unsafe { svd_layout(&h, algorithm.resolve(m, n), m, n, dtype, batch, None).map(|l| l.total) }
+        unsafe { unit_work(&h, shape).map(|w| w.device) }
     }
 
-    fn gesvdr_buffer_size(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        p: usize,
-        niters: usize,
-        dtype: DType,
-        batch: usize,
-    ) -> Result<usize> {
-        check_gesvdr_problem(m, n, k, p, dtype)?;
-        let h = self.lock()?;
-        // SAFETY: as above.
-        unsafe { svd_layout(&h, SvdAlgorithm::Randomized, m, n, dtype, batch, Some((k, p, niters))).map(|l| l.total) }
+    unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()> {
+        schedule.check(self)?;
+        // SAFETY: this function's contract: the calls describe valid memory of this context's device.
+        unsafe { self.run_lanes(schedule) }
+    }
+
+    unsafe fn svd_diagnostics(&self, schedule: &LaneSchedule) -> Result<Vec<UnitDiagnostics>> {
+        schedule.check_lanes()?;
+        // SAFETY: this function's contract: the schedule is the one that ran last, its host
+        // values still live.
+        unsafe { self.read_diagnostics(schedule) }
     }
 
     fn last_svd_report(&self) -> Option<SvdReport> {
         self.h.lock().ok().and_then(|h| h.report)
     }
 
-    unsafe fn gesvd_strided_batched(&self, g: &GesvdArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
-        unsafe {
-            g.check()?;
-            // One group: the same path as a list (the routine's calls on the stream pool, joined).
-            self.run_grouped(&[GesvdCall { args: *g, work, work_bytes }], false)
-        }
-    }
-
-    unsafe fn gesvd_grouped(&self, calls: &[GesvdCall]) -> Result<()> {
-        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
-        unsafe {
-            check_gesvd_calls(self, calls)?;
-            self.run_grouped(calls, true)
-        }
-    }
-
-    unsafe fn gesvdr_strided_batched(&self, g: &GesvdrArgs, work: Addr, work_bytes: usize) -> Result<()> {
-        // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
-        unsafe {
-            g.check()?;
-            let mut h = self.lock()?;
-            h.report = None;
-            let l = svd_layout(&h, SvdAlgorithm::Randomized, g.m, g.n, g.a.dtype, g.batch, Some((g.k, g.p, g.niters)))?;
-            if work_bytes < l.total {
-                return Err(Error::WorkspaceTooSmall { needed: l.total, given: work_bytes });
-            }
-            let (info, vf) = (work + l.info, work + l.v);
-            let (m, n, sz, dt) = (g.m, g.n, g.a.dtype.size(), g.a.dtype);
-            let sdt = solver_type(dt);
-            let units: Vec<(usize, usize)> = (0..g.batch).map(|b| (b % l.lanes, l.host_bytes)).collect();
-            let res = fan_out(&mut h, &units, |lane, b, host| {
-                let dev = work + (b % l.lanes) * l.lane_bytes;
-                cs_check(
-                    cs::cusolverDnXgesvdr(
-                        lane.solver,
-                        lane.params,
-                        b'S' as i8,
-                        b'S' as i8,
-                        m as i64,
-                        n as i64,
-                        g.k as i64,
-                        g.p as i64,
-                        g.niters as i64,
-                        sdt,
-                        (g.a.addr + b * g.a.stride * sz) as *mut c_void,
-                        g.a.ld as i64,
-                        sdt,
-                        (g.s + b * g.stride_s * sz) as *mut c_void,
-                        sdt,
-                        (g.u.addr + b * g.u.stride * sz) as *mut c_void,
-                        g.u.ld as i64,
-                        sdt,
-                        (vf + b * n * n * sz) as *mut c_void,
-                        n as i64,
-                        sdt,
-                        dev as *mut c_void,
-                        l.lwork,
-                        host.as_mut_ptr() as *mut c_void,
-                        l.host_bytes,
-                        (info + b * 4) as *mut i32,
-                    ),
-                    "cusolverDnXgesvdr",
-                )
-            });
-            drop(h);
-            res?;
-            // VT (k x n) = the first k columns of V, transposed.
-            let s2 = |addr, rs, cs, bs| Strided2d { addr, dtype: dt, row_stride: rs, col_stride: cs, batch_stride: bs };
-            self.axpby(&AxpbyArgs {
-                rows: g.k,
-                cols: n,
-                batch: g.batch,
-                alpha: 1.0,
-                src: s2(vf, n, 1, n * n),
-                beta: 0.0,
-                dst: s2(g.vt.addr, 1, g.vt.ld, g.vt.stride),
-            })?;
-            let checked = self.check_info(info, g.batch, "cusolverDnXgesvdr", &[]);
-            self.h.lock().unwrap_or_else(|e| e.into_inner()).report =
-                Some(SvdReport { algorithm: Some(SvdAlgorithm::Randomized), ..Default::default() });
-            checked
-        }
+    fn set_svd_report(&self, report: Option<SvdReport>) {
+        self.h.lock().unwrap_or_else(|e| e.into_inner()).report = report;
     }
 
     unsafe fn svd_sign_fix(&self, s: &SignFixArgs) -> Result<()> {

@@ -1,63 +1,24 @@
-//! Workspace layout of one cuSOLVER SVD call (what the `*_buffer_size` queries report).
+//! The workspace one cuSOLVER SVD routine call needs (its `*_bufferSize` query). The layout of
+//! a whole SVD around these calls is `ops::svd::schedule`'s.
 
 use super::*;
 
-/// Workspace layout of one SVD call. Offsets are from the start of the workspace.
-///
-/// - `gesvdjBatched`: `[work (lwork elements) | U full m x m x batch | V full n x n x batch | info]`
-/// - `gesvdaStridedBatched`: `[work (lwork elements) | V n x n x batch | info]`
-/// - per-matrix routines (`Xgesvd`, `gesvdj`, `Xgesvdp`, `Xgesvdr`), spread over
-///   `lanes = min(batch, SVD_STREAMS)` streams: `[lanes x work slice | V n x n x batch (not for
-///   Xgesvd) | info]`, each stream's slice `align(lwork)` bytes.
-///
-/// Each region is 256-byte aligned; the total is what the `*_buffer_size` queries report.
-pub(super) struct SvdLayout {
-    pub(super) dev: usize,
-    /// Elements of the routine's type for the 32-bit APIs, bytes for the 64-bit (`X*`) ones.
-    pub(super) lwork: usize,
-    pub(super) u_full: usize,
-    pub(super) v_full: usize,
-    /// V scratch (packed n x n per matrix).
-    pub(super) v: usize,
-    pub(super) lanes: usize,
-    pub(super) lane_bytes: usize,
-    pub(super) info: usize,
-    pub(super) host_bytes: usize,
-    pub(super) total: usize,
+/// Device and host workspace bytes of one routine call.
+pub(super) struct UnitWork {
+    /// Bytes of device workspace (the 32-bit APIs' `lwork` elements, in bytes).
+    pub(super) device: usize,
+    /// Bytes of host workspace (the 64-bit `X` APIs' `workspaceInBytesOnHost`).
+    pub(super) host: usize,
 }
 
-pub(super) fn align(x: usize) -> usize {
-    x.div_ceil(256) * 256
-}
-
-/// Layout for `alg` (resolved, never `Auto`); `kpn = Some((k, p, niters))` for `Randomized`.
-pub(super) unsafe fn svd_layout(
-    h: &Handles,
-    alg: SvdAlgorithm,
-    m: usize,
-    n: usize,
-    dtype: DType,
-    batch: usize,
-    kpn: Option<(usize, usize, usize)>,
-) -> Result<SvdLayout> {
+/// The workspace of one call of `shape` (checked by the caller).
+pub(super) unsafe fn unit_work(h: &Handles, shape: &SvdUnitShape) -> Result<UnitWork> {
     // SAFETY: this function's contract: the arguments describe valid memory of this context's device.
     unsafe {
+        let SvdUnitShape { routine: alg, m, n, dtype, batch, top } = *shape;
         let sz = dtype.size();
         let f64t = dtype == DType::F64;
         let dt = solver_type(dtype);
-        let v_bytes = align(n * n * batch * sz);
-        let mut l = SvdLayout {
-            dev: 0,
-            lwork: 0,
-            u_full: 0,
-            v_full: 0,
-            v: 0,
-            lanes: 1,
-            lane_bytes: 0,
-            info: 0,
-            host_bytes: 0,
-            total: 0,
-        };
         match alg {
             SvdAlgorithm::JacobiBatched => {
                 let mut lwork = 0i32;
@@ -87,10 +48,7 @@ pub(super) unsafe fn svd_layout(
                     q!(cusolverDnSgesvdjBatched_bufferSize)
                 };
                 cs_check(r, "gesvdjBatched_bufferSize")?;
-                l.lwork = lwork as usize;
-                l.u_full = align(l.lwork * sz);
-                l.v_full = l.u_full + align(m * m * batch * sz);
-                l.info = l.v_full + v_bytes;
+                Ok(UnitWork { device: lwork as usize * sz, host: 0 })
             }
             SvdAlgorithm::ApproxBatched => {
                 let mut lwork = 0i32;
@@ -124,9 +82,7 @@ pub(super) unsafe fn svd_layout(
                     q!(cusolverDnSgesvdaStridedBatched_bufferSize)
                 };
                 cs_check(r, "gesvdaStridedBatched_bufferSize")?;
-                l.lwork = lwork as usize;
-                l.v = align(l.lwork * sz);
-                l.info = l.v + v_bytes;
+                Ok(UnitWork { device: lwork as usize * sz, host: 0 })
             }
             SvdAlgorithm::Qr | SvdAlgorithm::Jacobi | SvdAlgorithm::Polar | SvdAlgorithm::Randomized => {
                 let (mut d, mut hb) = (0usize, 0usize);
@@ -215,7 +171,8 @@ pub(super) unsafe fn svd_layout(
                         "cusolverDnXgesvdp_bufferSize",
                     )?,
                     _ => {
-                        let (k, p, niters) = kpn.ok_or_else(|| Error::Internal("gesvdr layout without k".into()))?;
+                        let TopK { k, p, niters } =
+                            top.ok_or_else(|| Error::Internal("gesvdr workspace without k".into()))?;
                         cs_check(
                             cs::cusolverDnXgesvdr_bufferSize(
                                 solver,
@@ -246,16 +203,9 @@ pub(super) unsafe fn svd_layout(
                         )?
                     }
                 }
-                l.lanes = batch.clamp(1, SVD_STREAMS);
-                l.lane_bytes = align(d);
-                l.lwork = if alg == SvdAlgorithm::Jacobi { d / sz } else { d };
-                l.host_bytes = hb;
-                l.v = l.lanes * l.lane_bytes;
-                l.info = if alg == SvdAlgorithm::Qr { l.v } else { l.v + v_bytes };
+                Ok(UnitWork { device: d, host: hb })
             }
-            SvdAlgorithm::Auto => return Err(Error::Internal("svd_layout needs a resolved algorithm".into())),
+            SvdAlgorithm::Auto => Err(Error::Internal("an SVD routine call needs a resolved algorithm".into())),
         }
-        l.total = l.info + align(batch * 4);
-        Ok(l)
     }
 }
