@@ -598,6 +598,23 @@ osft_status osft_context_set_math_mode(struct osft_context *ctx, int32_t mode);
 osft_status osft_context_get_math_mode(const struct osft_context *ctx, int32_t *out);
 
 /**
+ * Turn the SVD diagnostics of the context's later `osft_svd`, `osft_svd_list` and
+ * `osft_decompose` calls on (`enabled = 1`) or off (`0`, the default). On, the SVD routine's
+ * measurements beyond convergence are read back: `gesvdaStridedBatched`'s residual
+ * (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite
+ * residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). That read-back
+ * blocks the host per matrix on CUDA, so those routines no longer overlap on the stream pool.
+ * Convergence (the routines' info flags) is checked either way. Any other value is
+ * `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
+ */
+osft_status osft_context_set_svd_diagnostics(struct osft_context *ctx, int32_t enabled);
+
+/**
+ * Whether the context's SVD diagnostics are on (1) or off (0, the default) in `*out`.
+ */
+osft_status osft_context_get_svd_diagnostics(const struct osft_context *ctx, int32_t *out);
+
+/**
  * Workspace bytes `osft_svd` needs for `w` in `compute` with the context's SVD algorithm (an
  * algorithm that cannot serve `w` fails here already, with the status the SVD would return).
  */

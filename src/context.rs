@@ -11,11 +11,11 @@
 //! **Threads.** A context may be shared between threads; its ops are serialised by the workspace
 //! lock. For parallel work, use one context per thread.
 //!
-//! **Settings.** The SVD algorithm ([`Context::set_svd_algorithm`], default `Auto`) and the math
-//! mode of the data GEMMs ([`Context::set_math_mode`], default `Exact`) apply to the ops issued
-//! after they are set.
+//! **Settings.** The SVD algorithm ([`Context::set_svd_algorithm`], default `Auto`), the SVD
+//! diagnostics ([`Context::set_svd_diagnostics`], default off) and the math mode of the data
+//! GEMMs ([`Context::set_math_mode`], default `Exact`) apply to the ops issued after they are set.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::desc::MatDesc;
@@ -47,6 +47,7 @@ pub struct Context {
     ws: Mutex<Workspace>,
     exec: Arc<dyn Executor>,
     svd_algorithm: AtomicI32,
+    svd_diagnostics: AtomicBool,
     math_mode: AtomicI32,
 }
 
@@ -99,6 +100,7 @@ impl Context {
             ws: Mutex::new(Workspace::Cached(None)),
             exec,
             svd_algorithm: AtomicI32::new(0),
+            svd_diagnostics: AtomicBool::new(false),
             math_mode: AtomicI32::new(0),
         }
     }
@@ -115,6 +117,19 @@ impl Context {
         SvdAlgorithm::from_raw(self.svd_algorithm.load(Ordering::Relaxed)).unwrap_or_default()
     }
 
+    /// Whether subsequent `svd`, `svd_list` and `decompose` calls read back what the SVD routine
+    /// measures beyond convergence — gesvda's residual `h_R_nrmF`, gesvdp's `h_err_sigma`,
+    /// gesvdj's residual and sweeps — into [`Context::last_svd_report`]. Off by default: on CUDA
+    /// that read-back blocks the host per matrix, so the stream pool would run those routines
+    /// one after another. Convergence (the routines' `info` flags) is checked either way.
+    pub fn set_svd_diagnostics(&self, on: bool) {
+        self.svd_diagnostics.store(on, Ordering::Relaxed);
+    }
+
+    pub fn svd_diagnostics(&self) -> bool {
+        self.svd_diagnostics.load(Ordering::Relaxed)
+    }
+
     /// The math mode of subsequent projection and reconstruction GEMMs on f32 data (see
     /// [`MathMode`] for the accuracy of each). Diagnostics, rank selection and the SVD stay exact;
     /// the CPU executor computes exactly in every mode.
@@ -126,8 +141,9 @@ impl Context {
         MathMode::from_raw(self.math_mode.load(Ordering::Relaxed)).unwrap_or_default()
     }
 
-    /// Convergence information of the last SVD (CUDA: residual, sweeps, `h_err_sigma` where
-    /// the routine reports them; `None` on the CPU, whose SVD is exact).
+    /// Convergence information of the last SVD (CUDA: the routine, and with
+    /// [`Context::set_svd_diagnostics`] on, residual, sweeps, `h_err_sigma` where the routine
+    /// reports them; `None` on the CPU, whose SVD is exact).
     pub fn last_svd_report(&self) -> Option<SvdReport> {
         self.exec.last_svd_report()
     }
@@ -230,7 +246,8 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_raw(&self, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
-        let plan = SvdPlan::new(&*self.exec, w, out, compute, self.svd_algorithm())?;
+        let plan = SvdPlan::new(&*self.exec, w, out, compute, self.svd_algorithm())?
+            .with_diagnostics(self.svd_diagnostics());
         // SAFETY: the caller's contract.
         unsafe { self.execute(&plan) }
     }
@@ -251,7 +268,8 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_list_raw(&self, problems: &[SvdProblem], compute: DType) -> Result<()> {
-        let plan = SvdListPlan::new(&*self.exec, problems, compute, self.svd_algorithm())?;
+        let plan = SvdListPlan::new(&*self.exec, problems, compute, self.svd_algorithm())?
+            .with_diagnostics(self.svd_diagnostics());
         // SAFETY: the caller's contract.
         unsafe { self.execute(&plan) }
     }
@@ -259,7 +277,8 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn decompose_raw(&self, w: &MatDesc, k: usize, parts: &Parts, compute: DType) -> Result<()> {
-        let plan = DecomposePlan::new(&*self.exec, w, k, parts, compute, self.svd_algorithm())?;
+        let plan = DecomposePlan::new(&*self.exec, w, k, parts, compute, self.svd_algorithm())?
+            .with_diagnostics(self.svd_diagnostics());
         // SAFETY: the caller's contract.
         unsafe { self.execute(&plan) }
     }

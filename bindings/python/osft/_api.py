@@ -197,6 +197,22 @@ class Context:
               "osft_context_set_svd_algorithm")
 
     @property
+    def svd_diagnostics(self) -> bool:
+        """Whether later :func:`svd`, :func:`svd_list` and :func:`decompose` calls read back what
+        the SVD routine measures beyond convergence (gesvda's residual, gesvdp's error bound,
+        gesvdj's residual and sweeps). False (default): on CUDA that read-back blocks the host per
+        matrix; convergence itself is checked either way."""
+        out = ctypes.c_int32(-1)
+        check(self._optional("osft_context_get_svd_diagnostics")(self.handle, ctypes.byref(out)),
+              "osft_context_get_svd_diagnostics")
+        return bool(out.value)
+
+    @svd_diagnostics.setter
+    def svd_diagnostics(self, value: bool) -> None:
+        check(self._optional("osft_context_set_svd_diagnostics")(self.handle, 1 if value else 0),
+              "osft_context_set_svd_diagnostics")
+
+    @property
     def math_mode(self) -> str:
         """The math mode of later projection and reconstruction GEMMs on float32 data:
         ``"exact"`` (default), ``"tf32"`` or ``"bf16"`` (inputs rounded, float32 accumulation;

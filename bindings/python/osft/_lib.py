@@ -68,6 +68,8 @@ _PROTOTYPES = {
     "osft_context_get_svd_algorithm": (_i32, [_vp, _P(_i32)]),
     "osft_context_set_math_mode": (_i32, [_vp, _i32]),
     "osft_context_get_math_mode": (_i32, [_vp, _P(_i32)]),
+    "osft_context_set_svd_diagnostics": (_i32, [_vp, _i32]),
+    "osft_context_get_svd_diagnostics": (_i32, [_vp, _P(_i32)]),
     "osft_svd_workspace_size": (_i32, [_vp, _M, _i32, _szp]),
     "osft_svd": (_i32, [_vp, _M, _M, _M, _M, _i32]),
     "osft_svd_list_workspace_size": (_i32, [_vp, _sz, _M, _i32, _szp]),
@@ -145,6 +147,7 @@ def _candidates():
 _OPTIONAL = frozenset({
     "osft_context_set_svd_algorithm", "osft_context_get_svd_algorithm",
     "osft_context_set_math_mode", "osft_context_get_math_mode",
+    "osft_context_set_svd_diagnostics", "osft_context_get_svd_diagnostics",
 })
 
 

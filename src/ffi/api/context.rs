@@ -217,3 +217,38 @@ pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, ou
         Ok(())
     })
 }
+
+/// Turn the SVD diagnostics of the context's later `osft_svd`, `osft_svd_list` and
+/// `osft_decompose` calls on (`enabled = 1`) or off (`0`, the default). On, the SVD routine's
+/// measurements beyond convergence are read back: `gesvdaStridedBatched`'s residual
+/// (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite
+/// residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). That read-back
+/// blocks the host per matrix on CUDA, so those routines no longer overlap on the stream pool.
+/// Convergence (the routines' info flags) is checked either way. Any other value is
+/// `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_set_svd_diagnostics(ctx: *mut osft_context, enabled: i32) -> osft_status {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
+        let c = context(ctx)?;
+        let on = match enabled {
+            0 => false,
+            1 => true,
+            v => return Err(Error::InvalidArgument(format!("svd diagnostics must be 0 (off) or 1 (on), got {v}"))),
+        };
+        c.ctx.set_svd_diagnostics(on);
+        Ok(())
+    })
+}
+
+/// Whether the context's SVD diagnostics are on (1) or off (0, the default) in `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn osft_context_get_svd_diagnostics(ctx: *const osft_context, out: *mut i32) -> osft_status {
+    // SAFETY: the pointers are valid as this module's "Safety" section requires of the C caller.
+    guard(|| unsafe {
+        let c = context(ctx)?;
+        let out = out_ptr(out, "out")?;
+        *out = c.ctx.svd_diagnostics() as i32;
+        Ok(())
+    })
+}
