@@ -1,0 +1,320 @@
+//! The SVD schedule every executor runs (`ops::svd::schedule`), pinned on the trace executor:
+//! the complete call sequence — fork, each routine call on its lane, join, the copies after it,
+//! the convergence-flag read-backs — of a mixed-shape `svd_list`, a mixed-algorithm grouped
+//! batch and a batched decomposition (what the CUDA executor receives), and the CPU executor
+//! running that same plan with results that match an independent f64 Jacobi SVD.
+
+use osft::exec::cpu::CpuExecutor;
+use osft::exec::trace::{Call, Recording};
+use osft::exec::*;
+use osft::ops::decompose::Parts;
+use osft::ops::svd::{SvdOut, SvdProblem};
+use osft::{Context, DType};
+use osft_test_support::*;
+use std::sync::Arc;
+
+fn recorded() -> (Arc<Recording<CpuExecutor>>, Context) {
+    let rec = Arc::new(Recording::new(CpuExecutor));
+    (rec.clone(), Context::with_executor(rec))
+}
+
+/// The calls without allocations (the context's workspace), as short names.
+fn names(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| !matches!(c, Call::Alloc(_)))
+        .map(|c| match c {
+            Call::CountNonfinite { .. } => "scan".into(),
+            Call::Axpby(_) => "copy".into(),
+            Call::Gesvd(_) => "gesvd".into(),
+            Call::GesvdGrouped(g) => format!("grouped({})", g.len()),
+            Call::Fork { lanes } => format!("fork({lanes})"),
+            Call::SvdUnit { lane, args } => format!("{}@{lane}", args.routine.routine()),
+            Call::Join { lanes } => format!("join({lanes})"),
+            Call::ReadToHost(n) => format!("flags({})", n / 4),
+            Call::SvdDiagnostics { units } => format!("diagnostics({units})"),
+            Call::SignFix(_) => "signfix".into(),
+            c => format!("{c:?}"),
+        })
+        .collect()
+}
+
+fn units(calls: &[Call]) -> Vec<(usize, SvdUnitArgs)> {
+    calls.iter().filter_map(|c| if let Call::SvdUnit { lane, args } = c { Some((*lane, *args)) } else { None }).collect()
+}
+
+/// Each per-matrix routine call of group `c` addresses matrix `b` of the group, in workspace
+/// slice `b % slices` of the group's own workspace, with its own convergence flag; a batched
+/// routine's one call takes the whole packed group.
+fn check_units_of_group(c: &GesvdCall, us: &[(usize, SvdUnitArgs)], slices: usize) {
+    let g = &c.args;
+    let sz = g.a.dtype.size();
+    let inside = |a: Addr, bytes: usize| a >= c.work && a + bytes <= c.work + c.work_bytes;
+    if us.len() == 1 && us[0].1.routine.is_batched_routine() {
+        let u = us[0].1;
+        assert_eq!((u.batch, u.a, u.s, u.stride_s), (g.batch, g.a, g.s, g.stride_s));
+        assert!(inside(u.work, u.work_bytes) && inside(u.info, 4 * g.batch));
+        return;
+    }
+    assert_eq!(us.len(), g.batch);
+    let info0 = us[0].1.info;
+    for (b, (_, u)) in us.iter().enumerate() {
+        assert_eq!((u.m, u.n, u.batch), (g.m, g.n, 1));
+        assert_eq!(u.a.addr, g.a.addr + b * g.a.stride * sz, "matrix {b}'s A");
+        assert_eq!(u.s, g.s + b * g.stride_s * sz, "matrix {b}'s S");
+        assert_eq!(u.u.addr, g.u.addr + b * g.u.stride * sz, "matrix {b}'s U");
+        if u.routine == SvdAlgorithm::Qr {
+            assert_eq!((u.v.addr, u.v.ld), (g.vt.addr + b * g.vt.stride * sz, g.vt.ld), "Xgesvd writes VT");
+        } else {
+            assert!(inside(u.v.addr, g.n * g.n * sz), "V scratch in the group's workspace");
+        }
+        assert_eq!(u.info, info0 + 4 * b, "one flag per matrix");
+        assert!(inside(u.work, u.work_bytes) && inside(u.info, 4));
+        assert_eq!(u.work, us[b % slices].1.work, "matrices b and b % {slices} share a slice");
+        assert!(b >= slices || us[..b].iter().all(|(_, o)| o.work + o.work_bytes <= u.work), "distinct slices");
+    }
+}
+
+#[test]
+fn a_mixed_shape_svd_list_is_one_fork_join_over_the_lanes() {
+    let (rec, ctx) = recorded();
+    let mut rng = rng();
+    // 40 x 13 (Qr, 3 matrices: 3 slices on lanes 0..2), 8 x 20 (gesvdjBatched, lane 3),
+    // 50 x 9 (Qr, 1 matrix: back on lane 0).
+    let shapes = [(40, 13, 3), (8, 20, 2), (50, 9, 1)];
+    let ws: Vec<Vec<M>> = shapes.iter().map(|&(n, m, b)| (0..b).map(|_| randn(&mut rng, n, m)).collect()).collect();
+    let mut wb: Vec<Buf<f64>> = ws.iter().map(|w| Buf::from_batch(w, Layout::RowMajor)).collect();
+    let mut ub: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n, n.min(m), b, Layout::ColMajor)).collect();
+    let mut sb: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), 1, b, Layout::ColMajor)).collect();
+    let mut vb: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), m, b, Layout::RowMajor)).collect();
+    let (wd, ud, sd, vd): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = (
+        wb.iter_mut().map(|b| b.desc()).collect(),
+        ub.iter_mut().map(|b| b.desc()).collect(),
+        sb.iter_mut().map(|b| b.desc()).collect(),
+        vb.iter_mut().map(|b| b.desc()).collect(),
+    );
+    let ps: Vec<SvdProblem> =
+        (0..3).map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } }).collect();
+    unsafe { ctx.svd_list_raw(&ps, DType::F64) }.unwrap();
+    let calls = rec.take();
+    let want: Vec<&str> = vec![
+        "scan", "scan", "scan", // every problem's non-finite scan, before anything is written
+        "copy", "copy", "copy", // each W staged into the workspace
+        "grouped(3)",
+        "fork(4)",
+        "cusolverDnXgesvd@0", "cusolverDnXgesvd@1", "cusolverDnXgesvd@2",
+        "gesvdjBatched@3",
+        "cusolverDnXgesvd@0",
+        "join(4)",
+        "copy", "copy", // gesvdjBatched: thin U and VT out of its full U and V
+        "flags(3)", "flags(2)", "flags(1)",
+        "signfix", "copy", "copy", "copy", // problem 0: signs, then U, S, Vt out
+        "signfix", "copy", "copy", "copy",
+        "signfix", "copy", "copy", "copy",
+    ];
+    assert_eq!(names(&calls), want, "{calls:?}");
+    let Some(Call::GesvdGrouped(groups)) = calls.iter().find(|c| matches!(c, Call::GesvdGrouped(_))) else {
+        unreachable!()
+    };
+    let us = units(&calls);
+    check_units_of_group(&groups[0], &us[0..3], 3);
+    check_units_of_group(&groups[1], &us[3..4], 1);
+    check_units_of_group(&groups[2], &us[4..5], 1);
+    assert!(us.iter().all(|(_, u)| !u.diagnostics && u.host_values == 0), "diagnostics off by default");
+    // The CPU ran that plan: every factorisation matches the f64 Jacobi reference.
+    for (i, w) in ws.iter().enumerate() {
+        for (b, wm) in w.iter().enumerate() {
+            let (_, s_ref, _) = jacobi_svd(wm);
+            let s = sb[i].get(b).d;
+            let tol = 16.0 * (wm.r + wm.c) as f64 * u(DType::F64) * s_ref[0];
+            assert!(s.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol), "problem {i} matrix {b}: {s:?} {s_ref:?}");
+            let rec_w = ub[i].get(b).t().scale_rows(&s).t().mul(&vb[i].get(b));
+            assert!(rec_w.sub(wm).fro() <= tol * (wm.c as f64).sqrt() * 4.0, "problem {i} matrix {b}: U S Vt != W");
+        }
+    }
+}
+
+/// A packed f64 batch of `b` random `m x n` matrices (column-major) and room for its factors.
+struct Group {
+    a: Vec<f64>,
+    s: Vec<f64>,
+    u: Vec<f64>,
+    vt: Vec<f64>,
+    ws: Vec<M>,
+}
+
+fn group(rng: &mut rand::rngs::StdRng, m: usize, n: usize, b: usize) -> Group {
+    let ws: Vec<M> = (0..b).map(|_| randn(rng, m, n)).collect();
+    let a = ws.iter().flat_map(|w| (0..n).flat_map(move |j| (0..m).map(move |i| w.at(i, j)))).collect();
+    Group { a, s: vec![0.0; n * b], u: vec![0.0; m * n * b], vt: vec![0.0; n * n * b], ws }
+}
+
+#[test]
+fn a_mixed_algorithm_grouped_batch_spreads_over_the_lanes_and_matches_the_reference() {
+    let rec = Recording::new(CpuExecutor);
+    let mut rng = rng();
+    let plan = [
+        (SvdAlgorithm::Qr, 30, 12, 2),
+        (SvdAlgorithm::JacobiBatched, 10, 6, 3),
+        (SvdAlgorithm::Polar, 20, 9, 1),
+        (SvdAlgorithm::Jacobi, 15, 7, 2),
+        (SvdAlgorithm::ApproxBatched, 12, 5, 2),
+    ];
+    let mut gs: Vec<Group> = plan.iter().map(|&(_, m, n, b)| group(&mut rng, m, n, b)).collect();
+    let needs: Vec<usize> =
+        plan.iter().map(|&(alg, m, n, b)| rec.gesvd_buffer_size(m, n, DType::F64, b, alg).unwrap()).collect();
+    let mut work = vec![0u64; needs.iter().map(|n| n.div_ceil(8) + 64).sum()];
+    let mut at = work.as_mut_ptr() as usize;
+    let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided { addr: v.as_mut_ptr() as usize, dtype: DType::F64, ld, stride };
+    let calls: Vec<GesvdCall> = plan
+        .iter()
+        .zip(gs.iter_mut())
+        .zip(&needs)
+        .map(|((&(algorithm, m, n, batch), g), &need)| {
+            let args = GesvdArgs {
+                m,
+                n,
+                a: st(&mut g.a, m, m * n),
+                s: g.s.as_mut_ptr() as usize,
+                stride_s: n,
+                u: st(&mut g.u, m, m * n),
+                vt: st(&mut g.vt, n, n * n),
+                batch,
+                algorithm,
+            };
+            let c = GesvdCall { args, work: at, work_bytes: need };
+            at += need.div_ceil(512) * 512;
+            c
+        })
+        .collect();
+    unsafe { rec.gesvd_grouped(&calls) }.unwrap();
+    let got = rec.take();
+    // Lanes round-robin: Qr's 2 slices on lanes 0, 1; gesvdjBatched on 2; gesvdp on 3; gesvdj's
+    // 2 slices on 0, 1; gesvda on 2. Then the copies after the join: gesvdjBatched's thin U and
+    // VT, and VT = V^T for every routine but Xgesvd; one flag read-back per group.
+    let want: Vec<&str> = vec![
+        "grouped(5)",
+        "fork(4)",
+        "cusolverDnXgesvd@0",
+        "cusolverDnXgesvd@1",
+        "gesvdjBatched@2",
+        "cusolverDnXgesvdp@3",
+        "gesvdj@0",
+        "gesvdj@1",
+        "gesvdaStridedBatched@2",
+        "join(4)",
+        "copy",
+        "copy",
+        "copy",
+        "copy",
+        "copy",
+        "flags(2)",
+        "flags(3)",
+        "flags(1)",
+        "flags(2)",
+        "flags(2)",
+    ];
+    assert_eq!(names(&got), want, "{got:?}");
+    let us = units(&got);
+    check_units_of_group(&calls[0], &us[0..2], 2);
+    check_units_of_group(&calls[1], &us[2..3], 1);
+    check_units_of_group(&calls[2], &us[3..4], 1);
+    check_units_of_group(&calls[3], &us[4..6], 2);
+    check_units_of_group(&calls[4], &us[6..7], 1);
+    // gesvdp always gets host memory for its h_err_sigma; gesvda's residuals only on request.
+    assert!(us[3].1.host_values != 0 && us[6].1.host_values == 0);
+    // Every group factored exactly (the CPU computes the exact SVD whatever the routine).
+    for (gi, g) in gs.iter().enumerate() {
+        let (_, _, n, _) = (plan[gi].0, plan[gi].1, plan[gi].2, plan[gi].3);
+        for (b, w) in g.ws.iter().enumerate() {
+            let (_, s_ref, _) = jacobi_svd(w);
+            let tol = 16.0 * (w.r + w.c) as f64 * u(DType::F64) * s_ref[0];
+            let s = &g.s[b * n..(b + 1) * n];
+            assert!(s.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol), "group {gi} matrix {b}: {s:?} {s_ref:?}");
+        }
+    }
+}
+
+#[test]
+fn a_batched_decomposition_runs_its_matrices_on_three_lanes() {
+    let (rec, ctx) = recorded();
+    let mut rng = rng();
+    let (n, m, b, k) = (40, 36, 3, 10);
+    let ws: Vec<M> = (0..b).map(|_| randn(&mut rng, n, m)).collect();
+    let mut w = Buf::<f32>::from_batch(&ws, Layout::RowMajor);
+    let mut uh = Buf::<f32>::poisoned(n, k, b, Layout::ColMajor);
+    let mut sh = Buf::<f32>::poisoned(k, 1, b, Layout::ColMajor);
+    let mut vh = Buf::<f32>::poisoned(k, m, b, Layout::RowMajor);
+    let (uhd, shd, vhd) = (uh.desc(), sh.desc(), vh.desc());
+    let parts = Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), ..Default::default() };
+    unsafe { ctx.decompose_raw(&w.desc(), k, &parts, DType::F32) }.unwrap();
+    let calls = rec.take();
+    let want: Vec<&str> = vec![
+        "scan",
+        "copy",
+        "gesvd",
+        "fork(3)",
+        "cusolverDnXgesvd@0",
+        "cusolverDnXgesvd@1",
+        "cusolverDnXgesvd@2",
+        "join(3)",
+        "flags(3)",
+        "signfix",
+        "copy",
+        "copy",
+        "copy",
+    ];
+    assert_eq!(names(&calls), want, "{calls:?}");
+    let Some(Call::Gesvd(g)) = calls.iter().find(|c| matches!(c, Call::Gesvd(_))) else { unreachable!() };
+    let us = units(&calls);
+    let work = us[0].1.work;
+    let total = us.iter().map(|(_, u)| u.info + 4).max().unwrap() - work;
+    check_units_of_group(&GesvdCall { args: *g, work, work_bytes: total }, &us, 3);
+    for (bi, wm) in ws.iter().enumerate() {
+        let (_, s_ref, _) = jacobi_svd(wm);
+        let s = sh.get(bi).d;
+        let tol = 16.0 * (n + m) as f64 * u(DType::F32) * s_ref[0];
+        assert!(s.iter().zip(&s_ref[..k]).all(|(a, r)| (a - r).abs() <= tol), "matrix {bi}: {s:?}");
+    }
+}
+
+#[test]
+fn diagnostics_are_read_back_only_when_asked_for() {
+    let (rec, ctx) = recorded();
+    let mut rng = rng();
+    let ws: Vec<M> = (0..2).map(|_| randn(&mut rng, 12, 7)).collect();
+    let run = |alg: SvdAlgorithm| {
+        ctx.set_svd_algorithm(alg);
+        let mut w = Buf::<f64>::from_batch(&ws, Layout::ColMajor);
+        let mut s = Buf::<f64>::poisoned(7, 1, 2, Layout::ColMajor);
+        let (wd, sd) = (w.desc(), s.desc());
+        unsafe { ctx.svd_raw(&wd, &SvdOut { u: None, s: &sd, vt: None }, DType::F64) }.unwrap();
+        rec.take()
+    };
+    let read_backs = |calls: &[Call]| calls.iter().filter(|c| matches!(c, Call::SvdDiagnostics { .. })).count();
+    // Off by default, on the batched-SVD path: no diagnostics read back, no call measures any.
+    assert!(!ctx.svd_diagnostics());
+    for alg in [SvdAlgorithm::Jacobi, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar, SvdAlgorithm::Auto] {
+        let calls = run(alg);
+        assert_eq!(read_backs(&calls), 0, "{alg:?}: {calls:?}");
+        assert!(units(&calls).iter().all(|(_, u)| !u.diagnostics), "{alg:?}");
+    }
+    // Nor on the projection path (GEMMs only).
+    let mut basis = Buf::<f32>::from(&orthonormal(&mut rng, 12, 3), Layout::ColMajor);
+    let mut x = Buf::<f32>::from(&randn(&mut rng, 12, 5), Layout::ColMajor);
+    let (bd, xd) = (basis.desc(), x.desc());
+    let bases = osft::ops::project::Bases { u: Some(&bd), v: None };
+    unsafe { ctx.project_raw(osft::Side::Left, &bases, &xd, None) }.unwrap();
+    assert!(rec.take().iter().all(|c| matches!(c, Call::Gemm(_) | Call::Alloc(_))));
+    // On: one read-back after the flags, every call measuring.
+    ctx.set_svd_diagnostics(true);
+    for alg in [SvdAlgorithm::Jacobi, SvdAlgorithm::ApproxBatched, SvdAlgorithm::Polar] {
+        let calls = run(alg);
+        let n = names(&calls);
+        let flags = n.iter().position(|c| c.starts_with("flags")).unwrap();
+        assert_eq!(n[flags + 1], format!("diagnostics({})", units(&calls).len()), "{alg:?}: {n:?}");
+        assert!(units(&calls).iter().all(|(_, u)| u.diagnostics && (alg == SvdAlgorithm::Jacobi || u.host_values != 0)));
+    }
+    // The CPU measures nothing: its report stays empty.
+    assert_eq!(ctx.last_svd_report(), None);
+}
