@@ -246,8 +246,8 @@ impl Context {
     /// # Safety
     /// Descriptors must describe valid memory of the context's device.
     pub unsafe fn svd_raw(&self, w: &MatDesc, out: &SvdOut, compute: DType) -> Result<()> {
-        let plan = SvdPlan::new(&*self.exec, w, out, compute, self.svd_algorithm())?
-            .with_diagnostics(self.svd_diagnostics());
+        let plan =
+            SvdPlan::new(&*self.exec, w, out, compute, self.svd_algorithm())?.with_diagnostics(self.svd_diagnostics());
         // SAFETY: the caller's contract.
         unsafe { self.execute(&plan) }
     }

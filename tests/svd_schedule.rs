@@ -40,7 +40,10 @@ fn names(calls: &[Call]) -> Vec<String> {
 }
 
 fn units(calls: &[Call]) -> Vec<(usize, SvdUnitArgs)> {
-    calls.iter().filter_map(|c| if let Call::SvdUnit { lane, args } = c { Some((*lane, *args)) } else { None }).collect()
+    calls
+        .iter()
+        .filter_map(|c| if let Call::SvdUnit { lane, args } = c { Some((*lane, *args)) } else { None })
+        .collect()
 }
 
 /// Each per-matrix routine call of group `c` addresses matrix `b` of the group, in workspace
@@ -84,33 +87,55 @@ fn a_mixed_shape_svd_list_is_one_fork_join_over_the_lanes() {
     let shapes = [(40, 13, 3), (8, 20, 2), (50, 9, 1)];
     let ws: Vec<Vec<M>> = shapes.iter().map(|&(n, m, b)| (0..b).map(|_| randn(&mut rng, n, m)).collect()).collect();
     let mut wb: Vec<Buf<f64>> = ws.iter().map(|w| Buf::from_batch(w, Layout::RowMajor)).collect();
-    let mut ub: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n, n.min(m), b, Layout::ColMajor)).collect();
-    let mut sb: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), 1, b, Layout::ColMajor)).collect();
-    let mut vb: Vec<Buf<f64>> = shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), m, b, Layout::RowMajor)).collect();
+    let mut ub: Vec<Buf<f64>> =
+        shapes.iter().map(|&(n, m, b)| Buf::poisoned(n, n.min(m), b, Layout::ColMajor)).collect();
+    let mut sb: Vec<Buf<f64>> =
+        shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), 1, b, Layout::ColMajor)).collect();
+    let mut vb: Vec<Buf<f64>> =
+        shapes.iter().map(|&(n, m, b)| Buf::poisoned(n.min(m), m, b, Layout::RowMajor)).collect();
     let (wd, ud, sd, vd): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = (
         wb.iter_mut().map(|b| b.desc()).collect(),
         ub.iter_mut().map(|b| b.desc()).collect(),
         sb.iter_mut().map(|b| b.desc()).collect(),
         vb.iter_mut().map(|b| b.desc()).collect(),
     );
-    let ps: Vec<SvdProblem> =
-        (0..3).map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } }).collect();
+    let ps: Vec<SvdProblem> = (0..3)
+        .map(|i| SvdProblem { w: &wd[i], out: SvdOut { u: Some(&ud[i]), s: &sd[i], vt: Some(&vd[i]) } })
+        .collect();
     unsafe { ctx.svd_list_raw(&ps, DType::F64) }.unwrap();
     let calls = rec.take();
     let want: Vec<&str> = vec![
-        "scan", "scan", "scan", // every problem's non-finite scan, before anything is written
-        "copy", "copy", "copy", // each W staged into the workspace
+        "scan",
+        "scan",
+        "scan", // every problem's non-finite scan, before anything is written
+        "copy",
+        "copy",
+        "copy", // each W staged into the workspace
         "grouped(3)",
         "fork(4)",
-        "cusolverDnXgesvd@0", "cusolverDnXgesvd@1", "cusolverDnXgesvd@2",
+        "cusolverDnXgesvd@0",
+        "cusolverDnXgesvd@1",
+        "cusolverDnXgesvd@2",
         "gesvdjBatched@3",
         "cusolverDnXgesvd@0",
         "join(4)",
-        "copy", "copy", // gesvdjBatched: thin U and VT out of its full U and V
-        "flags(3)", "flags(2)", "flags(1)",
-        "signfix", "copy", "copy", "copy", // problem 0: signs, then U, S, Vt out
-        "signfix", "copy", "copy", "copy",
-        "signfix", "copy", "copy", "copy",
+        "copy",
+        "copy", // gesvdjBatched: thin U and VT out of its full U and V
+        "flags(3)",
+        "flags(2)",
+        "flags(1)",
+        "signfix",
+        "copy",
+        "copy",
+        "copy", // problem 0: signs, then U, S, Vt out
+        "signfix",
+        "copy",
+        "copy",
+        "copy",
+        "signfix",
+        "copy",
+        "copy",
+        "copy",
     ];
     assert_eq!(names(&calls), want, "{calls:?}");
     let Some(Call::GesvdGrouped(groups)) = calls.iter().find(|c| matches!(c, Call::GesvdGrouped(_))) else {
@@ -165,7 +190,12 @@ fn a_mixed_algorithm_grouped_batch_spreads_over_the_lanes_and_matches_the_refere
         plan.iter().map(|&(alg, m, n, b)| rec.gesvd_buffer_size(m, n, DType::F64, b, alg).unwrap()).collect();
     let mut work = vec![0u64; needs.iter().map(|n| n.div_ceil(8) + 64).sum()];
     let mut at = work.as_mut_ptr() as usize;
-    let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided { addr: v.as_mut_ptr() as usize, dtype: DType::F64, ld, stride };
+    let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided {
+        addr: v.as_mut_ptr() as usize,
+        dtype: DType::F64,
+        ld,
+        stride,
+    };
     let calls: Vec<GesvdCall> = plan
         .iter()
         .zip(gs.iter_mut())
@@ -313,7 +343,9 @@ fn diagnostics_are_read_back_only_when_asked_for() {
         let n = names(&calls);
         let flags = n.iter().position(|c| c.starts_with("flags")).unwrap();
         assert_eq!(n[flags + 1], format!("diagnostics({})", units(&calls).len()), "{alg:?}: {n:?}");
-        assert!(units(&calls).iter().all(|(_, u)| u.diagnostics && (alg == SvdAlgorithm::Jacobi || u.host_values != 0)));
+        assert!(units(&calls)
+            .iter()
+            .all(|(_, u)| u.diagnostics && (alg == SvdAlgorithm::Jacobi || u.host_values != 0)));
     }
     // The CPU measures nothing: its report stays empty.
     assert_eq!(ctx.last_svd_report(), None);

@@ -489,8 +489,8 @@ impl SvdUnitArgs {
         need(r, self.a.ld >= m && self.u.ld >= m && self.v.ld >= n, || {
             format!("lda = {}, ldu = {}, ldv = {} too small for {m} x {n}", self.a.ld, self.u.ld, self.v.ld)
         })?;
-        let host = self.routine == SvdAlgorithm::Polar
-            || (self.routine == SvdAlgorithm::ApproxBatched && self.diagnostics);
+        let host =
+            self.routine == SvdAlgorithm::Polar || (self.routine == SvdAlgorithm::ApproxBatched && self.diagnostics);
         need(r, !host || self.host_values != 0, || format!("{r} needs host memory for the values it reports"))?;
         let packed = |s: &Strided, rows: usize, cols: usize| s.ld == rows && s.stride == rows * cols;
         match self.routine {

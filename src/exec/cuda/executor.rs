@@ -137,7 +137,8 @@ impl Executor for CudaExecutor {
     /// Before cuBLAS 12.5 (`cublasGetVersion < 120500`, the routine does not exist) every call
     /// takes the fallback. The routine takes device arrays of device pointers. They live in a per-executor buffer of
     /// `3 x capacity` pointers, grown (after a stream synchronisation, so no in-flight call reads
-    /// the old one) only when a call has more problems than any before; a small NVRTC kernel
+    /// the old one) only when a call has more problems than any before (refused while the stream
+    /// is captured into a CUDA graph: run the op once before capturing); a small NVRTC kernel
     /// fills them on the stream, one launch per group, so a call allocates nothing once the
     /// buffer is large enough, never synchronises the host then, and can be captured in a graph.
     /// Stream-ordering makes reuse safe on one stream; after switching streams with
@@ -175,6 +176,23 @@ impl Executor for CudaExecutor {
             let total: usize = live.iter().map(|g| g.batch).sum();
             let mut h = self.lock()?;
             if h.ptrs.is_none_or(|(_, cap)| cap < total) {
+                // Growing synchronises and allocates, both illegal while the stream is captured
+                // into a CUDA graph: refuse, and say how to avoid it.
+                let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+                let capturing = match cu::cuStreamIsCapturing(h.stream, &mut status) {
+                    cu::CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT => true,
+                    r => {
+                        cu_check(r, "cuStreamIsCapturing")?;
+                        status != cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
+                    }
+                };
+                if capturing {
+                    return Err(Error::InvalidArgument(format!(
+                        "gemm_grouped would have to grow its pointer buffer to {total} problems, but the stream \
+                         is being captured into a CUDA graph, where nothing may allocate: run the op once \
+                         before capturing"
+                    )));
+                }
                 if let Some((old, _)) = h.ptrs.take() {
                     cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
                     cu::cuMemFree_v2(old);

@@ -454,4 +454,3 @@ pub(crate) unsafe fn write_out(exec: &dyn Executor, f: &Factors, out: &Outputs) 
         Ok(())
     }
 }
-

@@ -24,9 +24,8 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::exec::{
-    check_gesvd_calls, check_gesvdr_problem, in_group, Addr, AxpbyArgs, Executor, GesvdCall, GesvdrArgs,
-    LaneSchedule, Strided, Strided2d, SvdAlgorithm, SvdReport, SvdRunOptions, SvdUnitArgs, SvdUnitShape, TopK,
-    SVD_LANES,
+    check_gesvd_calls, check_gesvdr_problem, in_group, Addr, AxpbyArgs, Executor, GesvdCall, GesvdrArgs, LaneSchedule,
+    Strided, Strided2d, SvdAlgorithm, SvdReport, SvdRunOptions, SvdUnitArgs, SvdUnitShape, TopK, SVD_LANES,
 };
 
 fn align(x: usize) -> usize {
@@ -248,7 +247,10 @@ pub fn info_status(bytes: &[u8], routine: &'static str, host: &[f64]) -> Result<
     for (i, c) in bytes.chunks_exact(4).enumerate() {
         let v = i32::from_ne_bytes(c.try_into().expect("chunks of 4"));
         if v < 0 {
-            return Err(Error::precondition(routine, format!("the routine reports parameter {} invalid for matrix {i}", -v)));
+            return Err(Error::precondition(
+                routine,
+                format!("the routine reports parameter {} invalid for matrix {i}", -v),
+            ));
         }
         if v > 0 || host.get(i).is_some_and(|x| !x.is_finite()) {
             return Err(Error::NotConverged { problem: None, index: i });
@@ -298,7 +300,13 @@ pub unsafe fn gesvd(exec: &(impl Executor + ?Sized), calls: &[GesvdCall], option
         for (c, l) in &laid {
             let g = &c.args;
             if let Some(u_full) = l.u_full {
-                let s2 = |addr, cs, bs| Strided2d { addr, dtype: g.a.dtype, row_stride: 1, col_stride: cs, batch_stride: bs };
+                let s2 = |addr, cs, bs| Strided2d {
+                    addr,
+                    dtype: g.a.dtype,
+                    row_stride: 1,
+                    col_stride: cs,
+                    batch_stride: bs,
+                };
                 exec.axpby(&AxpbyArgs {
                     rows: g.m,
                     cols: g.n,
