@@ -121,15 +121,16 @@ impl MathMode {
 ///
 /// - `Auto`: `JacobiBatched` for matrices up to 32 x 32, else `Qr`. Never an approximate method.
 /// - `Qr`: `cusolverDnXgesvd` (QR-based bidiagonalisation), one matrix at a time, any size.
-/// - `Jacobi`: `cusolver<t>gesvdj`, one matrix at a time, any size; the residual and sweeps are
-///   read back with `cusolverDnXgesvdjGetResidual` / `GetSweeps`.
+/// - `Jacobi`: `cusolver<t>gesvdj`, one matrix at a time, any size; with SVD diagnostics on, the
+///   residual and sweeps are read back with `cusolverDnXgesvdjGetResidual` / `GetSweeps`.
 /// - `JacobiBatched`: `cusolver<t>gesvdjBatched`, the whole packed batch in one call; `m, n <= 32`.
 /// - `ApproxBatched`: `cusolver<t>gesvdaStridedBatched`, **approximate**: it works on the Gram
 ///   matrix `A^T A`, so singular values much smaller than the largest (relative to the square
 ///   root of the working precision, e.g. `sigma_i / sigma_1 < ~3e-4` in f32) and their vectors are
-///   inaccurate; cuSOLVER returns the Frobenius residual `||A - U S V^T||` per matrix.
+///   inaccurate; with SVD diagnostics on, cuSOLVER returns the Frobenius residual
+///   `||A - U S V^T||` per matrix.
 /// - `Polar`: `cusolverDnXgesvdp` (polar decomposition), one matrix at a time; cuSOLVER reports
-///   `h_err_sigma`, a bound on the perturbation of the singular values.
+///   `h_err_sigma`, a bound on the perturbation of the singular values (read with SVD diagnostics on).
 /// - `Randomized`: `cusolverDnXgesvdr`, **approximate**, only the top `k` singular triplets (a
 ///   decomposition that requests only `U_high`, `S_high`, `V_high`).
 #[repr(C)]
