@@ -184,6 +184,26 @@ def test_distributed_decomposition_matches_single_process():
     run("check_distributed_decomposition")
 
 
+def check_distributed_decomposition_output_dtype(rank, world):
+    import osft.torch as ot
+
+    # Factors stored in a dtype other than the weights': bfloat16 weights with float32 factors
+    # (the all_reduce buffer must not round them to bfloat16), float32 with float64.
+    for weights, out in ((torch.bfloat16, torch.float32), (torch.float32, torch.float64)):
+        o = ot.OSFT(_model().to(weights), frozen_ratio=0.5, output_dtype=out)
+        o_ref = ot.OSFT(_model().to(weights), frozen_ratio=0.5, output_dtype=out,
+                        distribute=False)
+        assert set(o.partition["owners"]) == set(range(world))
+        for g, gr in zip(o.groups.values(), o_ref.groups.values()):
+            for a in ("u_high", "s_high", "v_high", "u_low", "s_low", "v_low"):
+                assert getattr(g, a).dtype == out
+                torch.testing.assert_close(getattr(g, a), getattr(gr, a), atol=0, rtol=0)
+
+
+def test_distributed_decomposition_output_dtype():
+    run("check_distributed_decomposition_output_dtype")
+
+
 # --------------------------------------------------------------------------------------------
 # DDP: local gradients projected in the hooks, then all-reduced, equal the single-process run.
 

@@ -96,7 +96,9 @@ def decompose_group(g: OSFTGroup, w: torch.Tensor, owned: Optional[List[int]],
         _osft.decompose(ctx, w, g.k, *outs[:3], *(outs[3:] if low else [None] * 3),
                         compute=compute)
         return
-    flat = torch.zeros(sum(o.numel() for o in outs), dtype=w.dtype, device=w.device)
+    # The buffer holds the factors in their own dtype (output_dtype), not the weights': a cast
+    # would round float32/float64 factors of bfloat16 weights, and index_copy_ needs them equal.
+    flat = torch.zeros(sum(o.numel() for o in outs), dtype=outs[0].dtype, device=w.device)
     views, pos = [], 0
     for o in outs:
         views.append(flat[pos:pos + o.numel()].view(o.shape))
