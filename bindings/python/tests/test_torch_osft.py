@@ -314,6 +314,22 @@ def test_invalid_arguments_leave_model_untouched():
     o.merge()
 
 
+def test_invalid_arguments_leave_no_state_dict_hooks():
+    m = tiny()
+    regs = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+            "_load_state_dict_post_hooks")
+    before = {r: dict(getattr(m, r)) for r in regs}
+    plain = m.state_dict()
+    for kw in (dict(frozen_ratio=1.5), dict(ranks="adaptive"), dict(rank_pattern={"q_proj": 99})):
+        with pytest.raises(ValueError):
+            ot.OSFT(m, **kw)
+    assert {r: dict(getattr(m, r)) for r in regs} == before
+    assert list(m.state_dict()) == list(plain)
+    o = ot.OSFT(m)          # a successful OSFT does install its hooks (the check above can fail)
+    assert any(dict(getattr(m, r)) != before[r] for r in regs)
+    o.merge()
+
+
 # --------------------------------------------------------------------------------------------
 # Decomposition: batched per shape group, reconstruction, factors.
 

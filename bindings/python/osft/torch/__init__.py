@@ -19,6 +19,7 @@ each (none imports a module that imports it back):
 * :mod:`~osft.torch.optim`: :class:`OSFTOptimizer`;
 * :mod:`~osft.torch.deepspeed`: the DeepSpeed hook (fp32 master retraction at ZeRO 0-3);
 * :mod:`~osft.torch.distributed`: cost partitioning and two-phase sharded projection;
+* :mod:`~osft.torch.zero3`: ZeRO-3-partitioned parameters (:func:`gathered`), a leaf module;
 * :mod:`~osft.torch.context` and :mod:`~osft.torch.dtensor`: per-device contexts, DTensor shards.
 
 Accessing a workflow name without torch installed raises ``ImportError``.
@@ -108,7 +109,8 @@ _LAZY = {
     "resolve_rank": "ranks",
     "OSFTOptimizer": "optim",
     "attach_deepspeed": "deepspeed",
-    "gathered": "deepspeed",
+    "gathered": "zero3",
+    "is_zero3": "zero3",
     "decomposition_cost": "distributed",
     "partition_by_cost": "distributed",
     "project_sharded_": "distributed",

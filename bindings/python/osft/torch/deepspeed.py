@@ -1,6 +1,7 @@
 """DeepSpeed: :func:`attach_deepspeed`, which keeps a DeepSpeed engine's training out of the
 frozen subspace at ZeRO stages 0-3, in fp32 and in bf16/fp16 mixed precision; and
-:func:`gathered`, which ZeRO-3-partitioned OSFT factors are read through.
+:func:`~osft.torch.zero3.gathered` (re-exported here), which ZeRO-3-partitioned OSFT factors
+are read through.
 
 deepspeed is not imported at module level: the engine is used through its documented API
 (``engine.module``, ``engine.step()``, ``zero_optimization_stage()``, ``bfloat16_enabled()``,
@@ -48,8 +49,7 @@ supported at ZeRO stage 0 in fp32 only.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -59,26 +59,9 @@ import osft as _osft
 from .context import context_for
 from .model import OSFT
 from .optim import OSFTOptimizer
+from .zero3 import gathered, is_zero3
 
-
-def is_zero3(p: Any) -> bool:
-    """Whether ``p`` is a parameter partitioned by DeepSpeed ZeRO stage 3."""
-    return hasattr(p, "ds_id") and hasattr(p, "ds_tensor")
-
-
-def gathered(params: Sequence[Any]):
-    """A context in which ZeRO-3-partitioned ``params`` hold their full values
-    (``deepspeed.zero.GatheredParameters``, read-only: a collective, call it on every rank);
-    a no-op context when none is partitioned. Parameters already gathered (DeepSpeed's
-    persistent small ones, or an enclosing ``gathered``) are left to their owner, so nesting
-    is safe and nothing DeepSpeed keeps resident is released."""
-    part = [p for p in params
-            if is_zero3(p) and getattr(getattr(p, "ds_status", None), "name", "") == "NOT_AVAILABLE"]
-    if not part:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(part, modifier_rank=None)
+__all__ = ["attach_deepspeed", "gathered", "is_zero3"]
 
 
 def _orthonormal(basis: torch.Tensor, side: str) -> torch.Tensor:

@@ -101,14 +101,15 @@ from .dtensor import local_batch
 from .group import OSFTGroup
 from .ranks import RankSpec, resolve_rank
 from .targets import PatternLike, Target, find_targets
+from .zero3 import gathered, is_zero3
 
-# Re-exported: they were defined here before the workflow was split by responsibility.
+# Re-exported for callers that import them from here.
 __all__ = ["OSFT", "OSFTGroup", "RankSpec", "context_for", "local_batch", "resolve_rank"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 #: The SVD's working precision unless ``upcast_dtype`` says otherwise: float64, measured in
 #: ``benches/decompose_precision.py`` (BENCHMARKS.md) as ~150x more accurate than float32 on
-#: CPU (factors at float32 rounding) for 1.3-1.7x the decomposition time, a one-off cost.
+#: CPU (factors at float32 rounding) for 1.3-2.6x the decomposition time, a one-off cost.
 DEFAULT_UPCAST_DTYPE = torch.float64
 #: The target layers' forward: ``"factorised"`` (``x V^T diag(S) U^T``, no dense ``W``),
 #: ``"dense"`` (``W`` rebuilt per forward) or ``"auto"``, per call the one that keeps fewer bytes
@@ -221,10 +222,11 @@ class OSFT:
         self._hooked: Dict[int, Dict[str, bool]] = {}
         self._owners: List[Tuple[nn.Module, str]] = []
         self._freeze_others = bool(freeze_others)
-        # Kept apart from _handles, which merge() removes: they serve every task.
-        self._state_dict_handles = _checkpoint.install_state_dict_hooks(self)
         self._setup(frozen_ratio, unfreeze_rank_ratio, rank_pattern, ranks, calibration,
                     forward_fn, min_ratio, target_ratio, max_samples, previous=None)
+        # Only after a successful setup (invalid arguments leave the model as it was); kept apart
+        # from _handles, which merge() removes: they serve every task.
+        self._state_dict_handles = _checkpoint.install_state_dict_hooks(self)
 
     # ------------------------------------------------------------------ setup
 
@@ -387,8 +389,6 @@ class OSFT:
         ``max_b ||V_low V_high^T||/||V_low||`` (factored groups), by osft.leakage. Under FSDP2
         each rank reports the matrices of its own shard; under DeepSpeed ZeRO-3 the factors are
         gathered (a collective: call it on every rank)."""
-        from .deepspeed import gathered
-
         with gathered(self.parameters()):
             return self._leakage()
 
@@ -416,8 +416,6 @@ class OSFT:
         one :func:`osft.reconstruct` call per factored group. Under FSDP2 the sharded factors are
         gathered first (``full_tensor()``), under DeepSpeed ZeRO-3 the partitioned ones
         (``GatheredParameters``): collectives, call it on every rank."""
-        from .deepspeed import gathered
-
         with gathered(self.parameters()):
             return self._dense_weights()
 
@@ -449,8 +447,6 @@ class OSFT:
         gives anyway unless ``plain_state_dict`` is off). Keys of modules wrapped by DDP-style
         containers keep whatever prefix ``model`` itself has. Under DeepSpeed ZeRO-3 every
         partitioned parameter is gathered for it (a collective: call it on every rank)."""
-        from .deepspeed import gathered, is_zero3
-
         params = list(self.model.parameters())
         plain, self.plain_state_dict = self.plain_state_dict, True
         try:
