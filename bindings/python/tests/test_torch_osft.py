@@ -809,6 +809,38 @@ def test_attach_deepspeed_checks():
     assert max(o.leakage().values()) < 1e-12
 
 
+def test_attach_deepspeed_checkpoints_carry_the_raw_factors():
+    # engine.save_checkpoint / load_checkpoint use module.state_dict() / load_state_dict():
+    # after attach_deepspeed they must hold the factors DeepSpeed's masters belong to, not
+    # plain dense weights that loading would decompose again.
+    m = tiny()
+    o = ot.OSFT(m)
+    assert not any(".osft_" in k for k in m.state_dict())          # plain by default
+    eng = FakeEngine(m, torch.optim.Adam(o.parameters(), lr=2e-2))
+    detach = ot.attach_deepspeed(eng, o)
+    x = data()
+    for _ in range(3):
+        eng.backward((m(x) - 1).pow(2).mean())
+        eng.step()
+    from osft.torch.checkpoint import group_prefixes
+
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    prefixes = group_prefixes(o).values()
+    assert prefixes and all(f"{p}.{f}" in sd for p in prefixes
+                            for f in ("u_high", "s_high", "v_high", "u_low", "s_low", "v_low"))
+    assert not any(k in sd for k in LLAMA_TARGETS)
+    # Loading it back restores the trained factors bit for bit (no re-decomposition).
+    before = [p.detach().clone() for p in o.parameters()]
+    with torch.no_grad():
+        for p in o.parameters():
+            p.add_(1.0)
+    m.load_state_dict(sd)
+    for p, b in zip(o.parameters(), before):
+        assert torch.equal(p, b)
+    detach()
+    assert not any(".osft_" in k for k in m.state_dict())          # the user's setting again
+
+
 # --------------------------------------------------------------------------------------------
 # Cost partitioning.
 

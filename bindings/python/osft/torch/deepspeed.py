@@ -261,6 +261,13 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
       (``ValueError``: pass the plain optimizer and let this hook retract).
     * ``mode="dense"`` groups: ZeRO stage 0 in fp32 only (``ValueError`` otherwise); there the
       hook projects each step's update (a snapshot of the dense weights before the step).
+    * Checkpoints: sets ``osft.plain_state_dict = False`` (restored by the returned function), so
+      that ``model.state_dict()``, and with it ``engine.save_checkpoint`` /
+      ``load_checkpoint``, carries the raw factors (``osft_*`` entries) that DeepSpeed's fp32
+      masters and optimizer moments belong to, and a resume is exact. Plain dense weights
+      loaded under OSFT would be decomposed again (a new frozen subspace) while DeepSpeed
+      restores the masters of the old factors. For a plain model export use
+      :meth:`OSFT.merged_state_dict` (a collective at ZeRO-3).
     """
     module = getattr(engine, "module", None)
     step = getattr(engine, "step", None)
@@ -299,6 +306,11 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
         # component in the frozen subspace (a collective where the step's retraction has one).
         retraction()
     project_dense = retract and bool(dense) and not client
+    # engine.save_checkpoint / load_checkpoint go through module.state_dict() and
+    # load_state_dict(): plain dense weights would be re-split on load (a new frozen subspace)
+    # while DeepSpeed restores fp32 masters of the old factors. Raw factors resume exactly.
+    plain = osft.plain_state_dict
+    osft.plain_state_dict = False
     boundary = getattr(engine, "is_gradient_accumulation_boundary", None)
 
     original = engine.step
@@ -320,5 +332,6 @@ def attach_deepspeed(engine: Any, osft: OSFT, retract: bool = True) -> Callable[
     def detach() -> None:
         if engine.step is osft_step:
             engine.step = original
+            osft.plain_state_dict = plain
 
     return detach
