@@ -9,7 +9,7 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 #: ``OSFT_ABI_VERSION`` of the header this binding was written against.
 ABI_VERSION = 2
@@ -142,11 +142,10 @@ def _candidates():
     yield "find_library('osft')", ctypes.util.find_library("osft"), "nothing found"
 
 
-#: Functions added to ABI 1 after its first release: a libosft without them still loads, and
-#: the Python calls that need them raise :class:`osft.OsftError` (see :func:`has`).
+#: Functions added while ABI version 2 was current (an addition keeps the version,
+#: docs/abi-policy.md): a libosft of ABI 2 built before them still loads, and the Python calls
+#: that need them raise :class:`osft.OsftError` (see :func:`has`).
 _OPTIONAL = frozenset({
-    "osft_context_set_svd_algorithm", "osft_context_get_svd_algorithm",
-    "osft_context_set_math_mode", "osft_context_get_math_mode",
     "osft_context_set_svd_diagnostics", "osft_context_get_svd_diagnostics",
 })
 
@@ -158,6 +157,25 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)  # AttributeError when the library lacks a symbol
         fn.restype = res
         fn.argtypes = args
+
+
+def _incompatible(lib: ctypes.CDLL) -> Optional[str]:
+    """Why ``lib`` is not a libosft this binding can use, or None. The ABI version is checked
+    before the symbols, so a libosft of another ABI is named as such rather than by the first
+    function it lacks."""
+    try:
+        abi_version = lib.osft_abi_version
+    except AttributeError:
+        return "not a libosft (no osft_abi_version)"
+    abi_version.restype, abi_version.argtypes = ctypes.c_uint32, []
+    abi = abi_version()
+    if abi != ABI_VERSION:
+        return f"ABI version {abi}, this binding needs {ABI_VERSION}"
+    try:
+        _declare(lib)
+    except AttributeError as e:
+        return f"not a compatible libosft (missing symbol: {e})"
+    return None
 
 
 def load() -> Tuple[ctypes.CDLL, str]:
@@ -181,14 +199,14 @@ def load() -> Tuple[ctypes.CDLL, str]:
             if label == "OSFT_LIBRARY":
                 raise LibraryNotFoundError(tried) from e
             continue
-        try:
-            _declare(lib)
-        except AttributeError as e:
-            tried.append((where, f"not a compatible libosft (missing symbol: {e})"))
-            continue
-        abi = lib.osft_abi_version()
-        if abi != ABI_VERSION:
-            tried.append((where, f"ABI version {abi}, this binding needs {ABI_VERSION}"))
+        why = _incompatible(lib)
+        if why is not None:
+            if label == "OSFT_LIBRARY":
+                # As for a missing file: the explicit choice is wrong, the others are not tried.
+                tried.append((where, why + "; OSFT_LIBRARY must name a compatible libosft "
+                              "(unset it to search the other places)"))
+                raise LibraryNotFoundError(tried)
+            tried.append((where, why))
             continue
         return lib, path
     raise LibraryNotFoundError(tried)

@@ -47,6 +47,36 @@ def test_osft_library_missing_file_is_an_import_error():
     assert r.stdout.split() == ["LibraryNotFoundError", "1"]
 
 
+def test_osft_library_incompatible_is_an_import_error():
+    # The checkout's own library would load next: OSFT_LIBRARY must not fall through to it.
+    import _ctypes  # a shared library that is not libosft
+
+    assert os.path.isfile(_ctypes.__file__)
+    r = run("import osft", {"OSFT_LIBRARY": _ctypes.__file__})
+    assert r.returncode != 0
+    assert "LibraryNotFoundError" in r.stderr and "no osft_abi_version" in r.stderr
+    assert "development checkout" not in r.stderr and "bundled" not in r.stderr
+    # A libosft of another ABI version (the real library, its osft_abi_version answering 1).
+    fake_abi = (
+        "import ctypes\n"
+        "class OtherAbi(ctypes.CDLL):\n"
+        "    def __getattr__(self, name):\n"
+        "        if name == 'osft_abi_version':\n"
+        "            f = lambda: 1\n"
+        "            return f\n"
+        "        return super().__getattr__(name)\n"
+        "ctypes.CDLL = OtherAbi\n"
+        "import osft\n")
+    r = run(fake_abi, {"OSFT_LIBRARY": osft.library_path})
+    assert r.returncode != 0
+    assert "LibraryNotFoundError" in r.stderr and "ABI version 1, this binding needs 2" in r.stderr
+    assert "OSFT_LIBRARY must name a compatible libosft" in r.stderr
+    assert "development checkout" not in r.stderr
+    # Unset, the same library of another ABI is skipped and the search goes on (to nothing here).
+    r = run(fake_abi, unset=["OSFT_LIBRARY"])
+    assert r.returncode != 0 and "ABI version 1" in r.stderr and "find_library" in r.stderr
+
+
 def test_bundled_copy_then_nothing(tmp_path):
     # A copy of the package outside the checkout: no development-checkout candidate.
     dst = tmp_path / "site" / "osft"
