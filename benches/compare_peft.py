@@ -14,7 +14,9 @@ Method: every measurement runs in a fresh process (so that each peak resident se
 its rounds of the median of its timed steps (after warm-up steps). Peak memory is
 ``ru_maxrss`` (the process's resident high-water mark) minus the resident size just before the
 phase: applying OSFT (from the plain model to the wrapped one), and training (from after
-applying to the end of the steps). Ratios are osft / PEFT (< 1: osft is faster or smaller).
+applying to the end of the steps). ``ru_maxrss`` is not reset between phases (it counts from
+the process's start), so each figure is an upper bound on that phase's own peak. Ratios are
+osft / PEFT (< 1: osft is faster or smaller).
 Both sides are checked to train the same number of parameters and to reproduce the base
 model's logits before training. Both run with one thread (torch's, and osft's rayon pool
 through ``RAYON_NUM_THREADS=1``), the machine being shared.
