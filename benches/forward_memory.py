@@ -1,5 +1,6 @@
-"""Forward of osft.torch's target layers: dense reconstruction vs factorised, peak memory and
-step time on the CPU (``OSFT(forward="dense" | "factorised")``).
+"""Forward of osft.torch's target layers: dense reconstruction, factorised, and the per-call
+choice between them; peak memory and step time on the CPU
+(``OSFT(forward="dense" | "factorised" | "auto")``).
 
 * ``dense``: each forward rebuilds ``W = U_h S_h V_h + U_l S_l V_l`` (``N x M``) per target and
   autograd keeps it (and ``U * S``) for backward;
@@ -9,8 +10,8 @@ step time on the CPU (``OSFT(forward="dense" | "factorised")``).
 
 Cases: a 4096 x 4096 ``nn.Linear`` (float32, frozen ratio 0.5) at several token counts ``T``,
 and a small Llama (transformers, random weights from a config) at a few batch shapes. What is
-measured is forward + backward (the gradients projected in autograd hooks, as in training); the
-optimizer step is the same in both modes and is left out.
+measured is forward + backward, without the gradient projection and the optimizer step (see
+Time below).
 
 Memory, two measures:
 
@@ -27,7 +28,7 @@ Memory, two measures:
 
 Time: the median forward + backward over the steps (the first includes first-touch costs; with
 ``--steps 1`` it is all there is). The gradient projection (``project_in_backward``) and the
-optimizer step cost the same in both modes and are left out (``project_in_backward=False``).
+optimizer step cost the same in every mode and are left out (``project_in_backward=False``).
 
 For the 4096-wide layer the factors are random orthonormal matrices (QR) in place of the SVD,
 which would take minutes on a CPU and does not change the forward's cost; the Llama is
