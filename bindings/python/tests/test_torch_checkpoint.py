@@ -129,6 +129,103 @@ def test_osft_only_save_restores_training_exactly(tmp_path):
         assert torch.equal(p1, p2)
 
 
+def bn_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.BatchNorm1d(12),
+                               torch.nn.Linear(12, 6)).double()
+
+
+def test_osft_only_save_restores_persistent_buffers(tmp_path):
+    """BatchNorm's running statistics (persistent buffers outside OSFT) are part of the resumed
+    state: after from_pretrained the eval-mode outputs and the continued training agree."""
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(16, 8, generator=g, dtype=torch.float64) for _ in range(6)]
+
+    def steps(model, opt, batches):
+        model.train()
+        for x in batches:
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+
+    m = bn_model()
+    o = ot.OSFT(m, targets=["0.weight", "2.weight"], frozen_ratio=0.5)
+    opt = ot.OSFTOptimizer(torch.optim.AdamW(m.parameters(), lr=1e-2), o)
+    steps(m, opt, xs[:3])
+    assert int(m[1].num_batches_tracked) == 3
+    o.save_pretrained(tmp_path / "osft")
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    cfg = json.loads((tmp_path / "osft" / "osft_config.json").read_text())
+    assert cfg["persistent_buffers"] == ["1.num_batches_tracked", "1.running_mean",
+                                         "1.running_var"]
+
+    m2 = bn_model()
+    o2 = ot.OSFT.from_pretrained(m2, tmp_path / "osft")
+    for n in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(m[1], n), getattr(m2[1], n)), n
+    m.eval(), m2.eval()
+    assert torch.equal(m(xs[5]), m2(xs[5]))
+    opt2 = ot.OSFTOptimizer(torch.optim.AdamW(m2.parameters(), lr=1e-2), o2)
+    opt2.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    steps(m, opt, xs[3:5]), steps(m2, opt2, xs[3:5])
+    for (n1, t1), (n2, t2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert n1 == n2 and torch.equal(t1, t2), n1
+
+
+class _Status:
+    def __init__(self, name):
+        self.name = name
+
+
+class _FakeGatheredParameters:
+    """deepspeed.zero.GatheredParameters over fake partitioned parameters: the full values are
+    in place inside the block, a (0,) tensor outside (as DeepSpeed's ZeRO-3 leaves them)."""
+
+    def __init__(self, params, modifier_rank=None):
+        self.params = params
+
+    def __enter__(self):
+        for p in self.params:
+            p.data, p.ds_status = p.ds_full, _Status("AVAILABLE")
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.data, p.ds_status = torch.empty(0, dtype=p.dtype), _Status("NOT_AVAILABLE")
+
+
+def _partition(params):
+    for i, p in enumerate(params):
+        p.ds_id, p.ds_tensor, p.ds_shape = i, torch.empty(0, dtype=p.dtype), p.shape
+        p.ds_full = p.data
+        p.data, p.ds_status = torch.empty(0, dtype=p.dtype), _Status("NOT_AVAILABLE")
+
+
+def test_save_pretrained_gathers_zero3_partitioned_parameters(tmp_path, monkeypatch):
+    """Under ZeRO-3 a parameter holds a (0,) tensor outside GatheredParameters: the save must
+    hold the full values (gathered), not empty tensors; an ungathered one is refused."""
+    import types
+
+    m = llama()
+    o = ot.OSFT(m, frozen_ratio=0.5)
+    train(m, o, 2)
+    want = o.osft_state_dict()
+    _partition([p for p in m.parameters()])
+    fake = types.ModuleType("deepspeed")
+    fake.zero = types.SimpleNamespace(GatheredParameters=_FakeGatheredParameters)
+    monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    o.save_pretrained(tmp_path / "osft")
+    saved = torch.load(tmp_path / "osft" / "osft_model.pt", weights_only=True)
+    assert saved.keys() == want.keys()
+    for k, v in want.items():
+        assert torch.equal(saved[k], v), k
+    assert all(p.numel() == 0 for p in m.parameters())       # released again afterwards
+    # A partitioned parameter that gathering does not fill is refused, not saved empty.
+    for p in m.parameters():
+        p.ds_status = _Status("AVAILABLE")
+    with pytest.raises(ValueError, match="not gathered"):
+        o.save_pretrained(tmp_path / "osft2")
+
+
 def test_after_next_task_state_dict_is_plain_and_the_save_holds_the_frozen_factors(tmp_path):
     """After next_task the frozen subspace comes from trained weights the base model does not
     hold: save_pretrained then includes the frozen factors by default, and from_pretrained onto

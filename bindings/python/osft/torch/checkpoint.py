@@ -17,8 +17,9 @@ Two kinds of checkpoint, for two purposes:
 * **The OSFT state** (for resuming): :func:`save_pretrained` writes ``osft_config.json`` (the
   targets, their ranks and shapes, the groups and their members, every setting of
   :class:`~osft.torch.OSFT`, the task index, SHA-256 digests of the frozen factors) and
-  ``osft_model.pt`` (the trainable factors, every other trainable parameter, and, when asked or
-  needed, the frozen factors and the base copies). :func:`from_pretrained` applies OSFT to a
+  ``osft_model.pt`` (the trainable factors, every other trainable parameter, the model's
+  persistent buffers outside OSFT's groups such as BatchNorm running statistics, and, when asked
+  or needed, the frozen factors and the base copies). :func:`from_pretrained` applies OSFT to a
   fresh base model with the saved targets, ranks and grouping, and loads them.
 
 Frozen factors: recomputed or saved? The resumed run must equal the uninterrupted one bit for
@@ -47,8 +48,10 @@ import torch
 from torch import nn
 
 from .decompose import decompose_group
+from .dtensor import full as _full
 from .group import OSFTGroup
 from .targets import model_type_of
+from .zero3 import gathered
 
 CONFIG_NAME = "osft_config.json"
 WEIGHTS_NAME = "osft_model.pt"
@@ -167,6 +170,31 @@ def _other_trainables(o) -> Dict[str, nn.Parameter]:
             if p.requires_grad and id(p) not in mine}
 
 
+def _persistent_buffers(o) -> Dict[str, torch.Tensor]:
+    """The model's persistent buffers outside OSFT's groups (e.g. BatchNorm running
+    statistics), by their ``named_buffers()`` names."""
+    out: Dict[str, torch.Tensor] = {}
+    for mname, mod in o.model.named_modules():
+        if isinstance(mod, OSFTGroup):
+            continue
+        for bname, b in mod._buffers.items():
+            if b is not None and bname not in mod._non_persistent_buffers_set:
+                out.setdefault(f"{mname}.{bname}" if mname else bname, b)
+    return out
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    """A full CPU copy of ``t``: a DTensor's ``full_tensor()`` (a collective); a ZeRO-3
+    parameter must be gathered by the caller, and one that is not is refused rather than saved
+    empty."""
+    full = _full(t.detach())
+    want = getattr(t, "ds_shape", None)
+    if want is not None and tuple(full.shape) != tuple(want):
+        raise ValueError(f"a ZeRO-3-partitioned parameter of shape {tuple(want)} is not gathered "
+                         f"(holds {tuple(full.shape)}); it cannot be saved")
+    return full.to("cpu", copy=True)
+
+
 def osft_config(o, include_frozen: bool) -> Dict[str, Any]:
     """The serialised configuration of ``o`` (what :func:`save_pretrained` writes as JSON)."""
     return {
@@ -190,6 +218,7 @@ def osft_config(o, include_frozen: bool) -> Dict[str, Any]:
                     "weight_dtype": _dtype_name(g.weight_dtype),
                     "members": [list(m) for m in g.members]} for name, g in o.groups.items()],
         "trainable_others": sorted(_other_trainables(o)),
+        "persistent_buffers": sorted(_persistent_buffers(o)),
         "frozen_included": bool(include_frozen),
         "frozen_sha256": frozen_digests(o),
     }
@@ -197,25 +226,36 @@ def osft_config(o, include_frozen: bool) -> Dict[str, Any]:
 
 def osft_state_dict(o, include_frozen: bool = False) -> Dict[str, torch.Tensor]:
     """The OSFT-only tensors: ``groups.<g>.<u_low|s_low|v_low|weight>``, ``others.<parameter>``
-    (every other trainable parameter), and with ``include_frozen`` ``frozen.<g>.<u_high|...>``;
-    with ``keep_base`` the base copies ``base.<g>.<name>``. CPU copies."""
+    (every other trainable parameter), ``buffers.<name>`` (the model's persistent buffers
+    outside the groups, e.g. BatchNorm statistics), and with ``include_frozen``
+    ``frozen.<g>.<u_high|...>``; with ``keep_base`` the base copies ``base.<g>.<name>``. Full
+    CPU copies: DeepSpeed ZeRO-3-partitioned parameters are gathered and FSDP2 ``DTensor``
+    parameters read with ``full_tensor()`` (collectives: call it on every rank)."""
+    with gathered(list(o.model.parameters())):
+        return _osft_state_dict(o, include_frozen)
+
+
+def _osft_state_dict(o, include_frozen: bool) -> Dict[str, torch.Tensor]:
     out: Dict[str, torch.Tensor] = {}
     for gname, g in o.groups.items():
         for n in g.trainable_names():
-            out[f"groups.{gname}.{n}"] = getattr(g, n).detach().to("cpu", copy=True)
+            out[f"groups.{gname}.{n}"] = _cpu_copy(getattr(g, n))
             if o.keep_base:
-                out[f"base.{gname}.{n}"] = getattr(g, f"{n}_base").detach().to("cpu", copy=True)
+                out[f"base.{gname}.{n}"] = _cpu_copy(getattr(g, f"{n}_base"))
         if include_frozen:
             for n in ("u_high", "s_high", "v_high"):
-                out[f"frozen.{gname}.{n}"] = getattr(g, n).detach().to("cpu", copy=True)
+                out[f"frozen.{gname}.{n}"] = _cpu_copy(getattr(g, n))
     for name, p in _other_trainables(o).items():
-        out[f"others.{name}"] = p.detach().to("cpu", copy=True)
+        out[f"others.{name}"] = _cpu_copy(p)
+    for name, b in _persistent_buffers(o).items():
+        out[f"buffers.{name}"] = _cpu_copy(b)
     return out
 
 
 def save_pretrained(o, directory: str, include_frozen: Optional[bool] = None) -> None:
     """Write ``osft_config.json`` and ``osft_model.pt`` into ``directory`` (created if needed).
-    ``include_frozen`` defaults to ``o.task > 0`` (see the module docstring)."""
+    ``include_frozen`` defaults to ``o.task > 0`` (see the module docstring). Under DeepSpeed
+    ZeRO-3 or FSDP2 the tensors are gathered first (collectives: call it on every rank)."""
     if not o.groups:
         raise ValueError("save_pretrained: OSFT is not applied (merged); save the model instead")
     if include_frozen is None:
@@ -296,6 +336,11 @@ def from_pretrained(cls, model: nn.Module, directory: str, **overrides):
                 key = f"base.{gname}.{n}"
                 if o.keep_base and key in state:
                     getattr(g, f"{n}_base").copy_(state[key])
+        bufs = _persistent_buffers(o)
+        for name in cfg.get("persistent_buffers", []):
+            if name not in bufs:
+                raise ValueError(f"from_pretrained: the model has no persistent buffer {name!r}")
+            bufs[name].copy_(state[f"buffers.{name}"])
         others = set(cfg["trainable_others"])
         params = dict(model.named_parameters())
         mine = {id(p) for g in o.groups.values() for p in g.parameters(recurse=False)}
