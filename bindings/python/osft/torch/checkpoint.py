@@ -10,10 +10,13 @@ Two kinds of checkpoint, for two purposes:
   order. It loads into a fresh plain model (``from_pretrained`` / ``load_state_dict``) with the
   same outputs, to the rounding of one reconstruction. A root state-dict post-hook does this
   (``OSFT(plain_state_dict=False)`` or ``o.plain_state_dict = False`` turns it off, giving the raw
-  factor entries, e.g. for a framework that checkpoints ``model.state_dict()`` to resume). Loading
-  such a plain state dict back into the model *under* OSFT (``model.load_state_dict``) is
-  accepted too: a root load pre-hook decomposes the dense weights of each group at its ranks
-  (the same function, a new split; not for exact resumption).
+  factor entries). A framework that resumes from ``model.state_dict()`` (DeepSpeed's
+  ``engine.save_checkpoint``, the Hugging Face ``Trainer``) needs the raw entries for an exact
+  resume; :func:`~osft.torch.attach_deepspeed` sets it. Loading a plain state dict back into the
+  model *under* OSFT (``model.load_state_dict``) is accepted too: a root load pre-hook
+  decomposes the dense weights of each group at its ranks (the same function, but a new frozen
+  subspace, and optimizer moments or fp32 masters that no longer belong to the factors): plain
+  state dicts are for export only.
 * **The OSFT state** (for resuming): :func:`save_pretrained` writes ``osft_config.json`` (the
   targets, their ranks and shapes, the groups and their members, every setting of
   :class:`~osft.torch.OSFT`, the task index, SHA-256 digests of the frozen factors) and
@@ -32,7 +35,8 @@ True`` saves them (the default after :meth:`~osft.torch.OSFT.next_task`, whose f
 comes from trained weights that the base model does not hold).
 
 Only the model's state is saved here; save the optimizer's ``state_dict()`` next to it (the
-order of :meth:`~osft.torch.OSFT.parameters` is the same after :func:`from_pretrained`).
+order of :meth:`~osft.torch.OSFT.parameters` is the same after :func:`from_pretrained`); the
+data order and random state are the caller's.
 """
 
 from __future__ import annotations
