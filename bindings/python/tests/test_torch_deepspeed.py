@@ -26,8 +26,6 @@ import traceback
 
 import pytest
 
-# DeepSpeed's CPU accelerator even where a GPU is visible (the test runs the CPU path over gloo).
-os.environ["DS_ACCELERATOR"] = "cpu"
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("deepspeed")
@@ -233,7 +231,7 @@ def _worker(rank, world, init_file, result_dir, runs):
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=datetime.timedelta(seconds=300))
     results, msg = [], "ok"
     try:
         import logging
@@ -258,16 +256,31 @@ def _worker(rank, world, init_file, result_dir, runs):
 
 
 def _spawn(world, runs):
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(world, os.path.join(d, "init"), d, runs), nprocs=world,
-                 join=True)
-        out = []
-        for r in range(world):
-            with open(os.path.join(d, f"rank{r}.json")) as f:
-                got = json.load(f)
-            assert got["msg"] == "ok", f"world {world}, rank {r}:\n{got['msg']}"
-            out.append(got["results"])
-        return out[0]
+    # DeepSpeed's CPU accelerator even where a GPU is visible (the test runs the CPU path over
+    # gloo). DeepSpeed picks its accelerator when imported, which a spawned worker does when it
+    # imports this module, so the workers inherit the setting; the pytest process keeps its own.
+    before = os.environ.get("DS_ACCELERATOR")
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            mp.spawn(_worker, args=(world, os.path.join(d, "init"), d, runs), nprocs=world,
+                     join=True)
+            return _results(d, world)
+    finally:
+        if before is None:
+            del os.environ["DS_ACCELERATOR"]
+        else:
+            os.environ["DS_ACCELERATOR"] = before
+
+
+def _results(d, world):
+    out = []
+    for r in range(world):
+        with open(os.path.join(d, f"rank{r}.json")) as f:
+            got = json.load(f)
+        assert got["msg"] == "ok", f"world {world}, rank {r}:\n{got['msg']}"
+        out.append(got["results"])
+    return out[0]
 
 
 def test_deepspeed_zero_stages_keep_the_frozen_subspace(capsys):
