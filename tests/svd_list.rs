@@ -240,6 +240,8 @@ fn the_context_grows_its_own_workspace_to_one_wave() {
 struct Faulty(CpuExecutor);
 
 const MARK: f64 = 1000.0;
+/// A matrix whose gesvdp (`Polar`) reports a non-finite `h_err_sigma`.
+const MARK_SIGMA: f64 = 2000.0;
 
 impl Executor for Faulty {
     fn name(&self) -> String {
@@ -275,18 +277,25 @@ impl Executor for Faulty {
     unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> osft::Result<()> {
         // Read before the SVD overwrites A; the routine's flag for a marked matrix says "not
         // converged", as cuSOLVER reports it.
-        let mut marked = vec![];
+        let (mut marked, mut sigma) = (vec![], vec![]);
         for (_, u) in &schedule.units {
             assert_eq!(u.a.dtype, DType::F64);
             for b in 0..u.batch {
-                if unsafe { *((u.a.addr + b * u.a.stride * 8) as *const f64) } == MARK {
+                let a00 = unsafe { *((u.a.addr + b * u.a.stride * 8) as *const f64) };
+                if a00 == MARK {
                     marked.push(u.info + 4 * b);
+                }
+                if a00 == MARK_SIGMA && u.routine == SvdAlgorithm::Polar && u.host_values != 0 {
+                    sigma.push(u.host_values + 8 * b);
                 }
             }
         }
         self.0.svd_lanes(schedule)?;
         for info in marked {
             unsafe { *(info as *mut i32) = 1 };
+        }
+        for h in sigma {
+            unsafe { *(h as *mut f64) = f64::NAN };
         }
         Ok(())
     }
@@ -337,6 +346,23 @@ fn non_convergence_names_the_problem_and_the_matrix() {
     ws[2].set(0, 0, MARK);
     let e = list_with::<f64>(&ctx, &[ws]).unwrap_err();
     assert_eq!(e, Error::NotConverged { problem: Some(0), index: 2 });
+}
+
+/// gesvdp writes its `h_err_sigma` whether or not diagnostics are on: a non-finite one fails the
+/// SVD either way, naming the matrix.
+#[test]
+fn a_non_finite_gesvdp_error_bound_fails_with_diagnostics_off_or_on() {
+    let ctx = Context::with_executor(Arc::new(Faulty(CpuExecutor)));
+    ctx.set_svd_algorithm(SvdAlgorithm::Polar);
+    for diagnostics in [false, true] {
+        ctx.set_svd_diagnostics(diagnostics);
+        let mut problems = inputs(5);
+        problems[1][0].set(0, 0, MARK_SIGMA);
+        let e = list_with::<f64>(&ctx, &problems).unwrap_err();
+        assert_eq!(e, Error::NotConverged { problem: Some(1), index: 0 }, "diagnostics {diagnostics}");
+        // Unmarked, the same list succeeds.
+        list_with::<f64>(&ctx, &inputs(5)).unwrap();
+    }
 }
 
 #[test]

@@ -93,8 +93,14 @@ impl CudaExecutor {
                 .collect();
             let mut last = vec![None; s.lanes.min(h.lanes.len())];
             for (i, (l, u)) in s.units.iter().enumerate() {
-                if u.routine == SvdAlgorithm::Jacobi && *l < last.len() {
-                    last[*l] = u.diagnostics.then_some(i);
+                // A later gesvdjBatched call on the lane reuses its gesvdjInfo, whose residual
+                // cuSOLVER does not report after a batched call: no value for that lane then.
+                if *l < last.len() {
+                    match u.routine {
+                        SvdAlgorithm::Jacobi => last[*l] = u.diagnostics.then_some(i),
+                        SvdAlgorithm::JacobiBatched => last[*l] = None,
+                        _ => {}
+                    }
                 }
             }
             for (lane, i) in last.iter().enumerate() {

@@ -230,8 +230,8 @@ unsafe fn transpose_v(
     }
 }
 
-/// The `batch` convergence flags at `info`, read to the host (the executor's only
-/// synchronisation of a successful SVD beyond its join).
+/// The `batch` convergence flags at `info`, read to the host (on CUDA the first read waits for
+/// the join; later groups' reads find the stream idle).
 unsafe fn read_flags(exec: &(impl Executor + ?Sized), info: Addr, batch: usize) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; batch * 4];
     // SAFETY: the caller's contract: `info` holds `batch` flags on the executor's device.
@@ -241,7 +241,7 @@ unsafe fn read_flags(exec: &(impl Executor + ?Sized), info: Addr, batch: usize) 
 
 /// Map the info flags of a batch: 0 converged; > 0 not converged (`NotConverged` with the first
 /// such index); < 0 a parameter the routine rejected (`Precondition`). `host` (gesvda's
-/// `h_R_nrmF`, gesvdp's `h_err_sigma`, read only with diagnostics on), where given, must be
+/// `h_R_nrmF` with diagnostics on; gesvdp's `h_err_sigma` always), where given, must be
 /// finite.
 pub fn info_status(bytes: &[u8], routine: &'static str, host: &[f64]) -> Result<()> {
     for (i, c) in bytes.chunks_exact(4).enumerate() {
@@ -330,12 +330,20 @@ pub unsafe fn gesvd(exec: &(impl Executor + ?Sized), calls: &[GesvdCall], option
         let first = laid[0].1.routine;
         let common = laid.iter().all(|(_, l)| l.routine == first).then_some(first);
         let mut report = SvdReport { algorithm: common, ..Default::default() };
-        let mut host: Vec<Vec<f64>> = vec![vec![]; laid.len()];
+        // gesvdp writes (and blocks for) `h_err_sigma` either way, into `written`: a non-finite
+        // one fails the SVD whether or not diagnostics are on.
+        let mut host: Vec<Vec<f64>> = laid
+            .iter()
+            .zip(&written)
+            .map(|((_, l), w)| if l.routine == SvdAlgorithm::Polar { w.clone() } else { vec![] })
+            .collect();
         if options.diagnostics {
             let measured = exec.svd_diagnostics(&lanes)?;
             let max = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.max(b)));
             for (d, &k) in measured.iter().zip(&unit_group) {
-                host[k].extend(&d.values);
+                if laid[k].1.routine != SvdAlgorithm::Polar {
+                    host[k].extend(&d.values);
+                }
                 if let Some((residual, sweeps)) = d.jacobi {
                     report.residual = max(report.residual, residual);
                     report.sweeps = Some(report.sweeps.map_or(sweeps, |s| s.max(sweeps)));
