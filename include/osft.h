@@ -602,8 +602,10 @@ osft_status osft_context_get_math_mode(const struct osft_context *ctx, int32_t *
  * `osft_decompose` calls on (`enabled = 1`) or off (`0`, the default). On, the SVD routine's
  * measurements beyond convergence are read back: `gesvdaStridedBatched`'s residual
  * (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite
- * residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). That read-back
- * blocks the host per matrix on CUDA, so those routines no longer overlap on the stream pool.
+ * residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). On CUDA, gesvda's
+ * residual blocks the host per call, so those calls no longer overlap on the stream pool;
+ * gesvdj's values are read once per stream after the join, and `Xgesvdp` writes its
+ * `h_err_sigma` (which blocks) either way.
  * Convergence (the routines' info flags) is checked either way. Any other value is
  * `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
  */
@@ -705,12 +707,13 @@ osft_status osft_decompose(struct osft_context *ctx,
 osft_status osft_select_rank(const double *s, size_t len, int32_t rule, double param, int64_t *k);
 
 /**
- * The seed's adaptive rule: per-layer ranks from layer importances. For `count` layers with
+ * The adaptive rule of the OSFT paper's reference implementation (`auto_generate_target_svd_config`
+ * in its `notebooks/finetune_svd.py`): per-layer ranks from layer importances. For `count` layers with
  * importance `importance[i]` (from `osft_layer_importance`) and full rank `full_ranks[i]`
  * (`d = min(N, M)`), writes `k[i]` into `ranks[0..count)`: `I_n = I_i / (mean(I) + 1e-8)`,
  * `CR = mrr + I_n * (trr - mrr)` with `mrr = min_ratio * d`, `trr = target_ratio * d`, and
  * `k = clamp(round(CR), 1, d)`, `round` half to even (Python's `round`); `d = 0` gives 0. The
- * seed's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
+ * reference implementation's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
  * A layer of average importance keeps `trr`, more important ones more (up to `d`).
  * `OSFT_STATUS_INVALID_ARGUMENT` for a non-finite importance or a mean importance that is not
  * positive and finite.

@@ -120,8 +120,9 @@ impl Context {
     /// Whether subsequent `svd`, `svd_list` and `decompose` calls read back what the SVD routine
     /// measures beyond convergence — gesvda's residual `h_R_nrmF`, gesvdp's `h_err_sigma`,
     /// gesvdj's residual and sweeps — into [`Context::last_svd_report`]. Off by default: on CUDA
-    /// that read-back blocks the host per matrix, so the stream pool would run those routines
-    /// one after another. Convergence (the routines' `info` flags) is checked either way.
+    /// gesvda's residual blocks the host per call, so the stream pool would run those calls one
+    /// after another (gesvdj's values are read once per stream after the join; `Xgesvdp` writes
+    /// `h_err_sigma` either way). Convergence (the routines' `info` flags) is checked either way.
     pub fn set_svd_diagnostics(&self, on: bool) {
         self.svd_diagnostics.store(on, Ordering::Relaxed);
     }

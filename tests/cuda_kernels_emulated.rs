@@ -1,7 +1,8 @@
 //! Every kernel of `kernels.cu` run on the CPU (the `osft-kernel-emu` host emulation: one thread
 //! per CUDA thread, barriers that report divergence, poisoned shared memory) through the CUDA
 //! executor's own launch code (`exec::cuda::launch`: grid/block computation, argument packing,
-//! slicing), compared with the CPU executor's primitive on the same random memory.
+//! slicing), compared with the CPU executor's primitive on the same random memory. One file for
+//! every kernel: the cases share the arena, the random inputs and the comparison.
 //!
 //! Each case fills an arena with random bits (so padding, gaps and specials are random), writes
 //! inputs of random values into its matrices (powers of two from 2^-20 to 2^20, values at and next

@@ -1164,6 +1164,33 @@ fn svd_algorithm_and_math_mode_settings() {
 }
 
 #[test]
+fn svd_diagnostics_setting() {
+    let c = Ctx::cpu();
+    unsafe {
+        let mut v = -5i32;
+        expect(osft_context_get_svd_diagnostics(c.0, &mut v), OSFT_STATUS_OK);
+        assert_eq!(v, 0, "diagnostics are off by default");
+        for on in [1, 0, 1] {
+            expect(osft_context_set_svd_diagnostics(c.0, on), OSFT_STATUS_OK);
+            expect(osft_context_get_svd_diagnostics(c.0, &mut v), OSFT_STATUS_OK);
+            assert_eq!(v, on);
+        }
+        // Anything but 0 or 1: INVALID_ARGUMENT naming the value; the setting is as it was (on).
+        for bad in [2, -1, i32::MIN, i32::MAX] {
+            let msg = expect(osft_context_set_svd_diagnostics(c.0, bad), OSFT_STATUS_INVALID_ARGUMENT);
+            assert!(msg.contains(&bad.to_string()) && msg.contains("diagnostics"), "{msg}");
+            expect(osft_context_get_svd_diagnostics(c.0, &mut v), OSFT_STATUS_OK);
+            assert_eq!(v, 1);
+        }
+        let mut untouched = 77i32;
+        expect(osft_context_set_svd_diagnostics(null_mut(), 1), OSFT_STATUS_NULL_POINTER);
+        expect(osft_context_get_svd_diagnostics(null(), &mut untouched), OSFT_STATUS_NULL_POINTER);
+        assert_eq!(untouched, 77);
+        expect(osft_context_get_svd_diagnostics(c.0, null_mut()), OSFT_STATUS_NULL_POINTER);
+    }
+}
+
+#[test]
 fn svd_algorithm_that_cannot_serve_the_call_is_refused_before_writing() {
     let c = Ctx::cpu();
     let (n, m, k) = (40i64, 13i64, 4i64);

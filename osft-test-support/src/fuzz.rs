@@ -19,7 +19,7 @@
 //! - on success, only the elements of the outputs changed (guards, gaps and inputs intact);
 //! - an accepted call had no output sharing memory with an input or another output, except an
 //!   identical descriptor where the library takes one (in-place projection; `W` of the SVD and
-//!   decomposition) — see `fuzz/aliasing.rs`;
+//!   decomposition) — see `src/fuzz/aliasing.rs`;
 //! - an unmutated call (valid by construction) succeeds — or reports `NON_FINITE` when NaN/Inf
 //!   was injected into a matrix to be factored, `WORKSPACE_TOO_SMALL` for a short caller workspace;
 //! - results match float64 references computed here (loose tolerances: the point is layouts).

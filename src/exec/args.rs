@@ -446,7 +446,7 @@ impl SvdAlgorithm {
 /// gesvdj's residual and sweeps); off, nothing but the flags is produced. `host_values`: host
 /// memory for the values a routine writes to the host, one `f64` per matrix (gesvdp's
 /// `h_err_sigma`, which it always writes; gesvda's `h_R_nrmF` with diagnostics), 0 where none;
-/// it must stay valid until the schedule has joined.
+/// it must stay valid until the diagnostics have been read ([`Executor::svd_diagnostics`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SvdUnitArgs {
     pub routine: SvdAlgorithm,
@@ -576,8 +576,8 @@ pub struct UnitDiagnostics {
 
 /// How [`Executor::gesvd_scheduled`] runs its calls: `grouped` (errors name the group, as
 /// [`Executor::gesvd_grouped`] reports them) and `diagnostics` (read back what the routines
-/// measure beyond convergence, into [`Executor::last_svd_report`]; off by default because the
-/// read-back blocks the host per matrix on CUDA).
+/// measure beyond convergence, into [`Executor::last_svd_report`]; off by default because
+/// gesvda's residual blocks the host per call on CUDA).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SvdRunOptions {
     pub grouped: bool,

@@ -172,7 +172,7 @@ class Context:
     def _optional(self, name: str):
         if not has(name):
             raise error("INVALID_ARGUMENT", f"the loaded libosft ({__import__('osft').library_path})"
-                        f" has no {name}: it predates SVD algorithm / math mode settings",
+                        f" has no {name}: it predates the SVD diagnostics setting",
                         "osft.Context")
         return getattr(lib, name)
 

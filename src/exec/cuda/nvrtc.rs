@@ -78,10 +78,13 @@ fn compile(arch: &str, target: Target) -> Result<Vec<u8>> {
         Target::Cubin => format!("sm_{arch}"),
         Target::Ptx => format!("compute_{arch}"),
     };
-    let opts: Vec<CString> = [format!("--gpu-architecture={gpu}"), "--std=c++11".into(), "-default-device".into()]
-        .into_iter()
-        .map(|s| CString::new(s).unwrap())
-        .collect();
+    // --fmad=false: no a*b+c is contracted into an FMA, so every product and sum rounds as it does
+    // on the CPU executor and in the host emulation (built with -ffp-contract=off).
+    let opts: Vec<CString> =
+        [format!("--gpu-architecture={gpu}"), "--std=c++11".into(), "-default-device".into(), "--fmad=false".into()]
+            .into_iter()
+            .map(|s| CString::new(s).unwrap())
+            .collect();
     let opt_ptrs: Vec<*const libc::c_char> = opts.iter().map(|s| s.as_ptr()).collect();
     // SAFETY: NVRTC C API used as documented; every pointer outlives the calls; the program is
     // destroyed on every path.

@@ -222,8 +222,10 @@ pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, ou
 /// `osft_decompose` calls on (`enabled = 1`) or off (`0`, the default). On, the SVD routine's
 /// measurements beyond convergence are read back: `gesvdaStridedBatched`'s residual
 /// (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite
-/// residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). That read-back
-/// blocks the host per matrix on CUDA, so those routines no longer overlap on the stream pool.
+/// residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). On CUDA, gesvda's
+/// residual blocks the host per call, so those calls no longer overlap on the stream pool;
+/// gesvdj's values are read once per stream after the join, and `Xgesvdp` writes its
+/// `h_err_sigma` (which blocks) either way.
 /// Convergence (the routines' info flags) is checked either way. Any other value is
 /// `OSFT_STATUS_INVALID_ARGUMENT` and leaves the setting as it was.
 #[no_mangle]

@@ -44,12 +44,13 @@ pub unsafe extern "C" fn osft_select_rank(
     })
 }
 
-/// The seed's adaptive rule: per-layer ranks from layer importances. For `count` layers with
+/// The adaptive rule of the OSFT paper's reference implementation (`auto_generate_target_svd_config`
+/// in its `notebooks/finetune_svd.py`): per-layer ranks from layer importances. For `count` layers with
 /// importance `importance[i]` (from `osft_layer_importance`) and full rank `full_ranks[i]`
 /// (`d = min(N, M)`), writes `k[i]` into `ranks[0..count)`: `I_n = I_i / (mean(I) + 1e-8)`,
 /// `CR = mrr + I_n * (trr - mrr)` with `mrr = min_ratio * d`, `trr = target_ratio * d`, and
 /// `k = clamp(round(CR), 1, d)`, `round` half to even (Python's `round`); `d = 0` gives 0. The
-/// seed's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
+/// reference implementation's values are `min_ratio = 0.5`, `target_ratio = 1`; `0 <= min_ratio <= target_ratio <= 1`.
 /// A layer of average importance keeps `trr`, more important ones more (up to `d`).
 /// `OSFT_STATUS_INVALID_ARGUMENT` for a non-finite importance or a mean importance that is not
 /// positive and finite.

@@ -18,7 +18,7 @@ pub struct SvdProblem<'a> {
 /// **Waves.** Consecutive problems whose whole batches fit the workspace side by side (each its
 /// own scratch and routine workspace, laid out as [`SvdPlan`] would) form a wave: every problem of
 /// the wave is staged, then one [`Executor::gesvd_grouped`] factors them all (concurrently on the
-/// CUDA executor's stream pool, one fork/join and one convergence read-back), then each gets its
+/// CUDA executor's stream pool, one fork/join, then each group's convergence flags read back), then each gets its
 /// sign fix and is copied out. A problem whose batch does not fit on its own is streamed in
 /// chunks as by [`SvdPlan`], in a wave of its own. So a workspace that holds only the largest
 /// single problem's one-matrix share still works, as waves of fewer problems; a larger one runs
