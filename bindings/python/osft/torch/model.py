@@ -154,7 +154,10 @@ class OSFT:
         keep_base: keep copies of the trainable tensors as decomposed, for
             :meth:`disable_adapter` (the memory of the trainable factors again).
         plain_state_dict: ``model.state_dict()`` gives the plain model's entries (default; see
-            :mod:`osft.torch.checkpoint`); ``False`` gives the raw ``osft_*`` factor entries.
+            :mod:`osft.torch.checkpoint`), for export; ``False`` gives the raw ``osft_*`` factor
+            entries, which a framework resuming from ``model.state_dict()`` (DeepSpeed's
+            ``engine.save_checkpoint``, the Hugging Face ``Trainer``) needs for an exact resume
+            (:func:`~osft.torch.attach_deepspeed` sets it).
         group_by: an extra grouping key per :class:`~osft.torch.targets.Target` (default: one
             group per shape and rank across the whole model). FSDP2 with one ``fully_shard`` per
             transformer block needs the groups inside the blocks, e.g.
