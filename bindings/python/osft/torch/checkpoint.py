@@ -235,7 +235,7 @@ def osft_state_dict(o, include_frozen: bool = False) -> Dict[str, torch.Tensor]:
     ``frozen.<g>.<u_high|...>``; with ``keep_base`` the base copies ``base.<g>.<name>``. Full
     CPU copies: DeepSpeed ZeRO-3-partitioned parameters are gathered and FSDP2 ``DTensor``
     parameters read with ``full_tensor()`` (collectives: call it on every rank)."""
-    with gathered(list(o.model.parameters())):
+    with gathered(o.parameters() + list(_other_trainables(o).values())):  # only what is saved
         return _osft_state_dict(o, include_frozen)
 
 
