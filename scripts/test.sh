@@ -10,7 +10,7 @@
 # 3. Suites: Rust tests, the Python binding (numpy and torch paths), the Python wheel (built,
 #    installed in a fresh venv, used), bounded fuzzing, valgrind on the Rust C-ABI tests, C and
 #    C++ against the committed header (incl. CMake, pkg-config, the installed library's SONAME,
-#    symbol versions and size).
+#    symbol versions and size), the CUDA kernels' host emulation under AddressSanitizer.
 # A missing tool is a failure here, not a skip (the OSFT_REQUIRE_* switches below); only tests
 # that need a GPU are skipped ("not run: no GPU"; scripts/device-check.sh runs them on one).
 # Every suite runs even after a failure; the end is one line per suite with passed / failed /
@@ -236,6 +236,25 @@ read -r p f s < <(count_line "$LOGS/c.log")
 # The installed library's line (tests/c/run.sh checks it: SONAME, versions, at most 10 MB).
 lib_line=$(grep -Eo 'library: .*' "$LOGS/c.log" | tail -n 1)
 suite "C/C++" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "programs and configurations${lib_line:+; installed $lib_line}"
+
+echo "== CUDA kernels (host emulation) under AddressSanitizer =="
+# Last, because it rebuilds the emulation with -fsanitize=address (the next plain build rebuilds
+# it back); the Rust test binary preloads ASan's runtime. About 2 minutes on 2 cores. It guards
+# heap memory and the emulator's own state; `__shared__` arrays live in a linker section that ASan
+# does not guard (an off-by-one read there is not reported: the poisoning and the comparison
+# with the CPU executor cover those).
+t0=$(date +%s)
+asan_bin=$(OSFT_KERNEL_EMU_SANITIZE=address cargo test --release --test cuda_kernels_emulated --no-run 2>&1 |
+    tee "$LOGS/kernels_asan.log" | grep -Eo 'target/release/deps/cuda_kernels_emulated-[0-9a-f]+' | tail -n 1)
+if [ -n "$asan_bin" ] && ldd "$asan_bin" | grep -q libasan; then
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so)" "$asan_bin" 2>&1 | tee -a "$LOGS/kernels_asan.log"
+    rc=${PIPESTATUS[0]}
+    read -r p f s < <(grep -E '^test result:' "$LOGS/kernels_asan.log" | awk '{ print $4 + 0, $6 + 0, $8 + 0 }' | tail -n 1)
+else
+    rc=1 p=0 f=1 s=0
+    echo "the ASan build of the kernel emulation failed (see $LOGS/kernels_asan.log)"
+fi
+suite "CUDA kernels under ASan" "$rc" "${p:-0}" "${f:-0}" "${s:-0}" "$(($(date +%s) - t0))" "emulator and kernels built with -fsanitize=address"
 
 # --- summary ----------------------------------------------------------------------------------
 if [ "$setup_failures" -gt 0 ]; then
