@@ -186,7 +186,7 @@ fi
 
 echo "== Python binding (numpy and torch paths) in bindings/python/.venv =="
 t0=$(date +%s)
-bash bindings/python/run_tests.sh 2>&1 | tee "$LOGS/python.log"
+bash bindings/python/run_tests.sh --junitxml="$LOGS/python.xml" 2>&1 | tee "$LOGS/python.log"
 rc=${PIPESTATUS[0]}
 line=$(grep -E '[0-9]+ (passed|failed|skipped|errors?)\b.* in [0-9.]+s' "$LOGS/python.log" | tail -n 1)
 num() { echo "$line" | grep -Eo "[0-9]+ $1" | grep -Eo '[0-9]+' | head -n 1; }
@@ -196,7 +196,25 @@ s=$(num skipped)
 gpu=$(grep -E '^SKIPPED \[[0-9]+\] .*: not run: no GPU' "$LOGS/python.log" | grep -Eo '^SKIPPED \[[0-9]+\]' | grep -Eo '[0-9]+' | awk '{ n += $1 } END { print n + 0 }')
 note="pytest + demo; torch $(bindings/python/.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || echo missing); skipped: $gpu not run: no GPU"
 [ "${s:-0}" -ne "$gpu" ] && note="$note, $((${s:-0} - gpu)) for another reason"
-suite "Python" "$rc" "${p:-0}" "$f" "${s:-0}" "$(($(date +%s) - t0))" "$note"
+# The torch and DeepSpeed tests' own counts (tests/test_torch*.py), from pytest's JUnit report.
+torch_counts=$(python3 - "$LOGS/python.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+n = {"passed": 0, "failed": 0, "skipped": 0}
+try:
+    cases = list(ET.parse(sys.argv[1]).getroot().iter("testcase"))
+except (OSError, ET.ParseError):
+    cases = []
+for c in cases:
+    if not any(part.startswith("test_torch") for part in c.get("classname", "").split(".")):
+        continue
+    kinds = {e.tag for e in c}
+    n["failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"] += 1
+print(f"torch tests {n['passed']} passed / {n['failed']} failed / {n['skipped']} skipped")
+EOF
+)
+suite "Python" "$rc" "${p:-0}" "$f" "${s:-0}" "$(($(date +%s) - t0))" "$note; $torch_counts"
 
 echo "== Python wheel: pip wheel ./bindings/python, installed into a fresh venv, used without OSFT_LIBRARY =="
 t0=$(date +%s)
@@ -235,7 +253,11 @@ rc=${PIPESTATUS[0]}
 read -r p f s < <(count_line "$LOGS/c.log")
 # The installed library's line (tests/c/run.sh checks it: SONAME, versions, at most 10 MB).
 lib_line=$(grep -Eo 'library: .*' "$LOGS/c.log" | tail -n 1)
-suite "C/C++" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "programs and configurations${lib_line:+; installed $lib_line}"
+# The consumer paths inside it, each with its count: CMake (install, find_package,
+# add_subdirectory) and pkg-config (shared, static, installed suppressions).
+sect() { echo "$1 $(grep -cE "^PASS  $2" "$LOGS/c.log") passed / $(grep -cE "^FAIL  $2" "$LOGS/c.log") failed"; }
+sections="$(sect CMake 'cmake-'), $(sect pkg-config 'pkg-config')"
+suite "C/C++" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "programs and configurations; $sections${lib_line:+; installed $lib_line}"
 
 echo "== CUDA kernels (host emulation) under AddressSanitizer =="
 # Last, because it rebuilds the emulation with -fsanitize=address (the next plain build rebuilds
