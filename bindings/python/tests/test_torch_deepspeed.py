@@ -337,3 +337,40 @@ def test_deepspeed_zero_stages_keep_the_frozen_subspace(capsys):
     # The check can fail: without the retraction, Adam's update leaks far above the bound.
     assert control["leak"] > 100 * control["tol"], control
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_two_phase_retraction_of_slices_matches_float64(side):
+    """The ZeRO slice path's two phases (:func:`osft.torch.deepspeed._slice_rows`), run for P
+    simulated ranks whose flat slices split rows and matrices anywhere, with the partial
+    coefficients summed as the all_reduce does, equal the float64 projection of the whole
+    factor: ``X - Q (Q^T X)`` (left) or ``X - (X Q^T) Q`` (right)."""
+    from osft.torch.deepspeed import _Factor, _slice_rows
+
+    g = torch.Generator().manual_seed(11)
+    for (b, n, m, k), ranks in [((1, 7, 3, 2), 3), ((3, 5, 4, 2), 2), ((3, 5, 4, 2), 5),
+                                ((4, 4, 6, 3), 3), ((2, 9, 5, 1), 4), ((2, 6, 7, 3), 1)]:
+        if side == "left":
+            q = torch.linalg.qr(torch.randn(b, n, n, dtype=torch.float64, generator=g)).Q[..., :k]
+        else:
+            q = torch.linalg.qr(torch.randn(b, m, m, dtype=torch.float64, generator=g)).Q[..., :k]
+            q = q.transpose(-1, -2)
+        q = q.contiguous()
+        x = torch.randn(b, n, m, dtype=torch.float64, generator=g)
+        ref = x - q @ (q.transpose(-1, -2) @ x) if side == "left" \
+            else x - (x @ q.transpose(-1, -2)) @ q
+        f = _Factor(torch.nn.Parameter(torch.zeros(0)), side, q.float())
+        flat = x.float().reshape(-1)
+        size = -(-flat.numel() // ranks)
+        slices = [(s, flat[s:s + size].clone()) for s in range(0, flat.numel(), size)]
+        coef = torch.zeros(f.coef_shape(x.shape))
+        for start, local in slices:
+            part = torch.zeros_like(coef)
+            _slice_rows(f, x.shape, start, local, part, apply=False)
+            coef += part
+        got = torch.cat([_slice_rows(f, x.shape, start, local, coef, apply=True)
+                         for start, local in slices]).view(x.shape).double()
+        # float32 inputs and sums of at most n + k products per entry, twice.
+        tol = 4 * (n + m + k) * EPS32 * float(x.abs().max())
+        err = float((got - ref).abs().max())
+        assert err <= tol, ((b, n, m, k), ranks, err, tol)

@@ -28,7 +28,11 @@ Where the full master values are already on every rank, the retraction is local;
 only holds a slice, it is the two-phase projection (each rank's partial coefficient
 ``Q_U^T X_r`` / ``X_r Q_V^T`` of its slice, one ``all_reduce`` of all of them together, then
 each rank corrects its slice), so one collective of ``k x (R-k)`` coefficients per factor
-instead of gathering the factors:
+instead of gathering the factors. Its memory per step, on every rank: the fp32 coefficients of
+all factors in one buffer (``k x (R-k)`` per factor: ``k/N`` of an ``N x (R-k)`` factor's size,
+up to half at a rank ratio of 0.5), and, one factor at a time, an fp32 copy of the rows that the
+rank's slice touches (the slice plus at most two rows it splits); the full factors are not
+built (except a transient fp32 copy of a low-precision parameter resident in full anyway):
 
 ============  ===========================  ============================================  ==========
 ZeRO stage    precision                    where the master is / what is retracted        collective
@@ -175,36 +179,34 @@ class _MasterRetraction:
             return p.ds_shape, start, (local.reshape(-1)[:valid] if valid else None), group
         m = getattr(p, "_hp_mapping", None)
         group = getattr(p, "_dp_group", None)
-        if m is None:
+        if m is None or m.lp_fragment_address.numel == 0:
             return p.shape, 0, None, group
         return p.shape, m.lp_fragment_address.start, m.get_hp_fragment().reshape(-1), group
 
     def _retract_slices(self) -> None:
-        plans = []
-        coefs = []
-        groups = set()
-        for f in self.factors:
-            shape, start, local, group = self._slice(f.param)
-            groups.add(group)
-            x = torch.zeros(shape, dtype=torch.float32, device=f.basis32.device)
-            if local is not None:
-                x.view(-1).narrow(0, start, local.numel()).copy_(local)
-            coef = torch.empty(f.coef_shape(shape), dtype=torch.float32, device=x.device)
-            _osft.project_partial(context_for(x.device), f.side, f.basis32, x, coef)
-            plans.append((f, start, local, x))
-            coefs.append(coef)
-        if len(groups) != 1:
+        slices = [(f, *self._slice(f.param)) for f in self.factors]
+        if len({group for *_, group in slices}) != 1:
             raise RuntimeError("attach_deepspeed: OSFT's factors are in different data-parallel "
                                "groups")
-        flat = torch.cat([c.reshape(-1) for c in coefs])
+        group = slices[0][-1]
+        # Every factor's full coefficient tensor (k x r per matrix) as views of one flat buffer,
+        # so that one all_reduce reduces them all without a concatenation.
+        shapes = [f.coef_shape(shape) for f, shape, *_ in slices]
+        flat = torch.zeros(sum(_numel(s) for s in shapes), dtype=torch.float32,
+                           device=self.factors[0].basis32.device)
+        coefs, off = [], 0
+        for s in shapes:
+            coefs.append(flat.narrow(0, off, _numel(s)).view(s))
+            off += _numel(s)
+        for (f, shape, start, local, _), c in zip(slices, coefs):
+            if local is not None:
+                # Rows this rank holds none of keep a zero coefficient (the all_reduce sums).
+                _slice_rows(f, shape, start, local, c, apply=False)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=groups.pop())
-        off = 0
-        for (f, start, local, x), c in zip(plans, coefs):
-            c.copy_(flat.narrow(0, off, c.numel()).view(c.shape))
-            off += c.numel()
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        for (f, shape, start, local, _), c in zip(slices, coefs):
             p = f.param
-            if p.numel() == x.numel():
+            if p.numel() == _numel(shape):
                 # The full low-precision parameter is resident on every rank (stages 1-2; at
                 # stage 3 a persistent small parameter, which DeepSpeed re-gathers after its
                 # step): apply the same correction, known in full from the reduced coefficient.
@@ -214,18 +216,75 @@ class _MasterRetraction:
                 p.data.copy_(x32)
             if local is None:
                 continue
-            # x <- x - Q coef on every element; only this rank's slice is kept.
-            _osft.project_apply(context_for(x.device), f.side, f.basis32, c, x)
-            new = x.view(-1).narrow(0, start, local.numel())
-            if is_zero3(p):
-                from deepspeed.utils import safe_set_local_fp32_param
+            _write_slice(p, local, _slice_rows(f, shape, start, local, c, apply=True))
 
-                part = torch.zeros(p.ds_tensor.numel(), dtype=torch.float32, device=new.device)
-                part[:new.numel()] = new
-                safe_set_local_fp32_param(p, part)
-                p.ds_tensor.data.view(-1)[:new.numel()].copy_(new)
-            else:
-                local.copy_(new)
+
+def _write_slice(p, local: torch.Tensor, new: torch.Tensor) -> None:
+    """Store a factor's retracted slice in its fp32 master (and, at stage 3, the module's
+    partition of it)."""
+    if is_zero3(p):
+        from deepspeed.utils import safe_set_local_fp32_param
+
+        part = torch.zeros(p.ds_tensor.numel(), dtype=torch.float32, device=new.device)
+        part[:new.numel()] = new
+        safe_set_local_fp32_param(p, part)
+        p.ds_tensor.data.view(-1)[:new.numel()].copy_(new)
+    else:
+        local.copy_(new)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _slice_rows(f: _Factor, shape, start: int, local: torch.Tensor, coef: torch.Tensor,
+                apply: bool) -> torch.Tensor:
+    """One rank's part of the two-phase projection of the ``(B, N, M)`` factor ``f`` whose
+    flattened elements ``[start, start + local.numel())`` are ``local``, touching only the rows
+    (``M`` elements each) that range covers: with ``apply=False`` writes this rank's partial
+    coefficients into the entries of ``coef`` those rows contribute to (``Q_U[rows]^T X[rows]``
+    left, ``X[rows] Q_V^T`` right); with ``apply=True`` corrects those rows with the reduced
+    ``coef`` (``X[rows] -= Q_U[rows] coef`` left, ``coef[rows] Q_V`` right). Works on a copy of
+    the rows, zero-padded where the slice splits its first or last row (zeros add nothing to
+    the coefficients), and returns the slice's part of that copy."""
+    _, n, m = (int(d) for d in shape)
+    r0, r1 = start // m, -(-(start + local.numel()) // m)
+    basis = f.basis32
+    rows = torch.zeros((r1 - r0, m), dtype=torch.float32, device=basis.device)
+    mine = rows.view(-1).narrow(0, start - r0 * m, local.numel())
+    mine.copy_(local)
+    ctx = context_for(rows.device)
+    for b0, b1, i0, i1 in _row_segments(r0, r1, n):
+        x = rows[b0 * n + i0 - r0:(b1 - 1) * n + i1 - r0].view(b1 - b0, i1 - i0, m)
+        q = basis if basis.shape[0] == 1 else basis[b0:b1]
+        if f.side == "left":
+            q, c = q[:, i0:i1, :], coef[b0:b1]
+        else:
+            c = coef[b0:b1, i0:i1, :]
+        if apply:
+            _osft.project_apply(ctx, f.side, q, c, x)
+        else:
+            _osft.project_partial(ctx, f.side, q, x, c)
+    return mine
+
+
+def _row_segments(r0: int, r1: int, n: int):
+    """Split the global rows ``[r0, r1)`` of a batch of ``n``-row matrices into
+    ``(b0, b1, i0, i1)``: rows ``i0:i1`` of matrices ``b0:b1`` (a partial first or last matrix
+    alone, the whole matrices between them together, so one call each)."""
+    b = r0 // n
+    while r0 < r1:
+        i0 = r0 - b * n
+        if i0 == 0 and r1 >= (b + 1) * n:
+            b1 = r1 // n
+            yield b, b1, 0, n
+        else:
+            b1 = b + 1
+            yield b, b1, i0, min(r1, b1 * n) - b * n
+        r0, b = b1 * n, b1
 
 
 def _match_buffers(osft: OSFT) -> None:
