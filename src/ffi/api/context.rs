@@ -221,8 +221,9 @@ pub unsafe extern "C" fn osft_context_get_math_mode(ctx: *const osft_context, ou
 /// Turn the SVD diagnostics of the context's later `osft_svd`, `osft_svd_list` and
 /// `osft_decompose` calls on (`enabled = 1`) or off (`0`, the default). On, the SVD routine's
 /// measurements beyond convergence are read back: `gesvdaStridedBatched`'s residual
-/// (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite
-/// residual or error bound is then reported as `OSFT_STATUS_NOT_CONVERGED`). On CUDA, gesvda's
+/// (`h_R_nrmF`), `Xgesvdp`'s `h_err_sigma`, `gesvdj`'s residual and sweeps (a non-finite gesvda
+/// residual is then reported as `OSFT_STATUS_NOT_CONVERGED`; a non-finite `h_err_sigma` is in
+/// either setting). On CUDA, gesvda's
 /// residual blocks the host per call, so those calls no longer overlap on the stream pool;
 /// gesvdj's values are read once per stream after the join, and `Xgesvdp` writes its
 /// `h_err_sigma` (which blocks) either way.
