@@ -117,7 +117,8 @@ fn chunk(
         Ok(w.used())
     };
     let avail = if ws.is_measuring() { MAX_CHUNK_BYTES } else { ws.available() };
-    let (mut lo, mut hi) = (1usize, batch);
+    // One routine call takes at most a 32-bit batch count (cuSOLVER's batched routines).
+    let (mut lo, mut hi) = (1usize, batch.min(i32::MAX as usize));
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
         if need(mid)? <= avail {
