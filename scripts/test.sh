@@ -221,7 +221,7 @@ t0=$(date +%s)
 bash bindings/python/wheel_test.sh 2>&1 | tee "$LOGS/wheel.log"
 rc=${PIPESTATUS[0]}
 read -r p f s < <(count_line "$LOGS/wheel.log")
-suite "wheel" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "$(grep -Eo 'osft-[^ ]*\.whl' "$LOGS/wheel.log" | head -n 1)"
+suite "wheel" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "$(grep -Eo 'osft-[^ ]*\.whl \([0-9]+ bytes\)' target/wheel-test/wheel-tag.log 2>/dev/null | head -n 1)"
 
 echo "== GPU device check, CPU dry run (scripts/device-check.sh dry-run; about two minutes) =="
 t0=$(date +%s)
