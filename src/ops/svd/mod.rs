@@ -37,8 +37,8 @@ pub struct SvdRoutine {
     /// it). `None`: the full thin SVD.
     pub top_k: Option<usize>,
     /// Read back what the routine measures beyond convergence (residual, sweeps,
-    /// `h_err_sigma`) into the executor's last SVD report. Off by default: on CUDA the read-back
-    /// blocks the host per matrix.
+    /// `h_err_sigma`) into the executor's last SVD report. Off by default: on CUDA gesvda's
+    /// residual blocks the host per call.
     pub diagnostics: bool,
 }
 
