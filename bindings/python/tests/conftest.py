@@ -174,3 +174,18 @@ def pytest_terminal_summary(terminalreporter):
     for where, reason, switch in _UNREQUIRED_SKIPS:
         whole = "" if "::" in where else " (the whole module: it counts as one skip)"
         tr.line(f"{where}{whole}: {reason} [{switch}=1 makes this a failure]")
+
+
+def seed_adaptive(importance, full_ranks, min_ratio=0.5, target_ratio=1.0):
+    """The reference implementation's auto_generate_target_svd_config rank step (notebooks/finetune_svd.py), with
+    mrr = d / 2 and trr = d generalised to min_ratio * d and target_ratio * d."""
+    mean_importance = np.mean(importance)
+    out = []
+    for I_W, d in zip(importance, full_ranks):
+        I_n = I_W / (mean_importance + 1e-8)
+        mrr = min_ratio * d
+        trr = target_ratio * d
+        CR = mrr + I_n * (trr - mrr)
+        k = int(round(CR))
+        out.append(max(1, min(k, d)))
+    return out

@@ -11,6 +11,7 @@ from conftest import (
     layout,
     project_tol,
     random_basis,
+    seed_adaptive,
     svd_tol,
     u_compute,
     unit_roundoff,
@@ -416,21 +417,6 @@ def test_fraction_rank_is_pefts_int_of_r_times_f():
         fs = [i / 100 for i in range(101)] + list(rng.random(50))
         for f in fs:
             assert osft.select_rank(np.ones(r), "fraction", f) == peft(f, r), (f, r)
-
-
-def seed_adaptive(importance, full_ranks, min_ratio=0.5, target_ratio=1.0):
-    """The seed's auto_generate_target_svd_config rank step (notebooks/finetune_svd.py), with
-    mrr = d / 2 and trr = d generalised to min_ratio * d and target_ratio * d."""
-    mean_importance = np.mean(importance)
-    out = []
-    for I_W, d in zip(importance, full_ranks):
-        I_n = I_W / (mean_importance + 1e-8)
-        mrr = min_ratio * d
-        trr = target_ratio * d
-        CR = mrr + I_n * (trr - mrr)
-        k = int(round(CR))
-        out.append(max(1, min(k, d)))
-    return out
 
 
 def test_adaptive_ranks_follow_the_seed():

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import seed_adaptive
 
 import osft
 
@@ -576,21 +577,6 @@ def _importance_ref(w, x):
     return float((np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
 
 
-def seed_rank_config(importance, full_ranks, min_ratio=0.5, target_ratio=1.0):
-    """The seed's rank step (auto_generate_target_svd_config, notebooks/finetune_svd.py), written
-    out, with its mrr = d / 2.0 and trr = d as min_ratio * d and target_ratio * d."""
-    mean_importance = np.mean(importance)
-    config = []
-    for I_W, d in zip(importance, full_ranks):
-        I_n = I_W / (mean_importance + 1e-8)
-        mrr = min_ratio * d
-        trr = target_ratio * d
-        CR = mrr + I_n * (trr - mrr)
-        k = int(round(CR))
-        config.append(max(1, min(k, d)))
-    return config
-
-
 def importance_bias(m):
     """Add c I to each target's leading R x R block, c growing along the layers, so that
     cos(x, W x) is positive and differs between layers (a random model's importances average
@@ -624,7 +610,7 @@ def test_adaptive_ranks_from_calibration(monkeypatch):
     names = [t.name for t in o.targets]
     imp = [_importance_ref(w0[n], torch.cat(inputs[n[:-len(".weight")]])[:20].numpy())
            for n in names]
-    want = seed_rank_config(imp, [t.full_rank for t in o.targets], 0.2, 0.6)
+    want = seed_adaptive(imp, [t.full_rank for t in o.targets], 0.2, 0.6)
     assert [o.ranks[n] for n in names] == want
     assert len(set(o.ranks.values())) > 1       # not all the same: the rule did something
 
@@ -678,7 +664,7 @@ def test_conv1d_gpt2_layout():
     # Importance uses the operator W^T (y = x W): compare the ranks with the float64 reference.
     names = [t.name for t in o.targets]
     imp = [_importance_ref(w[n].T, x.numpy()) for n in names]
-    assert [o.ranks[n] for n in names] == seed_rank_config(imp, [t.full_rank for t in o.targets],
+    assert [o.ranks[n] for n in names] == seed_adaptive(imp, [t.full_rank for t in o.targets],
                                                            0.0, 0.5)
     fwd(x).sum().backward()
     for p, side, g in o.projected_parameters():
