@@ -22,6 +22,14 @@ LOGS=$ROOT/target/test-logs
 mkdir -p "$LOGS"
 T_START=$(date +%s)
 
+# A run from a fresh clone writes about 30 GB (Rust targets, fuzz builds, the torch venv with its
+# CUDA wheels, the wheel build); a full disk shows up as an obscure pip or linker error, so say so.
+free_gb=$(df -Pk "$ROOT" | awk 'NR == 2 { print int($4 / 1048576) }')
+echo "disk: ${free_gb} GB free at $ROOT"
+if [ "${free_gb:-0}" -lt 30 ]; then
+    echo "warning: under 30 GB free; a full run from a fresh clone may fail for lack of space"
+fi
+
 export OSFT_REQUIRE_NVRTC=1 OSFT_REQUIRE_TORCH=1 OSFT_REQUIRE_TRANSFORMERS=1 OSFT_REQUIRE_DEEPSPEED=1
 export OSFT_REQUIRE_CMAKE=1 OSFT_REQUIRE_PKGCONFIG=1 OSFT_REQUIRE_VALGRIND=1
 
