@@ -53,43 +53,34 @@ Example
 0.0
 """
 
-from ._api import (
+from ._context import (
     Context,
-    Decomposition,
-    Projector,
     abi_version,
-    adaptive_ranks,
     debug_panic,
+    default_context,
+    version,
+)
+from ._decompose import (
+    Decomposition,
     decompose,
     decompose_np,
     decompose_workspace_size,
-    default_context,
-    layer_importance,
-    layer_importance_workspace_size,
-    leakage,
-    leakage_workspace_size,
-    orthonormality_error,
-    orthonormality_error_workspace_size,
-    project,
-    project_apply,
-    project_apply_workspace_size,
-    project_np,
-    project_partial,
-    project_workspace_size,
-    read_vector,
-    read_vector_workspace_size,
     reconstruct,
     reconstruct_np,
     reconstruct_workspace_size,
-    reconstruction_error,
-    reconstruction_error_workspace_size,
-    select_rank,
     svd,
     svd_list,
     svd_list_workspace_size,
     svd_np,
     svd_workspace_size,
-    version,
+)
+from ._diagnostics import (
+    leakage,
+    leakage_workspace_size,
+    orthonormality_error,
+    orthonormality_error_workspace_size,
+    reconstruction_error,
+    reconstruction_error_workspace_size,
 )
 from ._errors import (
     STATUS,
@@ -115,6 +106,23 @@ from ._errors import (
     status_string,
 )
 from ._lib import ABI_VERSION, LibraryNotFoundError, library_path, osft_matrix
+from ._project import (
+    Projector,
+    project,
+    project_apply,
+    project_apply_workspace_size,
+    project_np,
+    project_partial,
+    project_workspace_size,
+)
+from ._ranks import (
+    adaptive_ranks,
+    layer_importance,
+    layer_importance_workspace_size,
+    read_vector,
+    read_vector_workspace_size,
+    select_rank,
+)
 from ._tensor import as_mat
 
 __version__ = "0.2.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import osft
-from osft import _api, _lib, _tensor
+from osft import _lib, _marshal, _tensor
 
 HEADER = Path(__file__).resolve().parents[3] / "include" / "osft.h"
 pytestmark = pytest.mark.skipif(not HEADER.exists(), reason="not in an osft checkout")
@@ -38,17 +38,17 @@ def test_other_enums():
     assert enum_values("OSFT_DTYPE_") == {"F32": _tensor.F32, "F64": _tensor.F64,
                                           "F16": _tensor.F16, "BF16": _tensor.BF16}
     assert enum_values("OSFT_DEVICE_") == {"HOST": _tensor.HOST, "CUDA": _tensor.CUDA}
-    assert enum_values("OSFT_SIDE_") == {"LEFT": _api._SIDES["left"], "RIGHT": _api._SIDES["right"],
-                                         "BOTH": _api._SIDES["both"]}
-    assert enum_values("OSFT_BACKEND_") == {k.upper(): v for k, v in _api._BACKENDS.items()}
+    assert enum_values("OSFT_SIDE_") == {"LEFT": _marshal._SIDES["left"], "RIGHT": _marshal._SIDES["right"],
+                                         "BOTH": _marshal._SIDES["both"]}
+    assert enum_values("OSFT_BACKEND_") == {k.upper(): v for k, v in _marshal._BACKENDS.items()}
     assert enum_values("OSFT_STRATEGY_") == {"AUTO": 0, "COEFFICIENT": 1, "CACHED_PROJECTOR": 2}
-    assert enum_values("OSFT_STRATEGY_") == {k.upper(): v for k, v in _api._STRATEGIES.items()
+    assert enum_values("OSFT_STRATEGY_") == {k.upper(): v for k, v in _marshal._STRATEGIES.items()
                                              if k != "cached"}
-    assert enum_values("OSFT_SVD_") == {k.upper(): v for k, v in _api._SVD_ALGORITHMS.items()}
-    assert enum_values("OSFT_MATH_") == {k.upper(): v for k, v in _api._MATH_MODES.items()}
+    assert enum_values("OSFT_SVD_") == {k.upper(): v for k, v in _marshal._SVD_ALGORITHMS.items()}
+    assert enum_values("OSFT_MATH_") == {k.upper(): v for k, v in _marshal._MATH_MODES.items()}
     rules = enum_values("OSFT_RANK_")
     assert rules == {"FIXED": 0, "FRACTION": 1, "ENERGY": 2, "ENTROPY_EFFECTIVE": 3}
-    assert all(_api._RULES[k.lower()] == v for k, v in rules.items())
+    assert all(_marshal._RULES[k.lower()] == v for k, v in rules.items())
 
 
 def test_abi_and_matrix_layout():

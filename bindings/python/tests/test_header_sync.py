@@ -24,7 +24,18 @@ from pathlib import Path
 import pytest
 
 import osft
-from osft import _api, _enums, _errors, _lib, _tensor
+from osft import (
+    _context,
+    _decompose,
+    _diagnostics,
+    _enums,
+    _errors,
+    _lib,
+    _marshal,
+    _project,
+    _ranks,
+    _tensor,
+)
 
 HEADER = Path(__file__).resolve().parents[3] / "include" / "osft.h"
 PACKAGE = Path(osft.__file__).resolve().parent
@@ -136,7 +147,7 @@ def test_dtype_and_device_codes():
         assert _tensor.DTYPE_NAMES[code].startswith("b") == name.startswith("B"), name
 
 
-# (table in osft._api, its enum, aliases: extra spelling -> the constant name it stands for)
+# (table in osft._marshal, its enum, aliases: extra spelling -> the constant name it stands for)
 ARGUMENT_TABLES = [
     ("_BACKENDS", "BACKEND", {}),
     ("_SIDES", "SIDE", {"u": "LEFT", "v": "RIGHT"}),
@@ -145,7 +156,7 @@ ARGUMENT_TABLES = [
     ("_MATH_MODES", "MATH_MODE", {}),
     ("_RULES", "RANK_RULE", {"entropy": "ENTROPY_EFFECTIVE"}),
 ]
-# (table in osft._api, its enum, constants it leaves out and why)
+# (table in osft._marshal, its enum, constants it leaves out and why)
 NAME_TABLES = [
     ("_BACKEND_NAMES", "BACKEND", {"AUTO"}),        # a context's resolved backend is never AUTO
     ("_STRATEGY_NAMES", "STRATEGY", {"AUTO"}),      # a projector's resolved strategy is never AUTO
@@ -158,7 +169,7 @@ NAME_TABLES = [
 def test_argument_spellings(table, enum, aliases):
     """Each string argument spelling is the lower-case constant name (every constant has one),
     plus the listed aliases."""
-    values = getattr(_api, table)
+    values = getattr(_marshal, table)
     consts = getattr(_enums, enum)
     assert {k: v for k, v in values.items() if k not in aliases} == {k.lower(): v for k, v in consts.items()}
     assert {k: values.get(k) for k in aliases} == {k: consts[c] for k, c in aliases.items()}
@@ -166,7 +177,7 @@ def test_argument_spellings(table, enum, aliases):
 
 @pytest.mark.parametrize("table,enum,left_out", NAME_TABLES, ids=[t[0] for t in NAME_TABLES])
 def test_reported_names(table, enum, left_out):
-    names = getattr(_api, table)
+    names = getattr(_marshal, table)
     consts = getattr(_enums, enum)
     assert names == {v: k.lower() for k, v in consts.items() if k not in left_out}
 
@@ -176,12 +187,15 @@ NOT_ENUM_TABLES = {
     ("_lib", "_PROTOTYPES"),           # ctypes prototypes (test_header.py checks them)
     ("_tensor", "_DL_DEVICE_NAMES"),   # DLPack's DLDeviceType, not an osft enum
 }
+# Every module of the package but _enums, in import order (the functional API's op modules import
+# _marshal's tables).
+CORE_MODULES = (_errors, _lib, _tensor, _marshal, _context, _decompose, _project, _ranks, _diagnostics)
 CHECKED_TABLES = (
     {("_enums", n) for n in ("ENUMS", "STATUS", "DTYPE", "DEVICE", "SIDE", "BACKEND", "STRATEGY",
                              "RANK_RULE", "SVD_ALGORITHM", "MATH_MODE")}
     | {("_errors", n) for n in ("STATUS_NAME", "ERROR_CLASSES", "_BY_CODE")}
     | {("_tensor", n) for n in ("DTYPE_NAMES", "ITEMSIZE")}
-    | {("_api", t[0]) for t in ARGUMENT_TABLES + NAME_TABLES}
+    | {("_marshal", t[0]) for t in ARGUMENT_TABLES + NAME_TABLES}
 )
 
 
@@ -191,11 +205,15 @@ def test_no_unchecked_enum_table():
     def tables(mod):
         return {n: v for n, v in vars(mod).items() if isinstance(v, dict) and not n.startswith("__")}
 
+    modules = {f"osft.{p.stem}" for p in PACKAGE.glob("_*.py") if p.stem != "__init__"}
+    assert {m.__name__ for m in CORE_MODULES} | {"osft._enums"} == modules
     found = {("_enums", n) for n in tables(_enums)}
     imported = {id(v) for v in tables(_enums).values()}
-    for mod in (_api, _errors, _lib, _tensor):
+    # Defining modules before the ones that import from them: a table counts once, where defined.
+    for mod in CORE_MODULES:
         short = mod.__name__.rsplit(".", 1)[1]
         found |= {(short, n) for n, v in tables(mod).items() if id(v) not in imported}
+        imported |= {id(v) for v in tables(mod).values()}
     assert found - CHECKED_TABLES - NOT_ENUM_TABLES == set()
     assert (CHECKED_TABLES | NOT_ENUM_TABLES) - found == set()
 
