@@ -147,7 +147,7 @@ def _model(seed=0):
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from test_torch_osft import tiny
+    from torch_helpers import tiny
 
     return tiny(seed)
 
@@ -342,7 +342,7 @@ def check_adaptive_ranks_agree(rank, world):
                     p.mul_(0.3).add_(torch.eye(*p.shape, dtype=p.dtype) * (0.2 + 0.15 * (i % 7)))
         return mod
 
-    from test_torch_osft import data
+    from torch_helpers import data
 
     batches = [data(seed=20 + r, n=3) for r in range(world)]          # 15 rows each
     m = model()
