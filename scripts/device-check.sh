@@ -190,7 +190,8 @@ for lib in libs:
 sys.exit(code)
 '
 # The torch tests with CUDA paths (the gloo-only distributed tests run in scripts/test.sh).
-TORCH_TESTS=(tests/test_torch.py tests/test_torch_osft.py tests/test_torch_hf.py)
+TORCH_TESTS=(tests/test_torch.py tests/test_torch_hf.py
+    tests/test_torch_{targets,ranks,decompose,projection,lifecycle,deepspeed_hook}.py)
 
 # --- the device calls -------------------------------------------------------------------------
 steps_run() {
