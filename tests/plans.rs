@@ -32,6 +32,15 @@ fn user_ws(bytes: usize) -> UserWs {
     UserWs { ctx, _mem: mem }
 }
 
+/// Rayon pool sizes the SVD rounds run under, in turn.
+const THREADS: [usize; 3] = [1, 3, 8];
+
+/// `f` in a rayon pool of `threads` threads (the CPU executor's SVD lanes, hence the workspace
+/// the SVD queries report: the query and the run happen in the same pool).
+fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
 fn too_small(r: osft::Result<impl std::fmt::Debug>, what: &str) {
     match r {
         Err(Error::WorkspaceTooSmall { .. }) => {}
@@ -68,52 +77,70 @@ fn values(b: &Buf<f32>) -> Vec<f64> {
 fn svd_and_decompose_query_min_and_run_agree() {
     let mut rng = rng();
     for round in 0..ROUNDS {
-        let (n, m) = shape(&mut rng);
-        let r = n.min(m);
-        let batch = rng.random_range(1..=3);
-        let layout = pick(&mut rng, &LAYOUTS);
-        let compute = pick(&mut rng, &[DType::F32, DType::F64]);
-        let mut w = Buf::<f32>::from_batch(&batch_of(&mut rng, n, m, batch), layout);
-        let wd = w.desc();
-        let what = format!("round {round}: {batch} x {n} x {m} {layout:?} compute {compute:?}");
+        // The SVD's lane count, so its workspace, is the CPU executor's thread count.
+        let threads = THREADS[round % THREADS.len()];
+        with_threads(threads, || {
+            let (n, m) = shape(&mut rng);
+            let r = n.min(m);
+            let batch = rng.random_range(1..=3);
+            let layout = pick(&mut rng, &LAYOUTS);
+            let compute = pick(&mut rng, &[DType::F32, DType::F64]);
+            let mut w = Buf::<f32>::from_batch(&batch_of(&mut rng, n, m, batch), layout);
+            let wd = w.desc();
+            let what = format!("round {round}: {batch} x {n} x {m} {layout:?} compute {compute:?}, {threads} threads");
 
-        // SVD: the reference run on the context's own workspace.
-        let run_svd = |ctx: &Context, s: &mut Buf<f32>| {
-            let sd = s.desc();
-            // SAFETY: host buffers alive for the call.
-            unsafe { ctx.svd_raw(&wd, &SvdOut { u: None, s: &sd, vt: None }, compute) }
-        };
-        let mut s_ref = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
-        run_svd(&Context::cpu(), &mut s_ref).unwrap();
-        let query = Context::cpu().svd_workspace_size(&wd, compute).unwrap();
-        let mut s_probe = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
-        let sp = s_probe.desc();
-        let min = SvdPlan::new(
-            Context::cpu().executor(),
-            &wd,
-            &SvdOut { u: None, s: &sp, vt: None },
-            compute,
-            Default::default(),
-        )
-        .unwrap()
-        .workspace()
-        .min;
-        assert!(min <= query && min > 0, "{what}: min {min}, query {query}");
-        for bytes in [query, min] {
+            // SVD: the reference run on the context's own workspace.
+            let run_svd = |ctx: &Context, s: &mut Buf<f32>| {
+                let sd = s.desc();
+                // SAFETY: host buffers alive for the call.
+                unsafe { ctx.svd_raw(&wd, &SvdOut { u: None, s: &sd, vt: None }, compute) }
+            };
+            let mut s_ref = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
+            run_svd(&Context::cpu(), &mut s_ref).unwrap();
+            let query = Context::cpu().svd_workspace_size(&wd, compute).unwrap();
+            let mut s_probe = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
+            let sp = s_probe.desc();
+            let min = SvdPlan::new(
+                Context::cpu().executor(),
+                &wd,
+                &SvdOut { u: None, s: &sp, vt: None },
+                compute,
+                Default::default(),
+            )
+            .unwrap()
+            .workspace()
+            .min;
+            assert!(min <= query && min > 0, "{what}: min {min}, query {query}");
+            for bytes in [query, min] {
+                let mut s = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
+                run_svd(&user_ws(bytes).ctx, &mut s).unwrap_or_else(|e| panic!("{what}: svd with {bytes} bytes: {e}"));
+                close(&values(&s), &values(&s_ref), 1e-5, &what);
+            }
             let mut s = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
-            run_svd(&user_ws(bytes).ctx, &mut s).unwrap_or_else(|e| panic!("{what}: svd with {bytes} bytes: {e}"));
-            close(&values(&s), &values(&s_ref), 1e-5, &what);
-        }
-        let mut s = Buf::<f32>::poisoned(r, 1, batch, Layout::ColMajor);
-        let before = s.bits();
-        too_small(run_svd(&user_ws(min - 1).ctx, &mut s), &what);
-        assert_eq!(s.bits(), before, "{what}: S written by a refused call");
+            let before = s.bits();
+            too_small(run_svd(&user_ws(min - 1).ctx, &mut s), &what);
+            assert_eq!(s.bits(), before, "{what}: S written by a refused call");
 
-        // Decompose at a random k, every part requested.
-        let k = rng.random_range(0..=r);
-        let bufs = |rows, cols| Buf::<f32>::poisoned(rows, cols, batch, Layout::RowMajor);
-        let mut outs = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
-        let run_dec = |ctx: &Context, outs: &mut [Buf<f32>; 6]| {
+            // Decompose at a random k, every part requested.
+            let k = rng.random_range(0..=r);
+            let bufs = |rows, cols| Buf::<f32>::poisoned(rows, cols, batch, Layout::RowMajor);
+            let mut outs = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
+            let run_dec = |ctx: &Context, outs: &mut [Buf<f32>; 6]| {
+                let d: Vec<_> = outs.iter_mut().map(|b| b.desc()).collect();
+                let parts = Parts {
+                    u_high: Some(&d[0]),
+                    s_high: Some(&d[1]),
+                    v_high: Some(&d[2]),
+                    u_low: Some(&d[3]),
+                    s_low: Some(&d[4]),
+                    v_low: Some(&d[5]),
+                };
+                // SAFETY: host buffers alive for the call.
+                unsafe { ctx.decompose_raw(&wd, k, &parts, compute) }
+            };
+            run_dec(&Context::cpu(), &mut outs).unwrap();
+            let reference: Vec<Vec<f64>> = outs.iter().map(values).collect();
+            let query = Context::cpu().decompose_workspace_size_k(&wd, k, compute).unwrap();
             let d: Vec<_> = outs.iter_mut().map(|b| b.desc()).collect();
             let parts = Parts {
                 u_high: Some(&d[0]),
@@ -123,38 +150,25 @@ fn svd_and_decompose_query_min_and_run_agree() {
                 s_low: Some(&d[4]),
                 v_low: Some(&d[5]),
             };
-            // SAFETY: host buffers alive for the call.
-            unsafe { ctx.decompose_raw(&wd, k, &parts, compute) }
-        };
-        run_dec(&Context::cpu(), &mut outs).unwrap();
-        let reference: Vec<Vec<f64>> = outs.iter().map(values).collect();
-        let query = Context::cpu().decompose_workspace_size_k(&wd, k, compute).unwrap();
-        let d: Vec<_> = outs.iter_mut().map(|b| b.desc()).collect();
-        let parts = Parts {
-            u_high: Some(&d[0]),
-            s_high: Some(&d[1]),
-            v_high: Some(&d[2]),
-            u_low: Some(&d[3]),
-            s_low: Some(&d[4]),
-            v_low: Some(&d[5]),
-        };
-        let min = DecomposePlan::new(Context::cpu().executor(), &wd, k, &parts, compute, Default::default())
-            .unwrap()
-            .workspace()
-            .min;
-        assert!(min <= query && min > 0, "{what}: decompose min {min}, query {query}");
-        for bytes in [query, min] {
-            let mut o = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
-            run_dec(&user_ws(bytes).ctx, &mut o).unwrap_or_else(|e| panic!("{what}: decompose, {bytes} bytes: {e}"));
-            for (got, want) in o.iter().zip(&reference) {
-                close(&values(got), want, 1e-4, &what);
+            let min = DecomposePlan::new(Context::cpu().executor(), &wd, k, &parts, compute, Default::default())
+                .unwrap()
+                .workspace()
+                .min;
+            assert!(min <= query && min > 0, "{what}: decompose min {min}, query {query}");
+            for bytes in [query, min] {
+                let mut o = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
+                run_dec(&user_ws(bytes).ctx, &mut o)
+                    .unwrap_or_else(|e| panic!("{what}: decompose, {bytes} bytes: {e}"));
+                for (got, want) in o.iter().zip(&reference) {
+                    close(&values(got), want, 1e-4, &what);
+                }
             }
-        }
-        let mut o = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
-        let before: Vec<_> = o.iter().map(|b| b.bits()).collect();
-        too_small(run_dec(&user_ws(min - 1).ctx, &mut o), &what);
-        assert_eq!(o.iter().map(|b| b.bits()).collect::<Vec<_>>(), before, "{what}: parts written");
-        drop(w);
+            let mut o = [bufs(n, k), bufs(k, 1), bufs(k, m), bufs(n, r - k), bufs(r - k, 1), bufs(r - k, m)];
+            let before: Vec<_> = o.iter().map(|b| b.bits()).collect();
+            too_small(run_dec(&user_ws(min - 1).ctx, &mut o), &what);
+            assert_eq!(o.iter().map(|b| b.bits()).collect::<Vec<_>>(), before, "{what}: parts written");
+            drop(w);
+        });
     }
 }
 
@@ -162,49 +176,53 @@ fn svd_and_decompose_query_min_and_run_agree() {
 fn svd_list_query_and_run_agree() {
     let mut rng = rng();
     for round in 0..ROUNDS / 2 {
-        let count = rng.random_range(1..=4);
-        let mut ws: Vec<Buf<f32>> = (0..count)
-            .map(|_| {
-                let (n, m) = shape(&mut rng);
-                let b = rng.random_range(1..=2);
-                let layout = pick(&mut rng, &LAYOUTS);
-                Buf::from_batch(&batch_of(&mut rng, n, m, b), layout)
-            })
-            .collect();
-        let wd: Vec<_> = ws.iter_mut().map(|w| w.desc()).collect();
-        let new_s = || -> Vec<Buf<f32>> {
-            wd.iter().map(|w| Buf::poisoned(w.rows.min(w.cols), 1, w.batch, Layout::ColMajor)).collect()
-        };
-        let run = |ctx: &Context, s: &mut Vec<Buf<f32>>| {
+        let threads = THREADS[round % THREADS.len()];
+        with_threads(threads, || {
+            let count = rng.random_range(1..=4);
+            let mut ws: Vec<Buf<f32>> = (0..count)
+                .map(|_| {
+                    let (n, m) = shape(&mut rng);
+                    let b = rng.random_range(1..=2);
+                    let layout = pick(&mut rng, &LAYOUTS);
+                    Buf::from_batch(&batch_of(&mut rng, n, m, b), layout)
+                })
+                .collect();
+            let wd: Vec<_> = ws.iter_mut().map(|w| w.desc()).collect();
+            let new_s = || -> Vec<Buf<f32>> {
+                wd.iter().map(|w| Buf::poisoned(w.rows.min(w.cols), 1, w.batch, Layout::ColMajor)).collect()
+            };
+            let run = |ctx: &Context, s: &mut Vec<Buf<f32>>| {
+                let sd: Vec<_> = s.iter_mut().map(|b| b.desc()).collect();
+                let problems: Vec<_> =
+                    wd.iter().zip(&sd).map(|(w, s)| SvdProblem { w, out: SvdOut { u: None, s, vt: None } }).collect();
+                // SAFETY: host buffers alive for the call.
+                unsafe { ctx.svd_list_raw(&problems, DType::F32) }
+            };
+            let mut reference = new_s();
+            run(&Context::cpu(), &mut reference).unwrap();
+            let refs: Vec<&osft::MatDesc> = wd.iter().collect();
+            let query = Context::cpu().svd_list_workspace_size(&refs, DType::F32).unwrap();
+            let mut s = new_s();
             let sd: Vec<_> = s.iter_mut().map(|b| b.desc()).collect();
             let problems: Vec<_> =
                 wd.iter().zip(&sd).map(|(w, s)| SvdProblem { w, out: SvdOut { u: None, s, vt: None } }).collect();
-            // SAFETY: host buffers alive for the call.
-            unsafe { ctx.svd_list_raw(&problems, DType::F32) }
-        };
-        let mut reference = new_s();
-        run(&Context::cpu(), &mut reference).unwrap();
-        let refs: Vec<&osft::MatDesc> = wd.iter().collect();
-        let query = Context::cpu().svd_list_workspace_size(&refs, DType::F32).unwrap();
-        let mut s = new_s();
-        let sd: Vec<_> = s.iter_mut().map(|b| b.desc()).collect();
-        let problems: Vec<_> =
-            wd.iter().zip(&sd).map(|(w, s)| SvdProblem { w, out: SvdOut { u: None, s, vt: None } }).collect();
-        let min = SvdListPlan::new(Context::cpu().executor(), &problems, DType::F32, Default::default())
-            .unwrap()
-            .workspace()
-            .min;
-        assert!(min > 0 && min <= query, "round {round}: list min {min}, query {query}");
-        for bytes in [query, min] {
-            let mut s = new_s();
-            run(&user_ws(bytes).ctx, &mut s).unwrap_or_else(|e| panic!("round {round}: list with {bytes} bytes: {e}"));
-            for (got, want) in s.iter().zip(&reference) {
-                close(&values(got), &values(want), 1e-5, &format!("round {round}"));
+            let min = SvdListPlan::new(Context::cpu().executor(), &problems, DType::F32, Default::default())
+                .unwrap()
+                .workspace()
+                .min;
+            assert!(min > 0 && min <= query, "round {round}: list min {min}, query {query}");
+            for bytes in [query, min] {
+                let mut s = new_s();
+                run(&user_ws(bytes).ctx, &mut s)
+                    .unwrap_or_else(|e| panic!("round {round}: list with {bytes} bytes: {e}"));
+                for (got, want) in s.iter().zip(&reference) {
+                    close(&values(got), &values(want), 1e-5, &format!("round {round}"));
+                }
             }
-        }
-        let before: Vec<_> = s.iter().map(|b| b.bits()).collect();
-        too_small(run(&user_ws(min - 1).ctx, &mut s), &format!("round {round}: list"));
-        assert_eq!(s.iter().map(|b| b.bits()).collect::<Vec<_>>(), before, "round {round}: list wrote");
+            let before: Vec<_> = s.iter().map(|b| b.bits()).collect();
+            too_small(run(&user_ws(min - 1).ctx, &mut s), &format!("round {round}: list"));
+            assert_eq!(s.iter().map(|b| b.bits()).collect::<Vec<_>>(), before, "round {round}: list wrote");
+        });
     }
 }
 

@@ -274,6 +274,9 @@ impl Executor for Faulty {
     fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> osft::Result<usize> {
         self.0.svd_unit_workspace(shape)
     }
+    fn svd_max_lanes(&self) -> usize {
+        self.0.svd_max_lanes()
+    }
     unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> osft::Result<()> {
         // Read before the SVD overwrites A; the routine's flag for a marked matrix says "not
         // converged", as cuSOLVER reports it.

@@ -509,9 +509,6 @@ impl SvdUnitArgs {
     }
 }
 
-/// Most lanes a [`LaneSchedule`] may use (the CUDA executor's stream pool).
-pub const SVD_LANES: usize = 4;
-
 /// An SVD's routine calls forked onto `lanes` lanes and joined back
 /// ([`Executor::svd_lanes`]): `units[i] = (lane, call)`. Calls on one lane run in order; calls
 /// on different lanes may run concurrently, so they never share a workspace slice. The lanes
@@ -524,12 +521,13 @@ pub struct LaneSchedule {
 }
 
 impl LaneSchedule {
-    /// The fork/join's own preconditions: `1 <= lanes <= SVD_LANES` (0 for an empty schedule),
-    /// every call on a lane below `lanes`.
-    pub fn check_lanes(&self) -> Result<()> {
+    /// The fork/join's own preconditions: `1 <= lanes <= max_lanes` (the executor's
+    /// [`Executor::svd_max_lanes`]; 0 lanes for an empty schedule), every call on a lane below
+    /// `lanes`.
+    pub fn check_lanes(&self, max_lanes: usize) -> Result<()> {
         const R: &str = "svd_lanes";
-        need(R, self.units.is_empty() || (1..=SVD_LANES).contains(&self.lanes), || {
-            format!("a schedule takes 1 to {SVD_LANES} lanes, got {}", self.lanes)
+        need(R, self.units.is_empty() || (1..=max_lanes).contains(&self.lanes), || {
+            format!("this executor takes 1 to {max_lanes} lanes, got {}", self.lanes)
         })?;
         need(R, self.units.iter().all(|(l, _)| *l < self.lanes), || "a call is assigned beyond the lanes".into())
     }
@@ -539,7 +537,7 @@ impl LaneSchedule {
     /// on different lanes use different workspace slices (identical or disjoint; a slice shared
     /// across lanes would race).
     pub fn check(&self, exec: &(impl Executor + ?Sized)) -> Result<()> {
-        self.check_lanes()?;
+        self.check_lanes(exec.svd_max_lanes())?;
         for (_, u) in &self.units {
             u.check()?;
             let needed = exec.svd_unit_workspace(&u.shape())?;

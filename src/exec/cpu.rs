@@ -373,6 +373,13 @@ impl Executor for CpuExecutor {
             .ok_or_else(|| Error::overflow("workspace", format!("SVD scratch for {m} x {n}")))
     }
 
+    /// rayon's thread count where the call runs (its global pool, or the pool of an enclosing
+    /// `ThreadPool::install`), so a batch of per-matrix SVDs keeps every thread busy; at most
+    /// [`CPU_SVD_MAX_LANES`].
+    fn svd_max_lanes(&self) -> usize {
+        rayon::current_num_threads().clamp(1, CPU_SVD_MAX_LANES)
+    }
+
     /// The lanes as threads (each lane's calls in order, on its own workspace slices). Every
     /// routine computes faer's exact SVD here, after the routine's preconditions
     /// ([`LaneSchedule::check`]) have been enforced exactly as on CUDA; non-convergence is
@@ -516,6 +523,10 @@ impl Executor for CpuExecutor {
         }
     }
 }
+
+/// Most lanes the CPU executor plans: each lane holds one matrix's SVD scratch in the
+/// workspace, so the cap bounds the workspace of a large batch on hosts with more threads.
+pub const CPU_SVD_MAX_LANES: usize = 64;
 
 /// How many SVDs of a batched routine's call run at once (one faer stack each).
 fn lanes(batch: usize) -> usize {

@@ -298,10 +298,18 @@ pub trait Executor: Send + Sync {
     /// through each call's `info` flags (read by the caller), not as an error; an error here is
     /// a failed launch or a refused schedule ([`LaneSchedule::check`], checked first).
     unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()>;
+    /// Most lanes a [`LaneSchedule`] may use on this executor: the SVD schedule plans this many
+    /// (per-matrix routines get `min(batch, svd_max_lanes)` workspace slices, so workspace sizes
+    /// depend on it) and [`LaneSchedule::check`] refuses more. The CUDA executor: its stream pool
+    /// (4); the CPU executor: rayon's thread count where the call runs, capped. The default, 1,
+    /// runs every call in order; a wrapping executor forwards its inner executor's.
+    fn svd_max_lanes(&self) -> usize {
+        1
+    }
     /// What the calls of the last `svd_lanes`, run with `diagnostics` set, measured: one entry
     /// per call of `schedule` (the same schedule). The default measures nothing (empty entries).
     unsafe fn svd_diagnostics(&self, schedule: &LaneSchedule) -> Result<Vec<UnitDiagnostics>> {
-        schedule.check_lanes()?;
+        schedule.check_lanes(self.svd_max_lanes())?;
         Ok(vec![UnitDiagnostics::default(); schedule.units.len()])
     }
     /// Workspace bytes `gesvd_strided_batched` needs for this problem with `algorithm`;

@@ -145,6 +145,9 @@ impl<E: Executor> Executor for Recording<E> {
     fn svd_unit_workspace(&self, shape: &SvdUnitShape) -> Result<usize> {
         self.inner.svd_unit_workspace(shape)
     }
+    fn svd_max_lanes(&self) -> usize {
+        self.inner.svd_max_lanes()
+    }
     unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()> {
         // SAFETY: the trait's contract, passed on unchanged to the wrapped executor.
         unsafe {

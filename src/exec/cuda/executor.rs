@@ -293,6 +293,11 @@ impl Executor for CudaExecutor {
         unsafe { unit_work(&h, shape).map(|w| w.device) }
     }
 
+    /// One lane per stream of the pool.
+    fn svd_max_lanes(&self) -> usize {
+        SVD_STREAMS
+    }
+
     unsafe fn svd_lanes(&self, schedule: &LaneSchedule) -> Result<()> {
         schedule.check(self)?;
         // SAFETY: this function's contract: the calls describe valid memory of this context's device.
@@ -300,7 +305,7 @@ impl Executor for CudaExecutor {
     }
 
     unsafe fn svd_diagnostics(&self, schedule: &LaneSchedule) -> Result<Vec<UnitDiagnostics>> {
-        schedule.check_lanes()?;
+        schedule.check_lanes(self.svd_max_lanes())?;
         // SAFETY: this function's contract: the schedule is the one that ran last, its host
         // values still live.
         unsafe { self.read_diagnostics(schedule) }

@@ -11,9 +11,11 @@
 //!
 //! **Lanes.** Groups take the lanes round-robin: a batched routine (`gesvdjBatched`,
 //! `gesvdaStridedBatched`) is one call on the next lane; a per-matrix routine (`Xgesvd`, `gesvdj`,
-//! `Xgesvdp`, `Xgesvdr`) has `min(batch, SVD_LANES)` workspace slices, matrix `b` in slice
-//! `b % slices` on the lane of that slice, so a list of single matrices spreads over every lane
-//! and matrices that share a slice share a lane (which runs them in order).
+//! `Xgesvdp`, `Xgesvdr`) has `min(batch, L)` workspace slices, matrix `b` in slice `b % slices`
+//! on the lane of that slice, so a list of single matrices spreads over every lane and matrices
+//! that share a slice share a lane (which runs them in order). `L` is the executor's
+//! [`Executor::svd_max_lanes`] (CUDA: its 4 streams; CPU: its threads), so a group's workspace
+//! is sized for the executor that runs it.
 //!
 //! **Layout** of one group, each region 256-byte aligned:
 //!
@@ -25,7 +27,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::exec::{
     check_gesvd_calls, check_gesvdr_problem, in_group, Addr, AxpbyArgs, Executor, GesvdCall, GesvdrArgs, LaneSchedule,
-    Strided, Strided2d, SvdAlgorithm, SvdReport, SvdRunOptions, SvdUnitArgs, SvdUnitShape, TopK, SVD_LANES,
+    Strided, Strided2d, SvdAlgorithm, SvdReport, SvdRunOptions, SvdUnitArgs, SvdUnitShape, TopK,
 };
 
 fn align(x: usize) -> usize {
@@ -65,7 +67,7 @@ pub fn group_layout(
     let bytes = |count: &[usize]| -> Result<usize> {
         count.iter().try_fold(dtype.size(), |a, b| a.checked_mul(*b)).map(align).ok_or_else(overflow)
     };
-    let slices = if batched { 1 } else { batch.clamp(1, SVD_LANES) };
+    let slices = if batched { 1 } else { batch.clamp(1, exec.svd_max_lanes().max(1)) };
     let slice = align(unit);
     let mut end = slice.checked_mul(slices).ok_or_else(overflow)?;
     let mut region = |b: usize| -> Result<usize> {
@@ -105,18 +107,19 @@ pub fn gesvdr_workspace(
     Ok(group_layout(exec, SvdAlgorithm::Randomized, m, n, dtype, batch, Some(top))?.total)
 }
 
-/// Which lane each routine call runs on: for groups given as `(batched routine, batch,
-/// slices)`, the calls `(lane, group, matrix)` in issue order (`matrix` is `None` for a batched
-/// routine's one call).
-pub fn assign_lanes(groups: &[(bool, usize, usize)]) -> Vec<(usize, usize, Option<usize>)> {
+/// Which of `lanes` lanes each routine call runs on: for groups given as `(batched routine,
+/// batch, slices)`, the calls `(lane, group, matrix)` in issue order (`matrix` is `None` for a
+/// batched routine's one call).
+pub fn assign_lanes(groups: &[(bool, usize, usize)], lanes: usize) -> Vec<(usize, usize, Option<usize>)> {
+    let lanes = lanes.max(1);
     let mut out = vec![];
     let mut next = 0;
     for (k, &(batched, batch, slices)) in groups.iter().enumerate() {
         if batched {
-            out.push((next % SVD_LANES, k, None));
+            out.push((next % lanes, k, None));
             next += 1;
         } else {
-            out.extend((0..batch).map(|b| ((next + b % slices) % SVD_LANES, k, Some(b))));
+            out.extend((0..batch).map(|b| ((next + b % slices) % lanes, k, Some(b))));
             next += slices;
         }
     }
@@ -187,9 +190,11 @@ fn host_values(calls: &[(&GesvdCall, GroupLayout)], diagnostics: bool) -> Vec<Ve
     calls.iter().map(|(c, l)| if wants(l.routine) { vec![0.0; c.args.batch] } else { vec![] }).collect()
 }
 
-/// The schedule of `calls` (each with its layout): every group's routine calls on their lanes,
-/// and for each call the group it belongs to. `host` (from [`host_values`]) must outlive the run.
+/// The schedule of `calls` (each with its layout) over at most `max_lanes` lanes: every group's
+/// routine calls on their lanes, and for each call the group it belongs to. `host` (from
+/// [`host_values`]) must outlive the run.
 fn schedule(
+    max_lanes: usize,
     calls: &[(&GesvdCall, GroupLayout)],
     top: Option<TopK>,
     diagnostics: bool,
@@ -197,7 +202,7 @@ fn schedule(
 ) -> (LaneSchedule, Vec<usize>) {
     let shape: Vec<(bool, usize, usize)> =
         calls.iter().map(|(c, l)| (l.routine.is_batched_routine(), c.args.batch, l.slices)).collect();
-    let assigned = assign_lanes(&shape);
+    let assigned = assign_lanes(&shape, max_lanes);
     let lanes = assigned.iter().map(|(lane, _, _)| lane + 1).max().unwrap_or(0);
     let units = assigned
         .iter()
@@ -291,7 +296,7 @@ pub unsafe fn gesvd(exec: &(impl Executor + ?Sized), calls: &[GesvdCall], option
     }
     let laid: Vec<(&GesvdCall, GroupLayout)> = groups.iter().map(|(_, x)| *x).collect();
     let mut written = host_values(&laid, options.diagnostics);
-    let (lanes, unit_group) = schedule(&laid, None, options.diagnostics, &mut written);
+    let (lanes, unit_group) = schedule(exec.svd_max_lanes(), &laid, None, options.diagnostics, &mut written);
     // SAFETY (block): the caller's contract: every call describes valid memory of the
     // executor's device, its workspace included.
     unsafe {
@@ -395,7 +400,7 @@ pub unsafe fn gesvdr(exec: &(impl Executor + ?Sized), g: &GesvdrArgs, work: Addr
         work,
         work_bytes,
     };
-    let (lanes, _) = schedule(&[(&call, l)], Some(top), false, &mut [vec![]]);
+    let (lanes, _) = schedule(exec.svd_max_lanes(), &[(&call, l)], Some(top), false, &mut [vec![]]);
     // SAFETY: the caller's contract: the arguments describe valid memory of the executor's device.
     unsafe {
         exec.svd_lanes(&lanes)?;
