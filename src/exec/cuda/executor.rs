@@ -173,36 +173,30 @@ impl Executor for CudaExecutor {
                 }
                 return Ok(());
             }
-            let total: usize = live.iter().map(|g| g.batch).sum();
+            let total = live.iter().try_fold(0usize, |t, g| t.checked_add(g.batch));
+            let total = total.ok_or_else(|| Error::overflow("batch", "gemm_grouped's total batch"))?;
             let mut h = self.lock()?;
-            if h.ptrs.is_none_or(|(_, cap)| cap < total) {
-                // Growing synchronises and allocates, both illegal while the stream is captured
-                // into a CUDA graph: refuse, and say how to avoid it.
+            let stream = h.stream;
+            let capturing = || {
                 let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-                let capturing = match cu::cuStreamIsCapturing(h.stream, &mut status) {
-                    cu::CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT => true,
+                match cu::cuStreamIsCapturing(stream, &mut status) {
+                    cu::CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT => Ok(true),
                     r => {
                         cu_check(r, "cuStreamIsCapturing")?;
-                        status != cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
+                        Ok(status != cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
                     }
-                };
-                if capturing {
-                    return Err(Error::InvalidArgument(format!(
-                        "gemm_grouped would have to grow its pointer buffer to {total} problems, but the stream \
-                         is being captured into a CUDA graph, where nothing may allocate: run the op once \
-                         before capturing"
-                    )));
                 }
+            };
+            if let PtrBuffer::Grow { capacity } = ptr_buffer(total, h.ptrs.map(|(_, cap)| cap), capturing)? {
                 if let Some((old, _)) = h.ptrs.take() {
                     cu_check(cu::cuStreamSynchronize(h.stream), "cuStreamSynchronize")?;
                     cu::cuMemFree_v2(old);
                 }
-                let cap = total.next_power_of_two().max(256);
                 let mut p = 0;
-                if cu::cuMemAlloc_v2(&mut p, 3 * cap * 8) != cu::CUresult::CUDA_SUCCESS {
-                    return Err(Error::AllocationFailed { bytes: 3 * cap * 8 });
+                if cu::cuMemAlloc_v2(&mut p, 3 * capacity * 8) != cu::CUresult::CUDA_SUCCESS {
+                    return Err(Error::AllocationFailed { bytes: 3 * capacity * 8 });
                 }
-                h.ptrs = Some((p, cap));
+                h.ptrs = Some((p, capacity));
             }
             let (base, cap) = h.ptrs.unwrap();
             let (pa, pb, pc) = (base, base + (cap * 8) as u64, base + (2 * cap * 8) as u64);
@@ -375,6 +369,83 @@ impl Executor for CudaExecutor {
             let mut bytes = vec![0u8; count * 8];
             self.read_to_host(out.addr, &mut bytes)?;
             Ok(bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().unwrap())).sum())
+        }
+    }
+}
+
+/// What `gemm_grouped` does with its device pointer buffer (three arrays of `capacity` pointers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PtrBuffer {
+    /// The buffer holds the call's pointers: use it (allocates nothing, so capture-safe).
+    Reuse,
+    /// Synchronise, free the old buffer and allocate one of `capacity` pointers per array.
+    Grow { capacity: usize },
+}
+
+/// The pointer-buffer decision for a call of `needed` problems, given the buffer's `current`
+/// capacity (`None`: none yet). Growing synchronises and allocates, both illegal while the
+/// stream is captured into a CUDA graph: then it is refused, saying how to avoid it. `capturing`
+/// is asked only when the buffer must grow. Capacities are powers of two, at least 256, so a
+/// sequence of growing calls reallocates O(log n) times.
+fn ptr_buffer(needed: usize, current: Option<usize>, capturing: impl FnOnce() -> Result<bool>) -> Result<PtrBuffer> {
+    if current.is_some_and(|cap| cap >= needed) {
+        return Ok(PtrBuffer::Reuse);
+    }
+    if capturing()? {
+        return Err(Error::InvalidArgument(format!(
+            "gemm_grouped would have to grow its pointer buffer to {needed} problems, but the stream is being \
+             captured into a CUDA graph, where nothing may allocate: run the op once before capturing"
+        )));
+    }
+    let capacity = needed.checked_next_power_of_two().map(|c| c.max(256)).filter(|c| c.checked_mul(24).is_some());
+    let capacity =
+        capacity.ok_or_else(|| Error::overflow("batch", format!("a pointer buffer for {needed} problems")))?;
+    Ok(PtrBuffer::Grow { capacity })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never() -> Result<bool> {
+        panic!("the capture state is asked only when the buffer must grow")
+    }
+
+    #[test]
+    fn a_buffer_large_enough_is_reused_without_asking_about_capture() {
+        for (needed, cap) in [(1, 256), (256, 256), (300, 512), (0, 256)] {
+            assert_eq!(ptr_buffer(needed, Some(cap), never).unwrap(), PtrBuffer::Reuse, "{needed} in {cap}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_short_buffer_grows_to_a_power_of_two_of_at_least_256_when_not_capturing() {
+        let grow = |needed, current| ptr_buffer(needed, current, || Ok(false)).unwrap();
+        assert_eq!(grow(1, None), PtrBuffer::Grow { capacity: 256 });
+        assert_eq!(grow(256, None), PtrBuffer::Grow { capacity: 256 });
+        assert_eq!(grow(257, Some(256)), PtrBuffer::Grow { capacity: 512 });
+        assert_eq!(grow(5000, Some(4096)), PtrBuffer::Grow { capacity: 8192 });
+    }
+
+    #[test]
+    fn growing_while_capturing_is_refused_with_how_to_avoid_it() {
+        for current in [None, Some(256)] {
+            let e = ptr_buffer(1000, current, || Ok(true)).unwrap_err();
+            assert_eq!(e.status(), crate::Status::InvalidArgument, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("1000 problems") && msg.contains("captured into a CUDA graph"), "{msg}");
+            assert!(msg.contains("run the op once before capturing"), "{msg}");
+        }
+        // A failed capture query is passed on, nothing grown.
+        let e = ptr_buffer(1, None, || Err(Error::Internal("query failed".into()))).unwrap_err();
+        assert_eq!(e, Error::Internal("query failed".into()));
+    }
+
+    #[test]
+    fn a_pointer_count_whose_buffer_would_overflow_is_refused() {
+        for needed in [usize::MAX, usize::MAX / 2 + 2, usize::MAX / 16] {
+            let e = ptr_buffer(needed, Some(256), || Ok(false)).unwrap_err();
+            assert_eq!(e.status(), crate::Status::Overflow, "{needed}: {e}");
         }
     }
 }
