@@ -1,3 +1,4 @@
-//! Fuzz target `desc`: see `osft-test-support/src/fuzz.rs`.
+//! Fuzz target `desc`: the harness in `osft-test-support/src/fuzz.rs`, this target's driver in
+//! `osft-test-support/src/fuzz/targets/desc.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(6, data));

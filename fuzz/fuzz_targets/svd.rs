@@ -1,3 +1,4 @@
-//! Fuzz target `svd`: see `osft-test-support/src/fuzz.rs`.
+//! Fuzz target `svd`: the harness in `osft-test-support/src/fuzz.rs`, this target's driver in
+//! `osft-test-support/src/fuzz/targets/svd.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(0, data));

@@ -1,3 +1,4 @@
-//! Fuzz target `two_phase`: see `osft-test-support/src/fuzz.rs`.
+//! Fuzz target `two_phase`: the harness in `osft-test-support/src/fuzz.rs`, this target's driver in
+//! `osft-test-support/src/fuzz/targets/two_phase.rs`.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| osft_fuzz::harness::run(3, data));

@@ -11,7 +11,11 @@
 //! refused. The library's own test is on byte spans and so refuses more; the oracle only asks
 //! that what truly aliases is refused.
 
-use super::{elements, esize, osft_status, plausible, Arena, Desc, Problem, OSFT_STATUS_OK, R};
+use osft::ffi::osft_status::{self, OSFT_STATUS_OK};
+
+use super::arena::Arena;
+use super::operands::{elements, esize, plausible, Desc, Problem};
+use super::R;
 
 /// The byte ranges of a descriptor's elements in the arena (none for an absent or implausible
 /// descriptor, which the library rejects before touching memory).
