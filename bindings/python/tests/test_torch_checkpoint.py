@@ -12,7 +12,9 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+from conftest import svd_tol, unit_roundoff
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
@@ -57,11 +59,34 @@ def logits(model, seed=9):
         return model(input_ids=batch(seed)["input_ids"]).logits
 
 
-# float64 models: a reconstruction differs from the forward's weight by a few units of 2^-53
-# relative; through two layers the logits agree far inside 1e-10.
-TOL = 1e-10
+# Float64 forwards of this model that differ only in rounding (a weight rebuilt from its factors
+# against the factorised forward): the GEMMs along a path (per layer q/k/v 16, scores 8,
+# attention 7, o 16, gate/up 16, down 24; lm_head 16) sum 190 products, 4 * 190 u of the
+# logits' size. A re-decomposition adds the SVD bound of each of the 14 layer weights (the
+# logits move by about 0.7 of a relative change of all of them, measured).
+U64 = unit_roundoff(np.float64)
+ROUNDING_TOL = 4 * 190 * U64
+RESVD_TOL = ROUNDING_TOL + 14 * svd_tol(24, 16, np.float64, np.float64)
 
 
+@pytest.fixture
+def float64_rms_norm(monkeypatch):
+    """Llama's RMSNorm computes in float32 whatever the model's dtype: it would round these float64
+    models' hidden states to float32 at every norm, so that a float64 rounding difference upstream
+    could flip a float32 rounding (2^-24 relative) and the bounds above would not hold. The norm
+    keeps the input's dtype here (the same operations otherwise)."""
+    def forward(self, h):
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h
+    monkeypatch.setattr(T.models.llama.modeling_llama.LlamaRMSNorm, "forward", forward)
+
+
+def assert_logits_close(got, want, tol):
+    err = float((got - want).abs().max() / want.abs().max())
+    assert err <= tol, (err, tol)
+
+
+@pytest.mark.usefixtures("float64_rms_norm")
 def test_plain_state_dict_and_save_pretrained_load_into_a_fresh_model(tmp_path):
     m = llama()
     plain_keys = list(m.state_dict())
@@ -73,26 +98,29 @@ def test_plain_state_dict_and_save_pretrained_load_into_a_fresh_model(tmp_path):
     want = logits(m)
     fresh = llama(seed=5)
     fresh.load_state_dict(sd)                       # strict: every key, nothing extra
-    assert (logits(fresh) - want).abs().max() < TOL
+    assert_logits_close(logits(fresh), want, ROUNDING_TOL)
     # transformers' save_pretrained / from_pretrained (safetensors) of the model under OSFT.
     m.save_pretrained(tmp_path / "hf")
     with open(tmp_path / "hf" / "model.safetensors", "rb") as f:
         header = f.read(8 + int.from_bytes(f.read(8), "little"))
     assert b"osft_" not in header and b"q_proj.weight" in header
     loaded = T.LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float64)
-    assert (logits(loaded) - want).abs().max() < TOL
+    assert torch.equal(logits(loaded), logits(fresh))    # the same float64 values, stored exactly
     # The raw entries on request (e.g. for frameworks that resume from model.state_dict()).
     o.plain_state_dict = False
     assert any(".osft_g" in k for k in m.state_dict())
 
 
+@pytest.mark.usefixtures("float64_rms_norm")
 def test_plain_weights_load_back_under_osft():
     m = llama()
     o = ot.OSFT(m, frozen_ratio=0.5)
     trained = llama(seed=4)                         # other weights, same architecture
     m.load_state_dict(trained.state_dict())         # re-decomposed at the same ranks
-    assert (logits(m) - logits(trained)).abs().max() < TOL
-    assert max(o.leakage().values()) < 1e-12        # a fresh split: orthogonal again
+    assert_logits_close(logits(m), logits(trained), RESVD_TOL)
+    # A fresh split: orthogonal again. ||U_h^T U_l|| / ||U_l|| over k = 8 frozen columns is at
+    # most sqrt(k) times the SVD's entry bound (largest weight 24 x 16), plus its accumulation.
+    assert max(o.leakage().values()) < 8 ** 0.5 * svd_tol(24, 16, np.float64, np.float64) + 4 * (24 + 8) * U64
     with pytest.raises(RuntimeError, match="Missing key"):
         sd = trained.state_dict()
         del sd["model.layers.0.self_attn.q_proj.weight"]
@@ -269,6 +297,7 @@ def test_from_pretrained_checks_the_frozen_factors(tmp_path):
         ot.OSFT.from_pretrained(llama(), tmp_path / "nothing")
 
 
+@pytest.mark.usefixtures("float64_rms_norm")
 def test_disable_adapter_gives_the_base_model():
     base = llama()
     m = llama()
@@ -276,15 +305,15 @@ def test_disable_adapter_gives_the_base_model():
     train(m, o, 3)
     trained = logits(m)
     assert (trained - logits(base)).abs().max() > 1e-3          # it trained
-    with o.disable_adapter():
-        assert (logits(m) - logits(base)).abs().max() < TOL
+    with o.disable_adapter():                                   # the base, as decomposed
+        assert_logits_close(logits(m), logits(base), RESVD_TOL)
     assert torch.equal(logits(m), trained)
     for forward in ("dense", "factorised"):                       # both forwards honour it
         m2 = llama()
         o2 = ot.OSFT(m2, frozen_ratio=0.5, keep_base=True, freeze_others=True, forward=forward)
         train(m2, o2, 2)
         with o2.disable_adapter():
-            assert (logits(m2) - logits(base)).abs().max() < TOL
+            assert_logits_close(logits(m2), logits(base), RESVD_TOL)
     with pytest.raises(RuntimeError, match="keep_base=True"):
         with ot.OSFT(llama(), frozen_ratio=0.5).disable_adapter():
             pass
