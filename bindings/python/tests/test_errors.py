@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import BF16, random_basis
+from conftest import BF16, project_tol, random_basis
 
 import osft
 
@@ -136,7 +136,8 @@ def test_negative_strides_rejected(ctx, rng):
     np.testing.assert_array_equal(x, before)
     # The documented remedy works.
     out = osft.project_np("left", np.ascontiguousarray(x[::-1]), u)
-    np.testing.assert_allclose(out, x[::-1] - u @ (u.T @ x[::-1]), atol=1e-12)
+    err = np.linalg.norm(out - (x[::-1] - u @ (u.T @ x[::-1])))
+    assert err < project_tol(np.float64, 6, 2) * np.linalg.norm(x)
     # A single reversed element addresses nothing: fine.
     osft.project(ctx, "left", x[:, :1][:, ::-1], u)
 
@@ -180,8 +181,9 @@ def test_aliasing_outputs(ctx, rng):
     # header only says "not overlapping it").
     u = random_basis(rng, 6, 2)
     want = x - u @ (u.T @ x)
+    scale = np.linalg.norm(x)
     osft.project(ctx, "left", x, u, out=x)
-    np.testing.assert_allclose(x, want, atol=1e-12)
+    assert np.linalg.norm(x - want) < project_tol(np.float64, 6, 2) * scale
     with pytest.raises(osft.OverlapError):
         osft.decompose(ctx, w, 2, w[:, :2], None, None)
 
