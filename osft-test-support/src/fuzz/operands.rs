@@ -7,6 +7,7 @@ use osft::ffi::osft_matrix;
 
 use super::input::Src;
 
+/// Poisoned bytes before and after every region.
 pub(super) const GUARD: usize = 64;
 /// Largest region the harness allocates for one operand.
 pub(super) const CAP: u128 = 1 << 16;
@@ -14,6 +15,7 @@ pub(super) const CAP: u128 = 1 << 16;
 /// before it is written shows.
 pub(super) const POISON: u8 = 0xFF;
 
+/// The C dtype codes (`osft_dtype`).
 pub(super) const F32: i32 = 0;
 pub(super) const F64: i32 = 1;
 pub(super) const F16: i32 = 2;
