@@ -3,8 +3,9 @@
 #
 #   scripts/hardening.sh
 #
-# 1. builds the test binaries (cargo test --release --no-run) of tests/ffi.rs, tests/hardening.rs,
-#    tests/hardening_fuzz.rs and tests/hardening_threads.rs;
+# 1. builds the test binaries (cargo test --release --no-run) of the C-ABI tests on the CPU
+#    (tests/ffi_*.rs except ffi_cuda.rs, whose test needs a GPU), tests/hardening_fuzz.rs and
+#    tests/hardening_threads.rs;
 # 2. runs each under valgrind memcheck (--error-exitcode=1, definite/indirect leaks are errors,
 #    tests/c/valgrind.supp for rayon's worker-thread TLS), with the fuzzer and the stress test
 #    scaled down (valgrind is ~50x slower): OSFT_FUZZ_ITERS=60, OSFT_THREADS_ROUNDS=1;
@@ -39,7 +40,8 @@ step() {
     fi
 }
 
-TESTS=(ffi hardening hardening_fuzz hardening_threads)
+TESTS=(ffi_status ffi_context ffi_workspace ffi_ops ffi_ranks_and_diagnostics ffi_bad_input ffi_bad_operands
+    ffi_non_finite ffi_regressions hardening_fuzz hardening_threads)
 echo "building: cargo test --release --no-run ${TESTS[*]/#/--test }"
 args=()
 for t in "${TESTS[@]}"; do args+=(--test "$t"); done

@@ -1,4 +1,4 @@
-//! Helpers of the C-ABI tests (`tests/ffi.rs`, `tests/hardening*.rs`): descriptors over Rust
+//! Helpers of the C-ABI tests (`tests/ffi_*.rs`, `tests/hardening_*.rs`): descriptors over Rust
 //! vectors, status checks, poisoned buffers, a timeout for calls that must not hang, RSS, and
 //! address-space mappings.
 
@@ -88,6 +88,11 @@ unsafe impl Sync for Ctx {}
 
 pub fn bytes_of<T>(v: &[T]) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }.to_vec()
+}
+
+/// Snapshot of several buffers, to show that a rejected call wrote nothing.
+pub fn snap(bufs: &[&[u8]]) -> Vec<u8> {
+    bufs.concat()
 }
 
 /// `len` f32 values with a NaN payload that no computation produces.
