@@ -66,6 +66,8 @@ pub enum Call {
     },
 }
 
+/// `inner` with every call recorded. It plans with `inner`'s lane count
+/// ([`Executor::svd_max_lanes`]), so the SVD schedule it records is the one `inner` receives.
 pub struct Recording<E> {
     pub inner: E,
     log: Mutex<Vec<Call>>,
