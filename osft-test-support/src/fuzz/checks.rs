@@ -146,7 +146,7 @@ pub(super) fn query(
     Ok((st, (st == OSFT_STATUS_OK).then_some(b)))
 }
 
-/// Known library bugs, each with an `#[ignore = "bug: ..."]` test in `tests/hardening.rs`, are
+/// Known library bugs, each with an `#[ignore = "bug: ..."]` test in `tests/ffi_regressions.rs`, are
 /// tolerated (so that fuzzing goes on past them) unless `OSFT_FUZZ_STRICT=1`. Remove an entry
 /// when its bug is fixed.
 pub(super) fn known_bug(what: &str, st: osft_status, m: &str) -> Option<&'static str> {
@@ -154,7 +154,7 @@ pub(super) fn known_bug(what: &str, st: osft_status, m: &str) -> Option<&'static
         return None;
     }
     // No known bug at present (the ones found so far are guarded by the `regression_*` tests in
-    // tests/hardening.rs). An entry:
+    // tests/ffi_regressions.rs). An entry:
     //     if st == OSFT_STATUS_PRECONDITION && m.contains("...") { return Some("what"); }
     let _ = (what, st, m);
     None

@@ -126,7 +126,7 @@ pub(in crate::fuzz) fn op_desc(src: &mut Src, ctx: *mut osft_context) -> R {
     };
     let (d1, a1) = raw(src);
     let (d2, a2) = raw(src);
-    // Pairs whose scratch sizes pass 2^64 bytes (tests/hardening.rs:
+    // Pairs whose scratch sizes pass 2^64 bytes (tests/ffi_regressions.rs:
     // regression_workspace_size_wraps_for_wide_bases) must get OVERFLOW / ALLOCATION_FAILED.
     let _ = a2;
     let compute = src.pick(&[F32, F64, F16, 5]);
