@@ -166,7 +166,7 @@ note="skipped: $gpu not run: no GPU"
 [ "$s" -ne "$gpu" ] && note="$note, $((s - gpu)) ignored for another reason"
 suite "Rust tests" "$rc" "$p" "$f" "$s" "$(($(date +%s) - t0))" "$note"
 
-# The CUDA kernels run on the CPU under the host emulation: tests/cuda_kernels_emulated.rs ran in
+# The CUDA kernels run on the CPU under the host emulation: tests/cuda_kernels_emulated/ ran in
 # the cargo test above; its own line here, from the per-kernel counts it writes (and the log's result).
 kreport="${CARGO_TARGET_DIR:-target}/tmp/cuda_kernels_emulated"
 cat "$kreport".kernels.txt "$kreport".casts.txt > "$LOGS/kernels_emulated.log" 2>/dev/null

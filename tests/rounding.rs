@@ -6,7 +6,7 @@
 //! `max + ulp / 2` on. f32 → bf16 is also checked against the integer formula for all 2^32 f32
 //! values, and f32 → f16 against an integer formula (itself checked against the table) for all
 //! 2^32. The CUDA kernels' conversions are compared with these, bit
-//! for bit, in `tests/cuda_kernels_emulated.rs`.
+//! for bit, in `tests/cuda_kernels_emulated/`.
 
 use osft::{bf16, f16, Element};
 use osft_test_support::{rng, Rng, StdRng};
