@@ -3,8 +3,9 @@
 # cargo, no network there), in calls that each fit a 600 s command limit with margin:
 #
 #   scripts/device-check.sh build          # here: binaries into target/device-check/ (carry it)
-#   scripts/device-check.sh run            # there: correctness (device_check, the test suite's
-#                                          # GPU tests, compute-sanitizer, the torch tests)
+#   scripts/device-check.sh run            # there: correctness (device_check, the GPU check
+#                                          # suite in tests/device_check/; the test suite's GPU
+#                                          # tests, compute-sanitizer, the torch tests)
 #   scripts/device-check.sh bench-project  # there: the projection step, osft vs torch vs cuBLAS
 #   scripts/device-check.sh bench-svd      # there: decomposition, osft vs torch.linalg.svd
 #   scripts/device-check.sh bench          # there: both bench parts in one call
@@ -358,6 +359,14 @@ finish() {
     [ "$FAILED" -eq 0 ]
 }
 
+# test_exe NAME: builds the test target NAME (release, CUDA executor) and prints its executable's
+# path; cargo's progress goes to stderr. device_check is such a target (harness = false, its own
+# command line), not run by `cargo test` (Cargo.toml says why).
+test_exe() {
+    cargo test --release --features cuda --test "$1" --no-run --message-format=json |
+        python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])'
+}
+
 # --- modes ------------------------------------------------------------------------------------
 PY="${PYTHON:-python3}"
 DC="$BIN_DIR/device_check"
@@ -366,13 +375,12 @@ OUT="${OUT:-$ROOT/target/device-check-results}"
 case "$MODE" in
 build)
     set -e
-    cargo build --release --example device_check
+    exe="$(test_exe device_check)"
     mkdir -p "$BIN_DIR"
     # Stripped: the whole carried tree must stay under 64 MiB.
-    strip -o "$BIN_DIR/device_check" target/release/examples/device_check
+    strip -o "$BIN_DIR/device_check" "$exe"
     # The test suite's GPU tests (#[ignore]d without a GPU), to run there with --include-ignored.
-    exe="$(cargo test --release --features cuda --test ffi_cuda --no-run --message-format=json |
-        python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')"
+    exe="$(test_exe ffi_cuda)"
     strip -o "$BIN_DIR/ffi_cuda" "$exe"
     # The C library for the Python binding (torch tests, gpu_compare.py), stripped as well.
     cargo build --release --lib
@@ -421,9 +429,8 @@ dry-run)
     fi
     sed 's/^/   | /' "$OUT/plan.txt"
     DRY=1
-    echo "== build: device_check example and libosft.so (release)"
-    if cargo build --release --example device_check --lib >"$OUT/build.txt" 2>&1; then
-        DC=target/release/examples/device_check
+    echo "== build: device_check (tests/device_check/) and libosft.so (release)"
+    if cargo build --release --lib >"$OUT/build.txt" 2>&1 && DC="$(test_exe device_check 2>>"$OUT/build.txt")"; then
         LIB=target/release/libosft.so
         setup
         steps_run

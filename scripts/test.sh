@@ -132,7 +132,9 @@ form() { # form NAME CMD...
 form rustfmt cargo fmt --all --check -- --color never
 form rustfmt-fuzz bash -c "cd fuzz && cargo fmt --all --check -- --color never"
 form ruff .venv/bin/ruff check bindings/python benches
-form clippy cargo clippy --all-targets --all-features -- -D warnings
+# --all-targets leaves out `test = false` targets: the GPU check suite (tests/device_check/) by name.
+form clippy bash -c "cargo clippy --all-targets --all-features -- -D warnings &&
+    cargo clippy --all-features --test device_check -- -D warnings"
 form rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 SUITES+=("form checks|$form_pass|$form_fail|0|$(($(date +%s) - t0))|rustfmt, ruff, clippy, rustdoc${form_failed:+; failed: ${form_failed[*]}}")
 
