@@ -105,7 +105,9 @@ use cudarc::cusolver::sys as cs;
 use cudarc::driver::sys as cu;
 
 use super::*;
+use current::Current;
 
+mod current;
 mod executor;
 pub mod launch;
 mod layout;
@@ -213,35 +215,6 @@ pub struct CudaExecutor {
 // on the calling thread; CUDA contexts and library handles may be used from any thread that way.
 unsafe impl Send for CudaExecutor {}
 unsafe impl Sync for CudaExecutor {}
-
-/// `ctx` made current on this thread until dropped; then the context that was current before
-/// (a host application's own, e.g. PyTorch's on another device) is current again.
-struct Current {
-    prev: cu::CUcontext,
-    ctx: cu::CUcontext,
-}
-
-impl Current {
-    fn make(ctx: cu::CUcontext) -> Result<Self> {
-        let mut prev = std::ptr::null_mut();
-        // SAFETY: out-parameter.
-        cu_check(unsafe { cu::cuCtxGetCurrent(&mut prev) }, "cuCtxGetCurrent")?;
-        if prev != ctx {
-            // SAFETY: `ctx` is a live (retained) context.
-            cu_check(unsafe { cu::cuCtxSetCurrent(ctx) }, "cuCtxSetCurrent")?;
-        }
-        Ok(Current { prev, ctx })
-    }
-}
-
-impl Drop for Current {
-    fn drop(&mut self) {
-        if self.prev != self.ctx {
-            // SAFETY: `prev` was current when `make` ran (or null: then no context is current).
-            unsafe { cu::cuCtxSetCurrent(self.prev) };
-        }
-    }
-}
 
 /// The executor's handles, locked, with its context current on this thread (restored after).
 struct Locked<'a> {
