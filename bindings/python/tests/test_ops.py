@@ -37,10 +37,11 @@ def svd_certificate(w, u, s, vt, eps):
     assert np.linalg.norm(rec - w) / scale < eps
     # Singular values agree with LAPACK.
     assert np.abs(np.linalg.svd(w, compute_uv=False) - s).max() < eps * scale
-    # Sign convention: the largest-magnitude entry of each column of U is positive.
-    idx = np.argmax(np.abs(u), axis=-2)
-    picked = np.take_along_axis(u, idx[..., None, :], axis=-2)
-    assert np.all(picked > 0)
+    # Sign convention: the largest-magnitude entry of each column of U is positive. Rounding the
+    # factors to a narrow dtype (bf16, f16) is monotonic but can tie that entry with a negative
+    # one, so a positive entry of the largest magnitude is required.
+    amax = np.abs(u).max(axis=-2, keepdims=True)
+    assert np.all(np.any(u == amax, axis=-2)), u
 
 
 @pytest.mark.parametrize("kind", LAYOUTS)
