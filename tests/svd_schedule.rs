@@ -436,9 +436,11 @@ fn a_cpu_executor_on_more_threads_schedules_that_many_lanes_with_exact_results()
         // The 4-thread sizes are too small for the 8-lane plan: refused before anything runs.
         let short: Vec<GesvdCall> =
             calls.iter().zip(&needs4).map(|(c, &n)| GesvdCall { work_bytes: n, ..*c }).collect();
+        // SAFETY: refused by the workspace check before anything is read or written.
         let e = unsafe { rec.gesvd_grouped(&short) }.unwrap_err();
         assert!(matches!(e, osft::Error::WorkspaceTooSmall { .. }), "{e}");
         assert!(units(&rec.take()).is_empty(), "nothing ran");
+        // SAFETY: every call's buffers and workspace (sized on this pool) are alive host memory.
         unsafe { rec.gesvd_grouped(&calls) }.unwrap();
     });
     let got = rec.take();
@@ -475,7 +477,8 @@ fn a_cpu_executor_on_more_threads_schedules_that_many_lanes_with_exact_results()
 
 /// On one thread the same decomposition is one lane running its matrices in order, with the
 /// same results; a schedule over more lanes than the executor takes is refused before anything
-/// runs; the CPU executor's lane count stops at its cap however many threads its pool has.
+/// runs; the CPU executor's lane count, and a batched routine's SVDs at once, stop at its cap
+/// however many threads its pool has.
 #[test]
 fn one_thread_is_one_lane_and_more_lanes_than_the_executor_takes_are_refused() {
     let mut rng = rng();
@@ -508,15 +511,26 @@ fn one_thread_is_one_lane_and_more_lanes_than_the_executor_takes_are_refused() {
     // The same calls spread over 2 lanes: refused on one thread, before any call runs.
     let us = units(&calls);
     let two = LaneSchedule { lanes: 2, units: us.iter().enumerate().map(|(i, (_, u))| (i % 2, *u)).collect() };
+    // SAFETY: refused by the lane check before any call touches memory.
     let e = with_threads(1, || unsafe { CpuExecutor.svd_lanes(&two) }).unwrap_err();
     assert_eq!(e.status(), osft::Status::Precondition, "{e}");
     assert!(e.to_string().contains("takes 1 to 1 lanes, got 2"), "{e}");
     // A call assigned beyond the schedule's own lanes is refused too.
     let beyond = LaneSchedule { lanes: 1, units: vec![(1, us[0].1)] };
+    // SAFETY: as above.
     let e = with_threads(4, || unsafe { CpuExecutor.svd_lanes(&beyond) }).unwrap_err();
     assert!(e.to_string().contains("beyond the lanes"), "{e}");
     // The cap: a pool larger than it plans CPU_SVD_MAX_LANES lanes.
     use osft::exec::cpu::CPU_SVD_MAX_LANES;
     assert_eq!(with_threads(CPU_SVD_MAX_LANES + 3, || CpuExecutor.svd_max_lanes()), CPU_SVD_MAX_LANES);
     assert_eq!(with_threads(3, || CpuExecutor.svd_max_lanes()), 3);
+    // A batched routine's call runs at most that many of its SVDs at once (one faer stack each
+    // in its workspace), so its workspace stops growing at the cap too.
+    let batched = |threads| {
+        with_threads(threads, || {
+            CpuExecutor.gesvd_buffer_size(20, 20, DType::F64, 100, SvdAlgorithm::JacobiBatched).unwrap()
+        })
+    };
+    assert_eq!(batched(CPU_SVD_MAX_LANES + 3), batched(CPU_SVD_MAX_LANES));
+    assert!(batched(CPU_SVD_MAX_LANES) > batched(CPU_SVD_MAX_LANES / 2));
 }

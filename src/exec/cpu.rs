@@ -524,13 +524,14 @@ impl Executor for CpuExecutor {
     }
 }
 
-/// Most lanes the CPU executor plans: each lane holds one matrix's SVD scratch in the
-/// workspace, so the cap bounds the workspace of a large batch on hosts with more threads.
+/// Most lanes the CPU executor plans, and most SVDs a batched routine's call runs at once: each
+/// holds one matrix's SVD scratch in the workspace, so the cap bounds the workspace of a large
+/// batch on hosts with more threads.
 pub const CPU_SVD_MAX_LANES: usize = 64;
 
 /// How many SVDs of a batched routine's call run at once (one faer stack each).
 fn lanes(batch: usize) -> usize {
-    batch.min(rayon::current_num_threads()).max(1)
+    batch.min(rayon::current_num_threads()).clamp(1, CPU_SVD_MAX_LANES)
 }
 
 fn faer_svd_scratch(m: usize, n: usize, dtype: DType, full_u: bool) -> Result<usize> {
