@@ -172,6 +172,36 @@ fn svd_and_decompose_query_min_and_run_agree() {
     }
 }
 
+/// A caller workspace sized by the query in a 1-thread pool runs the SVD in an 8-thread pool,
+/// whose query asks for more (a workspace slice per lane): the batch streams through it in
+/// chunks, every singular value matching an independent f64 Jacobi SVD.
+#[test]
+fn an_svd_workspace_sized_in_a_smaller_pool_runs_in_a_larger_one() {
+    let mut rng = rng();
+    // 40 x 36 matrices take a per-matrix routine: min(batch, lanes) workspace slices.
+    let (n, m, batch) = (40, 36, 6);
+    let ws = batch_of(&mut rng, n, m, batch);
+    let mut w = Buf::<f64>::from_batch(&ws, Layout::RowMajor);
+    let wd = w.desc();
+    let query_in = |threads| with_threads(threads, || Context::cpu().svd_workspace_size(&wd, DType::F64).unwrap());
+    let (small, large) = (query_in(1), query_in(8));
+    assert!(small < large, "one lane needs less workspace than eight: {small} vs {large}");
+    let mut s = Buf::<f64>::poisoned(m, 1, batch, Layout::ColMajor);
+    let sd = s.desc();
+    with_threads(8, || {
+        let user = user_ws(small);
+        // SAFETY: host buffers alive for the call.
+        unsafe { user.ctx.svd_raw(&wd, &SvdOut { u: None, s: &sd, vt: None }, DType::F64) }.unwrap();
+    });
+    for (b, wm) in ws.iter().enumerate() {
+        let (_, s_ref, _) = jacobi_svd(wm);
+        // A backward-stable SVD: each singular value within a few (n + m) u ||W||_2.
+        let tol = 16.0 * (n + m) as f64 * u(DType::F64) * s_ref[0];
+        let got = s.get(b).d;
+        assert!(got.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol), "matrix {b}: {got:?} vs {s_ref:?}");
+    }
+}
+
 #[test]
 fn svd_list_query_and_run_agree() {
     let mut rng = rng();
