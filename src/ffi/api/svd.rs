@@ -4,6 +4,10 @@ use super::*;
 
 /// Workspace bytes `osft_svd` needs for `w` in `compute` with the context's SVD algorithm (an
 /// algorithm that cannot serve `w` fails here already, with the status the SVD would return).
+/// A batch's size holds a routine workspace per SVD lane (up to the batch size): 4 on a CUDA
+/// context; on a CPU context one per thread of the library's thread pool (at most 64;
+/// `RAYON_NUM_THREADS` sets it for the process). Any workspace that holds one matrix's share
+/// runs the batch, in chunks.
 #[no_mangle]
 pub unsafe extern "C" fn osft_svd_workspace_size(
     ctx: *mut osft_context,
