@@ -5,13 +5,82 @@ module names, their inputs, and a counter of libosft calls. It needs torch, so i
 its own rather than part of conftest.py (which every test imports, also without torch); importing
 it skips the importing test module when torch is missing."""
 
+import numpy as np
 import pytest
+from conftest import BF16, project_tol, reconstruct_tol, svd_tol, unit_roundoff
 
 import osft
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 torch.set_num_threads(1)   # tiny matrices: threads only add contention
+
+
+# --------------------------------------------------------------------------------------------
+# Tolerances from the unit roundoff (conftest's helpers, for torch dtypes).
+
+def np_dtype(dt):
+    """The numpy dtype of a torch dtype (numpy dtypes pass through)."""
+    return {torch.float64: np.dtype(np.float64), torch.float32: np.dtype(np.float32),
+            torch.float16: np.dtype(np.float16), torch.bfloat16: BF16}.get(dt, dt)
+
+
+def compute_dtype(d):
+    """The default compute dtype for data ``d`` (float64 for float64, else float32)."""
+    return np.dtype(np.float64 if d == np.float64 else np.float32)
+
+
+def leak_tol(dt, n, m, k) -> float:
+    """Bound on ``||U_h^T G'||_F / ||G||_F`` (or the V side) for ``G'`` a gradient projected in
+    ``dt`` against the ``k`` frozen vectors of an ``n x m`` weight: the projection's rounding
+    (project_tol) plus the basis's departure from orthonormality (``U^T U = I + E`` leaves
+    ``E U^T G``; ``||E||`` within the SVD's bound svd_tol)."""
+    d = np_dtype(dt)
+    return project_tol(d, max(n, m), k) + svd_tol(n, m, compute_dtype(d), d)
+
+
+def weight_tol(dt, n, m) -> float:
+    """Bound on ``||W' - W||_F / ||W||_F`` of a weight rebuilt from its factors (conftest's
+    reconstruct_tol, SVD in the default compute type, factors stored in ``dt``)."""
+    d = np_dtype(dt)
+    return reconstruct_tol(n, m, compute_dtype(d), d)
+
+
+def model_tol(dt, layers, inner, n, m) -> float:
+    """Bound on ``max|y' - y| / max|y|`` of a model whose ``layers`` linear layers (at most
+    ``n x m``, inner lengths at most ``inner``) were rebuilt or refactorised: each layer's output
+    moves by its weight's bound plus the GEMM's ``4 inner u`` (test_torch_forward_precision's
+    forward_tol), and the moves add up through maps of Lipschitz constant about 1."""
+    return layers * (4 * inner * unit_roundoff(np_dtype(dt)) + weight_tol(dt, n, m))
+
+
+def dims(g):
+    """``(n, m, k)`` of an OSFT group: its weights are ``n x m`` with ``k`` frozen vectors."""
+    return g.u_high.shape[-2], g.v_high.shape[-1], g.k
+
+
+def groups_leak_tol(o, dt=torch.float64) -> float:
+    """The largest leak_tol over an OSFT's groups: a bound on its leakage() (``||U_h^T U_l|| /
+    ||U_l||``) when U_low was last projected in ``dt``."""
+    return max(leak_tol(dt, *dims(g)) for g in o.groups.values())
+
+
+def rel_err(a, b) -> float:
+    """``||a - b||_F / ||b||_F`` in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+def max_rel_err(a, b) -> float:
+    """``max|a - b| / max|b|`` in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def leak(basis, grad, side) -> float:
+    """``||U^T G||_F`` (left side) or ``||G V^T||_F`` (right side) of batched float64 copies."""
+    b, g = basis.detach().double(), grad.detach().double()
+    return float((b.transpose(-1, -2) @ g if side == "left" else g @ b.transpose(-1, -2)).norm())
 
 
 # --------------------------------------------------------------------------------------------
