@@ -25,25 +25,21 @@ def np_dtype(dt):
             torch.float16: np.dtype(np.float16), torch.bfloat16: BF16}.get(dt, dt)
 
 
-def compute_dtype(d):
-    """The default compute dtype for data ``d`` (float64 for float64, else float32)."""
-    return np.dtype(np.float64 if d == np.float64 else np.float32)
-
-
 def leak_tol(dt, n, m, k) -> float:
     """Bound on ``||U_h^T G'||_F / ||G||_F`` (or the V side) for ``G'`` a gradient projected in
     ``dt`` against the ``k`` frozen vectors of an ``n x m`` weight: the projection's rounding
     (project_tol) plus the basis's departure from orthonormality (``U^T U = I + E`` leaves
-    ``E U^T G``; ``||E||`` within the SVD's bound svd_tol)."""
+    ``E U^T G``; ``||E||`` within svd_tol of osft.torch's default float64 SVD stored in ``dt``)."""
     d = np_dtype(dt)
-    return project_tol(d, max(n, m), k) + svd_tol(n, m, compute_dtype(d), d)
+    return project_tol(d, max(n, m), k) + svd_tol(n, m, np.float64, d)
 
 
 def weight_tol(dt, n, m) -> float:
     """Bound on ``||W' - W||_F / ||W||_F`` of a weight rebuilt from its factors (conftest's
-    reconstruct_tol, SVD in the default compute type, factors stored in ``dt``)."""
+    reconstruct_tol: osft.torch's default float64 SVD, factors stored in ``dt``), plus the
+    rebuilt weight's own rounding to ``dt``."""
     d = np_dtype(dt)
-    return reconstruct_tol(n, m, compute_dtype(d), d)
+    return reconstruct_tol(n, m, np.float64, d) + unit_roundoff(d)
 
 
 def model_tol(dt, layers, inner, n, m) -> float:
