@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import seed_adaptive
-from torch_helpers import Conv1D, Counter, data, f64, tiny
+from torch_helpers import Conv1D, Counter, data, dims, f64, leak, leak_tol, max_rel_err, model_tol, tiny
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -121,7 +121,8 @@ def test_edge_ranks_zero_and_full():
     x = data()
     y = m(x)
     o.merge()
-    np.testing.assert_allclose(m(x).detach().numpy(), y.detach().numpy(), atol=1e-10)
+    # 14 linear layers of at most 20 x 20 rebuilt from their factors, inner lengths at most 20.
+    assert max_rel_err(m(x), y) <= model_tol(torch.float64, 14, 20, 20, 20)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +219,9 @@ def test_conv1d_gpt2_layout():
     w = {n: f64(p).numpy() for n, p in m.named_parameters()}
     o = ot.OSFT(m, ranks="adaptive", calibration=[x], forward_fn=lambda mod, b: fwd(b),
                 model_type="gpt2", min_ratio=0.0, target_ratio=0.5)
-    np.testing.assert_allclose(fwd(x).detach().numpy(), y0.numpy(), atol=1e-10)
+    # Each output sums 18 + 10 entries of two rebuilt layers (6 x 18, 6 x 10; inner length 6).
+    scale = max(m.h.attn.c_attn(x).abs().max().item(), m.h.mlp.c_fc(x).abs().max().item())
+    assert (fwd(x) - y0).abs().max().item() <= 28 * model_tol(torch.float64, 1, 6, 6, 18) * scale
     # Importance uses the operator W^T (y = x W): compare the ranks with the float64 reference.
     names = [t.name for t in o.targets]
     imp = [_importance_ref(w[n].T, x.numpy()) for n in names]
@@ -226,7 +229,5 @@ def test_conv1d_gpt2_layout():
                                                            0.0, 0.5)
     fwd(x).sum().backward()
     for p, side, g in o.projected_parameters():
-        b = f64(g.u_high if side == "left" else g.v_high)
-        gr = f64(p.grad)
-        leak = b.transpose(1, 2) @ gr if side == "left" else gr @ b.transpose(1, 2)
-        assert leak.abs().max() < 1e-12
+        b = g.u_high if side == "left" else g.v_high
+        assert leak(b, p.grad, side) <= leak_tol(torch.float64, *dims(g)) * p.grad.norm()
