@@ -4,7 +4,21 @@ on a GPU. Skipped without torch."""
 
 import numpy as np
 import pytest
-from torch_helpers import TinyLlama, data, f64, tiny
+from conftest import svd_tol
+from torch_helpers import (
+    TinyLlama,
+    data,
+    dims,
+    f64,
+    groups_leak_tol,
+    leak,
+    leak_tol,
+    max_rel_err,
+    model_tol,
+    rel_err,
+    tiny,
+    weight_tol,
+)
 
 import osft
 
@@ -73,7 +87,7 @@ def test_forward_that_raises_leaves_no_stale_weight():
     w = f64(m[0].weight)
     want = f64(g.u_high[0]) @ torch.diag(f64(g.s_high[0])) @ f64(g.v_high[0]) \
         + f64(g.u_low[0]) @ torch.diag(f64(g.s_low[0])) @ f64(g.v_low[0])
-    np.testing.assert_allclose(w.numpy(), want.numpy(), atol=1e-12)
+    assert rel_err(w, want) <= weight_tol(torch.float64, 6, 6)     # the rebuild's GEMMs' rounding
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,17 +123,20 @@ def test_task_sequence_grows_frozen_rank():
     assert o.task == 1
     assert all(k1[n] > k0[n] for n in k0)
     # Re-decomposition does not change the function.
-    np.testing.assert_allclose(m(x).detach().numpy(), y_before.numpy(), atol=1e-10)
+    assert max_rel_err(m(x), y_before) <= model_tol(torch.float64, 14, 20, 20, 20)
     for n, w in o.dense_weights().items():
-        np.testing.assert_allclose(w.numpy(), w_before[n].numpy(), atol=1e-11)
-    # The new U_high is the top singular subspace of the merged weight.
+        assert rel_err(w, w_before[n]) <= weight_tol(torch.float64, *w.shape)
+    # The new U_high is the top singular subspace of the merged weight: its singular values
+    # within Weyl's bound (both SVDs' backward errors), the subspace within Wedin's (that bound
+    # over the gap after s_k).
     for g in o.groups.values():
         name, off, _ = g.members[0]
         u, s, vt = np.linalg.svd(w_before[name].numpy())
-        np.testing.assert_allclose(g.s_high[off].detach().numpy(), s[:g.k], rtol=1e-10)
+        e = 2 * svd_tol(*w_before[name].shape, np.float64, np.float64) * np.linalg.norm(s)
+        assert np.abs(g.s_high[off].detach().numpy() - s[:g.k]).max() <= e
         p_ref = u[:, :g.k] @ u[:, :g.k].T
         uh = g.u_high[off].detach().numpy()
-        np.testing.assert_allclose(uh @ uh.T, p_ref, atol=1e-8)
+        assert np.linalg.norm(uh @ uh.T - p_ref, 2) <= e / (s[g.k - 1] - s[g.k])
     # Where fewer than k1 - k0 trained singular values exceed the smallest frozen one, the new
     # frozen subspace contains the previous one (the documented condition).
     below = {n: int((low_s[n] > s_min[n]).sum()) <= k1[n] - k0[n] for n in k0}
@@ -128,7 +145,12 @@ def test_task_sequence_grows_frozen_rank():
         for name, off, _ in g.members:
             uh, uo = f64(g.u_high[off]), old_uh[name]
             if below[name]:
-                assert (uo - uh @ (uh.T @ uo)).norm() / uo.norm() < 1e-8, name
+                # Exact containment up to the SVD's error and the trained part's leakage into
+                # the old frozen subspace, over the gap after the new s_k (Wedin).
+                s = torch.linalg.svdvals(f64(w_before[name]))
+                e = (2 * svd_tol(*w_before[name].shape, np.float64, np.float64)
+                     + groups_leak_tol(o)) * s.norm() / (s[g.k - 1] - s[g.k])
+                assert (uo - uh @ (uh.T @ uo)).norm() / uo.norm() <= e, name
     # grow_only: a smaller ratio keeps the previous ranks.
     k2 = o.next_task(frozen_ratio=0.1)
     assert k2 == k1 and o.task == 2
@@ -166,12 +188,15 @@ def test_merged_state_dict_matches_plain_model():
     sd = o.merged_state_dict()
     assert set(sd) == set(plain)
     for k, v in plain.items():
-        np.testing.assert_allclose(sd[k].numpy(), v.numpy(), atol=1e-11)
+        if k in o.ranks:                        # a target: rebuilt from its factors
+            assert rel_err(sd[k], v) <= weight_tol(torch.float64, *v.shape), k
+        else:                                   # untouched: the same values
+            assert torch.equal(sd[k], v), k
     # Loads into a fresh plain model.
     fresh = tiny(seed=5)
     fresh.load_state_dict(sd)
     x = data()
-    np.testing.assert_allclose(fresh(x).detach().numpy(), m(x).detach().numpy(), atol=1e-10)
+    assert max_rel_err(fresh(x), m(x)) <= model_tol(torch.float64, 14, 20, 20, 20)
 
 
 def test_cuda_model_workflow():
@@ -188,17 +213,16 @@ def test_cuda_model_workflow():
     w0 = {n: f64(p).cpu() for n, p in m.named_parameters()}
     o = ot.OSFT(m, frozen_ratio=0.5)
     assert all(g.u_high.is_cuda for g in o.groups.values())
-    torch.testing.assert_close(m(x).detach(), y0, atol=1e-4, rtol=1e-4)
+    assert max_rel_err(m(x), y0) <= model_tol(torch.float32, 14, 20, 20, 20)
     for name, w in o.dense_weights().items():
-        assert (f64(w).cpu() - w0[name]).norm() / w0[name].norm() < 1e-5
+        assert rel_err(w.cpu(), w0[name]) <= weight_tol(torch.float32, *w.shape)
     opt = ot.OSFTOptimizer(torch.optim.Adam(o.parameters(), lr=1e-2), o)
     for _ in range(20):
         opt.zero_grad()
         (m(x) - 1).pow(2).mean().backward()
         opt.step()
     torch.cuda.synchronize()
-    assert max(o.leakage().values()) < 1e-5
+    assert max(o.leakage().values()) <= groups_leak_tol(o, torch.float32)
     for p, side, g in o.projected_parameters():
-        b, gr = f64(g.u_high if side == "left" else g.v_high), f64(p.grad)
-        leak = b.transpose(1, 2) @ gr if side == "left" else gr @ b.transpose(1, 2)
-        assert leak.abs().max() < 1e-5 * max(1.0, gr.abs().max().item())
+        b = g.u_high if side == "left" else g.v_high
+        assert leak(b, p.grad, side) <= leak_tol(torch.float32, *dims(g)) * p.grad.norm()
