@@ -3,7 +3,7 @@ stage 0, the refusals, checkpoints that carry the raw factors. (The real DeepSpe
 test_torch_deepspeed.py.) Skipped without torch."""
 
 import pytest
-from torch_helpers import LLAMA_TARGETS, data, tiny
+from torch_helpers import LLAMA_TARGETS, data, groups_leak_tol, tiny
 
 torch = pytest.importorskip("torch")
 ot = pytest.importorskip("osft.torch")
@@ -35,7 +35,7 @@ def test_attach_deepspeed_stage0_retracts():
         eng.backward((m(x) - 1).pow(2).mean())
         eng.step()
     assert eng.steps == 60
-    assert max(o.leakage().values()) < 1e-12
+    assert max(o.leakage().values()) <= groups_leak_tol(o)      # the retraction's last projection
     detach()
     assert eng.step.__func__ is FakeEngine.step
 
@@ -65,7 +65,8 @@ def test_attach_deepspeed_checks():
     ot.attach_deepspeed(eng, o, retract=False)
     eng.backward(m(data()).pow(2).mean())
     eng.step()
-    assert max(o.leakage().values()) < 1e-12
+    # One SGD step on projected gradients: the SVD's orthogonality and one projection's rounding.
+    assert max(o.leakage().values()) <= groups_leak_tol(o)
 
 
 def test_attach_deepspeed_checkpoints_carry_the_raw_factors():
