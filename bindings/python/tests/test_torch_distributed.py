@@ -157,6 +157,20 @@ def test_dtensor_projection_matches_unsharded():
 # --------------------------------------------------------------------------------------------
 # Decomposition partitioned across ranks by cost equals the single-process decomposition.
 
+def _adam_tol(steps, lr, tokens, n, k):
+    """Per-element bound on the difference of two Adam runs from the same start whose gradients
+    are the same sums split differently (``tokens`` terms, then projected against ``k`` of ``n``
+    vectors): they differ by ``delta = (tokens u + project_tol)`` of their size; Adam's step
+    ``lr m/(sqrt(v) + eps)`` does not depend on the gradient's scale (for gradients well above
+    eps, as here), so it moves by at most ``2 lr delta``, and each step rounds the parameter
+    (``u``): ``steps (2 lr delta + u)`` of the parameters' magnitude."""
+    import numpy as np
+    from conftest import project_tol, unit_roundoff
+
+    u = unit_roundoff(np.float64)
+    return steps * (2 * lr * (tokens * u + project_tol(np.float64, n, k)) + u)
+
+
 def _model(seed=0):
     import sys
 
@@ -247,10 +261,16 @@ def check_ddp_equivalence(rank, world):
     ddp = DDP(m)
     half = slice(rank * 4, rank * 4 + 4)
     train(ddp, o, x[half], target[half])
+    from torch_helpers import dims, groups_leak_tol
+
     for gr, gd in zip(o_ref.groups.values(), o.groups.values()):
+        n, m_, k = dims(gr)
+        tol = _adam_tol(5, 1e-2, 8 * 5, max(n, m_), k)
         for a in ("u_low", "s_low", "v_low"):
-            torch.testing.assert_close(getattr(gd, a), getattr(gr, a), atol=1e-10, rtol=0)
-    assert max(o.leakage().values()) < 1e-12
+            want = getattr(gr, a)
+            atol = tol * max(1.0, want.abs().max().item())
+            torch.testing.assert_close(getattr(gd, a), want, atol=atol, rtol=0)
+    assert max(o.leakage().values()) <= groups_leak_tol(o)
 
 
 def test_ddp_equivalence():
@@ -313,16 +333,25 @@ def _fsdp_run(per_block, rank, world):
     local_groups = sum(1 for gr in o.groups.values() if gr.u_low.to_local().shape[0] > 0)
     assert calls["n"] == 4 * 3 * 2 * local_groups, (calls["n"], local_groups)
     got = o.dense_weights()                   # gathers the shards (collective)
-    for name, w in want.items():
-        torch.testing.assert_close(got[name], w, atol=1e-10, rtol=0)
-    assert max(o.leakage().values(), default=0.0) < 1e-12
+    from torch_helpers import dims, groups_leak_tol, leak, leak_tol
+
+    for gr in o_ref.groups.values():
+        n, m_, k = dims(gr)
+        # The factors differ by _adam_tol of their magnitude; W = sum over r of u_i s_i v_i
+        # (|u|, |v| <= 1) moves by at most r (2 max s + max |s| tol) of that.
+        tol = _adam_tol(4, 1e-2, 8 * 5, max(n, m_), k)
+        s_max = max(gr.s_high.abs().max().item(), gr.s_low.abs().max().item(), 1.0)
+        for name, _, _ in gr.members:
+            w = want[name]
+            torch.testing.assert_close(got[name], w, atol=gr.r * 3 * s_max * tol, rtol=0)
+    assert max(o.leakage().values(), default=0.0) <= groups_leak_tol(o_ref)
     # The last gradients (as Adam saw them) are projected, on this rank's shard.
     from osft.torch.model import local_batch
     for gr in o.groups.values():
         gl, start = local_batch(gr.u_low.grad, gr.batch)
         uh = gr.u_high[start:start + gl.shape[0]]
         if gl.shape[0]:
-            assert gl.norm() > 0 and (uh.transpose(1, 2) @ gl).abs().max() < 1e-12
+            assert gl.norm() > 0 and leak(uh, gl, "left") <= leak_tol(torch.float64, *dims(gr)) * gl.norm()
     return o
 
 
