@@ -3,12 +3,15 @@ default targets, exact forward after decomposition, a training step, merged chec
 load into a fresh model, and merge() restoring the plain model. Skipped without torch and
 transformers."""
 
+import numpy as np
 import pytest
+from conftest import unit_roundoff
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
 ot = pytest.importorskip("osft.torch")
 torch.set_num_threads(1)
+from torch_helpers import groups_leak_tol  # noqa: E402  (after the skips: it needs torch)
 
 V = 50
 _DENSE = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
@@ -104,7 +107,17 @@ def test_hf_architecture(name):
     else:  # T5: q, k, v, o of every attention, wi / wo of every FFN
         assert len(got) == 2 * 6 + 2 * 10 and all(n.split(".")[-2] in {"q", "k", "v", "o", "wi", "wo"}
                                                   for n in got)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    if dtype == torch.float64:
+        # Norms (Llama-family RMSNorm, T5's variance) and some attentions (GPT-J, GPT-Neo) compute
+        # in float32 even in float64 models: a float64 rounding difference upstream can flip one
+        # of their float32 roundings, moving that module's output by 2 u32 of its size; the loss
+        # moves by at most that per such module (the rest Lipschitz about 1), doubled for slack.
+        # The float64 GEMMs' rounding is far below it.
+        f32_modules = sum(any(w in type(mod).__name__.lower() for w in ("norm", "attention"))
+                          for mod in m.modules())
+        tol = 4 * f32_modules * unit_roundoff(np.float32)
+    else:
+        tol = 1e-5
     assert abs(m(**kw).loss.item() - loss0) <= tol * max(1.0, abs(loss0))
     if name == "gpt2":
         assert {t.kind for t in o.targets} == {"conv1d"}
@@ -117,7 +130,7 @@ def test_hf_architecture(name):
         opt.zero_grad()
         m(**kw).loss.backward()
         opt.step()
-    assert max(o.leakage().values()) < (1e-12 if dtype == torch.float64 else 1e-5)
+    assert max(o.leakage().values()) <= groups_leak_tol(o, dtype)   # the retraction's last projection
     m.eval()
     loss1 = m(**kw).loss.item()
     assert loss1 != loss0                        # it trained
