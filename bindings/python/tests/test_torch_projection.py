@@ -142,7 +142,9 @@ def test_update_projection_keeps_u_low_orthogonal_under_adam():
     assert max(o.leakage().values()) <= groups_leak_tol(o)      # osft.leakage agrees
     control, oc = _train_adam(wrap=False)
     assert control > 1e-3, control                # gradient projection alone leaks under Adam
-    assert max(oc.leakage().values()) == pytest.approx(control, rel=1e-6)
+    # osft.leakage and the float64 computation above: the same ratio through two GEMMs and
+    # norms, each within project_tol of it (20 x 12 factors, 6 frozen vectors at most).
+    assert max(oc.leakage().values()) == pytest.approx(control, rel=2 * project_tol(np.float64, 20, 12))
 
 
 @pytest.mark.parametrize("dtype,bound", [("float32", 1e-6), ("bfloat16", 5e-3)])
