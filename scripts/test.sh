@@ -278,7 +278,9 @@ echo "== CUDA kernels (host emulation) under AddressSanitizer =="
 t0=$(date +%s)
 asan_bin=$(OSFT_KERNEL_EMU_SANITIZE=address cargo test --release --test cuda_kernels_emulated --no-run 2>&1 |
     tee "$LOGS/kernels_asan.log" | grep -Eo 'target/release/deps/cuda_kernels_emulated-[0-9a-f]+' | tail -n 1)
-if [ -n "$asan_bin" ] && ldd "$asan_bin" | grep -q libasan; then
+# grep without -q reads all of ldd's output: with -q it can exit first, and under pipefail ldd's
+# SIGPIPE would fail the check although libasan is linked.
+if [ -n "$asan_bin" ] && ldd "$asan_bin" | grep libasan >/dev/null; then
     LD_PRELOAD="$(gcc -print-file-name=libasan.so)" "$asan_bin" 2>&1 | tee -a "$LOGS/kernels_asan.log"
     rc=${PIPESTATUS[0]}
     read -r p f s < <(grep -E '^test result:' "$LOGS/kernels_asan.log" | awk '{ print $4 + 0, $6 + 0, $8 + 0 }' | tail -n 1)
