@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
 ot = pytest.importorskip("osft.torch")
 torch.set_num_threads(1)
-from torch_helpers import groups_leak_tol  # noqa: E402  (after the skips: it needs torch)
+from torch_helpers import groups_leak_tol, weight_tol  # noqa: E402  (after the skips: needs torch)
 
 V = 50
 _DENSE = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
@@ -93,6 +93,12 @@ def test_hf_architecture(name):
 
     o = ot.OSFT(m, frozen_ratio=0.5)
     got = [t.name for t in o.targets]
+    # The decomposition is exact at the weights, every layout included (the loss check below is
+    # only as sensitive as the float32 modules of a float64 model allow).
+    for t_name, w in o.dense_weights().items():
+        w0 = sd0[t_name]
+        assert w.shape == w0.shape and w.dtype == w0.dtype, t_name
+        assert (w - w0).norm() <= weight_tol(dtype, *w0.shape[-2:]) * w0.norm(), t_name
     if per_layer is not None:
         assert len(got) == 2 * len(per_layer), got            # two layers
         assert sorted(got) == sorted(n for n in names0 for s in per_layer if n.endswith(s)), got
@@ -137,6 +143,8 @@ def test_hf_architecture(name):
 
     sd = o.merged_state_dict()
     assert set(sd) == set(sd0)
+    for t_name, w in o.dense_weights().items():   # the trained weights, rebuilt from the factors
+        assert (sd[t_name] - w).norm() <= weight_tol(dtype, *w.shape[-2:]) * w.norm(), t_name
     fresh = _make(name, cfg).to(dtype).eval()
     fresh.load_state_dict(sd)
     assert abs(fresh(**kw).loss.item() - loss1) <= tol * max(1.0, abs(loss1))
