@@ -483,3 +483,23 @@ fn sharded_projection_queries_and_runs_agree() {
         drop((u, coef));
     }
 }
+
+#[test]
+fn an_empty_coefficient_needs_no_workspace_in_either_query() {
+    // k = 0 (no frozen vectors): nothing to cast or apply, even when coef's dtype differs from
+    // X's (which otherwise needs a cast copy), and the basis-less C query says so too.
+    let mut rng = rng();
+    for (n, m, batch) in [(5, 4, 2), (1, 7, 1), (6, 1, 3)] {
+        let mut u = Buf::<osft::bf16>::from(&orthonormal(&mut rng, n, 1), Layout::RowMajor);
+        let mut ud = u.desc();
+        ud.cols = 0;
+        let mut coef = Buf::<f32>::poisoned(0, m, batch, Layout::RowMajor);
+        let mut x = Buf::<osft::bf16>::poisoned(n, m, batch, Layout::RowMajor);
+        let (cd, xd) = (coef.desc(), x.desc());
+        let ctx = Context::cpu();
+        let q = ctx.project_apply_workspace_size(Side::Left, &ud, &cd, &xd).unwrap();
+        let q_c = osft::ops::project::apply_workspace_query(ctx.executor(), &cd, &xd).unwrap();
+        assert_eq!((q, q_c), (0, 0), "{batch} x {n} x {m}, k = 0");
+        drop((u, coef, x));
+    }
+}
