@@ -192,6 +192,69 @@ fn group(rng: &mut rand::rngs::StdRng, m: usize, n: usize, b: usize) -> Group {
     Group { a, s: vec![0.0; n * b], u: vec![0.0; m * n * b], vt: vec![0.0; n * n * b], ws }
 }
 
+/// The grouped SVD calls of `plan` (`(algorithm, m, n, batch)` per group) over the groups' buffers,
+/// each with `needs[i]` bytes of its own 512-byte-aligned slice of the returned workspace (which
+/// must outlive the calls).
+fn grouped_calls(
+    plan: &[(SvdAlgorithm, usize, usize, usize)],
+    gs: &mut [Group],
+    needs: &[usize],
+) -> (Vec<u64>, Vec<GesvdCall>) {
+    let mut work = vec![0u64; needs.iter().map(|n| n.div_ceil(8) + 64).sum()];
+    let mut at = work.as_mut_ptr() as usize;
+    let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided {
+        addr: v.as_mut_ptr() as usize,
+        dtype: DType::F64,
+        ld,
+        stride,
+    };
+    let calls = plan
+        .iter()
+        .zip(gs.iter_mut())
+        .zip(needs)
+        .map(|((&(algorithm, m, n, batch), g), &need)| {
+            let args = GesvdArgs {
+                m,
+                n,
+                a: st(&mut g.a, m, m * n),
+                s: g.s.as_mut_ptr() as usize,
+                stride_s: n,
+                u: st(&mut g.u, m, m * n),
+                vt: st(&mut g.vt, n, n * n),
+                batch,
+                algorithm,
+            };
+            let c = GesvdCall { args, work: at, work_bytes: need };
+            at += need.div_ceil(512) * 512;
+            c
+        })
+        .collect();
+    (work, calls)
+}
+
+/// Every matrix of every group factored exactly: S against the f64 Jacobi reference, U and V
+/// orthonormal, U S V^T = W, each to a few multiples of the f64 unit roundoff times the size.
+fn check_exact(plan: &[(SvdAlgorithm, usize, usize, usize)], gs: &[Group]) {
+    for (gi, g) in gs.iter().enumerate() {
+        let (_, m, n, _) = plan[gi];
+        for (b, w) in g.ws.iter().enumerate() {
+            let (_, s_ref, _) = jacobi_svd(w);
+            let tol = 16.0 * (m + n) as f64 * u(DType::F64);
+            let s = &g.s[b * n..(b + 1) * n];
+            assert!(
+                s.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol * s_ref[0]),
+                "group {gi} matrix {b}: {s:?} {s_ref:?}"
+            );
+            let um = col_major(&g.u[b * m * n..], m, n);
+            let vt = col_major(&g.vt[b * n * n..], n, n);
+            assert!(ortho_err_cols(&um) <= tol, "group {gi} matrix {b}: U not orthonormal");
+            assert!(ortho_err_cols(&vt.t()) <= tol, "group {gi} matrix {b}: V not orthonormal");
+            let rebuilt = um.t().scale_rows(s).t().mul(&vt);
+            assert!(rebuilt.sub(w).fro() <= tol * s_ref[0] * (n as f64).sqrt(), "group {gi} matrix {b}: U S V^T != W");
+        }
+    }
+}
+
 #[test]
 fn a_mixed_algorithm_grouped_batch_spreads_over_the_lanes_and_matches_the_reference() {
     // The CUDA executor's 4 lanes: a CPU executor on 4 threads plans exactly what the GPU receives.
@@ -208,35 +271,7 @@ fn a_mixed_algorithm_grouped_batch_spreads_over_the_lanes_and_matches_the_refere
         let mut gs: Vec<Group> = plan.iter().map(|&(_, m, n, b)| group(&mut rng, m, n, b)).collect();
         let needs: Vec<usize> =
             plan.iter().map(|&(alg, m, n, b)| rec.gesvd_buffer_size(m, n, DType::F64, b, alg).unwrap()).collect();
-        let mut work = vec![0u64; needs.iter().map(|n| n.div_ceil(8) + 64).sum()];
-        let mut at = work.as_mut_ptr() as usize;
-        let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided {
-            addr: v.as_mut_ptr() as usize,
-            dtype: DType::F64,
-            ld,
-            stride,
-        };
-        let calls: Vec<GesvdCall> = plan
-            .iter()
-            .zip(gs.iter_mut())
-            .zip(&needs)
-            .map(|((&(algorithm, m, n, batch), g), &need)| {
-                let args = GesvdArgs {
-                    m,
-                    n,
-                    a: st(&mut g.a, m, m * n),
-                    s: g.s.as_mut_ptr() as usize,
-                    stride_s: n,
-                    u: st(&mut g.u, m, m * n),
-                    vt: st(&mut g.vt, n, n * n),
-                    batch,
-                    algorithm,
-                };
-                let c = GesvdCall { args, work: at, work_bytes: need };
-                at += need.div_ceil(512) * 512;
-                c
-            })
-            .collect();
+        let (_work, calls) = grouped_calls(&plan, &mut gs, &needs);
         unsafe { rec.gesvd_grouped(&calls) }.unwrap();
         let got = rec.take();
         // Lanes round-robin: Qr's 2 slices on lanes 0, 1; gesvdjBatched on 2; gesvdp on 3; gesvdj's
@@ -274,18 +309,7 @@ fn a_mixed_algorithm_grouped_batch_spreads_over_the_lanes_and_matches_the_refere
         // gesvdp always gets host memory for its h_err_sigma; gesvda's residuals only on request.
         assert!(us[3].1.host_values != 0 && us[6].1.host_values == 0);
         // Every group factored exactly (the CPU computes the exact SVD whatever the routine).
-        for (gi, g) in gs.iter().enumerate() {
-            let (_, _, n, _) = (plan[gi].0, plan[gi].1, plan[gi].2, plan[gi].3);
-            for (b, w) in g.ws.iter().enumerate() {
-                let (_, s_ref, _) = jacobi_svd(w);
-                let tol = 16.0 * (w.r + w.c) as f64 * u(DType::F64) * s_ref[0];
-                let s = &g.s[b * n..(b + 1) * n];
-                assert!(
-                    s.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol),
-                    "group {gi} matrix {b}: {s:?} {s_ref:?}"
-                );
-            }
-        }
+        check_exact(&plan, &gs);
     })
 }
 
@@ -401,35 +425,7 @@ fn a_cpu_executor_on_more_threads_schedules_that_many_lanes_with_exact_results()
     // batched routine's one call does not change (its matrices share min(batch, threads) stacks).
     assert!(needs8[0] > needs4[0] && needs8[1] > needs4[1], "{needs4:?} {needs8:?}");
     assert_eq!(needs8[2], needs4[2], "gesvdjBatched's 3 matrices take 3 threads on either pool");
-    let mut work = vec![0u64; needs8.iter().map(|n| n.div_ceil(8) + 64).sum()];
-    let mut at = work.as_mut_ptr() as usize;
-    let st = |v: &mut Vec<f64>, ld: usize, stride: usize| Strided {
-        addr: v.as_mut_ptr() as usize,
-        dtype: DType::F64,
-        ld,
-        stride,
-    };
-    let calls: Vec<GesvdCall> = plan
-        .iter()
-        .zip(gs.iter_mut())
-        .zip(&needs8)
-        .map(|((&(algorithm, m, n, batch), g), &need)| {
-            let args = GesvdArgs {
-                m,
-                n,
-                a: st(&mut g.a, m, m * n),
-                s: g.s.as_mut_ptr() as usize,
-                stride_s: n,
-                u: st(&mut g.u, m, m * n),
-                vt: st(&mut g.vt, n, n * n),
-                batch,
-                algorithm,
-            };
-            let c = GesvdCall { args, work: at, work_bytes: need };
-            at += need.div_ceil(512) * 512;
-            c
-        })
-        .collect();
+    let (_work, calls) = grouped_calls(&plan, &mut gs, &needs8);
     let rec = Recording::new(CpuExecutor);
     with_threads(8, || {
         assert_eq!(rec.svd_max_lanes(), 8, "the recording reports its CPU executor's lanes");
@@ -456,23 +452,7 @@ fn a_cpu_executor_on_more_threads_schedules_that_many_lanes_with_exact_results()
     check_units_of_group(&calls[0], &us[0..10], 8);
     check_units_of_group(&calls[1], &us[10..15], 5);
     check_units_of_group(&calls[2], &us[15..16], 1);
-    // Every matrix factored exactly: S against the f64 Jacobi reference, U and V orthonormal,
-    // U S V^T = W, each to a few multiples of the f64 unit roundoff times the size.
-    for (gi, g) in gs.iter().enumerate() {
-        let (_, m, n, _) = plan[gi];
-        for (b, w) in g.ws.iter().enumerate() {
-            let (_, s_ref, _) = jacobi_svd(w);
-            let tol = 16.0 * (m + n) as f64 * u(DType::F64);
-            let s = &g.s[b * n..(b + 1) * n];
-            assert!(s.iter().zip(&s_ref).all(|(a, r)| (a - r).abs() <= tol * s_ref[0]), "group {gi} matrix {b}");
-            let um = col_major(&g.u[b * m * n..], m, n);
-            let vt = col_major(&g.vt[b * n * n..], n, n);
-            assert!(ortho_err_cols(&um) <= tol, "group {gi} matrix {b}: U not orthonormal");
-            assert!(ortho_err_cols(&vt.t()) <= tol, "group {gi} matrix {b}: V not orthonormal");
-            let rebuilt = um.t().scale_rows(s).t().mul(&vt);
-            assert!(rebuilt.sub(w).fro() <= tol * s_ref[0] * (n as f64).sqrt(), "group {gi} matrix {b}: U S V^T != W");
-        }
-    }
+    check_exact(&plan, &gs);
 }
 
 /// On one thread the same decomposition is one lane running its matrices in order, with the
