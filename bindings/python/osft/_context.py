@@ -22,6 +22,7 @@ from ._marshal import (
     _SVD_ALGORITHMS,
     ArrayLike,
     _enum,
+    _Owned,
 )
 from ._tensor import as_mat
 
@@ -46,7 +47,7 @@ def debug_panic() -> None:
 # ---------------------------------------------------------------------------------------------
 # Context.
 
-class Context:
+class Context(_Owned):
     """An osft executor (``osft_context``): CPU or CUDA, with its workspace and CUDA stream.
 
     ``backend`` is ``"cpu"``, ``"cuda"`` (raises :class:`osft.BackendUnavailableError` without a
@@ -85,18 +86,6 @@ class Context:
         if h is not None:
             lib.osft_context_destroy(h)
         # self._workspace is deliberately kept: a projector may still run on this context.
-
-    def __enter__(self) -> Context:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"device={self.device}"

@@ -22,7 +22,7 @@ Conventions:
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -116,3 +116,26 @@ def _parts(ctx: Context, out_spec, u_high, s_high, v_high, u_low, s_low, v_low):
                      (s_high, "S_high", "vector", False), (v_high, "V_high", "matrix", False),
                      (u_low, "U_low", "matrix", False), (s_low, "S_low", "vector", False),
                      (v_low, "V_low", "matrix", False))
+
+
+_O = TypeVar("_O", bound="_Owned")
+
+
+class _Owned:
+    """A native handle released by ``close()``: also at the end of a ``with`` block and when
+    garbage-collected."""
+
+    def close(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __enter__(self: _O) -> _O:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown, or a failed __init__
+            pass

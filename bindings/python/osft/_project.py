@@ -12,7 +12,7 @@ import numpy as np
 from ._context import Context, default_context
 from ._errors import check, error
 from ._lib import lib
-from ._marshal import _SIDES, _STRATEGIES, _STRATEGY_NAMES, ArrayLike, _check_host, _enum, _ref
+from ._marshal import _SIDES, _STRATEGIES, _STRATEGY_NAMES, ArrayLike, _check_host, _enum, _Owned, _ref
 from ._tensor import as_mat, numpy_dtype
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def project_apply(ctx: Context, side, basis: ArrayLike, coef: ArrayLike, x: Arra
     return x
 
 
-class Projector:
+class Projector(_Owned):
     """Repeated projection against the same frozen bases (``osft_projector``).
 
     ``strategy``: ``"auto"``, ``"coefficient"`` (``B (B^T X)``) or ``"cached_projector"``
@@ -147,15 +147,3 @@ class Projector:
         h, self._h = self._h, None
         if h is not None:
             lib.osft_projector_destroy(h)
-
-    def __enter__(self) -> Projector:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover
-            pass
