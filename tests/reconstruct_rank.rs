@@ -152,6 +152,26 @@ fn rank_rules_on_known_spectra() {
     assert!(select_rank(RankRule::Energy(0.5), &[f64::NAN]).is_err());
 }
 
+/// The energy rule compares the running sum with `t * total` less a relative slack of `4 eps R`
+/// (docs/ranks.md), no more and no less. On `R` equal values every partial sum is exact, so a
+/// threshold `delta` above the cumulative energy of `k` values selects `k` while `delta` is
+/// inside the slack and `k + 1` once it is outside.
+#[test]
+fn energy_rank_rule_slack_is_4_eps_r() {
+    let eps = f64::EPSILON;
+    for r in [8usize, 64, 1000] {
+        let s = vec![1.0; r];
+        let slack = 4.0 * eps * r as f64;
+        for k in [1, r / 2, r - 1] {
+            let at = |delta: f64| (k as f64 / r as f64) * (1.0 + delta);
+            // Half the slack above: within it (the rounding of `at` is about eps, far smaller).
+            assert_eq!(select_rank(RankRule::Energy(at(slack / 2.0)), &s).unwrap(), k, "R = {r}, k = {k}");
+            // Twice the slack above: outside it, one more value is needed.
+            assert_eq!(select_rank(RankRule::Energy(at(2.0 * slack)), &s).unwrap(), k + 1, "R = {r}, k = {k}");
+        }
+    }
+}
+
 /// The seed's rule, `I_n = I / (mean(I) + 1e-8)`, `CR = mrr + I_n (trr - mrr)`,
 /// `k = clamp(round_half_even(CR), 1, d)`, on values worked out by hand (the comments carry the
 /// arithmetic).

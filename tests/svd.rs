@@ -274,6 +274,44 @@ fn decompose_all_k_shapes_layouts_dtypes() {
     }
 }
 
+/// An empty singular-value part (`S_high` at `k = 0`, `S_low` at `k = R`) may be any 0-sized
+/// descriptor (the header's promise), `0 x 0` included; the other parts are then written exactly
+/// as with the `0 x 1` vector.
+#[test]
+fn an_empty_singular_value_part_may_be_any_0_sized_descriptor() {
+    let ctx = Context::cpu();
+    let (n, m) = (7, 5);
+    let mut wb = Buf::<f64>::from(&randn(&mut rng(), n, m), Layout::RowMajor);
+    let w = wb.desc();
+    for (k, empty_is_high) in [(0, true), (m, false)] {
+        let run = |s_rows: usize, s_cols: usize| {
+            let mut u = Buf::<f64>::poisoned(n, m, 1, Layout::RowMajor);
+            let mut s = Buf::<f64>::poisoned(m, 1, 1, Layout::ColMajor);
+            let mut v = Buf::<f64>::poisoned(m, m, 1, Layout::RowMajor);
+            let mut empty = Buf::<f64>::poisoned(s_rows, s_cols, 1, Layout::ColMajor);
+            let (ud, sd, vd, ed) = (u.desc(), s.desc(), v.desc(), empty.desc());
+            let parts = if empty_is_high {
+                Parts { s_high: Some(&ed), u_low: Some(&ud), s_low: Some(&sd), v_low: Some(&vd), ..Default::default() }
+            } else {
+                Parts {
+                    u_high: Some(&ud),
+                    s_high: Some(&sd),
+                    v_high: Some(&vd),
+                    s_low: Some(&ed),
+                    ..Default::default()
+                }
+            };
+            unsafe { ctx.decompose_raw(&w, k, &parts, DType::F64) }
+                .unwrap_or_else(|e| panic!("k = {k}, empty S {s_rows} x {s_cols}: {e}"));
+            (u.bits(), s.bits(), v.bits(), empty.bits())
+        };
+        let want = run(0, 1);
+        for (r, c) in [(0, 0), (1, 0), (3, 0), (0, 4)] {
+            assert_eq!(run(r, c), want, "k = {k}, empty S {r} x {c}");
+        }
+    }
+}
+
 #[test]
 fn decompose_rejects_k_above_rank_and_leaves_outputs() {
     let ctx = Context::cpu();

@@ -12,7 +12,7 @@ use osft::exec::trace::{Call, Recording};
 use osft::exec::{ComputeType, GESVDR_ITERATIONS};
 use osft::ops::decompose::Parts;
 use osft::ops::project::Bases;
-use osft::ops::svd::SvdOut;
+use osft::ops::svd::{check_routine, SvdOut, SvdRoutine};
 use osft::{Context, DType, Element, Error, MathMode, Side, Status, SvdAlgorithm};
 use osft_test_support::*;
 use std::sync::Arc;
@@ -197,6 +197,22 @@ fn randomized_serves_only_a_top_k_decomposition() {
     for (i, (got, want)) in sh.get(0).d.iter().zip(&s).enumerate() {
         assert!((got - want).abs() <= t, "S_high[{i}]");
     }
+}
+
+/// A top-`k` routine is the randomized SVD's alone: planned for any other algorithm it is an
+/// internal error, never a full SVD silently read as the top `k`; the full routine passes.
+#[test]
+fn a_top_k_routine_is_refused_for_every_algorithm_but_the_randomized() {
+    let mut wb = Buf::<f32>::from(&randn(&mut rng(), 12, 8), Layout::RowMajor);
+    let w = wb.desc();
+    use SvdAlgorithm::*;
+    for algorithm in [Auto, Qr, Jacobi, JacobiBatched, ApproxBatched, Polar] {
+        let top = SvdRoutine { algorithm, top_k: Some(3), diagnostics: false };
+        let e = check_routine(&w, DType::F32, top).unwrap_err();
+        assert_eq!(e.status(), Status::Internal, "{algorithm:?}: {e}");
+        check_routine(&w, DType::F32, SvdRoutine::full(algorithm)).unwrap();
+    }
+    check_routine(&w, DType::F32, SvdRoutine { algorithm: Randomized, top_k: Some(3), diagnostics: false }).unwrap();
 }
 
 #[test]
