@@ -116,3 +116,17 @@ unsafe fn terms(
 fn as_terms(t: &[[MatDesc; 3]]) -> Vec<Term<'_>> {
     t.iter().map(|[u, s, v]| Term { u, s, v }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_u32;
+
+    /// Multi-digit components too (today's version has single digits, which would hide a wrong
+    /// place value).
+    #[test]
+    fn parse_u32_reads_decimal_version_components() {
+        for (s, v) in [("0", 0), ("7", 7), ("10", 10), ("42", 42), ("205", 205), ("4294967295", u32::MAX)] {
+            assert_eq!(parse_u32(s), v, "{s}");
+        }
+    }
+}
