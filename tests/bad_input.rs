@@ -107,6 +107,26 @@ fn decompose_faults() {
     let e =
         unsafe { ctx.decompose_raw(&w, 2, &Parts { s_low: Some(&s3), ..Default::default() }, DType::F32) }.unwrap_err();
     assert_eq!(e.status(), Status::InvalidShape, "{e}");
+    // A singular-value part must be a vector of exactly its length, as a column or a row: a row
+    // of the wrong length, a matrix with as many columns as the length, and a non-empty part
+    // where it is empty (S_high at k = 0) are shape faults.
+    let mut spare = Buf::<f32>::poisoned(4, 4, 1, Layout::RowMajor);
+    let spare_before = spare.bits();
+    let g = spare.desc();
+    let row3 = MatDesc { rows: 1, cols: 3, ..g };
+    let square2 = MatDesc { rows: 2, cols: 2, ..g };
+    let one = MatDesc { rows: 1, cols: 1, ..g };
+    for (k, parts) in [
+        (2, Parts { s_low: Some(&row3), ..Default::default() }),
+        (2, Parts { s_low: Some(&square2), ..Default::default() }),
+        (2, Parts { s_high: Some(&square2), ..Default::default() }),
+        (0, Parts { s_high: Some(&one), ..Default::default() }),
+        (4, Parts { s_low: Some(&one), ..Default::default() }),
+    ] {
+        let e = unsafe { ctx.decompose_raw(&w, k, &parts, DType::F32) }.unwrap_err();
+        assert_eq!(e.status(), Status::InvalidShape, "k = {k}: {e}");
+    }
+    assert_eq!(spare_before, spare.bits());
     // A broadcast output in a batched call.
     let w3 = MatDesc { batch: 3, batch_stride: 0, ..w };
     let e = unsafe { ctx.decompose_raw(&w3, 2, &Parts { u_high: Some(&u), ..Default::default() }, DType::F32) }

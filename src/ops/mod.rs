@@ -84,11 +84,6 @@ impl Ws {
     pub fn over(base: Addr, bytes: usize, device: crate::desc::Device) -> Self {
         Ws { device, base: Some(base), bytes, used: 0 }
     }
-    /// The same memory (or measurement), carved afresh from its start: for steps that run one
-    /// after the other and may reuse each other's scratch.
-    pub fn restart(&self) -> Ws {
-        Ws { used: 0, ..self.clone() }
-    }
     /// Bytes needed so far (for `measure`) or used so far.
     pub fn used(&self) -> usize {
         self.used

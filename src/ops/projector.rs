@@ -267,7 +267,9 @@ impl Plan for ProjectorPlan {
         // contract of the primitives it calls.
         unsafe {
             for step in &self.steps {
-                let mut ws = ws.restart();
+                // Each step carves from where `ws` stands: the steps run one after another and
+                // reuse each other's scratch.
+                let mut ws = ws.clone();
                 match step {
                     Step::Coefficient(p) => p.run(exec, &mut ws)?,
                     Step::Cached(c) => c.run(exec, &mut ws)?,
