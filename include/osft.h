@@ -252,8 +252,8 @@ enum osft_strategy
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
     /**
-     * Pick by flop count and memory: the cached projector only when `k > 0.556 n`, its `n x n`
-     * matrix is at most 64 MiB, and the data is f32/f64.
+     * Pick by flop count and memory: the cached projector only when `9 k > 5 n`
+     * (`k > 0.5556 n`), its `n x n` matrix is at most 64 MiB, and the data is f32/f64.
      */
     OSFT_STRATEGY_AUTO = 0,
     /**

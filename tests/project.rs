@@ -232,12 +232,23 @@ fn projector_strategies_agree_with_reference() {
 #[test]
 fn auto_strategy_follows_the_flop_count_and_memory_cap() {
     use osft::ops::project::choose;
-    // Coefficient form costs 4 n k per column, the projector 2 n^2: the projector wins for k > n/2.
+    // Coefficient form costs 4 n k per column, the projector 2 n^2: the projector is chosen when
+    // it is cheaper by at least 10%, 2 n^2 < 0.9 * 4 n k, i.e. 5 n < 9 k; the tie is no win.
     assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 400, usize::MAX), Strategy::Coefficient);
-    assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 500, usize::MAX), Strategy::Coefficient); // a tie is not a win
-    assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 600, usize::MAX), Strategy::CachedProjector);
+    assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 555, usize::MAX), Strategy::Coefficient);
+    assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 556, usize::MAX), Strategy::CachedProjector);
+    for n in (9..=4000).step_by(9) {
+        let tie = 5 * n / 9;
+        assert_eq!(choose(Strategy::Auto, DType::F64, n, tie, usize::MAX), Strategy::Coefficient, "n = {n}, tie");
+        assert_eq!(choose(Strategy::Auto, DType::F64, n, tie + 1, usize::MAX), Strategy::CachedProjector, "n = {n}");
+    }
     // ...but not past the memory cap (the M x M Gram trap), nor for half-precision data.
     assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 600, 1000 * 1000 * 4 - 1), Strategy::Coefficient);
+    assert_eq!(choose(Strategy::Auto, DType::F32, 1000, 600, 1000 * 1000 * 4), Strategy::CachedProjector);
+    // The default cap, 64 MiB: a 4096 x 4096 f32 projector fits it exactly, 4097 x 4097 does not.
+    let cap = osft::ops::projector::DEFAULT_MAX_PROJECTOR_BYTES;
+    assert_eq!(choose(Strategy::Auto, DType::F32, 4096, 4000, cap), Strategy::CachedProjector);
+    assert_eq!(choose(Strategy::Auto, DType::F32, 4097, 4000, cap), Strategy::Coefficient);
     assert_eq!(choose(Strategy::Auto, DType::BF16, 1000, 600, usize::MAX), Strategy::Coefficient);
     assert_eq!(choose(Strategy::CachedProjector, DType::F32, 1000, 1, 0), Strategy::CachedProjector);
 }

@@ -352,17 +352,19 @@ fn non_convergence_names_the_problem_and_the_matrix() {
 }
 
 /// gesvdp writes its `h_err_sigma` whether or not diagnostics are on: a non-finite one fails the
-/// SVD either way, naming the matrix.
+/// SVD either way, naming the matrix (each matrix of a batch has its own host slot).
 #[test]
 fn a_non_finite_gesvdp_error_bound_fails_with_diagnostics_off_or_on() {
     let ctx = Context::with_executor(Arc::new(Faulty(CpuExecutor)));
     ctx.set_svd_algorithm(SvdAlgorithm::Polar);
     for diagnostics in [false, true] {
         ctx.set_svd_diagnostics(diagnostics);
-        let mut problems = inputs(5);
-        problems[1][0].set(0, 0, MARK_SIGMA);
-        let e = list_with::<f64>(&ctx, &problems).unwrap_err();
-        assert_eq!(e, Error::NotConverged { problem: Some(1), index: 0 }, "diagnostics {diagnostics}");
+        for (p, b) in [(1, 0), (1, 2), (0, 1), (2, 0)] {
+            let mut problems = inputs(5);
+            problems[p][b].set(0, 0, MARK_SIGMA);
+            let e = list_with::<f64>(&ctx, &problems).unwrap_err();
+            assert_eq!(e, Error::NotConverged { problem: Some(p), index: b }, "diagnostics {diagnostics}");
+        }
         // Unmarked, the same list succeeds.
         list_with::<f64>(&ctx, &inputs(5)).unwrap();
     }

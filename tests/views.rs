@@ -1,7 +1,8 @@
 //! Typed views address element `(b, i, j)` at `data[b * batch_stride + i * row_stride +
 //! j * col_stride]`, as their constructors document, in every layout; `t()` swaps the indices.
+//! The descriptors (`MatDesc`) they are made from: each constructor sets what it names.
 
-use osft::{MatMut, MatRef};
+use osft::{DType, Device, MatDesc, MatMut, MatRef};
 
 /// Data whose every element is its own index, so a wrong address reads a wrong value.
 fn indices(len: usize) -> Vec<f64> {
@@ -45,4 +46,21 @@ fn every_layout_addresses_the_documented_element() {
 fn an_element_outside_the_view_panics() {
     let data = indices(12);
     MatRef::row_major(&data, 3, 4).unwrap().get(0, 3, 0);
+}
+
+/// The descriptor constructors set exactly the fields they name.
+#[test]
+fn descriptor_constructors_set_what_they_name() {
+    let d = MatDesc::row_major(4096, DType::F32, 3, 5);
+    assert_eq!((d.rows, d.cols, d.row_stride, d.col_stride, d.batch, d.batch_stride), (3, 5, 5, 1, 1, 0));
+    let c = MatDesc::col_major(4096, DType::F64, 3, 5);
+    assert_eq!((c.row_stride, c.col_stride, c.dtype), (1, 3, DType::F64));
+    let b = d.with_batch(4, 17);
+    assert_eq!((b.batch, b.batch_stride), (4, 17));
+    assert_eq!(MatDesc { batch: 1, batch_stride: 0, ..b }, d);
+    let g = d.with_device(Device::Cuda(1));
+    assert_eq!(g.device, Device::Cuda(1));
+    assert_eq!(MatDesc { device: d.device, ..g }, d);
+    let t = d.t();
+    assert_eq!((t.rows, t.cols, t.row_stride, t.col_stride, t.addr), (5, 3, 1, 5, 4096));
 }

@@ -207,8 +207,8 @@ pub enum osft_backend {
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum osft_strategy {
-    /// Pick by flop count and memory: the cached projector only when `k > 0.556 n`, its `n x n`
-    /// matrix is at most 64 MiB, and the data is f32/f64.
+    /// Pick by flop count and memory: the cached projector only when `9 k > 5 n`
+    /// (`k > 0.5556 n`), its `n x n` matrix is at most 64 MiB, and the data is f32/f64.
     OSFT_STRATEGY_AUTO = 0,
     /// `B (B^T X)`: `4 N M k` flops, `k`-sized scratch.
     OSFT_STRATEGY_COEFFICIENT = 1,

@@ -23,13 +23,15 @@ pub enum Strategy {
 pub const DEFAULT_MAX_PROJECTOR_BYTES: usize = 64 << 20;
 
 /// The evaluation order for a basis of `k` vectors in dimension `n`: the cached projector only
-/// when it is both cheaper by at least 10% (`2 n^2 < 0.9 * 4 n k`, i.e. `k > 0.556 n`), small
-/// (`n^2` elements within `max_bytes`), and the data is f32/f64 (a rounded f16/bf16 projector
-/// would leak more than the coefficient form).
+/// when it is both cheaper by at least 10% (`2 n^2 < 0.9 * 4 n k`, i.e. `9 k > 5 n`,
+/// `k > 0.5556 n`), small (`n^2` elements within `max_bytes`), and the data is f32/f64 (a
+/// rounded f16/bf16 projector would leak more than the coefficient form).
 pub fn choose(strategy: Strategy, dtype: DType, n: usize, k: usize, max_bytes: usize) -> Strategy {
     match strategy {
         Strategy::Auto => {
-            let cheaper = 2.0 * (n as f64) * (n as f64) < 0.9 * 4.0 * (n as f64) * (k as f64);
+            // 2 n^2 < 0.9 * 4 n k is 5 n < 9 k: in integers, so that a tie (n = 9, k = 5) is
+            // never a win, which the floating-point form got wrong at n = 81, k = 45 and others.
+            let cheaper = 5 * (n as u128) < 9 * (k as u128);
             let small = n.saturating_mul(n).saturating_mul(dtype.size()) <= max_bytes;
             if cheaper && small && dtype.is_compute() {
                 Strategy::CachedProjector
