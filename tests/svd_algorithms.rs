@@ -172,10 +172,14 @@ fn randomized_serves_only_a_top_k_decomposition() {
     // Nor k = R (it needs k + p < min(N, M)). A 0-sized low part (N x 0 at k = R) is no request
     // for one: the refusal names k, not the low part.
     let mut ul = Buf::<f64>::poisoned(n, 0, 1, Layout::ColMajor);
-    let uld = ul.desc();
-    let empty_low = Parts { u_low: Some(&uld), ..Default::default() };
-    let e = unsafe { ctx.decompose_raw(&wd, n, &empty_low, DType::F64) }.unwrap_err();
-    assert_eq!(e.status(), Status::Precondition, "{e}");
+    let mut vl = Buf::<f64>::poisoned(0, m, 1, Layout::RowMajor);
+    let (uld, vld) = (ul.desc(), vl.desc());
+    for empty_low in
+        [Parts { u_low: Some(&uld), ..Default::default() }, Parts { v_low: Some(&vld), ..Default::default() }]
+    {
+        let e = unsafe { ctx.decompose_raw(&wd, n, &empty_low, DType::F64) }.unwrap_err();
+        assert_eq!(e.status(), Status::Precondition, "{e}");
+    }
     // Only the high parts: served, and (on the CPU, exactly) equal to the full decomposition's.
     let high = Parts { u_high: Some(&uhd), s_high: Some(&shd), v_high: Some(&vhd), ..Default::default() };
     assert!(ctx.decompose_workspace_size_k(&wd, k, DType::F64).unwrap() > 0);
