@@ -59,8 +59,9 @@ pub(crate) fn check_parts(
             Some(d) => {
                 d.validate(name, len == 0)?;
                 check_out_batch(name, d, w.batch)?;
+                // An empty part of any 0-sized shape: nothing to write.
                 if len == 0 && d.rows * d.cols == 0 {
-                    return Ok(Some(MatDesc { rows: 0, cols: 1, ..*d }));
+                    return Ok(None);
                 }
                 as_column(d, len, name).map(Some)
             }
