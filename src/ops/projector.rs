@@ -29,8 +29,8 @@ pub const DEFAULT_MAX_PROJECTOR_BYTES: usize = 64 << 20;
 pub fn choose(strategy: Strategy, dtype: DType, n: usize, k: usize, max_bytes: usize) -> Strategy {
     match strategy {
         Strategy::Auto => {
-            // 2 n^2 < 0.9 * 4 n k is 5 n < 9 k: in integers, so that a tie (n = 9, k = 5) is
-            // never a win, which the floating-point form got wrong at n = 81, k = 45 and others.
+            // 2 n^2 < 0.9 * 4 n k is 5 n < 9 k, compared in integers: a tie (n = 9, k = 5) is
+            // never a win, where floating-point products may round either way.
             let cheaper = 5 * (n as u128) < 9 * (k as u128);
             let small = n.saturating_mul(n).saturating_mul(dtype.size()) <= max_bytes;
             if cheaper && small && dtype.is_compute() {
