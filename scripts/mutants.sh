@@ -53,13 +53,14 @@ for t in tests/*.rs tests/*/main.rs; do
     *) targets+=(--cargo-arg=--test "--cargo-arg=$name") ;;
     esac
 done
-[ "${ITERATE:-0}" = 1 ] && files+=(--iterate)
+iterate=()
+[ "${ITERATE:-0}" = 1 ] && iterate=(--iterate)
 # The in-repo fuzzer runs 2000 inputs per op by default; a few hundred still exercise every path.
 export OSFT_FUZZ_ITERS=${OSFT_FUZZ_ITERS:-200}
 export RUST_BACKTRACE=0
 status=0
 timeout --signal=INT --kill-after=60 "$((minutes * 60))" \
-    cargo mutants --shuffle --jobs "${JOBS:-1}" --output target "${targets[@]}" "${files[@]}" || status=$?
+    cargo mutants --shuffle --jobs "${JOBS:-1}" --output target "${targets[@]}" "${files[@]}" "${iterate[@]}" || status=$?
 out=target/mutants.out
 count() { [ -f "$out/$1.txt" ] && wc -l <"$out/$1.txt" || echo 0; }
 echo
