@@ -44,7 +44,9 @@
 //! **Minimum GPU.** Compute capability 7.5 ([`MIN_COMPUTE_CAPABILITY`]), checked when the context
 //! is created (an older device is `BackendUnavailable`, with its capability in the message).
 //!
-//! **Math mode.** The cuBLAS handle stays in `CUBLAS_DEFAULT_MATH`; the mode reaches each GEMM
+//! **Math mode.** The cuBLAS handle is in `CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION`
+//! (the default math, except that a GEMM with f16/bf16 output never reduces partial sums in the
+//! output type, which cuBLAS otherwise may and PyTorch allows by default); the mode reaches each GEMM
 //! as its compute type (`CUBLAS_COMPUTE_32F`, `_32F_FAST_TF32`, `_32F_FAST_16BF`; f64 data
 //! `CUBLAS_COMPUTE_64F`), see [`MathMode`].
 //!
@@ -415,7 +417,10 @@ impl CudaExecutor {
                 h.funcs.insert(name, f);
             }
             cb_check(cb::cublasCreate_v2(&mut h.cublas), "cublasCreate")?;
-            cb_check(cb::cublasSetMathMode(h.cublas, cb::cublasMath_t::CUBLAS_DEFAULT_MATH), "cublasSetMathMode")?;
+            // Split-K reductions of an f16/bf16-output GEMM stay in f32 (cuBLAS may otherwise
+            // reduce in the output type), as `MathMode` promises.
+            let math = cb::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+            cb_check(cb::cublasSetMathMode(h.cublas, math), "cublasSetMathMode")?;
             cs_check(cs::cusolverDnCreate(&mut h.solver), "cusolverDnCreate")?;
             cs_check(cs::cusolverDnCreateParams(&mut h.params), "cusolverDnCreateParams")?;
             cs_check(cs::cusolverDnCreateGesvdjInfo(&mut h.gesvdj), "cusolverDnCreateGesvdjInfo")?;
