@@ -191,6 +191,15 @@ impl Context {
     /// The plan's descriptors must describe valid memory of the context's device, and the plan
     /// must have been built with [`Context::executor`].
     pub(crate) unsafe fn execute<P: Plan>(&self, plan: &P) -> Result<P::Output> {
+        // Waiting for the device is illegal during capture and would invalidate the caller's
+        // graph: refuse before issuing anything.
+        if plan.synchronizes() && self.exec.is_capturing()? {
+            return Err(Error::InvalidArgument(
+                "this op reads results back to the host, which cannot be done while the context's stream is \
+                 being captured into a CUDA graph: run it before or after the capture"
+                    .into(),
+            ));
+        }
         let need = plan.workspace();
         let mut guard = self.lock();
         let dev = self.exec.device();

@@ -41,6 +41,14 @@ impl<'b> Projector<'b> {
             };
             let cached = match choice.cached_bytes {
                 Some(bytes) => {
+                    // Allocating is illegal during capture and would invalidate the caller's graph.
+                    if ctx.executor().is_capturing()? {
+                        return Err(Error::InvalidArgument(
+                            "a cached projector allocates its memory, which cannot be done while the context's \
+                             stream is being captured into a CUDA graph: build the projector before the capture"
+                                .into(),
+                        ));
+                    }
                     let buf = ctx.executor().alloc(bytes)?;
                     let (n, basis) = (choice.dimension, &choice.basis);
                     let p = MatDesc::col_major(buf.addr, basis.dtype, n, n).with_device(ctx.executor().device());

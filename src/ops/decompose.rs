@@ -170,6 +170,10 @@ impl DecomposePlan {
 impl Plan for DecomposePlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        true // an SVD (its convergence flags are read back to the host).
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         self.need
     }

@@ -94,6 +94,10 @@ impl LeakagePlan {
 impl Plan for LeakagePlan {
     type Output = Vec<f64>;
 
+    fn synchronizes(&self) -> bool {
+        true // the norms are read back to the host.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)
     }
@@ -149,6 +153,10 @@ impl OrthonormalityPlan {
 impl Plan for OrthonormalityPlan {
     type Output = Vec<f64>;
 
+    fn synchronizes(&self) -> bool {
+        true // the norms are read back to the host.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)
     }
@@ -193,6 +201,10 @@ impl ReconstructionErrorPlan {
 
 impl Plan for ReconstructionErrorPlan {
     type Output = Vec<f64>;
+
+    fn synchronizes(&self) -> bool {
+        true // the norms are read back to the host.
+    }
 
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.rec.need)

@@ -43,6 +43,11 @@ pub trait Plan {
     /// What the op returns to the host (`()` for ops that only write the caller's buffers).
     type Output;
 
+    /// Whether [`Plan::run`] waits for the device (it reads results or convergence flags back to
+    /// the host). Such an op cannot be captured into a CUDA graph, so it is refused while the
+    /// stream is being captured, before anything is issued.
+    fn synchronizes(&self) -> bool;
+
     /// The workspace [`Plan::run`] needs.
     fn workspace(&self) -> WorkspaceNeed;
 

@@ -206,6 +206,10 @@ impl ProjectPlan {
 impl Plan for ProjectPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        false // GEMMs and element-wise kernels on the stream only.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)
     }
@@ -423,6 +427,10 @@ impl PartialPlan {
 impl Plan for PartialPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        false // one GEMM on the stream.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(0)
     }
@@ -517,6 +525,10 @@ impl ApplyPlan {
 
 impl Plan for ApplyPlan {
     type Output = ();
+
+    fn synchronizes(&self) -> bool {
+        false // GEMMs on the stream only.
+    }
 
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)

@@ -256,6 +256,10 @@ impl ProjectorPlan {
 impl Plan for ProjectorPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        false // GEMMs on the stream only.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         let need = self.steps.iter().map(|s| match s {
             Step::Coefficient(p) => p.workspace().min,

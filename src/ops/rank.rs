@@ -200,6 +200,10 @@ impl ImportancePlan {
 impl Plan for ImportancePlan {
     type Output = Vec<f64>;
 
+    fn synchronizes(&self) -> bool {
+        true // the cosine sums are read back to the host.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)
     }
@@ -270,6 +274,10 @@ impl ReadVectorPlan {
 
 impl Plan for ReadVectorPlan {
     type Output = Vec<f64>;
+
+    fn synchronizes(&self) -> bool {
+        true // the vector is read back to the host.
+    }
 
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)

@@ -116,6 +116,10 @@ impl ReconstructPlan {
 impl Plan for ReconstructPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        false // GEMMs and element-wise kernels on the stream only.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         WorkspaceNeed::exact(self.need)
     }

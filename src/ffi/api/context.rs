@@ -118,7 +118,10 @@ pub unsafe extern "C" fn osft_context_get_stream(ctx: *mut osft_context, stream:
 /// `osft_context_set_workspace` or `osft_context_destroy`. `ptr = NULL` needs `bytes = 0` (then
 /// every op needing scratch fails). While the context's stream is captured into a CUDA graph, a
 /// context never allocates or frees its own workspace: a call needing more than it holds fails
-/// with `OSFT_STATUS_INVALID_ARGUMENT`; set a workspace here before capturing.
+/// with `OSFT_STATUS_INVALID_ARGUMENT`; set a workspace here before capturing. Only projection
+/// and reconstruction can be captured: the ops that read results back to the host (SVD,
+/// decomposition, diagnostics, layer importance, `osft_read_vector`) and building a cached
+/// projector fail with `OSFT_STATUS_INVALID_ARGUMENT` during capture, before issuing anything.
 #[no_mangle]
 pub unsafe extern "C" fn osft_context_set_workspace(
     ctx: *mut osft_context,

@@ -100,6 +100,10 @@ impl SvdListPlan {
 impl Plan for SvdListPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        true // the routines' convergence flags are read back to the host.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         self.need
     }

@@ -429,6 +429,10 @@ impl SvdPlan {
 impl Plan for SvdPlan {
     type Output = ();
 
+    fn synchronizes(&self) -> bool {
+        true // the input's finiteness and the routines' convergence flags are read back to the host.
+    }
+
     fn workspace(&self) -> WorkspaceNeed {
         self.need
     }
