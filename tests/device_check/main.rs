@@ -6,8 +6,9 @@
 //!
 //! Also: every explicit SVD algorithm (certificate and S against the f64 construction, the
 //! routines' preconditions, the randomized top-k decomposition against the optimal rank-k
-//! residual), projection in each math mode against f64 with a tolerance per mode, and
-//! `gemm_grouped` (grouped and fallback) against the CPU executor.
+//! residual, `cusolverDnXgesvdr`'s writes confined to osft's layout of its outputs), projection
+//! in each math mode against f64 with a tolerance per mode, and `gemm_grouped` (grouped and
+//! fallback) against the CPU executor.
 //!
 //! And `svd_list` over three shapes (one above 32 x 32, two within `gesvdjBatched`'s range) on
 //! the grouped path (`gesvd_grouped`: one fork/join over the stream pool per wave), once with the
@@ -53,7 +54,7 @@ use diagnostics::diagnostics_case;
 use gemm::grouped_gemm_case;
 use projection::{graph_case, math_mode_case, project_case, shard_case};
 use report::{json_str, loaded_cuda_libraries, Report};
-use svd::{algorithm_case, algorithm_refusals_case, svd_case, svd_list_case};
+use svd::{algorithm_case, algorithm_refusals_case, gesvdr_bounds_case, svd_case, svd_list_case};
 
 struct Args {
     quick: bool,
@@ -201,6 +202,7 @@ fn run_cases(gpu: &Context, cpu: &Context, rep: &mut Report, args: &Args, seed: 
     }
     rep.guard(gpu, "svd algorithm preconditions", |rep| algorithm_refusals_case(gpu, rep));
     rep.guard(gpu, "randomized 300x200", |rep| randomized_case(gpu, rng, rep, 300, 200, 8, DType::F32));
+    rep.guard(gpu, "gesvdr bounds", |rep| gesvdr_bounds_case(gpu, rng, rep, 300, 64));
     for mode in [MathMode::Exact, MathMode::Tf32, MathMode::Bf16] {
         rep.guard(gpu, &format!("math mode {mode:?}"), |rep| math_mode_case(gpu, rng, rep, mode, 1024, 512, 64));
     }

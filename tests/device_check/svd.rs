@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use osft::ops::svd::{SvdOut, SvdProblem};
+use osft::exec::{Buffer, GesvdrArgs, Strided, GESVDR_ITERATIONS};
+use osft::ops::svd::{gesvdr_oversampling, SvdOut, SvdProblem};
 use osft::{Context, DType, Device, Element, MatDesc, Status, SvdAlgorithm};
 use osft_test_support::{ortho_err_cols, randn, Buf, Layout, M};
 
@@ -229,4 +230,92 @@ pub(crate) fn svd_list_case<T: Element>(
         }
     }
     rep.case(&name, ok, format!("certificate {worst_cert:.2} x tol, vs cpu {worst_cpu:.2} x tol (tol up to {tol_max:.1e}), padding untouched, {ms:.2} ms"));
+}
+
+/// `cusolverDnXgesvdr` called directly, its outputs laid out as osft lays them out (`U`:
+/// `m x n` per matrix, `S`: `n`, `VT`: `k x n`), each operand followed by a guard band of a
+/// marker value: no routine may write past its operand (in particular past the last `U`, where an
+/// `m x m` `Urand` would spill `m (m - n)` values). Also the top-`k` singular values against the
+/// construction, and the orthonormality of `U`'s and `V`'s first `k` vectors. The detail records
+/// how many of `U`'s columns and `S`'s entries beyond `k` the routine wrote.
+pub(crate) fn gesvdr_bounds_case(gpu: &Context, rng: &mut rand::rngs::StdRng, rep: &mut Report, m: usize, n: usize) {
+    let (k, batch) = (8usize, 2usize);
+    let p = gesvdr_oversampling(n, k);
+    let name = format!("gesvdr bounds {m}x{n} k={k} p={p} batch={batch}");
+    let marker = f32::from_bits(0x7fc0_5a5a); // a NaN no routine produces
+    let guard = m * (m - n) + 64;
+    let s_true: Vec<f64> = (0..n).map(|i| 0.5f64.powi(i as i32)).collect();
+    // Column-major A of each matrix: W = Q1 diag(s) Q2^T.
+    let mut a = vec![];
+    for _ in 0..batch {
+        let w = orthonormal(rng, m, n).mul(&orthonormal(rng, n, n).t().scale_rows(&s_true));
+        a.extend((0..n).flat_map(|j| (0..m).map(move |i| (j, i))).map(|(j, i)| w.at(i, j) as f32));
+    }
+    let exec = gpu.executor();
+    let dev = |data: &[f32]| {
+        let bytes = std::mem::size_of_val(data);
+        let buf = exec.alloc(bytes).expect("device alloc");
+        // SAFETY: `buf` holds `bytes`.
+        unsafe { exec.write_from_host(std::slice::from_raw_parts(data.as_ptr() as *const u8, bytes), buf.addr) }
+            .expect("upload");
+        buf
+    };
+    let down = |buf: &Buffer, len: usize| {
+        let mut out = vec![0f32; len];
+        // SAFETY: `buf` holds `len` f32.
+        unsafe { exec.read_to_host(buf.addr, std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, len * 4)) }
+            .expect("download");
+        out
+    };
+    let (lu, ls, lv) = (m * n * batch, n * batch, k * n * batch);
+    let da = dev(&a);
+    let du = dev(&vec![marker; lu + guard]);
+    let ds = dev(&vec![marker; ls + guard]);
+    let dv = dev(&vec![marker; lv + guard]);
+    let work_bytes = match exec.gesvdr_buffer_size(m, n, k, p, GESVDR_ITERATIONS, DType::F32, batch) {
+        Ok(b) => b,
+        Err(e) => return rep.case(&name, false, format!("workspace query: {e}")),
+    };
+    let work = exec.alloc(work_bytes.max(1)).expect("device alloc");
+    let st = |addr, ld, stride| Strided { addr, dtype: DType::F32, ld, stride };
+    let args = GesvdrArgs {
+        m,
+        n,
+        k,
+        p,
+        niters: GESVDR_ITERATIONS,
+        a: st(da.addr, m, m * n),
+        s: ds.addr,
+        stride_s: n,
+        u: st(du.addr, m, m * n),
+        vt: st(dv.addr, k, k * n),
+        batch,
+    };
+    // SAFETY: every operand is a live allocation of the sizes the arguments describe.
+    if let Err(e) = unsafe { exec.gesvdr_strided_batched(&args, work.addr, work_bytes) } {
+        return rep.case(&name, false, format!("error {e}"));
+    }
+    let (hu, hs, hv) = (down(&du, lu + guard), down(&ds, ls + guard), down(&dv, lv + guard));
+    let untouched = |v: &[f32]| v.iter().all(|x| x.to_bits() == marker.to_bits());
+    let guards_ok = untouched(&hu[lu..]) && untouched(&hs[ls..]) && untouched(&hv[lv..]);
+    let tol = 1e3 * u_of(DType::F32);
+    let mut worst = 0.0f64;
+    for b in 0..batch {
+        let u = M { r: m, c: k, d: (0..m * k).map(|x| hu[b * m * n + (x % k) * m + x / k] as f64).collect() };
+        let vt = M { r: k, c: n, d: (0..k * n).map(|x| hv[b * k * n + (x % n) * k + x / n] as f64).collect() };
+        let s_err = (0..k).map(|i| (hs[b * n + i] as f64 - s_true[i]).abs()).fold(0.0, f64::max);
+        worst = worst.max(s_err).max(ortho_err_cols(&u)).max(ortho_err_cols(&vt.t()));
+    }
+    let u_cols = (k..n).filter(|j| !untouched(&hu[j * m..(j + 1) * m])).count();
+    let s_extra = (k..n).filter(|i| !untouched(&hs[*i..i + 1])).count();
+    rep.case(
+        &name,
+        guards_ok && worst <= tol,
+        format!(
+            "guard bands {}, top-k error {worst:.2e} (tol {tol:.1e}); U columns written beyond k: {u_cols} of {}, \
+             S entries beyond k: {s_extra}",
+            if guards_ok { "untouched" } else { "OVERWRITTEN" },
+            n - k
+        ),
+    );
 }
