@@ -484,9 +484,6 @@ impl Drop for CudaExecutor {
             if !h.fork.is_null() {
                 cu::cuEventDestroy_v2(h.fork);
             }
-            if let Some((p, _)) = h.ptrs.take() {
-                cu::cuMemFree_v2(p);
-            }
             if !h.gesvdj.is_null() {
                 cs::cusolverDnDestroyGesvdjInfo(h.gesvdj);
             }
@@ -498,6 +495,11 @@ impl Drop for CudaExecutor {
             }
             if !h.cublas.is_null() {
                 cb::cublasDestroy_v2(h.cublas);
+            }
+            // After cublasDestroy, which synchronises the device: no grouped GEMM still reads
+            // the pointer arrays.
+            if let Some((p, _)) = h.ptrs.take() {
+                cu::cuMemFree_v2(p);
             }
             if !h.module.is_null() {
                 cu::cuModuleUnload(h.module);
