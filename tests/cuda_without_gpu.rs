@@ -1,9 +1,10 @@
 //! CUDA-side checks that run on any machine: the NVRTC kernels compile to PTX and to CUBINs for
 //! sm_80 and sm_90 (with the NVRTC of the `nvidia-cuda-nvrtc` wheel that scripts/test.sh
-//! installs), and a CUDA context without a driver or device is `BackendUnavailable` with a message.
+//! installs), a CUDA context without a driver or device is `BackendUnavailable` with a message,
+//! and so is a driver older (in major version) than the cuBLAS found.
 #![cfg(feature = "cuda")]
 
-use osft::exec::cuda::nvrtc;
+use osft::exec::cuda::{check_driver_supports, nvrtc};
 use osft::{Context, Status};
 
 #[test]
@@ -52,5 +53,19 @@ fn cuda_context_without_a_gpu_is_backend_unavailable() {
     // auto() falls back to the CPU.
     if !has_driver {
         assert_eq!(Context::auto().executor().name(), "cpu");
+    }
+}
+
+#[test]
+fn a_driver_older_than_cublas_is_refused_with_both_versions() {
+    // Minor-version compatibility: any driver of the same CUDA major version (or newer) runs it.
+    for (driver, cublas) in [(13000, 13), (13020, 13), (12080, 12), (13000, 12), (12000, 11)] {
+        check_driver_supports(driver, cublas).unwrap_or_else(|e| panic!("driver {driver}, cuBLAS {cublas}: {e}"));
+    }
+    for (driver, cublas, shown) in [(12080, 13, "12.8"), (12090, 13, "12.9"), (11080, 12, "11.8")] {
+        let e = check_driver_supports(driver, cublas).expect_err("an older driver was accepted");
+        assert_eq!(e.status(), Status::BackendUnavailable);
+        let msg = e.to_string();
+        assert!(msg.contains(shown) && msg.contains(&format!("CUDA {cublas}")), "unclear message: {msg}");
     }
 }

@@ -60,8 +60,9 @@
 //! `cublasGemmGroupedBatchedEx` (cuBLAS 12.5+: on an older cuBLAS, read with `cublasGetVersion`,
 //! `gemm_grouped` takes its strided-batched fallback). Put one toolkit's libraries on the path:
 //! the loader takes the first name that loads, so a CUDA 12 cuBLAS next to a CUDA 13 cuSOLVER
-//! would be mixed. NVRTC must not be newer than the driver (its PTX version is refused). Only
-//! CUDA 13.0 with the 580 driver is the target; CUDA 12.x is untested.
+//! would be mixed. NVRTC must not be newer than the driver (its PTX version is refused), and
+//! neither may cuBLAS's CUDA major version be ([`check_driver_supports`], checked when the
+//! context is created). Only CUDA 13.0 with the 580 driver is the target; CUDA 12.x is untested.
 //!
 //! **Device memory beyond the caller's buffers.** A context allocates its workspace (cached,
 //! grown to the largest need, freed by `release_workspace`; none at all when the caller sets
@@ -330,6 +331,21 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Whether a driver of `driver_version` (`cuDriverGetVersion`: 1000 major + 10 minor) can run
+/// the cuBLAS of major version `cublas_major` (its CUDA major version): minor-version
+/// compatibility lets CUDA 13.x libraries run on any 13.x driver, never on a 12.x one, where
+/// `cublasCreate` fails with a status that does not say why.
+pub fn check_driver_supports(driver_version: i32, cublas_major: i32) -> Result<()> {
+    let (major, minor) = (driver_version / 1000, driver_version % 1000 / 10);
+    if cublas_major > major {
+        return Err(Error::BackendUnavailable(format!(
+            "the NVIDIA driver supports CUDA up to {major}.{minor}, but the cuBLAS found is from CUDA \
+             {cublas_major}: update the driver, or put CUDA {major} libraries first on LD_LIBRARY_PATH"
+        )));
+    }
+    Ok(())
+}
+
 impl CudaExecutor {
     /// Open device `ordinal`: checks for the driver, a device, cuBLAS, cuSOLVER and NVRTC, then
     /// compiles the kernels for the device's architecture.
@@ -371,6 +387,13 @@ impl CudaExecutor {
                     )));
                 }
             }
+            let (mut driver, mut cublas_major) = (0, 0);
+            cu_check(cu::cuDriverGetVersion(&mut driver), "cuDriverGetVersion")?;
+            cb_check(
+                cb::cublasGetProperty(cb::libraryPropertyType::MAJOR_VERSION, &mut cublas_major),
+                "cublasGetProperty",
+            )?;
+            check_driver_supports(driver, cublas_major)?;
             let mut dev = 0;
             cu_check(cu::cuDeviceGet(&mut dev, ordinal as i32), "cuDeviceGet")?;
             let (major, minor) = compute_capability(dev)?;
