@@ -285,6 +285,13 @@ for name, rc, secs, limit in rows.values():
     elif name == "memcheck":
         m = re.findall(r"ERROR SUMMARY: .*", log)
         detail = m[-1] if m else (log.strip().splitlines() or ["no output"])[-1]
+        # Leaks apart from bad accesses: a library's pooled memory can show up as a leak.
+        kinds = {
+            "invalid accesses": r"=+ Invalid \S* ?(?:read|write)",
+            "leaks": r"=+ Leaked \d+ bytes",
+            "API errors": r"=+ Program hit ",
+        }
+        detail += "; " + ", ".join(f"{k}: {len(re.findall(p, log))}" for k, p in kinds.items())
     elif name == "ffi-cuda":
         m = re.findall(r"test result: .*", log)
         detail = m[-1] if m else "no test result line; last: " + (log.strip().splitlines() or [""])[-1]
