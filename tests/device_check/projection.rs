@@ -151,7 +151,8 @@ pub(crate) fn math_mode_case(
 }
 
 /// Capture one projection step in a CUDA graph on a caller stream with a caller workspace,
-/// replay it, and compare with the reference. Everything it creates (stream, graph, its
+/// replay it, and compare with the reference; an op that reads back to the host (leakage), called
+/// during the capture, must be refused without invalidating it. Everything it creates (stream, graph, its
 /// instance, the workspace) is released before it returns, on success and on failure alike.
 pub(crate) fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
     use cudarc::driver::sys as cu;
@@ -186,8 +187,14 @@ pub(crate) fn graph_case(rng: &mut rand::rngs::StdRng, rep: &mut Report) {
             if r != cu::CUresult::CUDA_SUCCESS {
                 return Err(format!("cuStreamBeginCapture: {r:?}"));
             }
+            // An op that reads back to the host is refused without touching the capture.
+            let refused = gpu.leakage_raw(Side::Left, &ud, &xd);
             let p = gpu.project_raw(Side::Left, &bases, &xd, None);
             let r = cu::cuStreamEndCapture(stream, &mut graph);
+            match refused {
+                Err(osft::Error::InvalidArgument(_)) => {}
+                other => return Err(format!("leakage during capture: {other:?}, expected InvalidArgument")),
+            }
             p.map_err(|e| format!("project during capture: {e}"))?;
             if r != cu::CUresult::CUDA_SUCCESS {
                 return Err(format!("cuStreamEndCapture: {r:?} (the projection did something not capturable)"));
