@@ -207,7 +207,7 @@ impl Plan for ProjectPlan {
     type Output = ();
 
     fn synchronizes(&self) -> bool {
-        false // GEMMs and element-wise kernels on the stream only.
+        false // it only issues work on the stream.
     }
 
     fn workspace(&self) -> WorkspaceNeed {
@@ -428,7 +428,7 @@ impl Plan for PartialPlan {
     type Output = ();
 
     fn synchronizes(&self) -> bool {
-        false // one GEMM on the stream.
+        false // it only issues work on the stream.
     }
 
     fn workspace(&self) -> WorkspaceNeed {
@@ -527,7 +527,7 @@ impl Plan for ApplyPlan {
     type Output = ();
 
     fn synchronizes(&self) -> bool {
-        false // GEMMs on the stream only.
+        false // it only issues work on the stream.
     }
 
     fn workspace(&self) -> WorkspaceNeed {

@@ -257,7 +257,7 @@ impl Plan for ProjectorPlan {
     type Output = ();
 
     fn synchronizes(&self) -> bool {
-        false // GEMMs on the stream only.
+        false // it only issues work on the stream.
     }
 
     fn workspace(&self) -> WorkspaceNeed {

@@ -117,7 +117,7 @@ impl Plan for ReconstructPlan {
     type Output = ();
 
     fn synchronizes(&self) -> bool {
-        false // GEMMs and element-wise kernels on the stream only.
+        false // it only issues work on the stream.
     }
 
     fn workspace(&self) -> WorkspaceNeed {
