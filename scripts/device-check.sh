@@ -214,7 +214,10 @@ steps_run() {
             step memcheck 5 sh -c 'echo "compute-sanitizer not found"; exit 127'
         fi
     fi
-    TAIL=8 step pytest-torch 60 "$PY" -c "$PYTEST_LAUNCHER" bindings/python "${TORCH_TESTS[@]}"
+    # On the GPU a skipped CUDA test (osft's CUDA backend did not start) is a failure.
+    local require=(OSFT_REQUIRE_GPU=1)
+    [ "$DRY" = 1 ] && require=()
+    TAIL=8 step pytest-torch 60 env "${require[@]}" "$PY" -c "$PYTEST_LAUNCHER" bindings/python "${TORCH_TESTS[@]}"
 }
 
 steps_bench_project() {

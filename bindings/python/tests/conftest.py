@@ -1,7 +1,9 @@
 """Shared helpers: contexts, layouts, dtypes, float64 references; and the skip policy.
 
 Skip policy: a test that needs a GPU skips with a reason starting with ``GPU_SKIP`` ("not run: no
-GPU") and stays a skip. Any other skip of the torch tests (``test_torch*.py``) becomes a failure
+GPU"), or ``CUDA_SKIP`` when torch sees a GPU but osft's CUDA backend cannot start; both stay skips
+unless ``OSFT_REQUIRE_GPU=1`` (set by scripts/device-check.sh on a machine with a GPU) makes them
+failures. Any other skip of the torch tests (``test_torch*.py``) becomes a failure
 under ``OSFT_REQUIRE_TORCH=1``, except that a skip of ``test_torch_hf.py`` (or
 ``test_torch_checkpoint.py``) for want of
 transformers is governed by ``OSFT_REQUIRE_TRANSFORMERS=1``, and any skip of
@@ -122,6 +124,7 @@ def random_basis(rng, n, k, batch=None) -> np.ndarray:
 
 # --- skip policy -------------------------------------------------------------------------------
 GPU_SKIP = "not run: no GPU"
+CUDA_SKIP = "osft CUDA backend unavailable"
 _SWITCHES = {"OSFT_REQUIRE_TORCH": "torch", "OSFT_REQUIRE_TRANSFORMERS": "transformers",
              "OSFT_REQUIRE_DEEPSPEED": "deepspeed"}
 _UNREQUIRED_SKIPS = []  # (where, reason, switch) of skips a switch would have turned into failures
@@ -151,7 +154,10 @@ def _enforce(rep, path):
     if not rep.skipped or hasattr(rep, "wasxfail"):
         return
     reason = _skip_reason(rep)
-    if reason.startswith(GPU_SKIP):
+    if reason.startswith((GPU_SKIP, CUDA_SKIP)):
+        if os.environ.get("OSFT_REQUIRE_GPU") == "1":
+            rep.outcome = "failed"
+            rep.longrepr = f"skipped, but OSFT_REQUIRE_GPU=1 forbids it: {reason}"
         return
     switches = _switches_for(path, reason)
     required = [s for s in switches if os.environ.get(s) == "1"]

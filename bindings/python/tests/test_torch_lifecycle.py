@@ -4,7 +4,7 @@ on a GPU. Skipped without torch."""
 
 import numpy as np
 import pytest
-from conftest import svd_tol
+from conftest import CUDA_SKIP, GPU_SKIP, svd_tol
 from torch_helpers import (
     TinyLlama,
     data,
@@ -201,11 +201,11 @@ def test_merged_state_dict_matches_plain_model():
 
 def test_cuda_model_workflow():
     if not torch.cuda.is_available():
-        pytest.skip("not run: no GPU (no CUDA device visible to torch)")
+        pytest.skip(f"{GPU_SKIP} (no CUDA device visible to torch)")
     try:
         osft.Context("cuda").close()
     except osft.BackendUnavailableError as e:
-        pytest.skip(f"osft CUDA backend unavailable although torch sees a GPU: {e.message}")
+        pytest.skip(f"{CUDA_SKIP} although torch sees a GPU: {e.message}")
     torch.manual_seed(0)
     m = TinyLlama().cuda()
     x = data().float().cuda()
