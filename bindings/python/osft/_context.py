@@ -8,8 +8,6 @@ import ctypes
 import threading
 from typing import Optional, Tuple, Union
 
-import numpy as np
-
 from . import torch as _torch_glue
 from ._errors import check, error
 from ._lib import has, lib
@@ -24,7 +22,7 @@ from ._marshal import (
     _enum,
     _Owned,
 )
-from ._tensor import as_mat
+from ._tensor import CUDA, HOST, as_mat, workspace_region
 
 # ---------------------------------------------------------------------------------------------
 # Versions and status helpers.
@@ -182,22 +180,17 @@ class Context(_Owned):
 
     # -- workspace --
     def set_workspace(self, buffer: ArrayLike) -> None:
-        """Use ``buffer`` (a writable array on the context's device, any dtype, contiguous) as
-        the workspace, as ``cublasSetWorkspace``. It is kept alive by the context until
-        :meth:`release_workspace` or another :meth:`set_workspace`."""
-        if isinstance(buffer, np.ndarray):
-            if not buffer.flags.writeable:
-                raise error("INVALID_ARGUMENT", "workspace: array is read-only", "osft")
-            if not (buffer.flags.c_contiguous or buffer.flags.f_contiguous):
-                raise error("INVALID_STRIDE", "workspace: array must be contiguous", "osft")
-            ptr, nbytes = buffer.__array_interface__["data"][0], buffer.nbytes
-        else:
-            m = as_mat(buffer.reshape(-1, 1) if hasattr(buffer, "reshape") else buffer,
-                       "workspace", "matrix", writable=True, stream=self._stream)
-            if m.desc.row_stride != 1:
-                raise error("INVALID_STRIDE", "workspace: array must be contiguous", "osft")
-            from ._tensor import ITEMSIZE
-            ptr, nbytes = m.desc.data, int(m.desc.rows) * ITEMSIZE[m.dtype]
+        """Use ``buffer`` (a writable, contiguous array of any dtype in the context's memory: host
+        memory for a CPU context, its device's for a CUDA one) as the workspace, as
+        ``cublasSetWorkspace``. It is kept alive by the context until :meth:`release_workspace`
+        or another :meth:`set_workspace`."""
+        ptr, nbytes, device, ordinal = workspace_region(buffer)
+        want = CUDA if self.is_cuda else HOST
+        if device != want or (ordinal is not None and device == CUDA and ordinal != self.device):
+            where = "host memory" if device == HOST else f"CUDA device {ordinal if ordinal is not None else '?'}"
+            ours = f"CUDA device {self.device}" if self.is_cuda else "the CPU"
+            raise error("DEVICE_MISMATCH", f"workspace: the buffer is in {where}, the context runs on {ours}",
+                        "osft")
         check(lib.osft_context_set_workspace(self.handle, ptr, nbytes), "osft_context_set_workspace")
         self._workspace = buffer
 

@@ -88,7 +88,9 @@ def _out(result: np.ndarray, batch_inputs: bool):
 # Host values and the ``*_np`` helpers' outputs.
 
 def _host_f64(values, name: str) -> np.ndarray:
-    if hasattr(values, "__cuda_array_interface__"):
+    # torch's __cuda_array_interface__ raises RuntimeError (not AttributeError) for a tensor
+    # that requires grad, so hasattr would not answer: ask torch first.
+    if getattr(values, "is_cuda", False) is True or hasattr(values, "__cuda_array_interface__"):
         raise error("DEVICE_MISMATCH", f"{name}: device memory; read it with osft.read_vector "
                     "first", "osft")
     return np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))

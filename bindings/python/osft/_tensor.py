@@ -391,3 +391,56 @@ def as_mat(obj: Any, name: str, kind: str = "matrix", writable: bool = False,
     raise _fail("INVALID_ARGUMENT", name,
                 f"expected an array (numpy, DLPack, __cuda_array_interface__ or "
                 f"__array_interface__), got {type(obj).__name__}")
+
+
+def _is_contiguous(shape: Tuple[int, ...], byte_strides, item: int) -> bool:
+    """Whether ``byte_strides`` lay ``shape`` out densely in C or Fortran order (axes of extent 1
+    address nothing and are ignored)."""
+    dims = [(n, s) for n, s in zip(shape, byte_strides) if n != 1]
+    for order in (dims[::-1], dims):
+        acc = item
+        ok = True
+        for n, s in order:
+            ok &= s == acc
+            acc *= n
+        if ok:
+            return True
+    return False
+
+
+def workspace_region(obj: Any, name: str = "workspace") -> Tuple[int, int, int, Optional[int]]:
+    """``(address, bytes, device, CUDA ordinal or None)`` of a writable, contiguous buffer of any
+    dtype, described in place: the library keeps using the memory after the call that hands it
+    over, so a converted copy would be freed under it."""
+    if isinstance(obj, np.ndarray):
+        if not obj.flags.writeable:
+            raise _fail("INVALID_ARGUMENT", name, "array is read-only")
+        if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            raise _fail("INVALID_STRIDE", name, "array must be contiguous")
+        return obj.__array_interface__["data"][0], obj.nbytes, HOST, None
+    if (type(obj).__module__ or "").startswith("torch") and hasattr(obj, "data_ptr"):
+        if not obj.is_contiguous():
+            raise _fail("INVALID_STRIDE", name, "tensor must be contiguous (a view such as t.T or "
+                                                "t[:, :k] would be copied)")
+        kind = obj.device.type
+        if kind not in ("cpu", "cuda"):
+            raise _fail("DEVICE_MISMATCH", name, f"tensor on {obj.device}: osft uses CPU or CUDA memory")
+        device = CUDA if kind == "cuda" else HOST
+        return obj.data_ptr(), obj.numel() * obj.element_size(), device, obj.device.index
+    for attr, device in (("__cuda_array_interface__", CUDA), ("__array_interface__", HOST)):
+        iface = getattr(obj, attr, None)
+        if iface is None:
+            continue
+        ptr, readonly = iface["data"]
+        if readonly:
+            raise _fail("INVALID_ARGUMENT", name, "array is read-only")
+        item = np.dtype(iface["typestr"]).itemsize
+        shape = tuple(int(n) for n in iface["shape"])
+        strides = iface.get("strides")
+        if strides is not None and not _is_contiguous(shape, [int(s) for s in strides], item):
+            raise _fail("INVALID_STRIDE", name, "array must be contiguous")
+        ptr = (ptr or 0) + int(iface.get("offset", 0) or 0)
+        return ptr, int(np.prod(shape, dtype=np.int64)) * item, device, None
+    raise _fail("INVALID_ARGUMENT", name, f"expected a numpy array, a torch tensor or an object with "
+                                          f"__cuda_array_interface__ / __array_interface__, got "
+                                          f"{type(obj).__name__}")

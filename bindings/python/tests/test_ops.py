@@ -404,6 +404,22 @@ def test_two_phase_sharded_equals_unsharded(ctx, rng, dtype, side):
     assert np.linalg.norm(f64(x) - want) / np.linalg.norm(f64(x0)) < project_tol(dtype, max(n, m), k)
 
 
+class _GradCudaTensor:
+    """Stands for a CUDA torch tensor that requires grad: torch's ``__cuda_array_interface__``
+    raises RuntimeError for it rather than AttributeError."""
+
+    is_cuda = True
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+
+def test_device_values_for_host_functions_are_a_device_mismatch():
+    with pytest.raises(osft.DeviceMismatchError, match="read_vector"):
+        osft.select_rank(_GradCudaTensor(), "fixed", 1)
+
+
 def test_select_rank_rules():
     s = [4.0, 3.0, 2.0, 1.0]
     assert osft.select_rank(s, "fixed", 3) == 3
@@ -516,6 +532,39 @@ def test_read_vector(ctx):
     assert osft.read_vector_workspace_size(ctx, v) >= 0
     np.testing.assert_array_equal(osft.read_vector(ctx, v.astype(np.float16)), v)
 
+
+
+class _Interface:
+    """An array known only through an array interface (``attr``) over ``base``'s memory."""
+
+    def __init__(self, attr, base, strides=None):
+        self._base = base
+        iface = dict(base.__array_interface__)
+        iface["strides"] = strides
+        setattr(self, attr, iface)
+
+
+def test_caller_workspace_buffers(ctx):
+    # numpy: read-only and non-contiguous arrays are refused, nothing is kept.
+    ro = np.zeros(64)
+    ro.setflags(write=False)
+    with pytest.raises(osft.InvalidArgumentError):
+        ctx.set_workspace(ro)
+    with pytest.raises(osft.InvalidStrideError):
+        ctx.set_workspace(np.zeros((8, 8))[:, :4])
+    assert ctx.workspace_bytes == 0
+    # Host memory through __array_interface__: Fortran order is contiguous, a padded slice is not.
+    f = np.zeros((6, 4), order="F")
+    ctx.set_workspace(_Interface("__array_interface__", f, strides=f.strides))
+    assert ctx.workspace_bytes == f.nbytes
+    ctx.release_workspace()
+    with pytest.raises(osft.InvalidStrideError):
+        padded = np.zeros((8, 8))[:, :4]
+        ctx.set_workspace(_Interface("__array_interface__", padded, strides=padded.strides))
+    # Device memory for a CPU context: refused before the library sees the address.
+    with pytest.raises(osft.DeviceMismatchError):
+        ctx.set_workspace(_Interface("__cuda_array_interface__", np.zeros(64)))
+    assert ctx.workspace_bytes == 0
 
 def test_workspace_sizes_and_caller_workspace(ctx, rng):
     w = rng.standard_normal((12, 8))

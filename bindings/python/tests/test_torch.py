@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from conftest import project_tol, svd_tol
+from conftest import BF16, CUDA_SKIP, GPU_SKIP, project_tol, reconstruct_tol, svd_tol
 
 import osft
 
@@ -64,13 +64,35 @@ def test_cpu_tensor_dtypes(dtype):
         assert err < project_tol(np_dt, 12, 3)
 
 
+
+def test_caller_workspace_is_used_in_place():
+    with osft.Context() as ctx:
+        # Views that a reshape would copy are refused: the copy would be freed under the library.
+        for view in (torch.zeros(64, 2).t(), torch.zeros(8, 8)[:, :4]):
+            with pytest.raises(osft.InvalidStrideError):
+                ctx.set_workspace(view)
+            assert ctx.workspace_bytes == 0
+        # Any dtype; the library writes into the tensor itself.
+        g = torch.Generator().manual_seed(2)
+        u, _ = torch.linalg.qr(torch.randn(64, 8, generator=g))
+        x = torch.randn(64, 32, generator=g)
+        assert 0 < osft.project_workspace_size(ctx, "left", x, u) <= 4096
+        ws = torch.zeros(4096, dtype=torch.uint8)
+        ctx.set_workspace(ws)
+        assert ctx.workspace_bytes == 4096
+        want = ref_left(x, u)
+        osft.project(ctx, "left", x, u)
+        assert ws.any(), "the projection's scratch did not go to the caller's tensor"
+        assert ctx.workspace_bytes == 4096
+        np.testing.assert_allclose(x.numpy(), want, atol=1e-5)
+
 def _cuda_ctx():
     if not torch.cuda.is_available():
-        pytest.skip("not run: no GPU (no CUDA device visible to torch)")
+        pytest.skip(f"{GPU_SKIP} (no CUDA device visible to torch)")
     try:
         return osft.Context("cuda")
     except osft.BackendUnavailableError as e:
-        pytest.skip(f"osft CUDA backend unavailable although torch sees a GPU: {e.message}")
+        pytest.skip(f"{CUDA_SKIP} although torch sees a GPU: {e.message}")
 
 
 def test_cuda_tensors_on_current_stream():
@@ -94,12 +116,27 @@ def test_cuda_tensors_on_current_stream():
         assert (ctx.stream or 0) == torch.cuda.current_stream().cuda_stream
         torch.cuda.synchronize()
         np.testing.assert_allclose(y.cpu().numpy(), want, atol=1e-4)
-        # bf16 on the GPU, and a host tensor given to a CUDA context.
-        xb = x.to(torch.bfloat16).cuda()
-        osft.project(ctx, "left", xb, ud.to(torch.bfloat16))
+        # bf16 on the GPU, against float64 from the stored bf16 values.
+        xb, ub = x.to(torch.bfloat16).cuda(), ud.to(torch.bfloat16)
+        want_b, xb_norm = ref_left(xb, ub), xb.double().norm().item()
+        osft.project(ctx, "left", xb, ub)
         torch.cuda.synchronize()
+        err = np.linalg.norm(xb.double().cpu().numpy() - want_b) / xb_norm
+        assert err < project_tol(BF16, 64, 8), err
+        # A host tensor given to a CUDA context, and workspaces: host memory is refused, a
+        # device byte buffer serves the next call.
         with pytest.raises(osft.DeviceMismatchError):
             osft.project(ctx, "left", x, ud)
+        with pytest.raises(osft.DeviceMismatchError):
+            ctx.set_workspace(np.zeros(1 << 16, dtype=np.uint8))
+        ws = torch.zeros(1 << 16, dtype=torch.uint8, device="cuda")
+        ctx.set_workspace(ws)
+        assert ctx.workspace_bytes == 1 << 16
+        y = x.cuda()
+        osft.project(ctx, "left", y, ud)
+        torch.cuda.synchronize()
+        np.testing.assert_allclose(y.cpu().numpy(), want, atol=1e-4)
+        ctx.release_workspace()
 
 
 def test_cuda_decompose_matches_cpu():
@@ -115,3 +152,12 @@ def test_cuda_decompose_matches_cpu():
         s = np.linalg.svd(w.numpy(), compute_uv=False)
         got = np.concatenate([osft.read_vector(ctx, dparts[1]), osft.read_vector(ctx, dparts[4])])
         np.testing.assert_allclose(got, s, rtol=1e-4)
+        # The factors themselves: reconstruction and orthonormality in float64 from the stored
+        # float32 values.
+        uh, sh, vh, ul, sl, vl = [p.double().cpu() for p in dparts]
+        rec = uh @ torch.diag(sh) @ vh + ul @ torch.diag(sl) @ vl
+        assert (rec - w).norm() / w.norm() <= reconstruct_tol(48, 40, np.float64, np.float32)
+        u, v = torch.cat([uh, ul], 1), torch.cat([vh, vl], 0)
+        eye = torch.eye(40, dtype=torch.float64)
+        tol = svd_tol(48, 40, np.float64, np.float32)
+        assert (u.T @ u - eye).norm() <= tol and (v @ v.T - eye).norm() <= tol
