@@ -420,6 +420,13 @@ def main():
         "torch_cuda": torch.version.cuda,
         "osft": ".".join(map(str, osft.version())),
         "osft_library": osft.library_path,
+        # torch's GEMM settings for the torch variants (osft's cuBLAS handle disallows
+        # reduced-precision reductions and uses TF32 only in its TF32 math mode).
+        "torch_matmul": {
+            "allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "allow_bf16_reduced_precision_reduction": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+            "allow_fp16_reduced_precision_reduction": torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+        },
         "args": vars(args),
     }
     res = Results(args.json, head)
