@@ -64,7 +64,6 @@ def test_cpu_tensor_dtypes(dtype):
         assert err < project_tol(np_dt, 12, 3)
 
 
-
 def test_caller_workspace_is_used_in_place():
     with osft.Context() as ctx:
         # Views that a reshape would copy are refused: the copy would be freed under the library.
@@ -85,6 +84,7 @@ def test_caller_workspace_is_used_in_place():
         assert ws.any(), "the projection's scratch did not go to the caller's tensor"
         assert ctx.workspace_bytes == 4096
         np.testing.assert_allclose(x.numpy(), want, atol=1e-5)
+
 
 def _cuda_ctx():
     if not torch.cuda.is_available():
