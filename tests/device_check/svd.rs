@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use osft::exec::{Buffer, GesvdrArgs, Strided, GESVDR_ITERATIONS};
+use osft::exec::{GesvdrArgs, Strided, GESVDR_ITERATIONS};
 use osft::ops::svd::{gesvdr_oversampling, SvdOut, SvdProblem};
 use osft::{Context, DType, Device, Element, MatDesc, Status, SvdAlgorithm};
 use osft_test_support::{ortho_err_cols, randn, Buf, Layout, M};
@@ -252,26 +252,16 @@ pub(crate) fn gesvdr_bounds_case(gpu: &Context, rng: &mut rand::rngs::StdRng, re
         a.extend((0..n).flat_map(|j| (0..m).map(move |i| (j, i))).map(|(j, i)| w.at(i, j) as f32));
     }
     let exec = gpu.executor();
-    let dev = |data: &[f32]| {
-        let bytes = std::mem::size_of_val(data);
-        let buf = exec.alloc(bytes).expect("device alloc");
-        // SAFETY: `buf` holds `bytes`.
-        unsafe { exec.write_from_host(std::slice::from_raw_parts(data.as_ptr() as *const u8, bytes), buf.addr) }
-            .expect("upload");
-        buf
-    };
-    let down = |buf: &Buffer, len: usize| {
-        let mut out = vec![0f32; len];
-        // SAFETY: `buf` holds `len` f32.
-        unsafe { exec.read_to_host(buf.addr, std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, len * 4)) }
-            .expect("download");
-        out
+    // Each operand as one column of its length, mirrored in the context's memory.
+    let dev = |data: Vec<f32>| {
+        let desc = MatDesc::col_major(data.as_ptr() as usize, DType::F32, data.len(), 1);
+        Dev::up(gpu, Buf { data, desc })
     };
     let (lu, ls, lv) = (m * n * batch, n * batch, k * n * batch);
-    let da = dev(&a);
-    let du = dev(&vec![marker; lu + guard]);
-    let ds = dev(&vec![marker; ls + guard]);
-    let dv = dev(&vec![marker; lv + guard]);
+    let da = dev(a);
+    let du = dev(vec![marker; lu + guard]);
+    let ds = dev(vec![marker; ls + guard]);
+    let dv = dev(vec![marker; lv + guard]);
     let work_bytes = match exec.gesvdr_buffer_size(m, n, k, p, GESVDR_ITERATIONS, DType::F32, batch) {
         Ok(b) => b,
         Err(e) => return rep.case(&name, false, format!("workspace query: {e}")),
@@ -284,18 +274,18 @@ pub(crate) fn gesvdr_bounds_case(gpu: &Context, rng: &mut rand::rngs::StdRng, re
         k,
         p,
         niters: GESVDR_ITERATIONS,
-        a: st(da.addr, m, m * n),
-        s: ds.addr,
+        a: st(da.buf.addr, m, m * n),
+        s: ds.buf.addr,
         stride_s: n,
-        u: st(du.addr, m, m * n),
-        vt: st(dv.addr, k, k * n),
+        u: st(du.buf.addr, m, m * n),
+        vt: st(dv.buf.addr, k, k * n),
         batch,
     };
     // SAFETY: every operand is a live allocation of the sizes the arguments describe.
     if let Err(e) = unsafe { exec.gesvdr_strided_batched(&args, work.addr, work_bytes) } {
         return rep.case(&name, false, format!("error {e}"));
     }
-    let (hu, hs, hv) = (down(&du, lu + guard), down(&ds, ls + guard), down(&dv, lv + guard));
+    let (hu, hs, hv) = (du.down(gpu).data, ds.down(gpu).data, dv.down(gpu).data);
     let untouched = |v: &[f32]| v.iter().all(|x| x.to_bits() == marker.to_bits());
     let guards_ok = untouched(&hu[lu..]) && untouched(&hs[ls..]) && untouched(&hv[lv..]);
     let tol = 1e3 * u_of(DType::F32);
